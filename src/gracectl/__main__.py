@@ -1,0 +1,3 @@
+from gracectl.cli import main
+
+main()

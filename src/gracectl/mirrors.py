@@ -1,0 +1,75 @@
+"""Mirror configuration: maps each upstream input of a build to where a site actually fetches it.
+
+The same mechanism serves an air-gapped production site (nvcr.io -> registry.internal, github.com ->
+git.internal) and the local test bed (everything on 127.0.0.1). A mirror file is TOML:
+
+    build_network = "host"                       # docker build --network (the test bed's services are on 127.0.0.1)
+    python_version = "3.11"                      # only where the mirrored base images carry another Python
+
+    [images]                                     # upstream image:tag -> mirror image:tag
+    "nvcr.io/nvidia/cuda:12.9.1-devel-ubuntu24.04" = "127.0.0.1:5000/testbed/build-base:bookworm"
+
+    [repos]                                      # upstream git URL -> mirror git URL
+    "https://github.com/vllm-project/vllm.git" = "git://127.0.0.1:9418/vllm.git"
+
+    [refs]                                       # upstream ref -> mirror ref, where a mirror cannot hold
+    "29210221863736a08f71a866459e368ad1ac4a95" = "<commit in the mirror>"   # the same commit
+
+    [indexes]                                    # upstream package index -> mirror index
+    "https://pypi.org/simple" = "http://127.0.0.1:5080/simple"
+
+An input with no entry is fetched from upstream unchanged. The plan shows both sides.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gracectl.errors import UsageError
+
+
+class Mirror(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    build_network: Annotated[str, Field(pattern=r"^(default|host|none)$")] = "default"
+    python_version: Annotated[str, Field(pattern=r"^3\.\d+$")] | None = None
+    images: dict[str, str] = {}
+    repos: dict[str, str] = {}
+    refs: dict[str, str] = {}
+    indexes: dict[str, str] = {}
+
+    def image(self, ref: str) -> str:
+        return self.images.get(ref, ref)
+
+    def repo(self, url: str) -> str:
+        return self.repos.get(url, url)
+
+    def ref(self, ref: str) -> str:
+        return self.refs.get(ref, ref)
+
+    def index(self, url: str) -> str:
+        return self.indexes.get(url, url)
+
+
+NO_MIRROR = Mirror()
+
+
+def load_mirror(path: str | Path | None) -> Mirror:
+    if path is None:
+        return NO_MIRROR
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+        return Mirror.model_validate(data)
+    except FileNotFoundError:
+        raise UsageError(f"mirror file {path} does not exist (the test bed writes one: `gracectl testbed up`)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise UsageError(f"{path}: {field}: {err['msg']}") from None
