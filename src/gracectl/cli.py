@@ -1,0 +1,46 @@
+"""`gracectl`: one CLI over the build system. Commands live in gracectl.commands.<area>; this file wires them.
+
+Every expected failure is a GraceError: printed as one line `error: ...` on stderr, exit code per error type.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gracectl.commands import plan as plan_commands
+from gracectl.errors import GraceError
+
+app = typer.Typer(
+    name="gracectl",
+    help="Build, verify, publish and roll back vLLM images for NVIDIA GH200 (linux/arm64, sm_90a).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# command modules (one line each: module.register(app))
+plan_commands.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except GraceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,267 @@
+"""The build plan: everything `gracectl build` will do for a release, computed without running anything.
+
+manifest (+ mirror, + operator overrides) -> build arguments, stage graph, tags, OCI labels, build command.
+`gracectl plan RELEASE` prints it; `gracectl build` executes exactly this plan.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gracectl.errors import UsageError
+from gracectl.manifest import COMMIT_RE, TAG_RE, TAG_NAME_RE, Manifest, Source
+from gracectl.mirrors import NO_MIRROR, Mirror
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "vllm" / "Dockerfile"
+FINAL_STAGE = "vllm-openai"
+IMAGE_SOURCE = "https://github.com/grace-gpu-containers/grace-gpu-containers"
+
+# The Dockerfile's stage graph: stage -> the stages it is built FROM or mounts files from.
+# tests/unit/test_dockerfile.py parses vllm/Dockerfile and checks it is exactly this.
+STAGE_GRAPH: dict[str, tuple[str, ...]] = {
+    "base": (),
+    "build-base": (),
+    "build-triton": ("build-base",),
+    "build-triton-kernels": ("build-base",),
+    "build-flash-attn": ("build-base",),
+    "build-flashmla": ("build-base",),
+    "build-vllm": ("build-base", "build-triton-kernels", "build-flash-attn", "build-flashmla"),
+    "triton-kernels-site-packages": ("build-triton-kernels",),
+    "triton-kernels-vendored": ("base",),
+    "triton-kernels-choice": ("triton-kernels-{mode}",),
+    "vllm-openai": ("base", "build-triton", "build-vllm", "triton-kernels-choice"),
+}
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What an operator may change for one build without editing the manifest (Jenkins parameters)."""
+
+    vllm_ref: str = ""
+    image_tag: str = ""
+    build_number: int = 0
+    registry: str = ""  # host[:port][/namespace] the tags are pushed to; empty = local names only
+
+    def __post_init__(self):
+        if self.vllm_ref and not (TAG_RE.match(self.vllm_ref) or COMMIT_RE.match(self.vllm_ref)):
+            raise UsageError(f"--vllm-ref must be a release tag or a full 40-hex commit, got {self.vllm_ref!r}")
+        if self.image_tag and not TAG_NAME_RE.match(self.image_tag):
+            raise UsageError(f"--image-tag {self.image_tag!r} is not a valid image tag")
+        if self.build_number < 0:
+            raise UsageError("--build-number must be >= 0")
+        if self.registry and not re.match(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$", self.registry):
+            raise UsageError(f"--registry must be HOST[:PORT][/NAMESPACE], got {self.registry!r}")
+
+
+@dataclass
+class Plan:
+    release: str
+    platform: str
+    dockerfile: str
+    context: str
+    target: str
+    build_args: dict[str, str]
+    stages: dict[str, list[str]]
+    final_stages: list[str]  # the stages the final image actually needs (BuildKit builds only these)
+    labels: dict[str, str]
+    moving_tag: str  # image:tag that promotion moves (e.g. gh200-vllm-tfa:v0.19.0-tfa)
+    build_tag: str  # immutable image:<tag>-b<N>-<commit7>, never overwritten
+    fallback: str
+    source_commit: str
+    build_network: str
+    unpinned: list[str] = field(default_factory=list)  # inputs pinned by tag only (no digest/commit yet)
+
+    def build_command(self, builder: str, *, tags: list[str] | None = None, push: bool = False,
+                      cache_from: list[str] = (), cache_to: list[str] = (),
+                      metadata_file: str | None = None) -> tuple[list[str], dict[str, str]]:
+        """The exact command line (and extra environment) for `builder` ("buildx" or "docker")."""
+        tags = tags if tags is not None else [self.build_tag]
+        common = ["--platform", self.platform, "--target", self.target, "--file", self.dockerfile]
+        if self.build_network != "default":
+            common += ["--network", self.build_network]
+        for key, value in self.build_args.items():
+            common += ["--build-arg", f"{key}={value}"]
+        for tag in tags:
+            common += ["--tag", tag]
+        if builder == "buildx":
+            cmd = ["docker", "buildx", "build", *common, "--progress", "plain"]
+            cmd += [a for c in cache_from for a in ("--cache-from", c)]
+            cmd += [a for c in cache_to for a in ("--cache-to", c)]
+            if metadata_file:
+                cmd += ["--metadata-file", metadata_file]
+            cmd += ["--push" if push else "--load", self.context]
+            return cmd, {}
+        # Plain `docker build` with BuildKit: no --push (gracectl pushes afterwards), inline cache only.
+        cmd = ["docker", "build", *common, "--progress", "plain"]
+        cmd += [a for c in cache_from for a in ("--cache-from", c)]
+        cmd += [self.context]
+        return cmd, {"DOCKER_BUILDKIT": "1"}
+
+    def to_dict(self) -> dict:
+        cmd, env = self.build_command(detect_builder())
+        return {
+            "release": self.release,
+            "platform": self.platform,
+            "dockerfile": self.dockerfile,
+            "context": self.context,
+            "target": self.target,
+            "stages": self.stages,
+            "final_stages": self.final_stages,
+            "build_args": self.build_args,
+            "labels": self.labels,
+            "tags": {"moving": self.moving_tag, "build": self.build_tag, "fallback": self.fallback},
+            "source_commit": self.source_commit,
+            "unpinned": self.unpinned,
+            "build_command": [f"{k}={v}" for k, v in env.items()] + cmd,
+        }
+
+
+def detect_builder() -> str:
+    """`buildx` when the docker client has the buildx plugin, else plain `docker build` with BuildKit."""
+    docker = shutil.which("docker")
+    if not docker:
+        return "docker"
+    try:
+        ok = subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return "buildx" if ok else "docker"
+
+
+def source_commit() -> str:
+    """The commit of this checkout (the build definition), or 'unknown' outside git."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _pin(mirror: Mirror, src: Source) -> str:
+    return f"{mirror.repo(src.repo)}@{mirror.ref(src.pin)}"
+
+
+def vllm_version(manifest: Manifest, vllm_ref: str) -> str:
+    """The version stamped into the vLLM wheel: the tag's, or the manifest's plus the overriding commit."""
+    src = manifest.sources.vllm
+    base = src.version or src.ref.removeprefix("v")
+    if not vllm_ref or vllm_ref == src.ref:
+        return base
+    if TAG_RE.match(vllm_ref):
+        return vllm_ref.removeprefix("v")
+    return f"{base}+g{vllm_ref[:7]}"
+
+
+def stage_closure(stages: dict[str, list[str]], target: str) -> list[str]:
+    """Stages `target` needs, dependencies first (what BuildKit will actually build)."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        for dep in stages[name]:
+            visit(dep)
+        order.append(name)
+
+    visit(target)
+    return order
+
+
+def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Overrides = Overrides(),
+              commit: str | None = None) -> Plan:
+    m, rel, src = manifest, manifest.release, manifest.sources
+    commit = commit or source_commit()
+    vllm_src = src.vllm.model_copy(update={"ref": overrides.vllm_ref, "commit": ""}) if overrides.vllm_ref else src.vllm
+    python_version = mirror.python_version or m.python.version
+    runtime_base = m.base.runtime.ref
+
+    build_args = {
+        "BUILD_BASE_IMAGE": mirror.image(m.base.build.ref),
+        "RUNTIME_BASE_IMAGE": mirror.image(runtime_base),
+        "PYTHON_VERSION": python_version,
+        "PIP_INDEX_URL": mirror.index(m.python.index_url),
+        "TORCH_INDEX_URL": mirror.index(m.torch.index_url),
+        "TORCH_VERSION": m.torch.version,
+        "TORCH_CUDA_ARCH_LIST": m.build.cuda_arch_list,
+        "MAX_JOBS": str(m.build.max_jobs),
+        "NVCC_THREADS": str(m.build.nvcc_threads),
+        "TRITON_REPO": mirror.repo(src.triton.repo),
+        "TRITON_REF": mirror.ref(src.triton.pin),
+        "TRITON_VERSION": src.triton.ref.removeprefix("v"),
+        "TRITON_BUILD": src.triton.build,
+        "TRITON_KERNELS": rel.triton_kernels,
+        "TRITON_KERNELS_REPO": mirror.repo(src.triton_kernels.repo),
+        "TRITON_KERNELS_REF": mirror.ref(src.triton_kernels.pin),
+        "TRITON_KERNELS_SUBDIR": src.triton_kernels.subdir,
+        "FLASH_ATTN_REPO": mirror.repo(src.flash_attn.repo),
+        "FLASH_ATTN_REF": mirror.ref(src.flash_attn.pin),
+        "FLASHMLA_REPO": mirror.repo(src.flashmla.repo),
+        "FLASHMLA_REF": mirror.ref(src.flashmla.pin),
+        "VLLM_REPO": mirror.repo(vllm_src.repo),
+        "VLLM_REF": mirror.ref(vllm_src.pin),
+        "VLLM_VERSION": vllm_version(m, overrides.vllm_ref),
+        # Final-stage metadata (labels and /opt/gracectl/image.json).
+        "RELEASE": rel.name,
+        "IMAGE_TITLE": rel.image,
+        "IMAGE_DESCRIPTION": rel.description,
+        "IMAGE_SOURCE": IMAGE_SOURCE,
+        "IMAGE_REVISION": commit,
+        "BASE_NAME": runtime_base,
+        "PIN_VLLM": _pin(mirror, vllm_src),
+        "PIN_TRITON": _pin(mirror, src.triton),
+        "PIN_TRITON_KERNELS": _pin(mirror, src.triton_kernels),
+        "PIN_FLASH_ATTN": _pin(mirror, src.flash_attn),
+        "PIN_FLASHMLA": _pin(mirror, src.flashmla),
+    }
+    labels = {
+        "org.opencontainers.image.title": rel.image,
+        "org.opencontainers.image.description": rel.description,
+        "org.opencontainers.image.version": rel.name,
+        "org.opencontainers.image.revision": commit,
+        "org.opencontainers.image.source": IMAGE_SOURCE,
+        "org.opencontainers.image.base.name": runtime_base,
+        "io.gracectl.release": rel.name,
+        "io.gracectl.python": python_version,
+        "io.gracectl.torch": m.torch.version,
+        "io.gracectl.cuda-arch-list": m.build.cuda_arch_list,
+        "io.gracectl.triton_kernels": rel.triton_kernels,
+        "io.gracectl.version.vllm": build_args["VLLM_VERSION"],
+        "io.gracectl.version.triton": build_args["TRITON_VERSION"],
+        "io.gracectl.pin.vllm": build_args["PIN_VLLM"],
+        "io.gracectl.pin.triton": build_args["PIN_TRITON"],
+        "io.gracectl.pin.triton_kernels": build_args["PIN_TRITON_KERNELS"],
+        "io.gracectl.pin.flash_attn": build_args["PIN_FLASH_ATTN"],
+        "io.gracectl.pin.flashmla": build_args["PIN_FLASHMLA"],
+    }
+
+    stages = {name: [d.format(mode=rel.triton_kernels) for d in deps] for name, deps in STAGE_GRAPH.items()}
+    tag = overrides.image_tag or rel.tag
+    prefix = f"{overrides.registry}/" if overrides.registry else ""
+    unpinned = [f"base.{k}: {b.ref} (no digest)" for k, b in (("build", m.base.build), ("runtime", m.base.runtime))
+                if not b.digest]
+    unpinned += [f"sources.{k}: {s.repo}@{s.ref} (tag, no commit)" for k, s in
+                 (("vllm", vllm_src), ("triton", src.triton), ("triton_kernels", src.triton_kernels),
+                  ("flash_attn", src.flash_attn), ("flashmla", src.flashmla))
+                 if not s.commit and not COMMIT_RE.match(s.ref)]
+    return Plan(
+        release=rel.name,
+        platform=rel.platform,
+        dockerfile=str(DOCKERFILE.relative_to(REPO_ROOT)),
+        context=".",
+        target=FINAL_STAGE,
+        build_args=build_args,
+        stages=stages,
+        final_stages=stage_closure(stages, FINAL_STAGE),
+        labels=labels,
+        moving_tag=f"{prefix}{rel.image}:{tag}",
+        build_tag=f"{prefix}{rel.image}:{tag}-b{overrides.build_number}-{commit[:7]}",
+        fallback=f"{prefix}{rel.fallback}" if rel.fallback else "",
+        source_commit=commit,
+        build_network=mirror.build_network,
+        unpinned=unpinned,
+    )
