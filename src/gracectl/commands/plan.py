@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
             for line in p["unpinned"]:
                 out.print(f"  - {line}")
         out.print("[bold]build command[/bold]")
-        out.print(" ".join(p["build_command"]), soft_wrap=True, highlight=False)
+        out.print(shlex.join(p["build_command"]), soft_wrap=True, highlight=False, markup=False)
 
     @app.command()
     def lint() -> None:
