@@ -1,0 +1,108 @@
+"""Release manifests: the shipped ones load; every kind of bad input is one line naming file and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gracectl.errors import ManifestError
+from gracectl.manifest import load_release, release_names, releases_dir
+
+GOOD = (releases_dir() / "v0.19.0-tfa.toml").read_text()
+FACTS_PINS = {  # as vLLM v0.19.0's cmake/external_projects pin them (shared/UPSTREAM-FACTS.md)
+    "flash_attn": "29210221863736a08f71a866459e368ad1ac4a95",
+    "flashmla": "692917b1cda61b93ac9ee2d846ec54e75afe87b1",
+    "triton_kernels": "v3.6.0",
+}
+
+
+def test_shipped_releases():
+    assert {"v0.19.0-tfa", "v0.19.0"} <= set(release_names())
+    tfa, fallback = load_release("v0.19.0-tfa"), load_release("v0.19.0")
+    assert tfa.image_ref == "gh200-vllm-tfa:v0.19.0-tfa" and tfa.with_triton_kernels
+    assert fallback.image_ref == "gh200-vllm:v0.19.0" and not fallback.with_triton_kernels
+    assert tfa.release.fallback == fallback.image_ref
+    for m in (tfa, fallback):
+        assert m.release.platform == "linux/arm64"
+        assert m.build.cuda_arch_list == "9.0a"
+        assert m.torch.version == "2.10.0" and "download.pytorch.org" in m.torch.index_url
+        assert m.sources.triton_kernels.repo == m.sources.triton.repo
+        assert m.sources.triton_kernels.subdir == "python/triton_kernels"
+        for name, ref in FACTS_PINS.items():
+            assert getattr(m.sources, name).ref == ref
+
+
+def write(tmp_path: Path, text: str, name: str = "v0.19.0-tfa") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate, field, words",
+    [
+        (lambda t: t.replace('[python]', 'colour = "blue"\n\n[python]'), "release.colour", "unknown key"),
+        (lambda t: t.replace('ref = "v0.19.0"', 'ref = "main"'), "sources.vllm.ref", "release tag"),
+        (lambda t: t.replace('ref = "29210221863736a08f71a866459e368ad1ac4a95"', 'ref = "2921022"'),
+         "sources.flash_attn.ref", "40-hex"),
+        (lambda t: t.replace('version = "2.10.0"\n', ''), "torch.version", "Field required"),
+        (lambda t: t.replace('digest = ""', 'digest = "sha256:abc"', 1), "base.build.digest", "sha256"),
+        (lambda t: t.replace('platform = "linux/arm64"', 'platform = "linux/s390x"'), "release.platform", "linux/arm64"),
+        (lambda t: t.replace('subdir = "python/triton_kernels"', 'subdir = "../etc"'), "sources.triton_kernels.subdir",
+         "relative path"),
+        (lambda t: t.replace('triton_kernels = "site-packages"', 'triton_kernels = "maybe"'), "release.triton_kernels",
+         "site-packages"),
+    ],
+)
+def test_bad_manifest_is_one_line_naming_file_and_field(tmp_path, mutate, field, words):
+    bad = mutate(GOOD)
+    assert bad != GOOD, "the mutation did not apply: fix the test"
+    path = write(tmp_path, bad)
+    with pytest.raises(ManifestError) as exc:
+        load_release(str(path))
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path}: {field}:"), msg
+    assert words in msg
+    assert ManifestError.exit_code == 2
+
+
+def test_not_toml(tmp_path):
+    path = write(tmp_path, "schema_version = 1\n[release\n")
+    with pytest.raises(ManifestError, match="not valid TOML"):
+        load_release(str(path))
+
+
+def test_name_must_match_file(tmp_path):
+    path = write(tmp_path, GOOD, name="v9")
+    with pytest.raises(ManifestError, match="must match the file name"):
+        load_release(str(path))
+
+
+def test_commit_ref_needs_a_vllm_version(tmp_path):
+    path = write(tmp_path, GOOD.replace('ref = "v0.19.0"', 'ref = "' + "a" * 40 + '"'))
+    with pytest.raises(ManifestError, match="sources.vllm.version is required"):
+        load_release(str(path))
+
+
+def test_unknown_release_lists_the_known_ones():
+    with pytest.raises(ManifestError) as exc:
+        load_release("v9.9.9")
+    assert "unknown release 'v9.9.9'" in str(exc.value) and "v0.19.0-tfa" in str(exc.value)
+
+
+def test_cli_unknown_release_exit_2_one_line():
+    r = subprocess.run([sys.executable, "-m", "gracectl", "plan", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: unknown release 'nope'")
+    assert r.stdout == ""
+
+
+def test_cli_broken_manifest_exit_2_one_line(tmp_path):
+    path = write(tmp_path, GOOD.replace('ref = "v3.6.0"\nbuild', 'ref = "v3.6"\nbuild = "nightly"\nx'))
+    r = subprocess.run([sys.executable, "-m", "gracectl", "plan", str(path)], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: {path}: sources.triton.")

@@ -1,0 +1,127 @@
+"""The plan: build args, tags, labels, mirror mapping, overrides and the exact build command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gracectl.errors import UsageError
+from gracectl.manifest import load_release
+from gracectl.mirrors import Mirror, load_mirror
+from gracectl.plan import Overrides, make_plan, vllm_version
+
+COMMIT = "1a2b3c4d5e6f" + "0" * 28
+
+
+def cli_plan(*args: str) -> dict:
+    r = subprocess.run([sys.executable, "-m", "gracectl", "plan", *args, "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("release, image, mode", [("v0.19.0-tfa", "gh200-vllm-tfa", "site-packages"),
+                                                  ("v0.19.0", "gh200-vllm", "vendored")])
+def test_cli_plan_json_is_complete(release, image, mode):
+    p = cli_plan(release)
+    assert p["release"] == release and p["platform"] == "linux/arm64" and p["target"] == "vllm-openai"
+    assert p["tags"]["moving"] == f"{image}:{release}"
+    assert p["tags"]["build"].startswith(f"{image}:{release}-b0-")
+    assert p["build_args"]["TRITON_KERNELS"] == mode
+    assert p["labels"]["io.gracectl.triton_kernels"] == mode
+    cmd = p["build_command"]
+    assert "--platform" in cmd and cmd[cmd.index("--platform") + 1] == "linux/arm64"
+    assert cmd[cmd.index("--file") + 1] == "vllm/Dockerfile"
+    assert f"TRITON_KERNELS={mode}" in cmd
+    assert p["final_stages"][-1] == "vllm-openai"
+    # Every build arg is on the command line, exactly once.
+    assert sum(1 for a in cmd if a == "--build-arg") == len(p["build_args"])
+
+
+def test_cli_plan_human_output_shows_graph_args_tags_and_command():
+    r = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0-tfa"], capture_output=True, text=True,
+                       env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    for needle in ("build-triton-kernels", "TRITON_KERNELS_REPO", "gh200-vllm-tfa:v0.19.0-tfa",
+                   "io.gracectl.pin.flashmla", "vllm/Dockerfile", "pinned by tag only"):
+        assert needle in r.stdout, needle
+    assert "not built for this release: triton-kernels-vendored" in r.stdout
+
+
+def test_releases_command_lists_both():
+    r = subprocess.run([sys.executable, "-m", "gracectl", "releases", "--json"], capture_output=True, text=True)
+    rows = {row["release"]: row for row in json.loads(r.stdout)}
+    assert rows["v0.19.0-tfa"]["fallback"] == "gh200-vllm:v0.19.0"
+    assert rows["v0.19.0"]["triton_kernels"] == "vendored"
+
+
+def test_build_tag_names_release_build_and_commit():
+    p = make_plan(load_release("v0.19.0-tfa"), overrides=Overrides(build_number=42, registry="reg.example:5000/ml"),
+                  commit=COMMIT)
+    assert p.build_tag == "reg.example:5000/ml/gh200-vllm-tfa:v0.19.0-tfa-b42-1a2b3c4"
+    assert p.moving_tag == "reg.example:5000/ml/gh200-vllm-tfa:v0.19.0-tfa"
+    assert p.fallback == "reg.example:5000/ml/gh200-vllm:v0.19.0"
+
+
+def test_vllm_ref_override_changes_only_vllm_inputs():
+    m = load_release("v0.19.0-tfa")
+    base = make_plan(m, commit=COMMIT)
+    other = make_plan(m, overrides=Overrides(vllm_ref="f" * 40), commit=COMMIT)
+    changed = {k for k in base.build_args if base.build_args[k] != other.build_args[k]}
+    assert changed == {"VLLM_REF", "VLLM_VERSION", "PIN_VLLM"}
+    assert other.build_args["VLLM_VERSION"] == "0.19.0+gfffffff"
+    assert vllm_version(m, "v0.19.1") == "0.19.1"
+
+
+@pytest.mark.parametrize("kwargs", [{"vllm_ref": "main"}, {"image_tag": "bad tag"}, {"build_number": -1},
+                                    {"registry": "https://reg"}])
+def test_bad_overrides(kwargs):
+    with pytest.raises(UsageError):
+        Overrides(**kwargs)
+
+
+def test_mirror_maps_every_external_input(tmp_path):
+    m = load_release("v0.19.0-tfa")
+    mirror_file = tmp_path / "mirror.toml"
+    mirror_file.write_text(
+        'build_network = "host"\npython_version = "3.11"\n'
+        '[images]\n"nvcr.io/nvidia/cuda:12.9.1-devel-ubuntu24.04" = "127.0.0.1:5000/b:1"\n'
+        '"nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04" = "127.0.0.1:5000/r:1"\n'
+        '[repos]\n"https://github.com/vllm-project/vllm.git" = "git://127.0.0.1/vllm.git"\n'
+        '[refs]\n"29210221863736a08f71a866459e368ad1ac4a95" = "' + "e" * 40 + '"\n'
+        '[indexes]\n"https://pypi.org/simple" = "http://127.0.0.1:8080/simple"\n'
+        '"https://download.pytorch.org/whl/cu129" = "http://127.0.0.1:8080/simple"\n'
+    )
+    p = make_plan(m, mirror=load_mirror(mirror_file), commit=COMMIT)
+    a = p.build_args
+    assert a["BUILD_BASE_IMAGE"] == "127.0.0.1:5000/b:1" and a["RUNTIME_BASE_IMAGE"] == "127.0.0.1:5000/r:1"
+    assert a["VLLM_REPO"] == "git://127.0.0.1/vllm.git" and a["FLASH_ATTN_REF"] == "e" * 40
+    assert a["PIP_INDEX_URL"] == a["TORCH_INDEX_URL"] == "http://127.0.0.1:8080/simple"
+    assert a["PYTHON_VERSION"] == "3.11" and p.labels["io.gracectl.python"] == "3.11"
+    cmd, env = p.build_command("docker")
+    assert cmd[cmd.index("--network") + 1] == "host" and env == {"DOCKER_BUILDKIT": "1"}
+    # The upstream name stays in the base-name label: the image says what it was built from.
+    assert p.labels["org.opencontainers.image.base.name"] == "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
+
+
+def test_bad_mirror_file(tmp_path):
+    f = tmp_path / "m.toml"
+    f.write_text('build_network = "bridge-ish"\n')
+    with pytest.raises(UsageError, match="build_network"):
+        load_mirror(f)
+    with pytest.raises(UsageError, match="does not exist"):
+        load_mirror(tmp_path / "absent.toml")
+
+
+def test_buildx_and_docker_commands():
+    p = make_plan(load_release("v0.19.0"), commit=COMMIT)
+    bx, env = p.build_command("buildx", push=True, cache_from=["type=registry,ref=r/c"],
+                              cache_to=["type=registry,ref=r/c,mode=max"], metadata_file="meta.json")
+    assert bx[:3] == ["docker", "buildx", "build"] and "--push" in bx and env == {}
+    assert bx[bx.index("--cache-to") + 1] == "type=registry,ref=r/c,mode=max"
+    plain, env = p.build_command("docker", tags=["a:1", "a:2"])
+    assert plain[:2] == ["docker", "build"] and env == {"DOCKER_BUILDKIT": "1"}
+    assert [plain[i + 1] for i, x in enumerate(plain) if x == "--tag"] == ["a:1", "a:2"]
+    assert plain[-1] == "."
