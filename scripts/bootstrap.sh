@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what gracectl and its tests need on a fresh Debian machine (run as root) and the Python venv.
+# Idempotent: apt runs only for missing packages; the venv is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(docker.io docker-registry skopeo qemu-user-static binfmt-support debootstrap git
+          groovy default-jre-headless python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then echo "error: run as root to install ${missing[*]}" >&2; exit 3; fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/gracectl ] || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "bootstrap: creating .venv with gracectl and its test dependencies"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  touch .venv/.installed
+fi
+echo "bootstrap: ready ($(.venv/bin/gracectl --help >/dev/null && echo gracectl ok))"
