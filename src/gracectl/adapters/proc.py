@@ -32,10 +32,6 @@ INSTALL_HINTS = {
 
 REDACTED = "***"
 
-# Echoed commands go to stderr so that --json output on stdout stays parseable.
-_echo_stream = sys.stderr
-
-
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret:
@@ -79,7 +75,8 @@ def run(
     args = [str(a) for a in args]
     args[0] = which(args[0])
     if echo:
-        print(f"+ {format_command(args, secrets)}", file=_echo_stream, flush=True)
+        # stderr, so that --json output on stdout stays parseable.
+        print(f"+ {format_command(args, secrets)}", file=sys.stderr, flush=True)
     full_env = {**os.environ, **env} if env is not None else None
     try:
         if on_line is None:

@@ -1,0 +1,50 @@
+"""The subprocess adapter: list args, echo with secrets redacted, typed errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from gracectl.adapters import proc
+from gracectl.errors import CommandFailedError, ToolMissingError
+
+
+def test_echoes_the_command_with_secrets_redacted(capsys):
+    r = proc.run(["sh", "-c", "cat; echo done", "hunter2-arg"], input="s3cret-token\n", secrets=["hunter2"])
+    assert r.stdout == "s3cret-token\ndone\n"
+    err = capsys.readouterr().err
+    assert err.startswith("+ ") and "sh -c" in err
+    assert "hunter2" not in err and "***-arg" in err
+
+
+def test_missing_tool_names_what_to_install():
+    with pytest.raises(ToolMissingError) as exc:
+        proc.run(["skopeo-that-does-not-exist", "inspect"])
+    assert "skopeo-that-does-not-exist" in str(exc.value)
+    with pytest.raises(ToolMissingError, match="apt-get install skopeo"):
+        proc.which("/nonexistent/skopeo")
+
+
+def test_failure_is_one_line_with_the_last_error_line_and_no_secret():
+    with pytest.raises(CommandFailedError) as exc:
+        proc.run(["sh", "-c", "echo noise >&2; echo 'login failed for pw=topsecret' >&2; exit 7"],
+                 secrets=["topsecret"], echo=False)
+    msg = str(exc.value)
+    assert exc.value.returncode == 7 and exc.value.exit_code == 4
+    assert msg == "sh exited 7: login failed for pw=***"
+    assert "topsecret" not in exc.value.output
+
+
+def test_streaming_gives_each_line_as_it_comes():
+    seen = []
+    r = proc.run(["sh", "-c", "echo a; echo b >&2; echo c"], on_line=seen.append, echo=False)
+    assert seen == ["a", "b", "c"] and r.returncode == 0
+
+
+def test_check_false_returns_the_failure():
+    r = proc.run(["sh", "-c", "exit 3"], check=False, echo=False)
+    assert r.returncode == 3
+
+
+def test_timeout_is_a_command_failure():
+    with pytest.raises(CommandFailedError, match="did not finish within 1s"):
+        proc.run(["sleep", "5"], timeout=1, echo=False)
