@@ -18,6 +18,9 @@ git.internal) and the local test bed (everything on 127.0.0.1). A mirror file is
     [indexes]                                    # upstream package index -> mirror index
     "https://pypi.org/simple" = "http://127.0.0.1:5080/simple"
 
+    [git_url_rewrite]                            # URL prefixes for every other git fetch (submodules)
+    "https://github.com/" = "https://git.internal/github/"
+
 An input with no entry is fetched from upstream unchanged. The plan shows both sides.
 """
 
@@ -41,6 +44,7 @@ class Mirror(BaseModel):
     repos: dict[str, str] = {}
     refs: dict[str, str] = {}
     indexes: dict[str, str] = {}
+    git_url_rewrite: dict[str, str] = {}
 
     def image(self, ref: str) -> str:
         return self.images.get(ref, ref)
@@ -53,6 +57,13 @@ class Mirror(BaseModel):
 
     def index(self, url: str) -> str:
         return self.indexes.get(url, url)
+
+    def git_rewrite_arg(self) -> str:
+        """The GIT_URL_REWRITE build argument: "FROM=TO FROM=TO"."""
+        for prefix, target in self.git_url_rewrite.items():
+            if " " in prefix + target or "=" in prefix + target:
+                raise UsageError(f"git_url_rewrite: {prefix!r} -> {target!r} may contain no spaces or '='")
+        return " ".join(f"{k}={v}" for k, v in self.git_url_rewrite.items())
 
 
 NO_MIRROR = Mirror()

@@ -187,6 +187,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "PIP_INDEX_URL": mirror.index(m.python.index_url),
         "TORCH_INDEX_URL": mirror.index(m.torch.index_url),
         "TORCH_VERSION": m.torch.version,
+        "GIT_URL_REWRITE": mirror.git_rewrite_arg(),
         "TORCH_CUDA_ARCH_LIST": m.build.cuda_arch_list,
         "MAX_JOBS": str(m.build.max_jobs),
         "NVCC_THREADS": str(m.build.nvcc_threads),
