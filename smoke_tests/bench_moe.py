@@ -1,0 +1,134 @@
+"""Kernel benchmark of vLLM's triton_kernels MoE path (gpt-oss shapes), run inside the image by `gracectl bench`.
+
+For each token count: routing (triton_kernels topk + ragged metadata) and the two routed GEMMs (matmul_ogs:
+GEMM1 with gather, GEMM2 with scatter and gate weights), median time of repeated runs (triton do_bench,
+L2 flushed between runs), TFLOP/s, and two ratios, both "other time / this time":
+  ratio_vs_dense: a dense cuBLAS bf16 matmul of the same M x K x N in the same run (below 1: slower than dense),
+  ratio_vs_loop:  the PyTorch per-expert loop in bf16 (torch.topk + softmax for routing) (above 1: faster).
+
+    python bench_moe.py [--tokens 16,256,2048,8192] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import subprocess
+import sys
+
+import torch
+import triton
+from triton.testing import do_bench
+
+import moe_reference as mr
+import triton_kernels_contract as tkc
+
+DEFAULT_TOKENS = (16, 256, 2048, 8192)
+
+
+def median_ms(fn) -> float:
+    return float(do_bench(fn, warmup=25, rep=200, return_mode="median"))
+
+
+def gpu_info() -> dict:
+    info = {"name": torch.cuda.get_device_name(0),
+            "capability": "sm_%d%d" % torch.cuda.get_device_capability(0), "driver": None, "clocks": None}
+    # nvidia-smi is mounted into the container by the NVIDIA runtime; the clocks are read right after the runs.
+    query = "driver_version,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit"
+    try:
+        line = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits", "-i", "0"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError) as exc:
+        info["clocks"] = {"error": f"nvidia-smi: {exc}"}
+        return info
+    driver, sm, max_sm, mem, max_mem, power = [v.strip() for v in line.split(",")]
+    info["driver"] = driver
+    info["clocks"] = {"sm_mhz": sm, "max_sm_mhz": max_sm, "mem_mhz": mem, "max_mem_mhz": max_mem,
+                      "power_limit_w": power}
+    return info
+
+
+def versions(tk_module) -> dict:
+    seen = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+            "triton": triton.__version__, "triton_kernels": str(tkc.package_dir(tk_module)),
+            "triton_kernels_mode": tkc.loaded_mode(tk_module)}
+    try:
+        seen["vllm"] = importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        seen["vllm"] = None
+    return seen
+
+
+def row(name, ms, flops=None, dense_ms=None, loop_ms=None, rel_err=None) -> dict:
+    return {"name": name, "median_ms": round(ms, 4),
+            "tflops": round(flops / ms / 1e9, 1) if flops else None,
+            "ratio_vs_dense": round(dense_ms / ms, 3) if dense_ms else None,
+            "ratio_vs_loop": round(loop_ms / ms, 2) if loop_ms else None,
+            "rel_err_vs_loop": float(f"{rel_err:.2e}") if rel_err is not None else None}
+
+
+def bench_tokens(n: int) -> list[dict]:
+    k, bf16 = mr.TOP_K, torch.bfloat16
+    x, logits, w = mr.make_inputs(n)
+    r = mr.route(logits)
+    h = mr.gemm1(x, w, r)
+    h_tokens = h[r.to_token_order].view(n, k, -1)
+    y = mr.gemm2(h, w, r)
+    loop_h = mr.loop_gemm1(x, w, r.expert_idx, bf16)
+    loop_y = mr.loop_gemm2(h_tokens, w, r.expert_idx, r.gate, bf16)
+
+    def dense_ms(k_dim, n_dim):
+        a = torch.randn(n * k, k_dim, device="cuda", dtype=bf16)
+        b = torch.randn(k_dim, n_dim, device="cuda", dtype=bf16)
+        return median_ms(lambda: a @ b)
+
+    return [
+        row(f"moe_routing_tokens{n}", median_ms(lambda: mr.route(logits)),
+            loop_ms=median_ms(lambda: mr.torch_routing(logits))),
+        row(f"moe_gemm1_tokens{n}", median_ms(lambda: mr.gemm1(x, w, r)),
+            flops=mr.moe_flops(n, k, mr.HIDDEN, mr.INTERMEDIATE), dense_ms=dense_ms(mr.HIDDEN, mr.INTERMEDIATE),
+            loop_ms=median_ms(lambda: mr.loop_gemm1(x, w, r.expert_idx, bf16)),
+            rel_err=mr.rel_max_err(h_tokens, loop_h)),
+        row(f"moe_gemm2_tokens{n}", median_ms(lambda: mr.gemm2(h, w, r)),
+            flops=mr.moe_flops(n, k, mr.INTERMEDIATE, mr.HIDDEN), dense_ms=dense_ms(mr.INTERMEDIATE, mr.HIDDEN),
+            loop_ms=median_ms(lambda: mr.loop_gemm2(h_tokens, w, r.expert_idx, r.gate, bf16)),
+            rel_err=mr.rel_max_err(y, loop_y)),
+    ]
+
+
+def format_table(results: list[dict]) -> str:
+    cols = ["name", "median_ms", "tflops", "ratio_vs_dense", "ratio_vs_loop", "rel_err_vs_loop"]
+    cells = [cols] + [["-" if r.get(c) is None else str(r[c]) for c in cols] for r in results]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(line, widths)).rstrip() for line in cells)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", default=",".join(map(str, DEFAULT_TOKENS)))
+    p.add_argument("--json", help="write the bench record here")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: no GPU visible to torch (run the container with --gpus all)", file=sys.stderr)
+        return 2
+    tk_module = tkc.load_triton_kernels()
+    results = []
+    for n in (int(t) for t in args.tokens.split(",")):
+        results += bench_tokens(n)
+    record = {"kind": "bench", "schema": 1, "gpu": gpu_info(), "versions": versions(tk_module),
+              "shapes": {"hidden": mr.HIDDEN, "intermediate": mr.INTERMEDIATE, "experts": mr.N_EXPERTS,
+                         "top_k": mr.TOP_K, "dtype": "bfloat16"},
+              "results": results}
+    g = record["gpu"]
+    print(f"GPU {g['name']} ({g['capability']}), driver {g['driver']}, clocks {g['clocks']}")
+    print(f"versions {record['versions']}")
+    print(format_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Shared setup of the smoke suite that runs INSIDE an image (`gracectl smoke IMAGE`).
+
+- Expected versions come from /opt/gracectl/image.json (written by the Dockerfile from the image labels), or
+  from `--expect-json FILE` / env GRACECTL_EXPECT_JSON so the suite also runs outside an image.
+- GPU tests skip with a visible reason when the container has no NVIDIA device (`--gpus none`).
+- With GRACECTL_PLANT_STALE_TRITON_KERNELS=1 a stale copy of the image's triton_kernels (no SparseMatrix) is
+  put first on sys.path before any test imports it: the imports level must then fail, naming SparseMatrix.
+- The versions and the GPU seen are written into the JUnit XML as testsuite properties; gracectl reads them
+  into the smoke record.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import triton_kernels_contract as tkc
+
+IMAGE_JSON = "/opt/gracectl/image.json"
+EXPECT_ENV = "GRACECTL_EXPECT_JSON"
+# Expected-value keys, and the image-label names that may carry them in image.json.
+EXPECT_KEYS = {
+    "torch": ("torch", "io.gracectl.torch"),
+    "triton": ("triton", "io.gracectl.version.triton"),
+    "vllm": ("vllm", "io.gracectl.version.vllm"),
+    "triton_kernels": ("triton_kernels", "io.gracectl.triton_kernels"),
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--expect-json", default=None,
+                     help=f"JSON with expected torch/triton/vllm versions and triton_kernels mode "
+                          f"(default: ${EXPECT_ENV}, else {IMAGE_JSON})")
+
+
+_stale_dir: str | None = None
+
+
+def pytest_configure(config):
+    global _stale_dir
+    if os.environ.get(tkc.PLANT_STALE_ENV) == "1":
+        _stale_dir = tempfile.mkdtemp(prefix="stale-triton-kernels-")
+        tkc.make_stale_copy(tkc.find_installed_package(), Path(_stale_dir))
+        sys.path.insert(0, _stale_dir)
+
+
+def pytest_unconfigure(config):
+    if _stale_dir:
+        shutil.rmtree(_stale_dir, ignore_errors=True)
+
+
+def pytest_report_header(config):
+    lines = [f"expectations: {_expect_source(config) or 'none found'}"]
+    if _stale_dir:
+        lines.append(f"PLANTED FAULT: stale triton_kernels without SparseMatrix first on sys.path: {_stale_dir}")
+    return lines
+
+
+def _expect_source(config) -> str | None:
+    path = config.getoption("--expect-json") or os.environ.get(EXPECT_ENV)
+    if path:
+        return path
+    return IMAGE_JSON if os.path.exists(IMAGE_JSON) else None
+
+
+def load_expectations(path: str) -> dict[str, str]:
+    """Expected values by EXPECT_KEYS name; image.json may hold them flat, by label name, or under "labels"."""
+    data = json.loads(Path(path).read_text())
+    flat = {**data.get("labels", {}), **data}
+    found = {}
+    for key, names in EXPECT_KEYS.items():
+        for name in names:
+            if isinstance(flat.get(name), str) and flat[name]:
+                found[key] = flat[name]
+                break
+    return found
+
+
+@pytest.fixture(scope="session")
+def expected(pytestconfig) -> dict[str, str]:
+    source = _expect_source(pytestconfig)
+    if source is None:
+        pytest.fail(f"no expected versions: {IMAGE_JSON} is missing (not a gracectl image?) and neither "
+                    f"--expect-json nor ${EXPECT_ENV} is given", pytrace=False)
+    return load_expectations(source)
+
+
+def gpu_device_present() -> bool:
+    """An NVIDIA device node is in the container (docker run --gpus ...)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+@pytest.fixture(scope="session")
+def gpu():
+    """Skip (visibly) without a GPU; with one, torch must see it, else the test fails."""
+    if not gpu_device_present():
+        pytest.skip("no NVIDIA GPU in this container (/dev/nvidia* absent; run with --gpus all)")
+    import torch
+
+    assert torch.cuda.is_available(), (
+        f"/dev/nvidia* is present but torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU: "
+        "CPU-only torch or a driver too old for its CUDA")
+    return torch.device("cuda")
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_environment(record_testsuite_property):
+    """After the tests: versions seen, which triton_kernels was loaded, the GPU -> JUnit properties."""
+    yield
+    seen = {"python": sys.version.split()[0]}
+    for dist in ("torch", "triton", "vllm", "flash_attn"):
+        seen[dist] = _dist_version(dist)
+    module = sys.modules.get("triton_kernels")
+    if module is not None and getattr(module, "__file__", None):
+        seen["triton_kernels"] = str(tkc.package_dir(module))
+        seen["triton_kernels_mode"] = tkc.loaded_mode(module)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        seen["cuda"] = torch.version.cuda
+        if gpu_device_present() and torch.cuda.is_available():
+            seen["gpu"] = torch.cuda.get_device_name(0)
+            seen["gpu_capability"] = "sm_%d%d" % torch.cuda.get_device_capability(0)
+    for name, value in seen.items():
+        if value is not None:
+            record_testsuite_property(name, value)

@@ -1,0 +1,45 @@
+"""`gracectl bench IMAGE`: the triton_kernels MoE kernel benchmark inside the image -> bench record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gracectl.bench import DEFAULT_TOKENS, RESULT_COLUMNS, run_bench
+from gracectl.commands.smoke import DEFAULT_WORKDIR, GpusOpt
+from gracectl.errors import UsageError
+
+out = Console()
+
+
+def parse_tokens(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--tokens takes comma-separated integers, not {text!r}") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def bench(
+        image: Annotated[str, typer.Argument(help="local image (reference or ID)")],
+        record: Annotated[Optional[Path], typer.Option("--record", help="bench record JSON output")] = None,
+        tokens: Annotated[str, typer.Option("--tokens", help="token counts")] = ",".join(map(str, DEFAULT_TOKENS)),
+        gpus: GpusOpt = "all",
+        timeout: Annotated[Optional[float], typer.Option("--timeout", help="seconds for the whole run")] = None,
+    ) -> None:
+        """Time triton_kernels topk + matmul_ogs MoE GEMMs (gpt-oss shapes) in IMAGE against cuBLAS and a
+        PyTorch loop; write the bench record."""
+        record = record or DEFAULT_WORKDIR / "bench-record.json"
+        rec = run_bench(image, record_path=record, tokens=parse_tokens(tokens), gpus=gpus, timeout=timeout)
+        gpu = rec.get("gpu") or {}
+        table = Table(*RESULT_COLUMNS, title=f"bench {image} on {gpu.get('name')} (driver {gpu.get('driver')})",
+                      title_justify="left")
+        for r in rec["results"]:
+            table.add_row(*("-" if r.get(c) is None else str(r[c]) for c in RESULT_COLUMNS))
+        out.print(table)
+        out.print(f"clocks {gpu.get('clocks')}; versions {rec.get('versions')}; record {record}", highlight=False)

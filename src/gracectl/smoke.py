@@ -1,0 +1,167 @@
+"""`gracectl smoke`: run the image's own smoke suite inside the image and write the smoke record.
+
+The suite (smoke_tests/, baked into the image at /opt/gracectl/smoke_tests) runs with `docker run` and the
+entrypoint overridden; its JUnit XML comes back through a bind-mounted folder. The smoke record is keyed by
+the image ID (the config digest, unchanged by a push), which is what the push stage attaches and promotion
+checks. The same container runner serves `gracectl bench` (bench.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gracectl.adapters import proc
+from gracectl.errors import CommandFailedError, SmokeFailedError, UsageError
+
+DOCKER = "/usr/bin/docker"  # Debian docker.io (CONTRACT: not the newer client in /usr/local/bin)
+SUITE_IN_IMAGE = "/opt/gracectl/smoke_tests"
+OUT_IN_CONTAINER = "/gracectl-out"
+LEVELS = ("imports", "kernels", "engine", "server")
+GPUS = ("all", "none")
+# pytest exit codes with a JUnit file worth reading: 0 passed, 1 some failed, 5 nothing selected.
+_PYTEST_RESULT_CODES = (0, 1, 5)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def marker_expression(level: str) -> str:
+    """The pytest -m expression of a level; "all" selects every level."""
+    if level == "all":
+        return " or ".join(LEVELS)
+    if level not in LEVELS:
+        raise UsageError(f"unknown smoke level {level!r}: choose one of {', '.join((*LEVELS, 'all'))}")
+    return level
+
+
+def container_command(image: str, python_args: Sequence[str], *, out_dir: str | os.PathLike, gpus: str) -> list[str]:
+    """`docker run` of the image's python (entrypoint overridden) with out_dir mounted at OUT_IN_CONTAINER."""
+    if gpus not in GPUS:
+        raise UsageError(f"--gpus must be one of {', '.join(GPUS)}, not {gpus!r}")
+    args = [DOCKER, "run", "--rm", "--pull", "never"]
+    if gpus == "all":
+        args += ["--gpus", "all"]
+    # vLLM's engine and server levels move tensors between processes through /dev/shm (64 MB by default).
+    args += ["--shm-size", "2g", "-e", "PYTHONUNBUFFERED=1",
+             "-v", f"{os.fspath(out_dir)}:{OUT_IN_CONTAINER}", "--entrypoint", "python", image]
+    return args + list(python_args)
+
+
+def pytest_args(level: str) -> list[str]:
+    return ["-m", "pytest", SUITE_IN_IMAGE, "-m", marker_expression(level), "-rA",
+            f"--junitxml={OUT_IN_CONTAINER}/junit.xml"]
+
+
+def image_id(image: str) -> str:
+    """The local image's ID (sha256 of its config): what the record is keyed by, and what is run."""
+    out = proc.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", image]).stdout.strip()
+    if not out.startswith("sha256:"):
+        raise CommandFailedError(f"docker image inspect {image} gave no image ID: {out!r}")
+    return out
+
+
+def run_in_image(image_ref: str, python_args: Sequence[str], *, gpus: str, timeout: float | None):
+    """Run `python ARGS` in the image with a fresh host folder mounted at OUT_IN_CONTAINER.
+
+    Returns (image_id, completed process, out_dir); the caller reads its files and removes out_dir.
+    The container's output streams to stderr as it comes (kernel compiles and model loads take minutes).
+    """
+    iid = image_id(image_ref)
+    out_dir = Path(tempfile.mkdtemp(prefix="gracectl-smoke-"))
+    out_dir.chmod(0o777)  # the image may run as a non-root user
+    args = container_command(iid, python_args, out_dir=out_dir, gpus=gpus)
+    result = proc.run(args, check=False, timeout=timeout, on_line=lambda line: print(line, file=sys.stderr))
+    return iid, result, out_dir
+
+
+@dataclass
+class JunitResult:
+    tests: list[dict] = field(default_factory=list)  # {"name", "outcome", "message"?, "time"}
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def parse_junit(path: str | os.PathLike) -> JunitResult:
+    """Tests (name = <classname>::<name>, outcome passed|failed|error|skipped) and suite properties."""
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    result = JunitResult()
+    for suite in suites:
+        for prop in suite.findall("properties/property"):
+            result.properties[prop.get("name")] = prop.get("value")
+        for case in suite.findall("testcase"):
+            test = {"name": f"{case.get('classname')}::{case.get('name')}", "outcome": "passed",
+                    "time": float(case.get("time") or 0)}
+            for tag, outcome in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+                node = case.find(tag)
+                if node is not None:
+                    test["outcome"] = outcome
+                    test["message"] = " ".join((node.get("message") or node.text or "").split())[:1000]
+                    break
+            result.tests.append(test)
+    return result
+
+
+def smoke_record(image: str, iid: str, level: str, junit: JunitResult, created: str | None = None) -> dict:
+    counts = {o: sum(t["outcome"] == o for t in junit.tests) for o in ("passed", "failed", "error", "skipped")}
+    props = dict(junit.properties)
+    gpu = props.pop("gpu", None)
+    gpu_capability = props.pop("gpu_capability", None)
+    return {
+        "kind": "smoke", "schema": 1, "image": image, "image_id": iid, "created": created or now_iso(),
+        "level": level,
+        # Passing means: something ran and nothing failed (skips are listed, each with its reason).
+        "passed": counts["passed"] > 0 and counts["failed"] == 0 and counts["error"] == 0,
+        "counts": counts,
+        "failed_tests": [t["name"] for t in junit.tests if t["outcome"] in ("failed", "error")],
+        "tests": junit.tests,
+        "versions": props,
+        "gpu": {"name": gpu, "capability": gpu_capability} if gpu else None,
+    }
+
+
+def write_record(path: str | os.PathLike, record: dict) -> Path:
+    """Write a record JSON whole or not at all (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def run_smoke(image: str, *, level: str = "imports", junit_path: str | os.PathLike,
+              record_path: str | os.PathLike, gpus: str = "all", timeout: float | None = None) -> dict:
+    """Run the smoke suite at `level` in the local image, write the JUnit XML and the smoke record.
+
+    Returns the record; raises SmokeFailedError (after writing both files) when any test failed or none ran.
+    """
+    py_args = pytest_args(level)  # validates the level before docker runs
+    iid, result, out_dir = run_in_image(image, py_args, gpus=gpus, timeout=timeout)
+    try:
+        junit_in_out = out_dir / "junit.xml"
+        if result.returncode not in _PYTEST_RESULT_CODES or not junit_in_out.exists():
+            raise CommandFailedError(
+                f"smoke suite did not run in {image} (exit {result.returncode}): "
+                f"{proc.last_line(result.stdout) or 'no output'}", returncode=result.returncode,
+                output=result.stdout)
+        Path(junit_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(junit_in_out, junit_path)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    record = smoke_record(image, iid, level, parse_junit(junit_path))
+    write_record(record_path, record)
+    if not record["passed"]:
+        failed = record["failed_tests"]
+        what = f"failed: {', '.join(failed)}" if failed else "no test passed"
+        raise SmokeFailedError(f"smoke level {level} of {image} {what} (record: {record_path})")
+    return record
