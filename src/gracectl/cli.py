@@ -23,6 +23,7 @@ app = typer.Typer(
 # command modules (one line each: module.register(app))
 plan_commands.register(app)
 from gracectl.commands import bench, smoke; smoke.register(app); bench.register(app)  # noqa: E402,E702
+from gracectl.commands import ci as ci_commands; ci_commands.register(app)  # noqa: E402,E702
 
 
 def main(argv: list[str] | None = None) -> None:

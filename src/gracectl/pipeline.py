@@ -1,0 +1,349 @@
+"""THE ordered list of CI stages: the Jenkinsfile and `gracectl rehearse` both walk exactly this list.
+
+    plan -> build -> smoke -> push -> promote -> rollback -> archive
+
+ACTION=build runs plan, build, smoke, then push (PUSH) and promote (PUSH and PROMOTE), then archive;
+ACTION=rollback runs plan, rollback, archive. Each stage is `gracectl ci <stage>` (commands/ci.py) and
+keeps its output in a work directory (default ./gracectl-out), one JSON file per stage with
+"status": "passed" | "failed". A stage refuses to start unless the outputs it needs exist and passed, so a
+failed or missing smoke can never be followed by a push or a promotion, whoever calls the stages.
+
+tests/unit/test_jenkinsfile.py runs the Jenkinsfile in a Groovy harness and checks that its stages, their
+`when` conditions and commands are exactly STAGES / Stage.applies here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gracectl.errors import GraceError, PromotionRefusedError, UsageError
+
+DEFAULT_WORKDIR = Path("gracectl-out")
+ACTIONS = ("build", "rollback")
+SMOKE_LEVELS = ("imports", "kernels", "engine", "server", "all")
+# Containers a run starts carry this label with the run id; `gracectl ci cleanup` removes exactly those.
+RUN_LABEL = "io.gracectl.run"
+# Plain-text file in the work dir naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to
+# take `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.
+MOVING_TAG_FILE = "moving-tag"
+SMOKE_JUNIT_FILE = "smoke-junit.xml"
+PASSED, FAILED = "passed", "failed"
+
+
+def _truthy(value: str | bool | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = (value or "").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise UsageError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The job's parameters (Jenkins passes them as environment variables; CLI options override)."""
+
+    release: str = ""
+    action: str = "build"
+    vllm_ref: str = ""
+    image_tag: str = ""
+    build_number: int = 0
+    registry: str = ""
+    smoke_level: str = "kernels"
+    push: bool = False
+    promote: bool = False
+    rollback_to: str = ""  # IMAGE@sha256:..., a build tag, or empty for the previous entry of the history
+    run_id: str = ""  # labels the containers this run starts (Jenkins: BUILD_TAG)
+    mirror: str = ""  # mirror file (gracectl.mirrors), empty for upstream
+    smoke_gpus: str = "all"  # "none" on a machine without GPUs (the CPU test bed)
+
+    def __post_init__(self):
+        if not self.release:
+            raise UsageError("no release given: set RELEASE or pass --release (see `gracectl releases`)")
+        if self.action not in ACTIONS:
+            raise UsageError(f"ACTION must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+        if self.smoke_level not in SMOKE_LEVELS:
+            raise UsageError(f"SMOKE_LEVEL must be one of {', '.join(SMOKE_LEVELS)}, got {self.smoke_level!r}")
+        if self.promote and not self.push and self.action == "build":
+            raise UsageError("PROMOTE needs PUSH: only a pushed image (by digest) can be promoted")
+        if (self.push or self.action == "rollback") and not self.registry:
+            raise UsageError("pushing, promoting and rolling back need a registry: set REGISTRY or --registry")
+
+    # Environment variable -> field; what Jenkins parameters (and the job's environment) turn into.
+    ENV = {"RELEASE": "release", "ACTION": "action", "VLLM_REF": "vllm_ref", "IMAGE_TAG": "image_tag",
+           "BUILD_NUMBER": "build_number", "REGISTRY": "registry", "SMOKE_LEVEL": "smoke_level",
+           "PUSH": "push", "PROMOTE": "promote", "ROLLBACK_TO": "rollback_to", "GRACECTL_RUN_ID": "run_id",
+           "GRACECTL_MIRROR": "mirror",
+           "GRACECTL_SMOKE_GPUS": "smoke_gpus"}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Params:
+        """Fields from `env` (default os.environ), then `overrides` that are not None win."""
+        env = os.environ if env is None else env
+        values: dict = {name: env[var] for var, name in cls.ENV.items() if env.get(var, "") != ""}
+        if "run_id" not in values and env.get("BUILD_TAG"):
+            values["run_id"] = env["BUILD_TAG"]  # jenkins-<job>-<number>, set by Jenkins on every build
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for flag in ("push", "promote"):
+            if flag in values:
+                values[flag] = _truthy(values[flag])
+        if "build_number" in values:
+            try:
+                values["build_number"] = int(values["build_number"])
+            except ValueError:
+                raise UsageError(f"BUILD_NUMBER must be a number, got {values['build_number']!r}") from None
+        return cls(**values)
+
+
+@dataclass
+class Context:
+    """What a stage function gets: the parameters and the work directory of this run."""
+
+    params: Params
+    workdir: Path
+
+    def path(self, name: str) -> Path:
+        return self.workdir / name
+
+    def output(self, stage_name: str) -> dict:
+        """The recorded output of an earlier stage (which must exist and have passed)."""
+        return read_output(self.workdir, stage(stage_name))
+
+    def plan(self):
+        """The Plan the plan stage resolved (same inputs, so the same tags and build arguments)."""
+        from gracectl.commands.plan import plan_for
+
+        p = self.params
+        return plan_for(p.release, Path(p.mirror) if p.mirror else None, p.vllm_ref, p.image_tag,
+                        p.build_number, p.registry)
+
+    def run_id(self) -> str:
+        return self.params.run_id or self.output("plan")["run_id"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    description: str
+    run: Callable[[Context], dict]  # does the work, returns the JSON written to `output`
+    applies: Callable[[Params], bool]  # the Jenkinsfile's `when` for this stage says the same
+    needs: tuple[str, ...] = ()  # earlier stages whose outputs must exist and have passed
+    output: str = ""
+    moves_tag: bool = False  # Jenkins holds the tag's lock around it
+
+    @property
+    def command(self) -> str:
+        return f"gracectl ci {self.name}"
+
+
+# --- the stage functions: thin calls into the modules that own the work ---------------------------------
+
+
+def run_plan(ctx: Context) -> dict:
+    """Resolve the release into the build plan; lint the Dockerfile for a build."""
+    p = ctx.params
+    plan = ctx.plan()
+    if p.action == "build":
+        lint_dockerfile()
+    ctx.path(MOVING_TAG_FILE).write_text(plan.moving_tag + "\n")
+    return {"params": asdict(p), "run_id": p.run_id or f"local-{uuid.uuid4().hex[:12]}", "plan": plan.to_dict(),
+            "moving_tag": plan.moving_tag, "build_tag": plan.build_tag}
+
+
+def lint_dockerfile() -> None:
+    from gracectl.adapters import proc
+    from gracectl.plan import DOCKERFILE, REPO_ROOT
+
+    try:
+        proc.run(["hadolint", str(DOCKERFILE.relative_to(REPO_ROOT))], cwd=REPO_ROOT)
+    except GraceError as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise type(exc)(f"hadolint found problems in vllm/Dockerfile: {getattr(exc, 'output', '') or exc}") from None
+
+
+def run_build(ctx: Context) -> dict:
+    from gracectl import build
+
+    return build.ci_build(ctx)  # TODO(adapt): build.py's entry point
+
+
+def run_smoke(ctx: Context) -> dict:
+    """Smoke the image the build stage made; smoke.py writes the record and the JUnit XML itself."""
+    from gracectl import smoke
+
+    image = ctx.output("build")["image"]
+    return smoke.run_smoke(image, level=ctx.params.smoke_level, junit_path=ctx.path(SMOKE_JUNIT_FILE),
+                           record_path=ctx.path(stage("smoke").output), gpus=ctx.params.smoke_gpus)
+
+
+def run_push(ctx: Context) -> dict:
+    """Push the smoked image under its immutable build tag, its smoke record attached to the pushed digest."""
+    from gracectl import release_ops
+
+    built, smoked = ctx.output("build"), ctx.output("smoke")
+    if smoked.get("image_id") != built.get("image_id"):
+        raise PromotionRefusedError(f"ci push: the smoke record is of image {smoked.get('image_id')}, the build "
+                                    f"made {built.get('image_id')}: run `gracectl ci smoke` again")
+    dest = ctx.output("plan")["build_tag"]
+    published = release_ops.publish(built["image"], dest, attach=[smoked])
+    return {"image": published.ref, **published.to_dict(), "smoke_passed": True}
+
+
+def run_promote(ctx: Context) -> dict:
+    """Move the release's tag to the pushed digest; release_ops checks the registry's smoke record again."""
+    from gracectl import release_ops
+    from gracectl.adapters.registry import ImageRef
+
+    pushed, moving = ctx.output("push"), ctx.output("plan")["moving_tag"]
+    source = str(ImageRef.parse(pushed["ref"]).with_digest(pushed["digest"]))
+    entry = release_ops.promote(source, ImageRef.parse(moving).tag, reason=_reason(ctx))
+    return {"tag": moving, "digest": pushed["digest"], "moved": entry is not None,
+            "history_entry": entry.to_dict() if entry else None}
+
+
+def run_rollback(ctx: Context) -> dict:
+    from gracectl import release_ops
+
+    moving = ctx.output("plan")["moving_tag"]
+    entry = release_ops.rollback(moving, to=ctx.params.rollback_to, reason=_reason(ctx))
+    return {"tag": moving, "to": ctx.params.rollback_to or "(undo the last promotion)", "moved": entry is not None,
+            "history_entry": entry.to_dict() if entry else None}
+
+
+def _reason(ctx: Context) -> str:
+    return f"gracectl ci, run {ctx.run_id()}"
+
+
+def run_archive(ctx: Context) -> dict:
+    """Summarise this run's outputs (Jenkins then archives the work dir with fingerprints)."""
+    outputs = {}
+    for s in stages_for(ctx.params):
+        if s.name == "archive":
+            continue
+        path = ctx.path(s.output)
+        if not path.exists():
+            raise UsageError(f"ci archive: {path} is missing: stage {s.name} did not run")
+        outputs[s.name] = {"file": s.output, "status": status_of(json.loads(path.read_text()))}
+    return {"stages": outputs}
+
+
+def _build(p: Params) -> bool:
+    return p.action == "build"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("plan", "resolve the release manifest into the build plan (tags, pins, build command); lint the "
+          "Dockerfile", run_plan, lambda p: True, output="plan.json"),
+    Stage("build", "build the linux/arm64 image locally, cache from/to the registry; write the build record",
+          run_build, _build, needs=("plan",), output="build-record.json"),
+    Stage("smoke", "run the smoke suite in the built image on the GPU at SMOKE_LEVEL; smoke record + JUnit XML",
+          run_smoke, _build, needs=("plan", "build"), output="smoke-record.json"),
+    Stage("push", "push under the immutable build tag; store the smoke record with the pushed digest",
+          run_push, lambda p: _build(p) and p.push, needs=("plan", "build", "smoke"), output="push-record.json"),
+    Stage("promote", "move the release's tag to the pushed digest (needs a passing smoke record for it)",
+          run_promote, lambda p: _build(p) and p.push and p.promote, needs=("plan", "smoke", "push"),
+          output="promote-record.json", moves_tag=True),
+    Stage("rollback", "move the release's tag back to ROLLBACK_TO (or the previous digest in its history)",
+          run_rollback, lambda p: p.action == "rollback", needs=("plan",), output="rollback-record.json",
+          moves_tag=True),
+    Stage("archive", "summarise the run's records for archiving", run_archive, lambda p: True,
+          output="summary.json"),
+)
+
+
+def stage(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise UsageError(f"no stage {name!r}: the stages are {', '.join(s.name for s in STAGES)}")
+
+
+def stages_for(params: Params) -> list[Stage]:
+    """The stages a run with these parameters goes through, in order."""
+    return [s for s in STAGES if s.applies(params)]
+
+
+# --- work directory records -------------------------------------------------------------------------------
+
+
+def status_of(record: dict) -> str:
+    """passed/failed of a stage output ("status", or a smoke/build record's own "passed" flag)."""
+    if record.get("status") in (PASSED, FAILED):
+        return record["status"]
+    if isinstance(record.get("passed"), bool):
+        return PASSED if record["passed"] else FAILED
+    return FAILED  # unknown shape: never treat as a pass
+
+
+def read_output(workdir: Path, of: Stage, *, for_stage: str = "") -> dict:
+    """The output of stage `of`; a one-line refusal when it is missing, unreadable or failed."""
+    who = f"ci {for_stage}: " if for_stage else ""
+    refusal = PromotionRefusedError if for_stage in ("push", "promote") else UsageError
+    path = workdir / of.output
+    if not path.exists():
+        raise refusal(f"{who}{path} is missing: run `gracectl ci {of.name}` first (same --workdir)")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise refusal(f"{who}{path} is unreadable ({exc}): run `gracectl ci {of.name}` again") from None
+    if status_of(record) != PASSED:
+        reason = record.get("error") or "status " + str(record.get("status", "unknown"))
+        raise refusal(f"{who}stage {of.name} failed ({reason}): refusing to continue")
+    return record
+
+
+def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dict:
+    """Run one stage: check its inputs, clear its own and later outputs, run it, write its output.
+
+    On failure the output is written with "status": "failed" and the one-line error (unless the stage wrote
+    its own detailed record, such as a failed smoke record), then the error propagates.
+    """
+    this = stage(name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for needed in this.needs:
+        read_output(workdir, stage(needed), for_stage=name)
+    later = STAGES[STAGES.index(this):]
+    for s in later:  # stale results of an earlier run must not pass for this one
+        (workdir / s.output).unlink(missing_ok=True)
+    if name == "smoke":
+        (workdir / SMOKE_JUNIT_FILE).unlink(missing_ok=True)
+    out = workdir / this.output
+    try:
+        record = this.run(Context(params, workdir))
+    except GraceError as exc:
+        if not out.exists():
+            _write(out, {"stage": name, "status": FAILED, "error": str(exc)})
+        raise
+    record = {"stage": name, **record}
+    record.setdefault("status", PASSED)
+    _write(out, record)
+    if status_of(record) != PASSED:
+        raise GraceError(f"ci {name}: the stage reported {status_of(record)}: see {out}")
+    return record
+
+
+def _write(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def cleanup(run_id: str) -> list[str]:
+    """Remove the containers labelled with this run's id (whatever stage started them). Returns their ids."""
+    from gracectl.adapters import docker
+
+    if not run_id:
+        raise UsageError("ci cleanup needs the run id: set GRACECTL_RUN_ID (Jenkins: BUILD_TAG) or --run-id")
+    found = docker.run(["ps", "--all", "--quiet", "--filter", f"label={RUN_LABEL}={run_id}"])
+    ids = found.stdout.split()
+    if ids:
+        docker.run(["rm", "--force", "--volumes", *ids])
+    return ids
