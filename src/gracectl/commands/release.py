@@ -1,0 +1,146 @@
+"""`gracectl publish | promote | rollback | history | records`: release operations by digest (release_ops.py).
+
+Credentials: --username USER --password-stdin, else the docker config (`docker login REGISTRY`).
+Image references always name the registry: HOST[:PORT]/REPO[:TAG|@DIGEST] (or set GRACECTL_REGISTRY).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from gracectl.adapters.registry import Credentials, ImageRef, Registry, credentials_for
+from gracectl.errors import UsageError
+from gracectl.records import get_records
+from gracectl.release_ops import (
+    DEFAULT_MAX_REGRESSION,
+    Entry,
+    history,
+    promote,
+    publish,
+    resolve,
+    rollback,
+    short,
+)
+
+out = Console()
+
+UserOpt = Annotated[str, typer.Option("--username", help="registry user (with --password-stdin)")]
+PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the registry password from stdin")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+
+
+def credentials(username: str, password_stdin: bool) -> Credentials | None:
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+        return credentials_for("", username, password)  # checks both are given
+    if username:
+        raise UsageError("--username needs --password-stdin (passwords never go on the command line)")
+    return None
+
+
+def _print_entry(entry: Entry | None, tag: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(entry.to_dict() if entry else None, indent=2))
+    elif entry is None:
+        out.print(f"{tag} already points there: nothing to do")
+    else:
+        forced = " [bold red](forced)[/bold red]" if entry.forced else ""
+        out.print(f"{entry.action}: {tag} {short(entry.from_)} -> {entry.to}{forced}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("publish")
+    def publish_cmd(
+        image: Annotated[str, typer.Argument(help="local dockerd image (NAME:TAG), or a skopeo ref (oci:DIR:TAG)")],
+        to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO:IMMUTABLE_TAG (never overwritten)")],
+        attach: Annotated[Optional[list[Path]], typer.Option(
+            "--attach", help="record JSON to store with the pushed digest (smoke-record.json); repeatable")] = None,
+        username: UserOpt = "",
+        password_stdin: PasswordStdinOpt = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Push a local image under an immutable tag; print its manifest digest."""
+        records = []
+        for path in attach or []:
+            try:
+                records.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as e:
+                raise UsageError(f"--attach {path}: not a readable JSON record ({e})") from None
+        result = publish(image, to, credentials=credentials(username, password_stdin), attach=records)
+        if as_json:
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            note = " (already there: nothing pushed)" if result.already else ""
+            out.print(f"published {result.ref}@{result.digest}{note}")
+
+    @app.command("promote")
+    def promote_cmd(
+        source: Annotated[str, typer.Argument(help="REGISTRY/REPO@DIGEST or REGISTRY/REPO:BUILD_TAG")],
+        to: Annotated[str, typer.Option("--to", help="the moving tag to point at it (same repository)")],
+        force: Annotated[bool, typer.Option("--force", help="promote despite the gates (needs --reason)")] = False,
+        reason: Annotated[str, typer.Option("--reason", help="why (recorded in the history)")] = "",
+        max_regression: Annotated[float, typer.Option(
+            "--max-regression", help="allowed benchmark slowdown, percent")] = DEFAULT_MAX_REGRESSION * 100,
+        username: UserOpt = "",
+        password_stdin: PasswordStdinOpt = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Move TAG to the image's digest: only with a passing smoke record and no benchmark regression."""
+        if max_regression < 0:
+            raise UsageError("--max-regression must be >= 0 (percent)")
+        entry = promote(source, to, force=force, reason=reason, max_regression=max_regression / 100,
+                        credentials=credentials(username, password_stdin))
+        _print_entry(entry, to, as_json)
+
+    @app.command("rollback")
+    def rollback_cmd(
+        target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG to move back")],
+        to: Annotated[str, typer.Option("--to", help="a digest or tag of the same repository "
+                                        "(default: where the tag was before its last promotion)")] = "",
+        reason: Annotated[str, typer.Option("--reason", help="why (recorded in the history)")] = "",
+        username: UserOpt = "",
+        password_stdin: PasswordStdinOpt = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Move TAG back to the digest it held before its last promotion."""
+        entry = rollback(target, to=to, reason=reason, credentials=credentials(username, password_stdin))
+        _print_entry(entry, ImageRef.parse(target).tag, as_json)
+
+    @app.command("history")
+    def history_cmd(
+        target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG")],
+        username: UserOpt = "",
+        password_stdin: PasswordStdinOpt = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Every promotion and rollback of TAG, oldest first."""
+        entries = history(target, credentials=credentials(username, password_stdin))
+        if as_json:
+            print(json.dumps([e.to_dict() for e in entries], indent=2))
+            return
+        if not entries:
+            print(f"{target}: no promotions recorded")
+        for e in entries:  # one plain line per entry: readable in a Jenkins log, greppable
+            flags = " FORCED" if e.forced else ""
+            why = f"  reason: {e.reason}" if e.reason else ""
+            print(f"{e.when}  {e.action:<8} {e.status:<7} {short(e.from_):<19} -> {short(e.to):<19}  "
+                  f"by {e.who}{flags}{why}")
+
+    @app.command("records")
+    def records_cmd(
+        image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
+        kind: Annotated[str, typer.Option("--kind", help="smoke, bench, build...")] = "smoke",
+        username: UserOpt = "",
+        password_stdin: PasswordStdinOpt = False,
+    ) -> None:
+        """Print the records stored with an image in the registry (JSON list)."""
+        ref = ImageRef.parse(image)
+        registry = Registry(ref.registry, credentials(username, password_stdin) or credentials_for(ref.registry))
+        digest = resolve(registry, ref)
+        print(json.dumps(get_records(ref, digest, kind, registry=registry), indent=2))

@@ -1,0 +1,71 @@
+"""Shared fixtures of the integration tests: a REAL docker-registry on 127.0.0.1 (free port), with and
+without htpasswd auth, and tiny real images (an OCI layout written here, pushed with skopeo).
+
+- `registry`: "127.0.0.1:PORT" of a registry without auth (one per test session).
+- `auth_registry`: ("127.0.0.1:PORT", user, password) of a registry with htpasswd (bcrypt) auth.
+- `oci_image(content) -> "oci:DIR:latest"`: a one-file image, different content -> different digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import secrets
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from gracectl.registry_server import RegistryServer
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    with RegistryServer(tmp_path_factory.mktemp("registry")).start() as server:
+        yield server.address
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory):
+    user, password = "ci-user", "pw-" + secrets.token_hex(8)
+    with RegistryServer(tmp_path_factory.mktemp("auth-registry"), user=user, password=password).start() as server:
+        yield server.address, user, password
+
+
+def _blob(root: Path, data: bytes, media_type: str) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    (root / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def write_oci_layout(root: Path, content: str, tag: str = "latest") -> str:
+    """A minimal, valid single-layer image (one file /hello.txt) as an OCI layout; returns oci:ROOT:TAG."""
+    (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = content.encode()
+        info = tarfile.TarInfo("hello.txt")
+        info.size, info.mtime, info.mode = len(data), 0, 0o644
+        tar.addfile(info, io.BytesIO(data))
+    layer_desc = _blob(root, layer.getvalue(), "application/vnd.oci.image.layer.v1.tar")
+    config = {"architecture": "arm64", "os": "linux", "config": {"Cmd": ["/hello.txt"]},
+              "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]}}
+    config_desc = _blob(root, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config_desc, "layers": [layer_desc]}
+    manifest_desc = _blob(root, json.dumps(manifest).encode(), manifest["mediaType"])
+    manifest_desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest_desc]}))
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return f"oci:{root}:{tag}"
+
+
+@pytest.fixture
+def oci_image(tmp_path):
+    counter = iter(range(1000))
+
+    def make(content: str) -> str:
+        return write_oci_layout(tmp_path / f"image-{next(counter)}", content)
+
+    return make
