@@ -54,7 +54,10 @@ def test_vllm_version_matches_image(expected):
         if want:
             pytest.fail(f"vLLM is not installed, the image expects vLLM {want}", pytrace=False)
         pytest.skip("vLLM is not installed and no vLLM version is expected (suite run outside a vLLM image)")
-    have = importlib.metadata.version("vllm")
+    try:
+        have = importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("vLLM is importable but has no package metadata (not pip-installed?)", pytrace=False)
     assert want, "the expectations give no vllm version"
     assert (have if "+" in want else _public(have)) == want, f"vLLM is {have}, the image expects {want}"
 

@@ -37,7 +37,10 @@ PLANT_STALE_ENV = "GRACECTL_PLANT_STALE_TRITON_KERNELS"
 
 
 def vllm_installed() -> bool:
-    return importlib.util.find_spec("vllm") is not None
+    """vLLM is importable as a regular package (a folder named vllm/ in the working directory, such as this
+    repository's vllm/ with its Dockerfile, is only a namespace package and does not count)."""
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and spec.origin is not None
 
 
 def load_triton_kernels() -> ModuleType:

@@ -292,3 +292,11 @@ def test_planted_stale_package_fails_imports_naming_sparse_matrix(fake_triton_ke
     assert "triton_kernels.tensor.SparseMatrix is missing" in failure
     assert "import triton_kernels.topk failed: ImportError: cannot import name 'SparseMatrix'" in failure
     assert "Failed to import Triton kernels" in failure
+
+
+def test_a_vllm_folder_in_the_working_directory_is_not_vllm(tmp_path):
+    (tmp_path / "vllm").mkdir()  # like this repository's vllm/ (the Dockerfile), a namespace package
+    (tmp_path / "vllm" / "Dockerfile").write_text("FROM scratch\n")
+    code = f"import sys; sys.path[:0] = ['', {str(SUITE)!r}]; import triton_kernels_contract as t; print(t.vllm_installed())"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert p.stdout.strip() == "False", p.stderr
