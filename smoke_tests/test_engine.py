@@ -1,0 +1,188 @@
+"""Smoke level `engine`: vLLM's offline engine (`vllm.LLM`) on tiny random-weight models.
+
+Each engine runs in a child process (this file run as a script, see the `__main__` block): vLLM starts
+worker processes that re-import the main module, which must not be pytest, and a fresh process per engine
+keeps their memory apart. The child prints one `RESULT <json>` line; its whole output goes into any failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+PROMPTS = ["hello world what is your name", "tell me about the blue sky"]
+MAX_TOKENS = 16
+ENGINE_TIMEOUT_S = 600
+RESULT_PREFIX = "RESULT "
+TRITON_KERNELS_EXPERTS_MODULE = "vllm.model_executor.layers.fused_moe.gpt_oss_triton_kernels_moe"
+
+
+def run_engine(model_dir: Path, *, attention_backend: str | None = None) -> dict:
+    """Run this file as a script on `model_dir`; return its RESULT (with the child's log under "log")."""
+    spec = {"model": str(model_dir), "attention_backend": attention_backend}
+    env = dict(os.environ)
+    # apply_model ships a function to the engine process; vLLM only pickles functions when allowed.
+    env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
+    # On the CPU, vLLM reserves half the RAM for the KV cache by default; a tiny model needs 1 GiB.
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # Plain subprocess, not gracectl.adapters.proc: this suite runs inside the image, without gracectl.
+    proc = subprocess.run([sys.executable, __file__, json.dumps(spec)], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=ENGINE_TIMEOUT_S)
+    results = [line[len(RESULT_PREFIX):] for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not results:
+        pytest.fail(f"vLLM engine on {model_dir.name} (attention backend {attention_backend or 'default'}) "
+                    f"exited {proc.returncode} without a result; its log:\n{proc.stdout[-20000:]}", pytrace=False)
+    result = json.loads(results[-1])
+    result["log"] = proc.stdout
+    return result
+
+
+def on_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def triton_kernels_path_expected() -> str | None:
+    """None when vLLM should pick the triton_kernels MoE experts here; otherwise why not (a skip reason)."""
+    if not on_cuda():
+        return "no CUDA GPU: vLLM's triton_kernels MoE path is GPU-only (the CPU uses its own fused MoE)"
+    import torch
+    from vllm.utils.import_utils import has_triton_kernels
+
+    capability = torch.cuda.get_device_capability()
+    if not (9, 0) <= capability < (11, 0):  # the rule in vLLM 0.19.0's fused_moe/oracle/mxfp4.py
+        return f"GPU capability {capability} is outside vLLM's triton_kernels range 9.0 to 10.x"
+    if not has_triton_kernels():
+        return "triton_kernels is not importable (neither site-packages nor vLLM's vendored copy)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def dense_model(tmp_path_factory) -> Path:
+    from tiny_models import write_dense_model
+
+    return write_dense_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def dense_default(dense_model) -> dict:
+    return run_engine(dense_model)
+
+
+@pytest.fixture(scope="module")
+def moe_model(tmp_path_factory) -> Path:
+    from tiny_models import write_moe_model
+
+    # MXFP4 experts on a GPU (the gpt-oss path that uses triton_kernels); bf16 experts on the CPU, which has
+    # no MXFP4 MoE kernel.
+    return write_moe_model(tmp_path_factory.mktemp("models") / "tiny-gpt-oss", mxfp4=on_cuda())
+
+
+@pytest.fixture(scope="module")
+def moe_run(moe_model) -> dict:
+    return run_engine(moe_model)
+
+
+def _describe(result: dict) -> str:
+    shown = {key: value for key, value in result.items() if key != "log"}
+    return f"{json.dumps(shown, indent=1)}\nengine log (tail):\n{result['log'][-8000:]}"
+
+
+def test_dense_greedy_generation_is_deterministic(dense_default):
+    first, second = dense_default["runs"]
+    assert all(len(tokens) == MAX_TOKENS for tokens in first), _describe(dense_default)
+    assert first == second, "two greedy runs with the same seed gave different tokens\n" + _describe(dense_default)
+    assert all(text.strip() for text in dense_default["texts"]), "empty completion\n" + _describe(dense_default)
+
+
+def test_triton_attention_agrees_with_default_backend(dense_model, dense_default, gpu):
+    # `gpu` skips (visibly) on the CPU: vLLM's CPU platform maps every attention backend to CPU_ATTN, so
+    # there is nothing to compare there.
+    triton = run_engine(dense_model, attention_backend="TRITON_ATTN")
+    assert triton["attention_backends"] == ["TRITON_ATTN"], _describe(triton)
+    assert dense_default["attention_backends"] != ["TRITON_ATTN"], (
+        "the default backend is already Triton: the comparison would compare Triton with itself\n"
+        + _describe(dense_default))
+    assert triton["runs"][0] == dense_default["runs"][0], (
+        f"greedy tokens differ between {dense_default['attention_backends']} and TRITON_ATTN\n"
+        f"default: {dense_default['runs'][0]}\ntriton:  {triton['runs'][0]}\n" + _describe(triton))
+
+
+def test_moe_model_generates(moe_run):
+    from tiny_models import MOE_LAYERS
+
+    first, second = moe_run["runs"]
+    assert all(len(tokens) == MAX_TOKENS for tokens in first), _describe(moe_run)
+    assert first == second, "two greedy runs of the MoE model gave different tokens\n" + _describe(moe_run)
+    assert len(moe_run["moe_layers"]) == MOE_LAYERS, "expected one fused MoE layer a block\n" + _describe(moe_run)
+    if not on_cuda():
+        backends = {layer["backend"] for layer in moe_run["moe_layers"]}
+        assert backends == {"CPU"}, "expected vLLM's CPU fused MoE\n" + _describe(moe_run)
+
+
+def test_moe_layer_uses_triton_kernels(moe_run):
+    reason = triton_kernels_path_expected()
+    if reason:
+        pytest.skip(reason)
+    for layer in moe_run["moe_layers"]:
+        assert TRITON_KERNELS_EXPERTS_MODULE in layer["classes"], (
+            f"MoE layer {layer['name']} does not use the triton_kernels experts ({TRITON_KERNELS_EXPERTS_MODULE}); "
+            f"did vLLM log 'Failed to import Triton kernels'?\n" + _describe(moe_run))
+
+
+# --- the child process: one engine, two greedy runs, and what the model's layers chose ---------------------
+
+def describe_layers(model) -> dict:
+    """Runs inside the engine process (LLM.apply_model): attention backends and MoE kernel classes."""
+    attention_backends = set()
+    moe_layers = []
+    for name, module in model.named_modules():
+        backend = getattr(module, "attn_backend", None)
+        if backend is not None and hasattr(backend, "get_name"):
+            attention_backends.add(backend.get_name())
+        quant_method = getattr(module, "quant_method", None)
+        if type(module).__name__ in ("FusedMoE", "SharedFusedMoE") and quant_method is not None:
+            # The classes that decide the MoE kernel: the method, the experts class it selected, the
+            # kernel object it built, and the method it may have wrapped.
+            parts = [quant_method, getattr(quant_method, "experts_cls", None),
+                     getattr(quant_method, "moe_kernel", None), getattr(quant_method, "old_quant_method", None)]
+            kernel = getattr(quant_method, "moe_kernel", None)
+            parts.append(getattr(kernel, "fused_experts", None))
+            classes = sorted({f"{c.__module__}.{c.__qualname__}"
+                              for c in (p if isinstance(p, type) else type(p) for p in parts if p is not None)})
+            backend_choice = (getattr(quant_method, "mxfp4_backend", None)
+                              or getattr(quant_method, "unquantized_backend", None))
+            moe_layers.append({"name": name, "classes": classes,
+                               "backend": getattr(backend_choice, "name", str(backend_choice))})
+    return {"attention_backends": sorted(attention_backends), "moe_layers": moe_layers}
+
+
+def main(spec: dict) -> None:
+    from vllm import LLM, SamplingParams
+
+    engine_args = {}
+    if spec["attention_backend"]:
+        engine_args["attention_backend"] = spec["attention_backend"]
+    llm = LLM(model=spec["model"], dtype="bfloat16", seed=0, max_model_len=256, enforce_eager=True,
+              gpu_memory_utilization=0.2, **engine_args)
+    # Greedy; ignore_eos so that every run has MAX_TOKENS tokens to compare.
+    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True, seed=0)
+    runs, texts = [], []
+    for _ in range(2):
+        outputs = llm.generate(PROMPTS, params, use_tqdm=False)
+        runs.append([list(output.outputs[0].token_ids) for output in outputs])
+        texts = [output.outputs[0].text for output in outputs]
+    layers = llm.apply_model(describe_layers)[0]
+    print(RESULT_PREFIX + json.dumps({"runs": runs, "texts": texts, **layers}), flush=True)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
