@@ -84,6 +84,7 @@ class RegistryServer:
         self.user = user
         self.password = password
         self.start_timeout = start_timeout
+        self._log_start = 0
 
     @property
     def address(self) -> str:
@@ -152,6 +153,7 @@ class RegistryServer:
         print(f"+ {proc.format_command(args)}", file=sys.stderr, flush=True)
         # A daemon, so not proc.run (which waits for the program to finish).
         with open(self.log_path, "ab") as log:
+            self._log_start = log.tell()  # the log is kept across restarts: report this run's lines only
             child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      start_new_session=True)
         self.pid_path.write_text(str(child.pid))
@@ -182,11 +184,15 @@ class RegistryServer:
             return False
 
     def log_tail(self, lines: int = 3) -> str:
+        """The last error lines of this run's log (the registry prints its usage text after a config error)."""
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                text = log.read().decode(errors="replace").strip().splitlines()[-50:]
         except OSError:
             return "(no log)"
-        return " | ".join(text[-lines:]) or "(empty log)"
+        errors = [line for line in text if "error" in line.lower()]
+        return " | ".join((errors or text)[-lines:]) + f" (log: {self.log_path})" if text else "(empty log)"
 
     def stop(self, timeout: float = 5.0) -> None:
         pid = self.pid()
