@@ -4,8 +4,8 @@
 
 ACTION=build runs plan, build, smoke, then push (PUSH) and promote (PUSH and PROMOTE), then archive;
 ACTION=rollback runs plan, rollback, archive. Each stage is `gracectl ci <stage>` (commands/ci.py) and
-keeps its output in a work directory (default ./gracectl-out), one JSON file per stage with
-"status": "passed" | "failed". A stage refuses to start unless the outputs it needs exist and passed, so a
+keeps its output in a work directory (default ./gracectl-out), one JSON file per stage, marked
+"stage_status": "passed" | "failed". A stage refuses to start unless the outputs it needs exist and passed, so a
 failed or missing smoke can never be followed by a push or a promotion, whoever calls the stages.
 
 tests/unit/test_jenkinsfile.py runs the Jenkinsfile in a Groovy harness and checks that its stages, their
@@ -116,13 +116,19 @@ class Context:
         """The recorded output of an earlier stage (which must exist and have passed)."""
         return read_output(self.workdir, stage(stage_name))
 
-    def plan(self):
-        """The Plan the plan stage resolved (same inputs, so the same tags and build arguments)."""
+    def plan(self, *, check: bool = True):
+        """The build plan for these parameters; `check`: it must be the one the plan stage recorded."""
         from gracectl.commands.plan import plan_for
 
         p = self.params
-        return plan_for(p.release, Path(p.mirror) if p.mirror else None, p.vllm_ref, p.image_tag,
+        plan = plan_for(p.release, Path(p.mirror) if p.mirror else None, p.vllm_ref, p.image_tag,
                         p.build_number, p.registry)
+        if check:
+            planned = self.output("plan")
+            if (planned["build_tag"], planned["moving_tag"]) != (plan.build_tag, plan.moving_tag):
+                raise UsageError(f"these parameters give {plan.build_tag}, the plan stage planned "
+                                 f"{planned['build_tag']}: run every stage with the same parameters")
+        return plan
 
     def run_id(self) -> str:
         return self.params.run_id or self.output("plan")["run_id"]
@@ -149,7 +155,7 @@ class Stage:
 def run_plan(ctx: Context) -> dict:
     """Resolve the release into the build plan; lint the Dockerfile for a build."""
     p = ctx.params
-    plan = ctx.plan()
+    plan = ctx.plan(check=False)
     if p.action == "build":
         lint_dockerfile()
     ctx.path(MOVING_TAG_FILE).write_text(plan.moving_tag + "\n")
@@ -170,9 +176,11 @@ def lint_dockerfile() -> None:
 
 
 def run_build(ctx: Context) -> dict:
+    """Build the plan into a local image; build.py writes the build record (and its log) into the work dir."""
     from gracectl import build
 
-    return build.ci_build(ctx)  # TODO(adapt): build.py's entry point
+    result = build.build(ctx.plan(), record_path=ctx.path(stage("build").output), mirror_file=ctx.params.mirror)
+    return result.record
 
 
 def run_smoke(ctx: Context) -> dict:
@@ -189,11 +197,13 @@ def run_push(ctx: Context) -> dict:
     from gracectl import release_ops
 
     built, smoked = ctx.output("build"), ctx.output("smoke")
+    if smoked.get("passed") is not True:
+        raise PromotionRefusedError("ci push: the smoke record does not say passed: refusing to push")
     if smoked.get("image_id") != built.get("image_id"):
         raise PromotionRefusedError(f"ci push: the smoke record is of image {smoked.get('image_id')}, the build "
                                     f"made {built.get('image_id')}: run `gracectl ci smoke` again")
     dest = ctx.output("plan")["build_tag"]
-    published = release_ops.publish(built["image"], dest, attach=[smoked])
+    published = release_ops.publish(built["image"], dest, attach=[without_envelope(smoked)])
     return {"image": published.ref, **published.to_dict(), "smoke_passed": True}
 
 
@@ -275,12 +285,13 @@ def stages_for(params: Params) -> list[Stage]:
 
 
 def status_of(record: dict) -> str:
-    """passed/failed of a stage output ("status", or a smoke/build record's own "passed" flag)."""
-    if record.get("status") in (PASSED, FAILED):
-        return record["status"]
-    if isinstance(record.get("passed"), bool):
-        return PASSED if record["passed"] else FAILED
-    return FAILED  # unknown shape: never treat as a pass
+    """passed/failed of a stage output, as run_stage marked it; anything else counts as failed."""
+    return PASSED if record.get("stage_status") == PASSED else FAILED
+
+
+def without_envelope(record: dict) -> dict:
+    """The record as its owner wrote it (what goes into the registry), without run_stage's fields."""
+    return {k: v for k, v in record.items() if k not in ("stage", "stage_status", "stage_error")}
 
 
 def read_output(workdir: Path, of: Stage, *, for_stage: str = "") -> dict:
@@ -295,7 +306,7 @@ def read_output(workdir: Path, of: Stage, *, for_stage: str = "") -> dict:
     except (OSError, ValueError) as exc:
         raise refusal(f"{who}{path} is unreadable ({exc}): run `gracectl ci {of.name}` again") from None
     if status_of(record) != PASSED:
-        reason = record.get("error") or "status " + str(record.get("status", "unknown"))
+        reason = record.get("stage_error") or "no stage_status passed"
         raise refusal(f"{who}stage {of.name} failed ({reason}): refusing to continue")
     return record
 
@@ -303,8 +314,8 @@ def read_output(workdir: Path, of: Stage, *, for_stage: str = "") -> dict:
 def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dict:
     """Run one stage: check its inputs, clear its own and later outputs, run it, write its output.
 
-    On failure the output is written with "status": "failed" and the one-line error (unless the stage wrote
-    its own detailed record, such as a failed smoke record), then the error propagates.
+    Every output gets "stage_status": "passed" | "failed" (and "stage_error"); on failure whatever the stage
+    wrote itself (a failed smoke or build record) is kept and marked failed, then the error propagates.
     """
     this = stage(name)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -319,15 +330,21 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dic
     try:
         record = this.run(Context(params, workdir))
     except GraceError as exc:
-        if not out.exists():
-            _write(out, {"stage": name, "status": FAILED, "error": str(exc)})
+        # Keep what the stage itself recorded (a failed smoke or build record), marked failed for later stages.
+        written = _read_json(out) if out.exists() else {}
+        _write(out, {"stage": name, **written, "stage_status": FAILED, "stage_error": str(exc)})
         raise
-    record = {"stage": name, **record}
-    record.setdefault("status", PASSED)
+    record = {"stage": name, **record, "stage_status": PASSED}
     _write(out, record)
-    if status_of(record) != PASSED:
-        raise GraceError(f"ci {name}: the stage reported {status_of(record)}: see {out}")
     return record
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _write(path: Path, record: dict) -> None:

@@ -82,6 +82,7 @@ abstract class JenkinsDsl extends Script {
     Map<String, String> capture = null  // environment {} being evaluated: NAME = value goes here
     List<String> stagePath = []
     String node = null
+    List<String> locks = []
     boolean failed = false
     boolean failureInjected = false
     String secret = 'harness-s3cret-value'
@@ -137,6 +138,17 @@ abstract class JenkinsDsl extends Script {
         else super.setProperty(name, value)
     }
 
+    // Jenkins resolves a bare name that is no variable to the environment (so "$FOO" in a GString works).
+    def getProperty(String name) {
+        try {
+            return super.getProperty(name)
+        } catch (MissingPropertyException e) {
+            def value = envView?.getProperty(name)
+            if (value == null) throw e
+            return value
+        }
+    }
+
     // --- steps ---------------------------------------------------------------------------------------
     Map event(String type, Map fields) {
         def e = [type: type, stage: stagePath.join('/'), node: node] + fields
@@ -152,7 +164,8 @@ abstract class JenkinsDsl extends Script {
         def text = (script instanceof Map) ? script.script : script
         needNode('sh')
         def bound = envView.@overlays.findAll { it.__credentials__ }.collectMany { it.keySet() - '__credentials__' }
-        event('sh', [script: text.toString(), interpolated: text instanceof GString, credentials: bound])
+        event('sh', [script: text.toString(), interpolated: text instanceof GString, credentials: bound,
+                     locks: locks.clone()])
         if (scenario.fail && !failureInjected && text.toString().contains(scenario.fail)) {
             failureInjected = true
             throw new StepFailure("script returned exit code 1: ${text}")
@@ -181,7 +194,8 @@ abstract class JenkinsDsl extends Script {
 
     def lock(Map m, Closure body) {
         event('lock', [resource: m.resource.toString()])
-        body()
+        locks << m.resource.toString()
+        try { body() } finally { locks.remove(locks.size() - 1) }
     }
 
     def input(Map m) { event('input', [message: m.message.toString(), ok: m.ok]) }
@@ -218,7 +232,11 @@ abstract class JenkinsDsl extends Script {
         runPost(pipelineSpec, failed ? 'failure' : 'success')
         return [name: scenario.name, result: failed ? 'FAILURE' : 'SUCCESS', parameters: parameterDefs,
                 options: options, top_agent: pipelineSpec.agent instanceof String ? pipelineSpec.agent : 'closure',
-                events: events]
+                stage_tree: tree(pipelineSpec.stages), events: events]
+    }
+
+    List<Map> tree(List<StageSpec> specs) {
+        specs.collect { [name: it.name, stages: it.stages == null ? null : tree(it.stages)] }
     }
 
     Map evalEnvironment(Closure body) {

@@ -1,0 +1,194 @@
+"""The Jenkinsfile, EXECUTED by tests/jenkins/harness.groovy with stubbed pipeline steps (one groovy run for
+every scenario), checked against gracectl.pipeline: same stages, same order, same `when`, one
+`gracectl ci <stage>` each; credentials expanded by the shell only; nothing moves a tag after a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gracectl import pipeline
+from gracectl.manifest import release_names
+from gracectl.pipeline import Params
+
+REPO = Path(__file__).resolve().parents[2]
+JENKINSFILE = REPO / "Jenkinsfile"
+HARNESS = REPO / "tests" / "jenkins" / "harness.groovy"
+SECRET = "harness-s3cret-value"  # what the harness's withCredentials binds REGISTRY_PASSWORD to
+MOVING_TAG = "registry.example:5000/gracectl/gh200-vllm-tfa:v0.19.0-tfa"
+JENKINS_ONLY_STAGES = {"approve"}  # a person's approval: no gracectl command, holds no node
+GROUP_STAGES = {"gh200", "release"}  # hold one node for their nested stages
+
+SCENARIOS = {
+    "build-push-promote": {"params": {"PUSH": True, "PROMOTE": True, "AGENT_LABEL": "gh200-test"}},
+    "build-local": {"params": {"RELEASE": "v0.19.0", "SMOKE_LEVEL": "all"}},
+    "build-with-approval": {"params": {"PUSH": True, "PROMOTE": True, "APPROVE_PROMOTION": True}},
+    "smoke-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci smoke"},
+    "push-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci push"},
+    "rollback": {"params": {"ACTION": "rollback", "ROLLBACK_TO": "v0.19.0-tfa-b41-abcdef0"}},
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, dict]:
+    groovy = shutil.which("groovy")
+    if not groovy:
+        pytest.fail("groovy is not installed: apt-get install groovy default-jre-headless "
+                    "(the Jenkinsfile test executes it; CI installs it)")
+    scenarios = [{"name": name, "files": {"gracectl-out/moving-tag": MOVING_TAG + "\n"}, **spec}
+                 for name, spec in SCENARIOS.items()]
+    path = tmp_path_factory.mktemp("jenkins") / "scenarios.json"
+    path.write_text(json.dumps(scenarios))
+    done = subprocess.run([groovy, str(HARNESS), str(JENKINSFILE), str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, f"harness failed:\n{done.stderr[-3000:]}"
+    return {r["name"]: r for r in json.loads(done.stdout)}
+
+
+def params_of(run: dict, scenario: str) -> Params:
+    """pipeline.Params for the parameters the scenario ran with (defaults from the Jenkinsfile)."""
+    values = {d["name"]: d["default"] for d in run["parameters"]}
+    values.update(SCENARIOS[scenario]["params"])
+    env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
+    return Params.from_env(env)
+
+
+def events(run: dict, type_: str) -> list[dict]:
+    return [e for e in run["events"] if e["type"] == type_]
+
+
+def leaf(stage_path: str) -> str:
+    return stage_path.rsplit("/", 1)[-1]
+
+
+def ci_commands(run: dict) -> list[tuple[str, str]]:
+    """(stage, command) of every `gracectl ci <stage>` step except the post-build cleanup."""
+    return [(leaf(e["stage"]), e["script"].strip()) for e in events(run, "sh")
+            if e["script"].strip().startswith("gracectl ci ") and e["script"].strip() != "gracectl ci cleanup"]
+
+
+def test_stage_list_is_pipeline_py(runs):
+    """The Jenkinsfile's stages, in order, are pipeline.STAGES (plus Jenkins-only approval, node groups)."""
+    tree = runs["build-push-promote"]["stage_tree"]
+    leaves = []
+
+    def walk(nodes):
+        for n in nodes:
+            if n["stages"] is None:
+                leaves.append(n["name"])
+            else:
+                assert n["name"] in GROUP_STAGES
+                walk(n["stages"])
+
+    walk(tree)
+    assert [s for s in leaves if s not in JENKINS_ONLY_STAGES] == [s.name for s in pipeline.STAGES]
+    assert leaves.index("push") < leaves.index("approve") < leaves.index("promote")
+
+
+@pytest.mark.parametrize("scenario", ["build-push-promote", "build-local", "build-with-approval", "rollback"])
+def test_each_stage_runs_its_one_command_exactly_when_pipeline_py_says(runs, scenario):
+    run = runs[scenario]
+    assert run["result"] == "SUCCESS", [e for e in run["events"] if e["type"] == "failure"]
+    expected = [s.name for s in pipeline.stages_for(params_of(run, scenario))]
+    ran = [leaf(e["stage"]) for e in events(run, "stage")
+           if e["status"] == "run" and leaf(e["stage"]) not in GROUP_STAGES | JENKINS_ONLY_STAGES]
+    assert ran == expected
+    assert ci_commands(run) == [(name, f"gracectl ci {name}") for name in expected]
+
+
+def test_parameters(runs):
+    defs = {d["name"]: d for d in runs["build-local"]["parameters"]}
+    assert defs["RELEASE"]["type"] == "choice" and sorted(defs["RELEASE"]["choices"]) == release_names()
+    assert defs["ACTION"]["choices"] == list(pipeline.ACTIONS)
+    assert sorted(defs["SMOKE_LEVEL"]["choices"]) == sorted(pipeline.SMOKE_LEVELS)
+    assert defs["SMOKE_LEVEL"]["default"] == Params(release="x").smoke_level
+    for name in ("PUSH", "PROMOTE", "APPROVE_PROMOTION"):
+        assert defs[name] == {"type": "boolean", "name": name, "default": False}
+    for name in ("VLLM_REF", "IMAGE_TAG", "ROLLBACK_TO"):
+        assert defs[name]["type"] == "string" and defs[name]["default"] == ""
+    assert defs["AGENT_LABEL"]["default"] == "gh200"
+    assert defs["REGISTRY"]["default"]  # a sensible default (env GRACECTL_REGISTRY on the controller)
+    assert defs["REGISTRY_CREDENTIALS"]["default"]
+    # Every parameter is one that `gracectl ci` reads from the environment, or Jenkins-only.
+    jenkins_only = {"APPROVE_PROMOTION", "AGENT_LABEL", "REGISTRY_CREDENTIALS"}
+    assert set(defs) - jenkins_only <= set(Params.ENV)
+
+
+def test_options_and_agents(runs):
+    run = runs["build-push-promote"]
+    assert run["top_agent"] == "none"
+    opts = run["options"]
+    assert opts["timestamps"] and opts["disableConcurrentBuilds"] and opts["timeout"]["time"] > 0
+    assert "logRotator" in opts["buildDiscarder"]
+    # Builds and smoke tests run on the AGENT_LABEL node; every sh runs on a node.
+    for e in events(run, "sh"):
+        assert e["node"] == "gh200-test", e
+    approval = runs["build-with-approval"]
+    inputs = events(approval, "input")
+    assert len(inputs) == 1 and inputs[0]["node"] is None  # waiting holds no GH200 node
+    sequence = [(e["type"], e.get("script", "").strip()) for e in approval["events"] if e["type"] in ("input", "sh")]
+    assert sequence.index(("input", "")) < sequence.index(("sh", "gracectl ci promote"))
+    assert sequence.index(("sh", "gracectl ci push")) < sequence.index(("input", ""))
+
+
+def test_tag_moves_hold_the_tag_lock(runs):
+    for scenario, stage in (("build-push-promote", "promote"), ("rollback", "rollback")):
+        [step] = [e for e in events(runs[scenario], "sh") if e["script"] == f"gracectl ci {stage}"]
+        assert step["locks"] == [f"gracectl-tag-{MOVING_TAG}"]
+        others = [e for e in events(runs[scenario], "sh") if e is not step and e["locks"]]
+        assert others == []
+
+
+def test_credentials_are_expanded_by_the_shell_only(runs):
+    for name, run in runs.items():
+        assert SECRET not in json.dumps(run["events"]), f"{name}: the password reached a step's text"
+        for binding in events(run, "withCredentials"):
+            assert [b["kind"] for b in binding["bindings"]] == ["usernamePassword"]
+        with_creds = [e for e in events(run, "sh") if e["credentials"]]
+        assert with_creds, f"{name}: no registry login"
+        for e in with_creds:
+            assert not e["interpolated"], f"{name}: a credentialed sh is a Groovy GString: {e['script']}"
+            assert '"$REGISTRY_PASSWORD"' in e["script"] and "--password-stdin" in e["script"]
+            assert "set +x" in e["script"]
+            assert "gracectl ci" not in e["script"]  # credentials are bound around the login only
+
+
+def test_failed_smoke_moves_nothing(runs):
+    run = runs["smoke-fails"]
+    assert run["result"] == "FAILURE"
+    commands = [c for _, c in ci_commands(run)]
+    assert commands == ["gracectl ci plan", "gracectl ci build", "gracectl ci smoke"]
+    assert not events(run, "lock") and not events(run, "input") and not events(run, "archiveArtifacts")
+    skipped = {leaf(e["stage"]) for e in events(run, "stage") if e["status"] == "skipped-after-failure"}
+    assert {"push", "release"} <= skipped
+    assert [e["args"]["testResults"] for e in events(run, "junit")] == ["gracectl-out/smoke-junit.xml"]
+    [message] = [e["message"] for e in events(run, "echo")]
+    assert "FAILED in stage 'smoke'" in message and "no tag was moved" in message
+
+
+def test_failed_push_names_push_and_never_promotes(runs):
+    run = runs["push-fails"]
+    assert run["result"] == "FAILURE"
+    assert "gracectl ci promote" not in [c for _, c in ci_commands(run)]
+    assert "FAILED in stage 'push'" in events(run, "echo")[0]["message"]
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_cleanup_logout_and_archive(runs, scenario):
+    run = runs[scenario]
+    sh = events(run, "sh")
+    group = lambda e: e["stage"].split("/")[0]  # noqa: E731  (the node-holding stage group)
+    assert "gracectl ci cleanup" in [e["script"] for e in sh if group(e) == "gh200"]
+    logged_in = {group(e) for e in sh if "docker login" in e["script"]}
+    logged_out = {group(e) for e in sh if e["script"].startswith("docker logout")}
+    assert logged_in and logged_in <= logged_out
+    if run["result"] == "SUCCESS":
+        order = [e["type"] if e["type"] != "sh" else e["script"] for e in run["events"]]
+        [archived] = events(run, "archiveArtifacts")
+        assert archived["args"] == {"artifacts": "gracectl-out/**", "fingerprint": True}
+        assert order.index("gracectl ci archive") < order.index("archiveArtifacts")
