@@ -57,7 +57,7 @@ def _stage_command(stage: pipeline.Stage):
         params = Params.from_env(release=release, vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number,
                                  registry=registry, smoke_level=smoke_level, rollback_to=rollback_to,
                                  run_id=run_id, mirror=mirror, action=action, push=push, promote=promote)
-        err.print(f"[bold]ci {stage.name}[/bold]: {stage.description}", highlight=False)
+        err.print(f"[bold]ci {stage.name}[/bold]: {stage.description}", highlight=False, soft_wrap=True)
         pipeline.run_stage(stage.name, params, workdir)
         err.print(f"ci {stage.name}: passed ({workdir / stage.output})", highlight=False)
 
