@@ -126,6 +126,8 @@ def test_records_are_stored_with_the_image_as_referrers_and_under_the_fallback_t
     records = get_records(repo, digest, "bench")
     assert [r["gpu"]["name"] for r in records] == ["NVIDIA GH200 480GB", "NVIDIA H100 80GB HBM3"]
     assert all(r["digest"] == digest for r in records)
+    shown = gracectl("records", f"{repo}@{digest}", "--kind", "bench")
+    assert shown.returncode == 0 and json.loads(shown.stdout) == records
 
     ref = ImageRef.parse(repo)
     registry = Registry(ref.registry)

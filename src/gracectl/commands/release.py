@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from gracectl.adapters.registry import Credentials, ImageRef, Registry, credentials_for
 from gracectl.errors import UsageError
@@ -28,7 +27,7 @@ from gracectl.release_ops import (
     short,
 )
 
-out = Console()
+# Plain print, not rich: a digest must stay on one line in a Jenkins log (rich wraps at 80 columns).
 
 UserOpt = Annotated[str, typer.Option("--username", help="registry user (with --password-stdin)")]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the registry password from stdin")]
@@ -48,10 +47,10 @@ def _print_entry(entry: Entry | None, tag: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps(entry.to_dict() if entry else None, indent=2))
     elif entry is None:
-        out.print(f"{tag} already points there: nothing to do")
+        print(f"{tag} already points there: nothing to do")
     else:
-        forced = " [bold red](forced)[/bold red]" if entry.forced else ""
-        out.print(f"{entry.action}: {tag} {short(entry.from_)} -> {entry.to}{forced}")
+        forced = " (FORCED)" if entry.forced else ""
+        print(f"{entry.action}: {tag} {short(entry.from_)} -> {entry.to}{forced}")
 
 
 def register(app: typer.Typer) -> None:
@@ -77,7 +76,7 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(result.to_dict(), indent=2))
         else:
             note = " (already there: nothing pushed)" if result.already else ""
-            out.print(f"published {result.ref}@{result.digest}{note}")
+            print(f"published {result.ref}@{result.digest}{note}")
 
     @app.command("promote")
     def promote_cmd(
