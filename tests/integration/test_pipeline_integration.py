@@ -1,0 +1,89 @@
+"""`gracectl ci` push -> promote -> rollback -> archive against a REAL docker-registry, run the way Jenkins
+runs them (one subprocess per stage, parameters in the environment, one work dir per run).
+
+The build and smoke stages need dockerd, an arm64 build and a GPU (the rehearsal covers those); here their
+outputs are made from a real OCI image and smoke.smoke_record, so everything from push on is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gracectl import smoke
+from gracectl.adapters.registry import ImageRef, Registry, skopeo_inspect_raw
+
+pytestmark = pytest.mark.integration
+
+
+def ci(stage: str, workdir: Path, env: dict) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("RELEASE", "PUSH", "PROMOTE", "ACTION", "BUILD_TAG")}
+    return subprocess.run([sys.executable, "-m", "gracectl", "ci", stage, "--workdir", str(workdir)],
+                          capture_output=True, text=True, env={**base, **env}, timeout=300)
+
+
+def fake_build_and_smoke(workdir: Path, image: str, passed: bool = True) -> None:
+    """What the build and smoke stages leave behind, for a real (OCI layout) image."""
+    image_id = skopeo_inspect_raw(image)["config"]["digest"]
+    outcome = "passed" if passed else "failed"
+    record = smoke.smoke_record(image, image_id, "kernels", smoke.JunitResult(
+        tests=[{"name": "test_kernels::test_moe", "outcome": outcome, "time": 1.0}]))
+    (workdir / "build-record.json").write_text(json.dumps(
+        {"kind": "build", "image": image, "image_id": image_id, "stage": "build", "stage_status": "passed"}))
+    (workdir / "smoke-record.json").write_text(json.dumps(
+        {**record, "stage": "smoke", "stage_status": "passed" if passed else "failed"}))
+
+
+def tag_digest(moving: str) -> str | None:
+    ref = ImageRef.parse(moving)
+    found = Registry(ref.registry).head_manifest(ref.repository, ref.tag)
+    return found.digest if found else None
+
+
+def test_push_promote_rollback_archive_through_ci(registry, oci_image, tmp_path):
+    namespace = f"{registry}/ci-{uuid.uuid4().hex[:8]}"
+    env = {"RELEASE": "v0.19.0-tfa", "REGISTRY": namespace, "PUSH": "true", "PROMOTE": "true",
+           "GRACECTL_LOCK_DIR": str(tmp_path / "locks"), "GRACECTL_LOCK_SETTLE_S": "0.2"}
+    digests = []
+    for number, content in ((1, "first build"), (2, "second build")):
+        run_env = {**env, "BUILD_NUMBER": str(number), "BUILD_TAG": f"jenkins-gracectl-{number}"}
+        workdir = tmp_path / f"run-{number}"
+        assert ci("plan", workdir, run_env).returncode == 0
+        fake_build_and_smoke(workdir, oci_image(content))
+        for stage in ("push", "promote", "archive"):
+            done = ci(stage, workdir, run_env)
+            assert done.returncode == 0, f"{stage}: {done.stderr[-2000:]}"
+        pushed = json.loads((workdir / "push-record.json").read_text())
+        moving = json.loads((workdir / "plan.json").read_text())["moving_tag"]
+        assert pushed["ref"].startswith(f"{namespace}/gh200-vllm-tfa:v0.19.0-tfa-b{number}-")
+        assert tag_digest(moving) == pushed["digest"]
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert {k: v["status"] for k, v in summary["stages"].items()} == {
+            "plan": "passed", "build": "passed", "smoke": "passed", "push": "passed", "promote": "passed"}
+        digests.append(pushed["digest"])
+
+    # A failed smoke in a third run: push refuses, the tag stays where it is.
+    run_env = {**env, "BUILD_NUMBER": "3", "BUILD_TAG": "jenkins-gracectl-3"}
+    workdir = tmp_path / "run-3"
+    assert ci("plan", workdir, run_env).returncode == 0
+    fake_build_and_smoke(workdir, oci_image("third build, broken"), passed=False)
+    refused = ci("push", workdir, run_env)
+    assert refused.returncode == 7 and "stage smoke failed" in refused.stderr
+    assert ci("promote", workdir, run_env).returncode == 7
+    assert tag_digest(moving) == digests[1]
+
+    # ACTION=rollback from Jenkins: plan, rollback (undo the last promotion), archive.
+    rollback_env = {**env, "ACTION": "rollback", "PUSH": "false", "PROMOTE": "false", "BUILD_TAG": "jenkins-gracectl-4"}
+    workdir = tmp_path / "run-4"
+    for stage in ("plan", "rollback", "archive"):
+        done = ci(stage, workdir, rollback_env)
+        assert done.returncode == 0, f"{stage}: {done.stderr[-2000:]}"
+    assert tag_digest(moving) == digests[0]
+    record = json.loads((workdir / "rollback-record.json").read_text())
+    assert record["moved"] and record["history_entry"]["to"] == digests[0]
