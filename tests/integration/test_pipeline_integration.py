@@ -87,3 +87,29 @@ def test_push_promote_rollback_archive_through_ci(registry, oci_image, tmp_path)
     assert tag_digest(moving) == digests[0]
     record = json.loads((workdir / "rollback-record.json").read_text())
     assert record["moved"] and record["history_entry"]["to"] == digests[0]
+
+
+def test_cleanup_removes_only_this_runs_containers(tmp_path):
+    """`gracectl ci cleanup` removes the containers labelled with its run id, and nothing else."""
+    from gracectl.adapters import docker
+    from gracectl.pipeline import RUN_LABEL
+
+    if not docker.answers():
+        pytest.fail("no docker daemon answers: start the test bed (`gracectl testbed up`)")
+    image = f"gracectl-test/cleanup-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "empty").write_text("")
+    subprocess.run(["tar", "-C", str(tmp_path), "-cf", str(tmp_path / "rootfs.tar"), "empty"], check=True)
+    docker.run(["import", str(tmp_path / "rootfs.tar"), image])
+    run_id, other_id = f"jenkins-test-{uuid.uuid4().hex[:8]}", f"jenkins-other-{uuid.uuid4().hex[:8]}"
+    created = {rid: docker.run(["create", "--label", f"{RUN_LABEL}={rid}", image, "/empty"]).stdout.strip()
+               for rid in (run_id, other_id)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "gracectl", "ci", "cleanup", "--workdir", str(tmp_path)],
+                              capture_output=True, text=True, env={**os.environ, "GRACECTL_RUN_ID": run_id})
+        assert done.returncode == 0, done.stderr
+        assert "removed 1 container(s)" in done.stderr
+        left = docker.run(["ps", "--all", "--quiet", "--no-trunc"]).stdout.split()
+        assert created[run_id] not in left and created[other_id] in left
+    finally:
+        docker.run(["rm", "--force", *created.values()], check=False)
+        docker.run(["rmi", image], check=False)
