@@ -94,7 +94,9 @@ def find_installed_package() -> Path:
     raise FileNotFoundError("no triton_kernels package (top-level or vendored) to copy")
 
 
-_SPARSE_MATRIX_CLASS = re.compile(r"^(?:@.*\n)*class SparseMatrix\b.*?(?=^\S|\Z)", re.M | re.S)
+# The class with its decorators, up to the next top-level line (decorator lines matched without DOTALL:
+# a DOTALL `@.*` would run from the file's first decorator and delete every class before SparseMatrix).
+_SPARSE_MATRIX_CLASS = re.compile(r"^(?:@[^\n]*\n)*class SparseMatrix\b.*?(?=^\S|\Z)", re.M | re.S)
 
 
 def make_stale_copy(source: Path, dest_root: Path) -> Path:
