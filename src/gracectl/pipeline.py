@@ -32,6 +32,7 @@ RUN_LABEL = "io.gracectl.run"
 # take `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.
 MOVING_TAG_FILE = "moving-tag"
 SMOKE_JUNIT_FILE = "smoke-junit.xml"
+BUILD_LOG_FILE = "build.log"
 PASSED, FAILED = "passed", "failed"
 
 
@@ -179,7 +180,8 @@ def run_build(ctx: Context) -> dict:
     """Build the plan into a local image; build.py writes the build record (and its log) into the work dir."""
     from gracectl import build
 
-    result = build.build(ctx.plan(), record_path=ctx.path(stage("build").output), mirror_file=ctx.params.mirror)
+    result = build.build(ctx.plan(), record_path=ctx.path(stage("build").output), log_path=ctx.path(BUILD_LOG_FILE),
+                         mirror_file=ctx.params.mirror)
     return result.record
 
 
@@ -321,11 +323,8 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dic
     workdir.mkdir(parents=True, exist_ok=True)
     for needed in this.needs:
         read_output(workdir, stage(needed), for_stage=name)
-    later = STAGES[STAGES.index(this):]
-    for s in later:  # stale results of an earlier run must not pass for this one
-        (workdir / s.output).unlink(missing_ok=True)
-    if name == "smoke":
-        (workdir / SMOKE_JUNIT_FILE).unlink(missing_ok=True)
+    for stale in files_from(this):  # results of an earlier run must not pass for (or be archived with) this one
+        (workdir / stale).unlink(missing_ok=True)
     out = workdir / this.output
     try:
         record = this.run(Context(params, workdir))
@@ -337,6 +336,13 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dic
     record = {"stage": name, **record, "stage_status": PASSED}
     _write(out, record)
     return record
+
+
+def files_from(this: Stage) -> list[str]:
+    """The work-dir files that `this` stage and the stages after it write (plan: every file of a run)."""
+    extra = {"plan": [MOVING_TAG_FILE], "build": [BUILD_LOG_FILE], "smoke": [SMOKE_JUNIT_FILE]}
+    later = STAGES[STAGES.index(this):]
+    return [name for s in later for name in (s.output, *extra.get(s.name, []))]
 
 
 def _read_json(path: Path) -> dict:

@@ -203,6 +203,8 @@ abstract class JenkinsDsl extends Script {
     def archiveArtifacts(Map m) { needNode('archiveArtifacts'); event('archiveArtifacts', [args: m]) }
     def stash(Map m) { needNode('stash'); event('stash', [args: m]) }
     def unstash(String name) { needNode('unstash'); event('unstash', [name: name]) }
+    def dir(String path, Closure body) { needNode('dir'); event('dir', [path: path]); body() }
+    def deleteDir() { needNode('deleteDir'); event('deleteDir', [:]) }
 
     def readFile(Object path) {
         needNode('readFile')

@@ -184,6 +184,10 @@ def test_cleanup_logout_and_archive(runs, scenario):
     sh = events(run, "sh")
     group = lambda e: e["stage"].split("/")[0]  # noqa: E731  (the node-holding stage group)
     assert "gracectl ci cleanup" in [e["script"] for e in sh if group(e) == "gh200"]
+    kinds = [e["type"] for e in run["events"]]
+    for i, kind in enumerate(kinds):  # records come only from this build's stash, never a stale work dir
+        if kind == "unstash":
+            assert kinds[i - 2:i] == ["dir", "deleteDir"] and run["events"][i - 2]["path"] == "gracectl-out"
     logged_in = {group(e) for e in sh if "docker login" in e["script"]}
     logged_out = {group(e) for e in sh if e["script"].startswith("docker logout")}
     assert logged_in and logged_in <= logged_out

@@ -92,6 +92,9 @@ def test_ci_plan_stage_for_real(tmp_path):
     a later stage run with other parameters is refused (the run must be one plan)."""
     env = {"RELEASE": "v0.19.0-tfa", "BUILD_NUMBER": "7", "REGISTRY": REGISTRY, "PUSH": "true",
            "BUILD_TAG": "jenkins-gracectl-7"}
+    stale = ["rollback-record.json", "smoke-junit.xml", "build.log", "summary.json"]  # an earlier run's files
+    for name in stale + ["notes.txt"]:
+        (tmp_path / name).write_text("old")
     done = gracectl("ci", "plan", "--workdir", str(tmp_path), env=env)
     assert done.returncode == 0, done.stderr
     plan = json.loads((tmp_path / "plan.json").read_text())
@@ -100,6 +103,8 @@ def test_ci_plan_stage_for_real(tmp_path):
     assert plan["build_tag"].startswith(f"{REGISTRY}/gh200-vllm-tfa:v0.19.0-tfa-b7-")
     assert (tmp_path / pipeline.MOVING_TAG_FILE).read_text().strip() == plan["moving_tag"]
     assert "hadolint" in done.stderr  # the Dockerfile was linted
+    assert not any((tmp_path / name).exists() for name in stale)  # a new run starts clean...
+    assert (tmp_path / "notes.txt").exists()  # ...and removes only the files the stages write
 
     other = gracectl("ci", "build", "--workdir", str(tmp_path), "--build-number", "8", env=env)
     assert other.returncode == 2
