@@ -6,7 +6,8 @@ L2 flushed between runs), TFLOP/s, and two ratios, both "other time / this time"
   ratio_vs_dense: a dense cuBLAS bf16 matmul of the same M x K x N in the same run (below 1: slower than dense),
   ratio_vs_loop:  the PyTorch per-expert loop in bf16; for routing, torch.topk + softmax + the expert sort
                   (above 1: faster).
-At few tokens the times are bound by the host's kernel launches (vLLM replays CUDA graphs there).
+Times include the host's kernel launches: up to ~2048 tokens they are launch-bound (on an H200, matmul_ogs's
+Python launch path takes longer than the GEMM), where vLLM replays CUDA graphs instead.
 
     python bench_moe.py [--tokens 16,256,2048,8192] [--json FILE]
 """

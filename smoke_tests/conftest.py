@@ -124,7 +124,8 @@ def _record_environment(record_testsuite_property):
     yield
     seen = {"python": sys.version.split()[0]}
     for dist in ("torch", "triton", "vllm", "flash_attn"):
-        seen[dist] = _dist_version(dist)
+        # The module's own version when loaded: it keeps the local part (2.10.0+cu129) that metadata may drop.
+        seen[dist] = getattr(sys.modules.get(dist), "__version__", None) or _dist_version(dist)
     module = sys.modules.get("triton_kernels")
     if module is not None and getattr(module, "__file__", None):
         seen["triton_kernels"] = str(tkc.package_dir(module))
