@@ -18,7 +18,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
@@ -254,7 +254,7 @@ def _build(p: Params) -> bool:
 STAGES: tuple[Stage, ...] = (
     Stage("plan", "resolve the release manifest into the build plan (tags, pins, build command); lint the "
           "Dockerfile", run_plan, lambda p: True, output="plan.json"),
-    Stage("build", "build the linux/arm64 image locally, cache from/to the registry; write the build record",
+    Stage("build", "build the linux/arm64 image locally (BuildKit); write the build record and log",
           run_build, _build, needs=("plan",), output="build-record.json"),
     Stage("smoke", "run the smoke suite in the built image on the GPU at SMOKE_LEVEL; smoke record + JUnit XML",
           run_smoke, _build, needs=("plan", "build"), output="smoke-record.json"),

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gracectl import pipeline
+from gracectl.errors import UsageError
 from gracectl.pipeline import DEFAULT_WORKDIR, Params
 
 err = Console(stderr=True)
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
         params = None
         try:
             params = Params.from_env(release=release, action=action, push=push, promote=promote, registry=registry)
-        except pipeline.UsageError:
+        except UsageError:
             if release or action or push is not None or promote is not None:
                 raise  # parameters were given and are wrong: say so
         rows = [{"name": s.name, "command": s.command, "description": s.description, "output": s.output,
