@@ -24,6 +24,8 @@ app = typer.Typer(
 plan_commands.register(app)
 from gracectl.commands import release as release_commands; release_commands.register(app)  # noqa: E402,E702
 from gracectl.commands import bench, smoke; smoke.register(app); bench.register(app)  # noqa: E402,E702
+from gracectl.commands import testbed as testbed_commands; testbed_commands.register(app)  # noqa: E402,E702
+from gracectl.commands import build as build_commands; build_commands.register(app)  # noqa: E402,E702
 from gracectl.commands import ci as ci_commands; ci_commands.register(app)  # noqa: E402,E702
 
 

@@ -1,0 +1,1 @@
+"""STAND-IN for triton_kernels.tensor_details."""

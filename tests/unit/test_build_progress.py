@@ -1,0 +1,105 @@
+"""BuildKit `--progress plain` parsing and build record writing (gracectl.build)."""
+
+import json
+
+import pytest
+
+from gracectl.build import BuildProgress, read_record, write_record
+from gracectl.errors import GraceError
+
+# Shape of real `DOCKER_BUILDKIT=1 docker build --progress plain` output (dockerd 20.10), interleaved.
+LOG = """\
+#1 [internal] load build definition from Dockerfile
+#1 transferring dockerfile: 9.87kB done
+#1 DONE 0.0s
+#3 [internal] load metadata for 127.0.0.1:5000/testbed/build-base:bookworm
+#3 DONE 0.1s
+#5 [base 1/2] FROM 127.0.0.1:5000/testbed/runtime-base:bookworm@sha256:0123
+#5 CACHED
+#6 [base 2/2] RUN --mount=type=cache,target=/var/cache/apt,sharing=locked     rm -f /etc/apt/apt.conf.d/docker-clean
+#6 CACHED
+#7 [build-base 1/5] FROM 127.0.0.1:5000/testbed/build-base:bookworm@sha256:4567
+#7 CACHED
+#12 [build-vllm 1/4] RUN fetch-source "$VLLM_REPO" "$VLLM_REF" /src/vllm
+#12 0.412 fetched git://127.0.0.1:9418/vllm-project/vllm.git@v0.19.0 -> 0a1b
+#13 [build-triton 1/1] RUN --mount=type=cache,target=/root/.cache/pip pip download triton==3.6.0
+#13 CACHED
+#12 DONE 2.5s
+#14 [build-vllm 2/4] WORKDIR /src/vllm
+#14 DONE 0.0s
+#15 [build-vllm 3/4] RUN python use_existing_torch.py && pip install -r requirements/build.txt
+#15 1.0 removed torch pins from requirements/build.txt
+#15 DONE 7.25s
+#16 [linux/arm64 vllm-openai 1/4] RUN --mount=type=cache,target=/root/.cache/pip pip install torch==2.10.0
+#16 DONE 11.0s
+#17 exporting to image
+#17 DONE 0.3s
+"""
+
+
+def feed_all(text: str, clock_step: float = 1.0) -> BuildProgress:
+    t = [0.0]
+
+    def clock() -> float:
+        t[0] += clock_step
+        return t[0]
+
+    progress = BuildProgress(clock=clock)
+    for line in text.splitlines():
+        progress.feed(line)
+    return progress
+
+
+def test_stages_steps_cache_and_seconds():
+    stages = feed_all(LOG).stages()
+    assert list(stages) == ["base", "build-base", "build-vllm", "build-triton", "vllm-openai"]
+    base = stages["base"]
+    assert (base["steps"], base["cached"], base["ran"], base["cache_hit"]) == (2, 2, 0, True)
+    assert stages["build-triton"]["cache_hit"] is True
+    vllm = stages["build-vllm"]
+    assert (vllm["steps"], vllm["cached"], vllm["ran"], vllm["cache_hit"]) == (3, 0, 3, False)
+    assert vllm["seconds"] == pytest.approx(9.8, abs=0.05)  # 2.5 + 0.0 + 7.25, rounded
+    assert vllm["wall_seconds"] > 0
+    # the platform prefix buildx prints is not part of the stage name
+    assert stages["vllm-openai"]["seconds"] == 11.0
+    # [internal] vertices and the export are not stages
+    assert "internal" not in stages and "exporting" not in " ".join(stages)
+
+
+def test_feed_messages_for_the_operator():
+    progress = BuildProgress()
+    assert progress.feed("#12 [build-vllm 1/4] RUN fetch-source x y /src/vllm") == \
+        "build-vllm [1/4] RUN fetch-source x y /src/vllm"
+    # a repeated header (output resumed after another step's lines) is not a new step
+    assert progress.feed("#12 [build-vllm 1/4] RUN fetch-source x y /src/vllm") is None
+    assert progress.feed("#12 0.1 some output") is None
+    assert progress.feed("#12 DONE 3.0s") == "build-vllm [1/4] done in 3.0s"
+    assert progress.feed("#99 DONE 1.0s") is None  # a vertex we never saw (internal)
+    assert len(progress.steps) == 1
+
+
+def test_failed_step_keeps_error_and_last_output():
+    progress = feed_all(
+        "#20 [build-vllm 4/4] RUN pip wheel --no-deps --no-build-isolation -w /wheels/vllm .\n"
+        "#20 1.5 stand-in vLLM build: FLASH_MLA_SRC_DIR is not set\n"
+        '#20 ERROR: process "/bin/bash -o pipefail -c pip wheel" did not complete successfully: exit code: 1\n'
+    )
+    step = progress.failed_step()
+    assert step is not None and step.stage == "build-vllm" and step.index == 4
+    assert step.tail[-1] == "stand-in vLLM build: FLASH_MLA_SRC_DIR is not set"
+    assert "exit code: 1" in step.error
+    stages = progress.stages()
+    assert stages["build-vllm"]["failed"] == 1 and stages["build-vllm"]["cache_hit"] is False
+
+
+def test_record_round_trip_and_refusals(tmp_path):
+    record = {"kind": "build", "schema": 1, "image": "gh200-vllm:v0.19.0-b1-abcdef0", "stages": {}}
+    path = write_record(tmp_path / "out" / "build-record.json", record)
+    assert json.loads(path.read_text()) == record
+    assert not list(path.parent.glob("*.tmp"))  # written atomically
+    assert read_record(path) == record
+    (tmp_path / "smoke.json").write_text(json.dumps({"kind": "smoke"}))
+    with pytest.raises(GraceError, match="not a build record"):
+        read_record(tmp_path / "smoke.json")
+    with pytest.raises(GraceError, match="no such build record"):
+        read_record(tmp_path / "missing.json")
