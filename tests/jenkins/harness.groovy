@@ -29,6 +29,7 @@ class StageSpec {
     Closure when
     Closure environment
     Closure steps
+    Closure options
     List<StageSpec> stages
     Map<String, Closure> post = [:]
 }
@@ -102,7 +103,10 @@ abstract class JenkinsDsl extends Script {
     def string(Map m) { parameterDefs << [type: 'string', name: m.name, default: m.defaultValue] }
     def booleanParam(Map m) { parameterDefs << [type: 'boolean', name: m.name, default: m.defaultValue] }
 
-    def options(Closure body) { body() }
+    def options(Closure body) {
+        if (collecting.last().is(pipelineSpec)) body()
+        else collecting.last().options = body  // stage options: evaluated when the stage starts
+    }
     def timestamps() { options.timestamps = true }
     def disableConcurrentBuilds() { options.disableConcurrentBuilds = true }
     def logRotator(Map m) { [logRotator: m] }
@@ -190,6 +194,12 @@ abstract class JenkinsDsl extends Script {
         event('withCredentials', [bindings: bindings])
         envView.@overlays << layer
         try { body() } finally { envView.@overlays.remove(envView.@overlays.size() - 1) }
+    }
+
+    // lock in a stage's options: held for the whole stage, taken before its agent.
+    def lock(Map m) {
+        event('lock', [resource: m.resource.toString()])
+        locks << m.resource.toString()
     }
 
     def lock(Map m, Closure body) {
@@ -287,6 +297,8 @@ abstract class JenkinsDsl extends Script {
                 event('stage', [status: 'skipped-when'])
                 return
             }
+            def heldLocks = locks.size()
+            if (spec.options) spec.options()  // Jenkins: stage options before the agent and `when`
             def outerNode = node
             node = agentLabel(spec.agent)
             if (node != null && outerNode == null) envView.@global.WORKSPACE = "/ws/${node}/${spec.name}".toString()
@@ -309,6 +321,7 @@ abstract class JenkinsDsl extends Script {
             runPost(spec, stageFailed ? 'failure' : 'success')
             envView.@overlays.remove(overlay)
             node = outerNode
+            while (locks.size() > heldLocks) locks.remove(locks.size() - 1)
         } finally {
             stagePath.pop()
         }
