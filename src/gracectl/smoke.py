@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gracectl.adapters import proc
+from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, SmokeFailedError, UsageError
 
-DOCKER = "/usr/bin/docker"  # Debian docker.io (CONTRACT: not the newer client in /usr/local/bin)
 SUITE_IN_IMAGE = "/opt/gracectl/smoke_tests"
 OUT_IN_CONTAINER = "/gracectl-out"
 LEVELS = ("imports", "kernels", "engine", "server")
 GPUS = ("all", "none")
-# pytest exit codes with a JUnit file worth reading: 0 passed, 1 some failed, 5 nothing selected.
-_PYTEST_RESULT_CODES = (0, 1, 5)
+# pytest exit codes with a JUnit file worth reading: 0 passed, 1 some failed, 2 stopped by a collection
+# error (listed in the XML as an error), 5 nothing selected.
+_PYTEST_RESULT_CODES = (0, 1, 2, 5)
 
 
 def now_iso() -> str:
@@ -48,7 +48,7 @@ def container_command(image: str, python_args: Sequence[str], *, out_dir: str | 
     """`docker run` of the image's python (entrypoint overridden) with out_dir mounted at OUT_IN_CONTAINER."""
     if gpus not in GPUS:
         raise UsageError(f"--gpus must be one of {', '.join(GPUS)}, not {gpus!r}")
-    args = [DOCKER, "run", "--rm", "--pull", "never"]
+    args = [docker.binary(), "run", "--rm", "--pull", "never"]
     if gpus == "all":
         args += ["--gpus", "all"]
     # vLLM's engine and server levels move tensors between processes through /dev/shm (64 MB by default).
@@ -64,10 +64,10 @@ def pytest_args(level: str) -> list[str]:
 
 def image_id(image: str) -> str:
     """The local image's ID (sha256 of its config): what the record is keyed by, and what is run."""
-    out = proc.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", image]).stdout.strip()
-    if not out.startswith("sha256:"):
-        raise CommandFailedError(f"docker image inspect {image} gave no image ID: {out!r}")
-    return out
+    info = docker.inspect_image(image)
+    if info is None:
+        raise UsageError(f"no local image {image}: build it (gracectl build) or pull it first")
+    return info["Id"]
 
 
 def run_in_image(image_ref: str, python_args: Sequence[str], *, gpus: str, timeout: float | None):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gracectl import bench, smoke
+from gracectl.adapters import docker
 from gracectl.errors import CommandFailedError, SmokeFailedError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def test_marker_expression_levels():
 
 def test_container_command_with_and_without_gpus(tmp_path):
     args = smoke.container_command("sha256:abc", ["-m", "pytest"], out_dir=tmp_path, gpus="all")
-    assert args == ["/usr/bin/docker", "run", "--rm", "--pull", "never", "--gpus", "all", "--shm-size", "2g",
+    assert args == [docker.binary(), "run", "--rm", "--pull", "never", "--gpus", "all", "--shm-size", "2g",
                     "-e", "PYTHONUNBUFFERED=1", "-v", f"{tmp_path}:/gracectl-out", "--entrypoint", "python",
                     "sha256:abc", "-m", "pytest"]
     no_gpu = smoke.container_command("img:tag", [], out_dir=tmp_path, gpus="none")
