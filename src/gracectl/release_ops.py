@@ -318,6 +318,8 @@ def _apply(registry: Registry, repository: str, tag: str, entry: Entry, lock: Ta
                             f"{entry.action} was being checked; nothing was changed (see `gracectl history`)")
     entries = settle(load_history(registry, repository, tag), current_digest)
     save_history(registry, repository, tag, entries + [entry])
+    # Lost the lock? Then write nothing more (the winner owns the history now); our pending entry is
+    # settled as failed by every reader, since the tag never points at it through us.
     lock.check()
     try:
         registry.tag_digest(repository, entry.to, tag)
