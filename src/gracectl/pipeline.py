@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
+from gracectl.plan import lint_dockerfile
 
 DEFAULT_WORKDIR = Path("gracectl-out")
 ACTIONS = ("build", "rollback")
@@ -162,18 +163,6 @@ def run_plan(ctx: Context) -> dict:
     ctx.path(MOVING_TAG_FILE).write_text(plan.moving_tag + "\n")
     return {"params": asdict(p), "run_id": p.run_id or f"local-{uuid.uuid4().hex[:12]}", "plan": plan.to_dict(),
             "moving_tag": plan.moving_tag, "build_tag": plan.build_tag}
-
-
-def lint_dockerfile() -> None:
-    from gracectl.adapters import proc
-    from gracectl.plan import DOCKERFILE, REPO_ROOT
-
-    try:
-        proc.run(["hadolint", str(DOCKERFILE.relative_to(REPO_ROOT))], cwd=REPO_ROOT)
-    except GraceError as exc:
-        if isinstance(exc, UsageError):
-            raise
-        raise type(exc)(f"hadolint found problems in vllm/Dockerfile: {getattr(exc, 'output', '') or exc}") from None
 
 
 def run_build(ctx: Context) -> dict:

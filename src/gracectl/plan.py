@@ -12,7 +12,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gracectl.errors import UsageError
+from gracectl.adapters import proc
+from gracectl.errors import CommandFailedError, UsageError
 from gracectl.manifest import COMMIT_RE, TAG_RE, TAG_NAME_RE, Manifest, Source
 from gracectl.mirrors import NO_MIRROR, Mirror
 
@@ -266,3 +267,12 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         build_network=mirror.build_network,
         unpinned=unpinned,
     )
+
+
+def lint_dockerfile() -> None:
+    """hadolint on vllm/Dockerfile; its findings in a one-line error. Every ignored rule says why in the file."""
+    try:
+        proc.run(["hadolint", str(DOCKERFILE.relative_to(REPO_ROOT))], cwd=REPO_ROOT)
+    except CommandFailedError as exc:
+        findings = "; ".join(line.strip() for line in exc.output.splitlines() if line.strip())
+        raise CommandFailedError(f"hadolint found problems in vllm/Dockerfile: {findings or exc}") from None

@@ -12,11 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from gracectl.adapters import proc
-from gracectl.errors import GraceError, UsageError
 from gracectl.manifest import load_release, release_names, releases_dir
 from gracectl.mirrors import load_mirror
-from gracectl.plan import DOCKERFILE, REPO_ROOT, Overrides, Plan, make_plan
+from gracectl.plan import Overrides, Plan, lint_dockerfile, make_plan
 
 out = Console()
 
@@ -97,11 +95,5 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def lint() -> None:
         """Run hadolint on vllm/Dockerfile (every ignored rule carries its reason in the file)."""
-        try:
-            proc.run(["hadolint", str(DOCKERFILE.relative_to(REPO_ROOT))], cwd=REPO_ROOT)
-        except GraceError as exc:
-            if isinstance(exc, UsageError):
-                raise
-            output = getattr(exc, "output", "")
-            raise type(exc)(f"hadolint found problems in vllm/Dockerfile: {output.strip() or exc}") from None
+        lint_dockerfile()
         out.print("hadolint: vllm/Dockerfile has no findings")
