@@ -23,12 +23,11 @@ from pathlib import Path
 
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
 from gracectl.plan import lint_dockerfile
+from gracectl.smoke import RUN_LABEL
 
 DEFAULT_WORKDIR = Path("gracectl-out")
 ACTIONS = ("build", "rollback")
 SMOKE_LEVELS = ("imports", "kernels", "engine", "server", "all")
-# Containers a run starts carry this label with the run id; `gracectl ci cleanup` removes exactly those.
-RUN_LABEL = "io.gracectl.run"
 # Plain-text file in the work dir naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to
 # take `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.
 MOVING_TAG_FILE = "moving-tag"
@@ -180,7 +179,8 @@ def run_smoke(ctx: Context) -> dict:
 
     image = ctx.output("build")["image"]
     return smoke.run_smoke(image, level=ctx.params.smoke_level, junit_path=ctx.path(SMOKE_JUNIT_FILE),
-                           record_path=ctx.path(stage("smoke").output), gpus=ctx.params.smoke_gpus)
+                           record_path=ctx.path(stage("smoke").output), gpus=ctx.params.smoke_gpus,
+                           run_id=ctx.run_id())
 
 
 def run_push(ctx: Context) -> dict:

@@ -26,6 +26,8 @@ SUITE_IN_IMAGE = "/opt/gracectl/smoke_tests"
 OUT_IN_CONTAINER = "/gracectl-out"
 LEVELS = ("imports", "kernels", "engine", "server")
 GPUS = ("all", "none")
+# Containers a pipeline run starts carry this label with the run id; `gracectl ci cleanup` removes exactly those.
+RUN_LABEL = "io.gracectl.run"
 # pytest exit codes with a JUnit file worth reading: 0 passed, 1 some failed, 2 stopped by a collection
 # error (listed in the XML as an error), 5 nothing selected.
 _PYTEST_RESULT_CODES = (0, 1, 2, 5)
@@ -44,11 +46,17 @@ def marker_expression(level: str) -> str:
     return level
 
 
-def container_command(image: str, python_args: Sequence[str], *, out_dir: str | os.PathLike, gpus: str) -> list[str]:
-    """`docker run` of the image's python (entrypoint overridden) with out_dir mounted at OUT_IN_CONTAINER."""
+def container_command(image: str, python_args: Sequence[str], *, out_dir: str | os.PathLike, gpus: str,
+                      run_id: str = "") -> list[str]:
+    """`docker run` of the image's python (entrypoint overridden) with out_dir mounted at OUT_IN_CONTAINER.
+
+    `run_id` labels the container (RUN_LABEL) so `gracectl ci cleanup` finds it after an aborted job.
+    """
     if gpus not in GPUS:
         raise UsageError(f"--gpus must be one of {', '.join(GPUS)}, not {gpus!r}")
     args = [docker.binary(), "run", "--rm", "--pull", "never"]
+    if run_id:
+        args += ["--label", f"{RUN_LABEL}={run_id}"]
     if gpus == "all":
         args += ["--gpus", "all"]
     # vLLM's engine and server levels move tensors between processes through /dev/shm (64 MB by default).
@@ -70,7 +78,8 @@ def image_id(image: str) -> str:
     return info["Id"]
 
 
-def run_in_image(image_ref: str, python_args: Sequence[str], *, gpus: str, timeout: float | None):
+def run_in_image(image_ref: str, python_args: Sequence[str], *, gpus: str, timeout: float | None,
+                 run_id: str = ""):
     """Run `python ARGS` in the image with a fresh host folder mounted at OUT_IN_CONTAINER.
 
     Returns (image_id, completed process, out_dir); the caller reads its files and removes out_dir.
@@ -79,7 +88,7 @@ def run_in_image(image_ref: str, python_args: Sequence[str], *, gpus: str, timeo
     iid = image_id(image_ref)
     out_dir = Path(tempfile.mkdtemp(prefix="gracectl-smoke-"))
     out_dir.chmod(0o777)  # the image may run as a non-root user
-    args = container_command(iid, python_args, out_dir=out_dir, gpus=gpus)
+    args = container_command(iid, python_args, out_dir=out_dir, gpus=gpus, run_id=run_id)
     result = proc.run(args, check=False, timeout=timeout, on_line=lambda line: print(line, file=sys.stderr))
     return iid, result, out_dir
 
@@ -140,13 +149,14 @@ def write_record(path: str | os.PathLike, record: dict) -> Path:
 
 
 def run_smoke(image: str, *, level: str = "imports", junit_path: str | os.PathLike,
-              record_path: str | os.PathLike, gpus: str = "all", timeout: float | None = None) -> dict:
+              record_path: str | os.PathLike, gpus: str = "all", timeout: float | None = None,
+              run_id: str = "") -> dict:
     """Run the smoke suite at `level` in the local image, write the JUnit XML and the smoke record.
 
     Returns the record; raises SmokeFailedError (after writing both files) when any test failed or none ran.
     """
     py_args = pytest_args(level)  # validates the level before docker runs
-    iid, result, out_dir = run_in_image(image, py_args, gpus=gpus, timeout=timeout)
+    iid, result, out_dir = run_in_image(image, py_args, gpus=gpus, timeout=timeout, run_id=run_id)
     try:
         junit_in_out = out_dir / "junit.xml"
         if result.returncode not in _PYTEST_RESULT_CODES or not junit_in_out.exists():

@@ -45,6 +45,8 @@ def test_container_command_with_and_without_gpus(tmp_path):
     assert "--gpus" not in no_gpu and no_gpu[-1] == "img:tag"
     with pytest.raises(UsageError, match="--gpus must be one of"):
         smoke.container_command("img", [], out_dir=tmp_path, gpus="0,1")
+    labelled = smoke.container_command("img", [], out_dir=tmp_path, gpus="none", run_id="jenkins-gh200-42")
+    assert labelled[labelled.index("--label") + 1] == "io.gracectl.run=jenkins-gh200-42"
 
 
 def test_pytest_args_run_the_baked_suite_at_the_level():
@@ -154,7 +156,7 @@ def local_runner(tmp_path, monkeypatch):
     """run_in_image that runs the python args here: the mini suite instead of the baked one, out_dir real."""
     suite = tmp_path / "suite"
 
-    def fake_run_in_image(image, python_args, *, gpus, timeout):
+    def fake_run_in_image(image, python_args, *, gpus, timeout, run_id=""):
         out_dir = tmp_path / "container-out"
         out_dir.mkdir()
         args = [a.replace(smoke.OUT_IN_CONTAINER, str(out_dir)).replace(smoke.SUITE_IN_IMAGE, str(suite))
