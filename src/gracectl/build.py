@@ -49,10 +49,8 @@ class Step:
     index: int
     total: int
     text: str
-    started: float
     status: str = "running"  # running | done | cached | error
     seconds: float = 0.0
-    finished: float | None = None
     error: str = ""
     tail: list[str] = field(default_factory=list)  # last output lines (shown when the step fails)
 
@@ -60,36 +58,33 @@ class Step:
 class BuildProgress:
     """Parses BuildKit plain progress lines; `feed` returns what to tell the operator (or None)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self.start = clock()
+    def __init__(self):
         self.steps: dict[int, Step] = {}
 
     def feed(self, line: str) -> str | None:
-        now = self.clock()
         if m := STEP_RE.match(line):
             vid = int(m.group(1))
             if vid in self.steps:  # BuildKit repeats the header when a step's output resumes
                 return None
-            step = Step(m.group(2), int(m.group(3)), int(m.group(4)), m.group(5), now)
+            step = Step(m.group(2), int(m.group(3)), int(m.group(4)), m.group(5))
             self.steps[vid] = step
             return f"{step.stage} [{step.index}/{step.total}] {shorten(step.text)}"
         if m := CACHED_RE.match(line):
             step = self.steps.get(int(m.group(1)))
             if step:
-                step.status, step.finished = "cached", now
+                step.status = "cached"
                 return f"{step.stage} [{step.index}/{step.total}] cached"
             return None
         if m := DONE_RE.match(line):
             step = self.steps.get(int(m.group(1)))
             if step and step.status == "running":
-                step.status, step.seconds, step.finished = "done", float(m.group(2)), now
+                step.status, step.seconds = "done", float(m.group(2))
                 return f"{step.stage} [{step.index}/{step.total}] done in {step.seconds:.1f}s"
             return None
         if m := ERROR_RE.match(line):
             step = self.steps.get(int(m.group(1)))
             if step:
-                step.status, step.error, step.finished = "error", m.group(2), now
+                step.status, step.error = "error", m.group(2)
                 return f"{step.stage} [{step.index}/{step.total}] FAILED: {m.group(2)}"
             return None
         if m := OUTPUT_RE.match(line):
@@ -99,21 +94,19 @@ class BuildProgress:
         return None
 
     def stages(self) -> dict[str, dict]:
-        """Per stage, in the order BuildKit started them: steps, how many cached, seconds, cache hit."""
+        """Per stage, in the order BuildKit reported them: steps, how many cached, seconds (the sum of its steps'
+        DONE times: BuildKit runs stages in parallel and may print a quiet step's header only when it ends,
+        so our own clock cannot time a stage), cache hit (every step cached)."""
         out: dict[str, dict] = {}
         for step in self.steps.values():
-            s = out.setdefault(step.stage, {"steps": 0, "cached": 0, "ran": 0, "failed": 0, "seconds": 0.0,
-                                            "_start": step.started, "_end": step.started})
+            s = out.setdefault(step.stage, {"steps": 0, "cached": 0, "ran": 0, "failed": 0, "seconds": 0.0})
             s["steps"] += 1
             s["cached"] += step.status == "cached"
             s["ran"] += step.status == "done"
             s["failed"] += step.status == "error"
             s["seconds"] += step.seconds
-            s["_start"] = min(s["_start"], step.started)
-            s["_end"] = max(s["_end"], step.finished or self.clock())
         for s in out.values():
             s["seconds"] = round(s["seconds"], 1)
-            s["wall_seconds"] = round(s.pop("_end") - s.pop("_start"), 1)
             s["cache_hit"] = s["cached"] == s["steps"]
         return out
 

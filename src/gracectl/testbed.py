@@ -162,7 +162,8 @@ def pid_alive(pid: int, program: str) -> bool:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         return False
-    return any(os.path.basename(a.decode(errors="replace")) == program for a in cmdline[:3])
+    # a prefix: `git daemon` becomes git-daemon, python3 may be python3.11 behind a version manager's shim
+    return any(os.path.basename(a.decode(errors="replace")).startswith(program) for a in cmdline[:3])
 
 
 def spawn(args: list[str], log: Path) -> int:
@@ -270,7 +271,7 @@ class Testbed:
         return st
 
     def _running(self, component: str) -> bool:
-        program = {"registry": "docker-registry", "git": "git", "index": "python3"}[component]
+        program = {"registry": "docker-registry", "git": "git", "index": "python"}[component]
         if component == "registry":
             return self.registry_server().running()
         pid = self.state.pids.get({"git": "git-daemon", "index": "index"}[component])
@@ -402,7 +403,7 @@ class Testbed:
             refs = {}
             if tree == "vllm":
                 refs["v0.19.0"] = commit_tree(bare, STANDINS / tree, "stand-in vLLM v0.19.0", tag="v0.19.0")
-                change = f'"""Test-bed change: the second vLLM commit (one input changed)."""\nCHANGED = True\n'
+                change = '"""Test-bed change: the second vLLM commit (one input changed)."""\nCHANGED = True\n'
                 refs["alt"] = commit_tree(bare, STANDINS / tree, "stand-in vLLM: one change after v0.19.0",
                                           extra={ALT_VLLM_FILE: change})
                 self.state.vllm_alt_ref = refs["alt"]
@@ -485,13 +486,12 @@ class Testbed:
             say(f"package index already served (pid {self.state.pids['index']})")
             return
         self._check_port(self.state.index_port, "package index")
-        # python3 by name (not sys.executable): pid_alive() recognises the process by its program name.
-        pid = spawn(["python3", "-m", "http.server", "--bind", HOST, "--directory", str(self.index_root),
+        pid = spawn([sys.executable, "-m", "http.server", "--bind", HOST, "--directory", str(self.index_root),
                      str(self.state.index_port)], self.root / "index.log")
         self.state.pids["index"] = pid
         self.state.save(self.root)
         wait_until(lambda: http_ok(self.index_url + "/"), "package index", 20, self.root / "index.log", pid,
-                   "python3")
+                   "python")
 
     def _check_port(self, port: int, what: str) -> None:
         if port_in_use(port):
@@ -551,7 +551,7 @@ class Testbed:
         """Stop what `up` started (never a dockerd or registry somebody else runs); keeps caches and data."""
         stopped = []
         st = self.state
-        for name, program in (("index", "python3"), ("git-daemon", "git")):
+        for name, program in (("index", "python"), ("git-daemon", "git")):
             pid = st.pids.pop(name, None)
             if pid and stop_pid(pid, program):
                 stopped.append(f"{name} (pid {pid})")

@@ -21,9 +21,9 @@ DEFAULT_RECORD = Path("gracectl-out") / "build-record.json"
 
 
 def stage_table(record: dict, title: str) -> Table:
-    table = Table("stage", "steps", "cached", "seconds", "wall s", "cache", title=title, title_justify="left")
+    table = Table("stage", "steps", "cached", "seconds", "cache", title=title, title_justify="left")
     for name, s in record.get("stages", {}).items():
-        table.add_row(name, str(s["steps"]), str(s["cached"]), f"{s['seconds']:.1f}", f"{s['wall_seconds']:.1f}",
+        table.add_row(name, str(s["steps"]), str(s["cached"]), f"{s['seconds']:.1f}",
                       "hit" if s["cache_hit"] else ("FAILED" if s.get("failed") else "miss"))
     return table
 
