@@ -96,15 +96,17 @@ class BuildProgress:
     def stages(self) -> dict[str, dict]:
         """Per stage, in the order BuildKit reported them: steps, how many cached, seconds (the sum of its steps'
         DONE times: BuildKit runs stages in parallel and may print a quiet step's header only when it ends,
-        so our own clock cannot time a stage), cache hit (every step cached)."""
+        so our own clock cannot time a stage), cache hit (every step cached; the FROM of an image is not counted)."""
         out: dict[str, dict] = {}
         for step in self.steps.values():
             s = out.setdefault(step.stage, {"steps": 0, "cached": 0, "ran": 0, "failed": 0, "seconds": 0.0})
+            s["seconds"] += step.seconds
+            if step.text.startswith("FROM ") and step.status != "error":
+                continue  # resolving/pulling the base image is never "CACHED": not a step of ours
             s["steps"] += 1
             s["cached"] += step.status == "cached"
             s["ran"] += step.status == "done"
             s["failed"] += step.status == "error"
-            s["seconds"] += step.seconds
         for s in out.values():
             s["seconds"] = round(s["seconds"], 1)
             s["cache_hit"] = s["cached"] == s["steps"]

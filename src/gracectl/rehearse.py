@@ -18,8 +18,10 @@ from pathlib import Path
 
 from gracectl import pipeline
 from gracectl.adapters.registry import ImageRef, Registry
+from gracectl.build import rebuilt_stages
 from gracectl.errors import GraceError, TestbedError
 from gracectl.pipeline import Params
+from gracectl.release_ops import short
 from gracectl.testbed import Testbed
 
 DEFAULT_RELEASE = "v0.19.0-tfa"
@@ -50,16 +52,16 @@ def detail(stage: str, record: dict) -> str:
     if stage == "plan":
         return record.get("build_tag", "")
     if stage == "build":
-        stages = record.get("stages", {})
-        rebuilt = [name for name, s in stages.items() if not s["cache_hit"]]
-        return f"{record.get('image_id', '')[:19]}, rebuilt: {', '.join(rebuilt) or 'nothing'}"
+        rebuilt = rebuilt_stages(record)
+        return f"{short(record.get('image_id'))}, rebuilt: {', '.join(rebuilt) or 'nothing (all cached)'}"
     if stage == "smoke":
-        return f"passed={record.get('passed')} {record.get('counts', '')}"
+        counts = record.get("counts", {})
+        return ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" ({record.get('level')})"
     if stage in ("push", "promote"):
-        return record.get("digest", "")
+        return short(record.get("digest"))
     if stage == "rollback":
         entry = record.get("history_entry") or {}
-        return f"-> {entry.get('to', '(already there)')}"
+        return f"-> {short(entry.get('to'))}" if entry else "(already there)"
     return ""
 
 
@@ -112,7 +114,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
     found = Registry(moving.registry).head_manifest(moving.repository, moving.tag)
     now = found.digest if found else "(no tag)"
     ok = now == first and first != second
-    add(Row("verify", f"{moving.tag} = build 1", time.monotonic() - start, "passed" if ok else "FAILED", now))
+    add(Row("verify", f"{moving.tag} = build 1", time.monotonic() - start, "passed" if ok else "FAILED", short(now)))
     if not ok:
         why = "both builds gave the same digest" if first == second else f"it points at {now}, not {first}"
         raise RehearsalFailed(f"rehearsal: after the rollback {moving} should point at build 1: {why}", rows, 1)

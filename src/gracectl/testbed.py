@@ -214,6 +214,8 @@ def http_ok(url: str) -> bool:
 # the test bed
 
 class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, root: Path | None = None):
         self.root = Path(root or state_dir())
         self.state = State.load(self.root)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +15,7 @@ from rich.table import Table
 from gracectl.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, rehearse
 from gracectl.testbed import Testbed
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 150)  # CI logs: no wrapping of digests at 80 columns
 err = Console(stderr=True)
 
 
@@ -51,8 +52,8 @@ def register(app: typer.Typer) -> None:
         table = Table("component", "running", "pid", "where", title=f"test bed in {s['state_dir']}",
                       title_justify="left")
         for name, c in s["components"].items():
-            table.add_row(name, "yes" if c["running"] else "no", str(c.get("pid") or "-"),
-                          c.get("address", "") + (" (started by the test bed)" if c.get("started_by_testbed") else ""))
+            where = c.get("address") or ("started by the test bed" if c.get("started_by_testbed") else "")
+            table.add_row(name, "yes" if c["running"] else "no", str(c.get("pid") or "-"), where)
         out.print(table)
         images = Table("image", "in registry", title="base images", title_justify="left")
         for ref, present in s["images"].items():
