@@ -53,9 +53,11 @@ def gpu_info() -> dict:
 
 
 def versions(tk_module) -> dict:
+    """tk_module None: no triton_kernels found (bench_engine.py on vLLM's CPU build)."""
     seen = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
-            "triton": triton.__version__, "triton_kernels": str(tkc.package_dir(tk_module)),
-            "triton_kernels_mode": tkc.loaded_mode(tk_module)}
+            "triton": triton.__version__,
+            "triton_kernels": str(tkc.package_dir(tk_module)) if tk_module else None,
+            "triton_kernels_mode": tkc.loaded_mode(tk_module) if tk_module else None}
     try:
         seen["vllm"] = importlib.metadata.version("vllm")
     except importlib.metadata.PackageNotFoundError:
@@ -104,8 +106,8 @@ def bench_tokens(n: int) -> list[dict]:
     ]
 
 
-def format_table(results: list[dict]) -> str:
-    cols = ["name", "median_ms", "tflops", "ratio_vs_dense", "ratio_vs_loop", "rel_err_vs_loop"]
+def format_table(results: list[dict], cols=("name", "median_ms", "tflops", "ratio_vs_dense", "ratio_vs_loop",
+                                           "rel_err_vs_loop")) -> str:
     cells = [cols] + [["-" if r.get(c) is None else str(r[c]) for c in cols] for r in results]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
     return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(line, widths)).rstrip() for line in cells)

@@ -3,6 +3,8 @@
 The script is smoke_tests/bench_moe.py (baked into the image with the smoke suite, sharing its MoE routine);
 it runs through the same container runner as the smoke suite and writes the record's GPU, versions and
 results; gracectl adds the image reference, image ID and time.
+Part `engine` is smoke_tests/bench_engine.py (vLLM end to end on tiny models); part `all` runs both, one
+container each, into one record.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Sequence
 
 from gracectl.adapters import proc
@@ -18,13 +21,31 @@ from gracectl.smoke import OUT_IN_CONTAINER, SUITE_IN_IMAGE, now_iso, run_in_ima
 
 BENCH_SCRIPT = f"{SUITE_IN_IMAGE}/bench_moe.py"
 DEFAULT_TOKENS = (16, 256, 2048, 8192)
-RESULT_COLUMNS = ("name", "median_ms", "tflops", "ratio_vs_dense", "ratio_vs_loop")
+RESULT_COLUMNS = ("name", "median_ms", "tflops", "ratio_vs_dense", "ratio_vs_loop", "tokens_per_s", "skipped")
+ENGINE_SCRIPT = f"{SUITE_IN_IMAGE}/bench_engine.py"
+PARTS = ("moe", "engine", "all")
 
 
 def bench_args(tokens: Sequence[int]) -> list[str]:
     if not tokens or any(t <= 0 for t in tokens):
         raise UsageError(f"--tokens needs positive token counts, got {list(tokens)}")
     return [BENCH_SCRIPT, "--tokens", ",".join(map(str, tokens)), "--json", f"{OUT_IN_CONTAINER}/bench.json"]
+
+
+def part_args(part: str, tokens: Sequence[int]) -> list[list[str]]:
+    """The script command line(s) of a part; each writes its record to the file its --json names."""
+    if part not in PARTS:
+        raise UsageError(f"unknown bench part {part!r}: choose one of {', '.join(PARTS)}")
+    engine = [ENGINE_SCRIPT, "--json", f"{OUT_IN_CONTAINER}/bench-engine.json"]
+    return {"moe": [bench_args(tokens)], "engine": [engine], "all": [bench_args(tokens), engine]}[part]
+
+
+def merge_script_records(part: str, records: Sequence[dict]) -> dict:
+    """One script record from the parts' records: their results one after the other, other fields merged."""
+    merged: dict = {}
+    for rec in records:
+        merged.update(rec)
+    return {**merged, "part": part, "results": [r for rec in records for r in rec.get("results") or []]}
 
 
 def bench_record(image: str, iid: str, script_record: dict, created: str | None = None) -> dict:
@@ -36,18 +57,22 @@ def bench_record(image: str, iid: str, script_record: dict, created: str | None 
 
 
 def run_bench(image: str, *, record_path: str | os.PathLike, tokens: Sequence[int] = DEFAULT_TOKENS,
-              gpus: str = "all", timeout: float | None = None) -> dict:
-    """Run the MoE kernel benchmark in the local image (needs a GPU), write and return the bench record."""
-    args = bench_args(tokens)
-    iid, result, out_dir = run_in_image(image, args, gpus=gpus, timeout=timeout)
-    try:
-        out = out_dir / "bench.json"
-        if result.returncode != 0 or not out.exists():
-            raise CommandFailedError(f"bench in {image} failed (exit {result.returncode}): "
-                                     f"{proc.last_line(result.stdout) or 'no output'}",
-                                     returncode=result.returncode, output=result.stdout)
-        record = bench_record(image, iid, json.loads(out.read_text()))
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+              gpus: str = "all", timeout: float | None = None, part: str = "moe") -> dict:
+    """Run the benchmark part(s) in the local image (the MoE part needs a GPU), write and return the record."""
+    script_records = []
+    deadline = time.monotonic() + timeout if timeout else None  # --timeout is for all parts together
+    for args in part_args(part, tokens):
+        left = max(deadline - time.monotonic(), 1.0) if deadline else None
+        iid, result, out_dir = run_in_image(image, args, gpus=gpus, timeout=left)
+        try:
+            out = out_dir / os.path.basename(args[-1])
+            if result.returncode != 0 or not out.exists():
+                raise CommandFailedError(f"bench {os.path.basename(args[0])} in {image} failed "
+                                         f"(exit {result.returncode}): {proc.last_line(result.stdout) or 'no output'}",
+                                         returncode=result.returncode, output=result.stdout)
+            script_records.append(json.loads(out.read_text()))
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    record = bench_record(image, iid, merge_script_records(part, script_records))
     write_record(record_path, record)
     return record
