@@ -28,7 +28,7 @@ from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, GraceError
-from gracectl.plan import REPO_ROOT, Plan, detect_builder
+from gracectl.plan import REPO_ROOT, Plan, detect_builder, stage_closure
 
 RECORD_SCHEMA = 1
 # "[stage 3/4]", "[linux/arm64 stage 3/4]" (buildx with a platform), not "[internal]" nor "[stage internal]".
@@ -149,7 +149,8 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, push: 
     with tempfile.TemporaryDirectory() as tmp:
         iidfile = Path(tmp) / "iid"
         full = docker.command([*cmd[:-1], "--iidfile", str(iidfile), cmd[-1]])
-        echo(f"building {plan.build_tag} ({plan.platform}, {len(plan.final_stages)} stages); log {log_path}")
+        stages = len(stage_closure(plan.stages, plan.target))
+        echo(f"building {plan.build_tag} ({plan.platform}, target {plan.target}, {stages} stages); log {log_path}")
         with open(log_path, "w") as log:
             def on_line(line: str) -> None:
                 log.write(line + "\n")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gracectl.build import BuildProgress, read_record, write_record
+from gracectl.build import BuildProgress, compare, read_record, rebuilt_stages, write_record
 from gracectl.errors import GraceError
 
 # Shape of real `DOCKER_BUILDKIT=1 docker build --progress plain` output (dockerd 20.10), interleaved.
@@ -102,3 +102,17 @@ def test_record_round_trip_and_refusals(tmp_path):
         read_record(tmp_path / "smoke.json")
     with pytest.raises(GraceError, match="no such build record"):
         read_record(tmp_path / "missing.json")
+
+
+def test_compare_names_changed_inputs_and_rebuilt_stages():
+    hit = {"steps": 2, "cached": 2, "ran": 0, "failed": 0, "seconds": 0.0, "cache_hit": True}
+    miss = {"steps": 2, "cached": 0, "ran": 2, "failed": 0, "seconds": 9.0, "cache_hit": False}
+    a = {"kind": "build", "build_args": {"VLLM_REF": "v0.19.0", "TRITON_REF": "v3.6.0"}, "seconds": 60.0,
+         "size": 300, "stages": {"build-triton": miss, "build-vllm": miss}}
+    b = {"kind": "build", "build_args": {"VLLM_REF": "0" * 40, "TRITON_REF": "v3.6.0"}, "seconds": 12.0,
+         "size": 301, "stages": {"build-triton": hit, "build-vllm": miss}}
+    diff = compare(a, b)
+    assert diff["changed_build_args"] == {"VLLM_REF": ("v0.19.0", "0" * 40)}
+    assert diff["rebuilt"] == (["build-triton", "build-vllm"], ["build-vllm"])
+    assert rebuilt_stages(b) == ["build-vllm"]
+    assert diff["stages"]["build-triton"] == {"a": miss, "b": hit}

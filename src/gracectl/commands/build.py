@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -16,7 +17,8 @@ from gracectl.commands.plan import (BuildNumberOpt, ImageTagOpt, MirrorOpt, Regi
                                     plan_for)
 from gracectl.errors import UsageError
 
-out = Console(stderr=True)
+out = Console(stderr=True)  # `build` reports on stderr: its stdout stays free for scripts
+report_out = Console(width=None if sys.stdout.isatty() else 150)
 DEFAULT_RECORD = Path("gracectl-out") / "build-record.json"
 
 
@@ -65,14 +67,14 @@ def register(app: typer.Typer) -> None:
         """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds."""
         recs = [read_record(p) for p in records]
         for path, rec in zip(records, recs):
-            out.print(stage_table(rec, f"{path}: {rec['image']} {rec.get('status')} in {rec.get('seconds', 0):.1f}s, "
+            report_out.print(stage_table(rec, f"{path}: {rec['image']} {rec.get('status')} in {rec.get('seconds', 0):.1f}s, "
                                        f"{rec.get('size', 0) / 1e6:.1f} MB"))
             if show_layers and rec.get("image_id") and docker.inspect_image(rec["image_id"]):
                 table = Table("MB", "layer made by", title=f"layers of {rec['image_id'][:19]}", title_justify="left")
                 for layer in layers(rec["image_id"]):
                     if layer["size"]:
                         table.add_row(f"{layer['size'] / 1e6:.1f}", shorten(layer["created_by"], 110))
-                out.print(table)
+                report_out.print(table)
         for a, b in zip(recs, recs[1:]):
             diff = compare(a, b)
             title = f"{a['image']} -> {b['image']}"
@@ -82,9 +84,9 @@ def register(app: typer.Typer) -> None:
                 for side in (s["a"], s["b"]):
                     cells += [f"{side['seconds']:.1f}", "hit" if side["cache_hit"] else "miss"] if side else ["-", "-"]
                 table.add_row(name, *cells)
-            out.print(table)
+            report_out.print(table)
             for k, (va, vb) in diff["changed_build_args"].items():
-                out.print(f"  changed {k}: {va} -> {vb}", highlight=False)
+                report_out.print(f"  changed {k}: {va} -> {vb}", highlight=False)
             (sa, sb), (ta, tb) = diff["size"], diff["seconds"]
-            out.print(f"  rebuilt in B: {', '.join(diff['rebuilt'][1]) or 'nothing'}; time {ta:.1f}s -> {tb:.1f}s; "
+            report_out.print(f"  rebuilt in B: {', '.join(diff['rebuilt'][1]) or 'nothing'}; time {ta:.1f}s -> {tb:.1f}s; "
                       f"size {(sa or 0) / 1e6:.1f} -> {(sb or 0) / 1e6:.1f} MB", highlight=False)
