@@ -174,10 +174,15 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, push: 
                                                                      for k, (a, b) in drift.items())
         write_record(record_path, record)
         raise GraceError(f"{plan.build_tag}: {record['error']}")
-    if push:
-        record.update(push_image(plan.build_tag))
-        record["status"] = "pushed"
     write_record(record_path, record)
+    if push:
+        try:
+            record.update(push_image(plan.build_tag), status="pushed")
+        except GraceError as exc:
+            record["error"] = f"push failed: {exc}"
+            raise
+        finally:
+            write_record(record_path, record)
     return BuildResult(record, record_path)
 
 

@@ -10,11 +10,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
-from gracectl.adapters import docker
+from gracectl.adapters import docker, proc
 from gracectl.build import compare, read_record, rebuilt_stages
 from gracectl.commands.plan import plan_for
 from gracectl.mirrors import load_mirror
@@ -109,3 +110,20 @@ def test_failed_build_is_one_line_and_moves_no_tag(bed, builds, tmp_path):
     assert docker.inspect_image(plan.build_tag)["Id"] == first["image_id"]
     record = json.loads((tmp_path / "failed.json").read_text())
     assert record["status"] == "failed" and record["image_id"] == "" and os.path.exists(record["log"])
+
+
+def test_build_push_publishes_by_digest_under_the_immutable_tag(bed, builds, tmp_path):
+    first, _, _ = builds
+    number = str(int(time.time()))
+    done = gracectl("build", RELEASE, "--mirror", str(bed.mirror_path), "--build-number", number,
+                    "--registry", bed.state.registry, "--push", "--record", str(tmp_path / "pushed.json"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = read_record(tmp_path / "pushed.json")
+    plan = plan_for(RELEASE, bed.mirror_path, build_number=int(number), registry=bed.state.registry)
+    assert record["status"] == "pushed" and record["image"] == plan.build_tag
+    inspected = json.loads(proc.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{plan.build_tag}"]).stdout)
+    assert inspected["Digest"] == record["digest"]
+    assert record["pushed"].endswith("@" + record["digest"])
+    assert inspected["Labels"]["io.gracectl.pin.triton_kernels"] == plan.labels["io.gracectl.pin.triton_kernels"]
+    # the same build inputs as the first build: the very same image, only pushed
+    assert record["image_id"] == first["image_id"]
