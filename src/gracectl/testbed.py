@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,8 +49,8 @@ STANDINS = REPO_ROOT / "scripts" / "testbed" / "standins"
 ARCHES = ("arm64", "amd64")
 SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-# Runtime base: what the brief of the test bed asks for. Build base: the same plus what the Dockerfile's
-# build-base stage would otherwise apt-get install under qemu on every cold build cache (minutes).
+# Runtime base: Python, venv, git, CA certificates. Build base: the same plus what the Dockerfile's build-base
+# stage would otherwise apt-get install under qemu on every cold build cache (minutes, every time).
 BASE_INCLUDES = {
     "runtime-base": "python3,python3-venv,git,ca-certificates",
     "build-base": "python3,python3-venv,python3-dev,git,ca-certificates,build-essential,ccache",
@@ -70,15 +71,6 @@ STANDIN_REPOS = {
 }
 STANDIN_WHEELS = {"torch": "2.10.0", "triton": "3.6.0"}
 
-
-def pypi_requirements() -> list[str]:
-    """Real wheels from PyPI: the build tools at the versions vllm/Dockerfile pins, and the smoke suite's needs."""
-    text = DOCKERFILE.read_text()
-    pins = []
-    for arg, project in (("SETUPTOOLS_VERSION", "setuptools"), ("WHEEL_VERSION", "wheel")):
-        m = re.search(rf"^ARG {arg}=(\S+)", text, re.M)
-        pins.append(f"{project}=={m.group(1)}" if m else project)
-    return [*pins, "-r", str(REPO_ROOT / "smoke_tests" / "requirements.txt")]
 
 # Fixed identity and dates: the stand-in repositories get the same commits on every machine, so the mirror
 # file and BuildKit's cache keys stay the same from one `up` to the next.
@@ -256,6 +248,10 @@ class Testbed:
         with step("binfmt for arm64"):
             enable_binfmt()
         for flavour in BASE_INCLUDES:
+            # arm64 (qemu: CPU) and amd64 (mostly download) debootstrap side by side; one job per arch at a
+            # time, so that each arch's .deb cache has one writer
+            with ThreadPoolExecutor(len(ARCHES)) as pool:
+                list(pool.map(lambda arch: self.rootfs(flavour, arch), ARCHES))  # noqa: B023
             for arch in ARCHES:
                 self.base_image(flavour, arch)
             self.push_index(flavour)
@@ -586,6 +582,16 @@ def enable_binfmt() -> None:
     if not binfmt_enabled():
         raise TestbedError("binfmt for qemu-aarch64 is not enabled after `update-binfmts --enable qemu-aarch64` "
                            "(is binfmt_misc available in this kernel/container?)")
+
+
+def pypi_requirements() -> list[str]:
+    """Real wheels from PyPI: the build tools at the versions vllm/Dockerfile pins, and the smoke suite's needs."""
+    text = DOCKERFILE.read_text()
+    pins = []
+    for arg, project in (("SETUPTOOLS_VERSION", "setuptools"), ("WHEEL_VERSION", "wheel")):
+        m = re.search(rf"^ARG {arg}=(\S+)", text, re.M)
+        pins.append(f"{project}=={m.group(1)}" if m else project)
+    return [*pins, "-r", str(REPO_ROOT / "smoke_tests" / "requirements.txt")]
 
 
 def git_answers(url: str) -> bool:
