@@ -68,7 +68,7 @@ VARIANTS = (
 
 
 def skip_reason(variant: Variant, *, cuda: bool, triton_kernels_problem: str | None) -> str | None:
-    """Why `variant` cannot run here, or None. triton_kernels_problem: test_engine's answer for this machine."""
+    """Why `variant` cannot run here, or None. triton_kernels_problem: engine_probe's answer for this machine."""
     if variant.attention_backend == "TRITON_ATTN" and not cuda:
         return CPU_ATTENTION_REASON
     if variant.model == "moe_mxfp4":
@@ -77,8 +77,8 @@ def skip_reason(variant: Variant, *, cuda: bool, triton_kernels_problem: str | N
 
 
 def layer_problem(variant: Variant, chosen: dict) -> str | None:
-    """Why the engine did not run what the variant names (from test_engine.describe_layers), or None."""
-    from test_engine import TRITON_KERNELS_EXPERTS_MODULE
+    """Why the engine did not run what the variant names (from engine_probe.describe_layers), or None."""
+    from engine_probe import TRITON_KERNELS_EXPERTS_MODULE
 
     if variant.attention_backend and chosen["attention_backends"] != [variant.attention_backend]:
         return f"asked for attention backend {variant.attention_backend}, ran {chosen['attention_backends']}"
@@ -179,7 +179,7 @@ def run_child(variant: Variant, model_dir: Path, repeats: int) -> dict:
 
 def bench_variants(variants: list[Variant], repeats: int) -> tuple[list[dict], dict]:
     """(results, per-variant details); a failed variant has an "error" in its details and no rows."""
-    from test_engine import on_cuda, triton_kernels_path_expected
+    from engine_probe import on_cuda, triton_kernels_path_expected
 
     cuda = on_cuda()
     tk_problem = triton_kernels_path_expected()
@@ -267,7 +267,7 @@ def measure(outputs, wall_s: float) -> dict:
 def child(spec: dict) -> None:
     from vllm import LLM, SamplingParams
 
-    from test_engine import describe_layers
+    from engine_probe import describe_layers
 
     engine_args = {"attention_backend": spec["attention_backend"]} if spec["attention_backend"] else {}
     # disable_log_stats=False: LLM turns stats off by default, and then RequestOutput.metrics is None.

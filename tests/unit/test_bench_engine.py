@@ -24,8 +24,6 @@ sys.path.insert(0, str(SUITE))
 import bench_engine as be  # noqa: E402  (lives in the suite: it runs inside the image)
 
 VARIANTS = {v.name: v for v in be.VARIANTS}
-# bench_engine takes the MoE module name from test_engine, whose `engine` marker only the suite registers.
-pytestmark = pytest.mark.filterwarnings("ignore:Unknown pytest.mark.engine")
 
 
 def samples(wall_s=(0.5, 0.4, 0.6), tokens=1024, ttft_s=(0.010, 0.020, 0.030), tpot_s=(0.002, 0.004)) -> dict:
@@ -86,7 +84,7 @@ def test_on_a_cpu_the_triton_variants_are_skipped_with_reasons():
 
 def test_on_a_hopper_gpu_with_triton_kernels_every_variant_runs():
     assert all(be.skip_reason(v, cuda=True, triton_kernels_problem=None) is None for v in be.VARIANTS)
-    # Without triton_kernels only the triton_kernels MoE variant is skipped, with test_engine's reason.
+    # Without triton_kernels only the triton_kernels MoE variant is skipped, with engine_probe's reason.
     assert be.skip_reason(VARIANTS["moe_triton_kernels"], cuda=True,
                           triton_kernels_problem="triton_kernels is not importable") == \
         "triton_kernels is not importable"
