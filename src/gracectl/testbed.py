@@ -140,6 +140,19 @@ def step(title: str):
     say(f"{title}: done in {time.monotonic() - start:.1f}s")
 
 
+def now_and_then(prefix: str, every: float = 20.0):
+    """An on_line callback that shows a long command's latest output line at most every `every` seconds."""
+    last = time.monotonic()
+
+    def on_line(line: str) -> None:
+        nonlocal last
+        if line.strip() and time.monotonic() - last >= every:
+            last = time.monotonic()
+            say(f"{prefix}: {line.strip()[:100]}")
+
+    return on_line
+
+
 # --------------------------------------------------------------------------------------------------------
 # processes we start and stop
 
@@ -322,7 +335,8 @@ class Testbed:
                 # --cache-dir keeps the downloaded .debs: the other flavour and later keys reuse them.
                 cache = self.root / "debs" / arch
                 cache.mkdir(parents=True, exist_ok=True)
-                proc.run([args[0], f"--cache-dir={cache}", *args[1:], str(target), DEBIAN_MIRROR], timeout=3600)
+                proc.run([args[0], f"--cache-dir={cache}", *args[1:], str(target), DEBIAN_MIRROR], timeout=3600,
+                         on_line=now_and_then(f"debootstrap {flavour} {arch}"))
                 # Nothing of the build host's apt state: smaller image, same bytes every time.
                 for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
                     for p in (target / junk).glob("*"):
