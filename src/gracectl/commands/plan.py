@@ -23,7 +23,7 @@ MirrorOpt = Annotated[Optional[Path], typer.Option("--mirror", help="mirror file
 VllmRefOpt = Annotated[str, typer.Option("--vllm-ref", help="override the vLLM ref (tag or full commit)")]
 ImageTagOpt = Annotated[str, typer.Option("--image-tag", help="override the moving tag")]
 BuildNumberOpt = Annotated[int, typer.Option("--build-number", help="CI build number for the immutable tag")]
-RegistryOpt = Annotated[str, typer.Option("--registry", envvar="GRACECTL_REGISTRY", help="HOST[:PORT][/NS]")]
+RegistryOpt = Annotated[str, typer.Option("--registry", envvar="GRACECTL_REGISTRY", help="registry: HOST, HOST:PORT or HOST:PORT/NAMESPACE")]
 
 
 def plan_for(release: str, mirror: Path | None = None, vllm_ref: str = "", image_tag: str = "",

@@ -1,0 +1,39 @@
+"""Every command's --help renders (rich markup in a help text once crashed `plan --help` and `build --help`)."""
+
+from __future__ import annotations
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from gracectl.cli import app
+
+GROUP = typer.main.get_command(app)
+
+
+def command_paths(group, prefix=()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        yield (*prefix, name)
+        if hasattr(cmd, "list_commands"):  # a group (typer may bring its own click)
+            yield from command_paths(cmd, (*prefix, name))
+
+
+PATHS = list(command_paths(GROUP))
+
+
+def test_the_cli_has_the_commands_the_docs_name():
+    names = {" ".join(p) for p in PATHS}
+    for expected in ("releases", "plan", "lint", "build", "report", "testbed up", "testbed status", "testbed down",
+                     "rehearse", "smoke", "bench", "publish", "promote", "rollback", "history", "records",
+                     "ci stages", "ci plan", "ci cleanup"):
+        assert expected in names, f"`gracectl {expected}` is missing"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[" ".join(p) for p in PATHS])
+def test_help_renders(path):
+    result = CliRunner().invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output or repr(result.exception)
+    assert "Usage" in result.output
