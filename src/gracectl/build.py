@@ -128,15 +128,19 @@ class BuildResult:
 
 
 def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, push: bool = False,
-          mirror_file: str = "", echo: Callable[[str], None] | None = None) -> BuildResult:
-    """Build `plan` (and push it under its immutable build tag with `push`); write the build record."""
+          registry_cache: bool = False, mirror_file: str = "",
+          echo: Callable[[str], None] | None = None) -> BuildResult:
+    """Build `plan` (and push it under its immutable build tag with `push`); write the build record.
+
+    `registry_cache`: share BuildKit's cache through the plan's registry (Plan.build_command says how).
+    """
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     record_path = Path(record_path)
     log_path = Path(log_path or record_path.with_suffix(".log"))
     record_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     builder = detect_builder()
-    cmd, env = plan.build_command(builder, tags=[plan.build_tag])
+    cmd, env = plan.build_command(builder, tags=[plan.build_tag], registry_cache=registry_cache)
     progress = BuildProgress()
     started, t0 = utc_now(), time.monotonic()
     record = {

@@ -169,7 +169,7 @@ def run_build(ctx: Context) -> dict:
     from gracectl import build
 
     result = build.build(ctx.plan(), record_path=ctx.path(stage("build").output), log_path=ctx.path(BUILD_LOG_FILE),
-                         mirror_file=ctx.params.mirror)
+                         registry_cache=bool(ctx.params.registry), mirror_file=ctx.params.mirror)
     return result.record
 
 
@@ -243,7 +243,8 @@ def _build(p: Params) -> bool:
 STAGES: tuple[Stage, ...] = (
     Stage("plan", "resolve the release manifest into the build plan (tags, pins, build command); lint the "
           "Dockerfile", run_plan, lambda p: True, output="plan.json"),
-    Stage("build", "build the linux/arm64 image locally (BuildKit); write the build record and log",
+    Stage("build", "build the linux/arm64 image locally (BuildKit, cache shared through the registry); write "
+          "the build record and log",
           run_build, _build, needs=("plan",), output="build-record.json"),
     Stage("smoke", "run the smoke suite in the built image on the GPU at SMOKE_LEVEL; smoke record + JUnit XML",
           run_smoke, _build, needs=("plan", "build"), output="smoke-record.json"),

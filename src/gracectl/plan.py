@@ -72,15 +72,21 @@ class Plan:
     labels: dict[str, str]
     moving_tag: str  # image:tag that promotion moves (e.g. gh200-vllm-tfa:v0.19.0-tfa)
     build_tag: str  # immutable image:<tag>-b<N>-<commit7>, never overwritten
+    cache_ref: str  # registry image:tag holding the shared build cache (buildx); empty without a registry
     fallback: str
     source_commit: str
     build_network: str
     unpinned: list[str] = field(default_factory=list)  # inputs pinned by tag only (no digest/commit yet)
 
     def build_command(self, builder: str, *, tags: list[str] | None = None, push: bool = False,
-                      cache_from: list[str] = (), cache_to: list[str] = (),
+                      registry_cache: bool = False,
                       metadata_file: str | None = None) -> tuple[list[str], dict[str, str]]:
-        """The exact command line (and extra environment) for `builder` ("buildx" or "docker")."""
+        """The exact command line (and extra environment) for `builder` ("buildx" or "docker").
+
+        `registry_cache` (needs --registry): builds on different agents share BuildKit's cache through the
+        registry: buildx exports every stage to `cache_ref`; plain `docker build` (no cache exporter) embeds an
+        inline cache in the image and reuses the one of the image the moving tag points at.
+        """
         tags = tags if tags is not None else [self.build_tag]
         common = ["--platform", self.platform, "--target", self.target, "--file", self.dockerfile]
         if self.build_network != "default":
@@ -89,17 +95,20 @@ class Plan:
             common += ["--build-arg", f"{key}={value}"]
         for tag in tags:
             common += ["--tag", tag]
+        cache = registry_cache and bool(self.cache_ref)
         if builder == "buildx":
             cmd = ["docker", "buildx", "build", *common, "--progress", "plain"]
-            cmd += [a for c in cache_from for a in ("--cache-from", c)]
-            cmd += [a for c in cache_to for a in ("--cache-to", c)]
+            if cache:
+                cmd += ["--cache-from", f"type=registry,ref={self.cache_ref}",
+                        "--cache-to", f"type=registry,ref={self.cache_ref},mode=max"]
             if metadata_file:
                 cmd += ["--metadata-file", metadata_file]
             cmd += ["--push" if push else "--load", self.context]
             return cmd, {}
-        # Plain `docker build` with BuildKit: no --push (gracectl pushes afterwards), inline cache only.
+        # Plain `docker build` with BuildKit: no --push (gracectl pushes afterwards).
         cmd = ["docker", "build", *common, "--progress", "plain"]
-        cmd += [a for c in cache_from for a in ("--cache-from", c)]
+        if cache:
+            cmd += ["--build-arg", "BUILDKIT_INLINE_CACHE=1", "--cache-from", self.moving_tag]
         cmd += [self.context]
         return cmd, {"DOCKER_BUILDKIT": "1"}
 
@@ -115,7 +124,8 @@ class Plan:
             "final_stages": self.final_stages,
             "build_args": self.build_args,
             "labels": self.labels,
-            "tags": {"moving": self.moving_tag, "build": self.build_tag, "fallback": self.fallback},
+            "tags": {"moving": self.moving_tag, "build": self.build_tag, "fallback": self.fallback,
+                     "cache": self.cache_ref},
             "source_commit": self.source_commit,
             "unpinned": self.unpinned,
             "build_command": [f"{k}={v}" for k, v in env.items()] + cmd,
@@ -262,6 +272,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         labels=labels,
         moving_tag=f"{prefix}{rel.image}:{tag}",
         build_tag=f"{prefix}{rel.image}:{tag}-b{overrides.build_number}-{commit[:7]}",
+        cache_ref=f"{prefix}{rel.image}:buildcache" if prefix else "",
         fallback=f"{prefix}{rel.fallback}" if rel.fallback else "",
         source_commit=commit,
         build_network=mirror.build_network,

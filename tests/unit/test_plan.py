@@ -117,11 +117,22 @@ def test_bad_mirror_file(tmp_path):
 
 def test_buildx_and_docker_commands():
     p = make_plan(load_release("v0.19.0"), commit=COMMIT)
-    bx, env = p.build_command("buildx", push=True, cache_from=["type=registry,ref=r/c"],
-                              cache_to=["type=registry,ref=r/c,mode=max"], metadata_file="meta.json")
+    bx, env = p.build_command("buildx", push=True, metadata_file="meta.json")
     assert bx[:3] == ["docker", "buildx", "build"] and "--push" in bx and env == {}
-    assert bx[bx.index("--cache-to") + 1] == "type=registry,ref=r/c,mode=max"
+    assert "--cache-from" not in bx  # no registry: no shared cache
     plain, env = p.build_command("docker", tags=["a:1", "a:2"])
     assert plain[:2] == ["docker", "build"] and env == {"DOCKER_BUILDKIT": "1"}
     assert [plain[i + 1] for i, x in enumerate(plain) if x == "--tag"] == ["a:1", "a:2"]
     assert plain[-1] == "."
+
+
+def test_registry_cache_per_builder():
+    p = make_plan(load_release("v0.19.0-tfa"), overrides=Overrides(registry="reg:5000/ml"), commit=COMMIT)
+    assert p.cache_ref == "reg:5000/ml/gh200-vllm-tfa:buildcache"
+    bx, _ = p.build_command("buildx", registry_cache=True)
+    assert bx[bx.index("--cache-from") + 1] == "type=registry,ref=reg:5000/ml/gh200-vllm-tfa:buildcache"
+    assert bx[bx.index("--cache-to") + 1] == "type=registry,ref=reg:5000/ml/gh200-vllm-tfa:buildcache,mode=max"
+    # Plain docker build has no cache exporter: inline cache in the image, reused from the released image.
+    plain, _ = p.build_command("docker", registry_cache=True)
+    assert plain[plain.index("--cache-from") + 1] == "reg:5000/ml/gh200-vllm-tfa:v0.19.0-tfa"
+    assert "BUILDKIT_INLINE_CACHE=1" in plain and plain[-1] == "."
