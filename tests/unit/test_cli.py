@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import click
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -13,11 +12,11 @@ GROUP = typer.main.get_command(app)
 
 
 def command_paths(group, prefix=()):
-    ctx = click.Context(group)
+    ctx = typer.Context(group)
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
         yield (*prefix, name)
-        if hasattr(cmd, "list_commands"):  # a group (typer may bring its own click)
+        if hasattr(cmd, "list_commands"):  # a group
             yield from command_paths(cmd, (*prefix, name))
 
 
@@ -37,3 +36,13 @@ def test_help_renders(path):
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0, result.output or repr(result.exception)
     assert "Usage" in result.output
+
+
+@pytest.mark.parametrize("argv, words", [(["plan"], "Missing argument"), (["plan", "--nope", "x"], "No such option")])
+def test_usage_errors_are_one_line_exit_2(argv, words):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "gracectl", *argv], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and words in r.stderr and r.stderr.count("\n") == 1
