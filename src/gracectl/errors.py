@@ -71,4 +71,6 @@ class NoHistoryError(GraceError):
 class TestbedError(GraceError):
     """A test-bed component (dockerd, registry, binfmt) failed to start."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     exit_code = 10

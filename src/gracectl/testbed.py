@@ -201,16 +201,18 @@ def stop_pid(pid: int, program: str, timeout: float = 10.0) -> bool:
 
 def wait_until(check, what: str, timeout: float, log: Path | None = None, pid: int = 0, program: str = "") -> None:
     deadline = time.monotonic() + timeout
+    outcome = f"did not come up within {timeout:.0f}s"
     while time.monotonic() < deadline:
         if check():
             return
         if pid and not pid_alive(pid, program):
+            outcome = "exited while starting"
             break
         time.sleep(0.2)
     tail = ""
     if log and log.exists():
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-    raise TestbedError(f"{what} did not come up within {timeout:.0f}s" + (f" (log {log}: {tail})" if log else ""))
+    raise TestbedError(f"{what} {outcome}" + (f" (log {log}: {tail})" if log else ""))
 
 
 def http_ok(url: str) -> bool:
