@@ -174,7 +174,10 @@ def pid_alive(pid: int, program: str) -> bool:
             os.waitpid(pid, os.WNOHANG)
         return False
     # a prefix: `git daemon` becomes git-daemon, python3 may be python3.11 behind a version manager's shim
-    return any(os.path.basename(a.decode(errors="replace")).startswith(program) for a in cmdline[:3])
+    if any(os.path.basename(a.decode(errors="replace")).startswith(program) for a in cmdline[:3]):
+        return True
+    # Right after exec the kernel may show an empty cmdline for a moment: the name in stat (15 chars) decides.
+    return cmdline == [b""] and stat[stat.index("(") + 1:stat.rindex(")")].startswith(program[:15])
 
 
 def spawn(args: list[str], log: Path) -> int:
