@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from gracectl.adapters import proc
 from gracectl.errors import CommandFailedError, UsageError
-from gracectl.smoke import OUT_IN_CONTAINER, SUITE_IN_IMAGE, now_iso, run_in_image, write_record
+from gracectl.records import utc_now, write_json
+from gracectl.smoke import OUT_IN_CONTAINER, SUITE_IN_IMAGE, run_in_image
 
 BENCH_SCRIPT = f"{SUITE_IN_IMAGE}/bench_moe.py"
 DEFAULT_TOKENS = (16, 256, 2048, 8192)
@@ -52,7 +53,7 @@ def bench_record(image: str, iid: str, script_record: dict, created: str | None 
     """The script's record with the common record fields first."""
     if script_record.get("kind") != "bench" or not isinstance(script_record.get("results"), list):
         raise CommandFailedError(f"bench script in {image} wrote no bench record (kind={script_record.get('kind')!r})")
-    return {"kind": "bench", "schema": 1, "image": image, "image_id": iid, "created": created or now_iso(),
+    return {"kind": "bench", "schema": 1, "image": image, "image_id": iid, "created": created or utc_now(),
             **{k: v for k, v in script_record.items() if k not in ("kind", "schema")}}
 
 
@@ -74,5 +75,5 @@ def run_bench(image: str, *, record_path: str | os.PathLike, tokens: Sequence[in
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
     record = bench_record(image, iid, merge_script_records(part, script_records))
-    write_record(record_path, record)
+    write_json(record_path, record)
     return record

@@ -23,12 +23,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, GraceError
 from gracectl.plan import REPO_ROOT, Plan, detect_builder, stage_closure
+from gracectl.records import utc_now, write_json
 
 RECORD_SCHEMA = 1
 # "[stage 3/4]", "[linux/arm64 stage 3/4]" (buildx with a platform), not "[internal]" nor "[stage internal]".
@@ -37,10 +37,6 @@ DONE_RE = re.compile(r"^#(\d+) DONE (\d+(?:\.\d+)?)s$")
 CACHED_RE = re.compile(r"^#(\d+) CACHED$")
 ERROR_RE = re.compile(r"^#(\d+) ERROR:? (.*)$")
 OUTPUT_RE = re.compile(r"^#(\d+) \d+\.\d+ (.*)$")
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -167,7 +163,7 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, push: 
     record.update(finished=utc_now(), seconds=round(time.monotonic() - t0, 1), stages=progress.stages())
     if result.returncode != 0 or not image_id:
         record["error"] = failure_message(progress, result, log_path)
-        write_record(record_path, record)
+        write_json(record_path, record)
         raise CommandFailedError(record["error"], returncode=result.returncode)
     info = docker.inspect_image(image_id) or {}
     record.update(image_id=image_id, size=int(info.get("Size") or 0), status="built")
@@ -176,9 +172,9 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, push: 
     if drift:
         record["error"] = "labels differ from the plan: " + ", ".join(f"{k}: plan {a!r}, image {b!r}"
                                                                      for k, (a, b) in drift.items())
-        write_record(record_path, record)
+        write_json(record_path, record)
         raise GraceError(f"{plan.build_tag}: {record['error']}")
-    write_record(record_path, record)
+    write_json(record_path, record)
     if push:
         try:
             record.update(push_image(plan.build_tag), status="pushed")
@@ -186,7 +182,7 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, push: 
             record["error"] = f"push failed: {exc}"
             raise
         finally:
-            write_record(record_path, record)
+            write_json(record_path, record)
     return BuildResult(record, record_path)
 
 
@@ -205,15 +201,6 @@ def failure_message(progress: BuildProgress, result, log_path: Path) -> str:
         return (f"build failed in stage {step.stage} step {step.index}/{step.total} ({shorten(step.text, 60)}): "
                 f"{last or step.error}; full log {log_path}")
     return f"build failed (exit {result.returncode}): {proc.last_line(result.stdout)}; full log {log_path}"
-
-
-def write_record(path: Path, record: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def read_record(path: Path) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
 from gracectl.plan import lint_dockerfile
+from gracectl.records import write_json
 from gracectl.smoke import RUN_LABEL
 
 DEFAULT_WORKDIR = Path("gracectl-out")
@@ -321,10 +322,10 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dic
     except GraceError as exc:
         # Keep what the stage itself recorded (a failed smoke or build record), marked failed for later stages.
         written = _read_json(out) if out.exists() else {}
-        _write(out, {"stage": name, **written, "stage_status": FAILED, "stage_error": str(exc)})
+        write_json(out, {"stage": name, **written, "stage_status": FAILED, "stage_error": str(exc)})
         raise
     record = {"stage": name, **record, "stage_status": PASSED}
-    _write(out, record)
+    write_json(out, record)
     return record
 
 
@@ -341,12 +342,6 @@ def _read_json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _write(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def cleanup(run_id: str) -> list[str]:

@@ -18,9 +18,11 @@ rarely at the same moment.)
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from gracectl.adapters.registry import DIGEST_RE, OCI_INDEX, ImageRef, Registry
 from gracectl.errors import RegistryError, UsageError
@@ -44,7 +46,18 @@ def record_tag(digest: str, kind: str) -> str:
 
 
 def utc_now() -> str:
+    """The timestamp every record carries: ISO 8601, UTC, seconds."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json(path: str | os.PathLike, record: dict) -> Path:
+    """Write a local record file whole or not at all (temp file + rename): a reader never sees half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def _repo(repo_ref: str | ImageRef) -> ImageRef:

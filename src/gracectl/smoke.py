@@ -8,7 +8,6 @@ checks. The same container runner serves `gracectl bench` (bench.py).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -16,11 +15,11 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, SmokeFailedError, UsageError
+from gracectl.records import utc_now, write_json
 
 SUITE_IN_IMAGE = "/opt/gracectl/smoke_tests"
 OUT_IN_CONTAINER = "/gracectl-out"
@@ -31,10 +30,6 @@ RUN_LABEL = "io.gracectl.run"
 # pytest exit codes with a JUnit file worth reading: 0 passed, 1 some failed, 2 stopped by a collection
 # error (listed in the XML as an error), 5 nothing selected.
 _PYTEST_RESULT_CODES = (0, 1, 2, 5)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def marker_expression(level: str) -> str:
@@ -126,7 +121,7 @@ def smoke_record(image: str, iid: str, level: str, junit: JunitResult, created: 
     gpu = props.pop("gpu", None)
     gpu_capability = props.pop("gpu_capability", None)
     return {
-        "kind": "smoke", "schema": 1, "image": image, "image_id": iid, "created": created or now_iso(),
+        "kind": "smoke", "schema": 1, "image": image, "image_id": iid, "created": created or utc_now(),
         "level": level,
         # Passing means: something ran and nothing failed (skips are listed, each with its reason).
         "passed": counts["passed"] > 0 and counts["failed"] == 0 and counts["error"] == 0,
@@ -136,16 +131,6 @@ def smoke_record(image: str, iid: str, level: str, junit: JunitResult, created: 
         "versions": props,
         "gpu": {"name": gpu, "capability": gpu_capability} if gpu else None,
     }
-
-
-def write_record(path: str | os.PathLike, record: dict) -> Path:
-    """Write a record JSON whole or not at all (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def run_smoke(image: str, *, level: str = "imports", junit_path: str | os.PathLike,
@@ -169,7 +154,7 @@ def run_smoke(image: str, *, level: str = "imports", junit_path: str | os.PathLi
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     record = smoke_record(image, iid, level, parse_junit(junit_path))
-    write_record(record_path, record)
+    write_json(record_path, record)
     if not record["passed"]:
         failed = record["failed_tests"]
         what = f"failed: {', '.join(failed)}" if failed else "no test passed"

@@ -4,6 +4,8 @@ without htpasswd auth, and tiny real images (an OCI layout written here, pushed 
 - `registry`: "127.0.0.1:PORT" of a registry without auth (one per test session).
 - `auth_registry`: ("127.0.0.1:PORT", user, password) of a registry with htpasswd (bcrypt) auth.
 - `oci_image(content) -> "oci:DIR:latest"`: a one-file image, different content -> different digest.
+- `bed`: the local test bed, brought up once per session (a no-op after `gracectl testbed up`, as in
+  scripts/test.sh).
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from pathlib import Path
 import pytest
 
 from gracectl.registry_server import RegistryServer
+from gracectl.testbed import Testbed
+
+
+@pytest.fixture(scope="session")
+def bed() -> Testbed:
+    bed = Testbed()
+    bed.up()
+    return bed
 
 
 @pytest.fixture(scope="session")

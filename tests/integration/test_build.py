@@ -21,7 +21,6 @@ from gracectl.commands.plan import plan_for
 from gracectl.mirrors import load_mirror
 from gracectl.plan import REPO_ROOT
 from gracectl.registry_server import free_port
-from testbed_fixture import bed  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 RELEASE = "v0.19.0-tfa"

@@ -12,7 +12,6 @@ from gracectl.adapters import proc
 from gracectl.adapters.registry import ImageRef
 from gracectl.plan import REPO_ROOT
 from gracectl.records import get_records
-from testbed_fixture import bed  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,7 +16,6 @@ import pytest
 
 from gracectl.adapters import docker
 from gracectl.plan import REPO_ROOT
-from testbed_fixture import bed  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,6 @@ from gracectl.commands.plan import plan_for
 from gracectl.mirrors import load_mirror
 from gracectl.registry_server import free_port
 from gracectl.testbed import ARCHES, STANDIN_REPOS, Testbed, pid_alive
-from testbed_fixture import bed  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from gracectl.build import BuildProgress, compare, read_record, rebuilt_stages, write_record
+from gracectl.build import BuildProgress, compare, read_record, rebuilt_stages
+from gracectl.records import write_json
 from gracectl.errors import GraceError
 
 # Shape of real `DOCKER_BUILDKIT=1 docker build --progress plain` output (dockerd 20.10), interleaved.
@@ -93,7 +94,7 @@ def test_failed_step_keeps_error_and_last_output():
 
 def test_record_round_trip_and_refusals(tmp_path):
     record = {"kind": "build", "schema": 1, "image": "gh200-vllm:v0.19.0-b1-abcdef0", "stages": {}}
-    path = write_record(tmp_path / "out" / "build-record.json", record)
+    path = write_json(tmp_path / "out" / "build-record.json", record)
     assert json.loads(path.read_text()) == record
     assert not list(path.parent.glob("*.tmp"))  # written atomically
     assert read_record(path) == record

@@ -10,7 +10,7 @@ import pytest
 
 from gracectl.errors import UsageError
 from gracectl.manifest import load_release
-from gracectl.mirrors import Mirror, load_mirror
+from gracectl.mirrors import load_mirror
 from gracectl.plan import Overrides, make_plan, vllm_version
 
 COMMIT = "1a2b3c4d5e6f" + "0" * 28

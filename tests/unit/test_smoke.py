@@ -19,6 +19,7 @@ import pytest
 from gracectl import bench, smoke
 from gracectl.adapters import docker
 from gracectl.errors import CommandFailedError, SmokeFailedError, UsageError
+from gracectl.records import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO / "smoke_tests"
@@ -142,8 +143,8 @@ def test_record_with_only_skips_is_not_passing(tmp_path):
 
 def test_write_record_replaces_whole_file(tmp_path):
     path = tmp_path / "out" / "smoke-record.json"
-    smoke.write_record(path, {"kind": "smoke", "n": 1})
-    smoke.write_record(path, {"kind": "smoke", "n": 2})
+    write_json(path, {"kind": "smoke", "n": 1})
+    write_json(path, {"kind": "smoke", "n": 2})
     assert json.loads(path.read_text()) == {"kind": "smoke", "n": 2}
     assert sorted(p.name for p in path.parent.iterdir()) == ["smoke-record.json"]
 
