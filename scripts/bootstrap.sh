@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io docker-registry skopeo qemu-user-static binfmt-support debootstrap git
+# Keep in step with gracectl.tools.PROGRAMS (tests/unit/test_tools.py checks that every package there is here).
+packages=(docker.io docker-registry skopeo qemu-user-static binfmt-support debootstrap git apache2-utils
           groovy default-jre-headless python3-venv)
 missing=()
 for p in "${packages[@]}"; do
