@@ -1,10 +1,14 @@
 #!/bin/bash
-# usage: fetch-source.sh REPO REF DEST
+# usage: fetch-source.sh [--keep-git] REPO REF DEST
 # Shallow fetch of one pinned ref (release tag or full commit) and its submodules (flash-attention and FlashMLA
 # carry CUTLASS as one) without history; records the commit it resolved to in DEST/.fetched-commit.
+# --keep-git keeps the shallow .git (one commit): setuptools-scm's file finder needs it to list what a wheel
+# ships beyond package_data (vLLM's chat templates); otherwise .git is removed.
 # GIT_URL_REWRITE ("FROM=TO FROM=TO", e.g. https://github.com/=https://git.internal/) points every git URL,
 # submodules included, at a site's mirror.
 set -euo pipefail
+keep_git=0
+if [ "${1:-}" = --keep-git ]; then keep_git=1; shift; fi
 repo="$1" ref="$2" dest="$3"
 for rule in ${GIT_URL_REWRITE:-}; do
   git config --global "url.${rule#*=}.insteadOf" "${rule%%=*}"
@@ -18,4 +22,9 @@ if [ -f "$dest/.gitmodules" ]; then
 fi
 git -C "$dest" rev-parse HEAD > "$dest/.fetched-commit"
 echo "fetched $repo@$ref -> $(cat "$dest/.fetched-commit")"
-find "$dest" -name .git -prune -exec rm -rf {} +
+if [ "$keep_git" = 0 ]; then
+  find "$dest" -name .git -prune -exec rm -rf {} +
+else
+  # .fetched-commit is not part of the source: keep it out of the file finder's and git's view.
+  echo .fetched-commit >> "$dest/.git/info/exclude"
+fi

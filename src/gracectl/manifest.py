@@ -110,11 +110,50 @@ class Sources(_Strict):
     # Both releases need it: vLLM's build vendors it as vllm/third_party/triton_kernels. Whether the final
     # image also holds it at the top level of site-packages is release.triton_kernels.
     triton_kernels: Source
+    # The two other FetchContent sources of vLLM's cmake (VLLM_CUTLASS_SRC_DIR, QUTLASS_SRC_DIR): pinned here so
+    # the vLLM build fetches nothing itself.
+    cutlass: Source
+    qutlass: Source
+    # DeepGEMM (Hopper FP8 block-scaled GEMMs, used by vLLM by default there): a wheel of its own, as upstream.
+    deepgemm: Source
+
+    def pinned(self) -> dict[str, Source]:
+        """Every source by its manifest key (labels, pins, the plan's 'pinned by tag only' list)."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+# torch, torchvision and torchaudio are pinned WITH their local version (+cu129): a CPU build that an index
+# also carries under the same public version can then never be picked.
+CUDA_LOCAL_VERSION = r"^\d+\.\d+\.\d+\+cu\d{3}$"
 
 
 class Torch(_Strict):
-    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+    version: Annotated[str, Field(pattern=CUDA_LOCAL_VERSION)]
+    torchvision: Annotated[str, Field(pattern=CUDA_LOCAL_VERSION)]
+    torchaudio: Annotated[str, Field(pattern=CUDA_LOCAL_VERSION)]
     index_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+
+    @property
+    def public_version(self) -> str:
+        return self.version.split("+")[0]
+
+
+class Cuda(_Strict):
+    """The CUDA toolkit pieces the final image keeps for runtime JIT (Triton, FlashInfer, DeepGEMM, NCCL's
+    allocator), as vLLM's own final stage installs them. Package names carry the CUDA version, so they live
+    here beside it, not in the Dockerfile."""
+
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+$")]
+    runtime_packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]+$")]]
+
+
+class FlashInfer(_Strict):
+    # flashinfer-python / flashinfer-cubin come with vLLM's requirements; the JIT cache (precompiled modules)
+    # lives on FlashInfer's own per-CUDA index, and the TRTLLM headers its MoE JIT downloads at run time on
+    # FlashInfer's cubin repository: both are fetched at build time so air-gapped sites need neither.
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+    jit_cache_index_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    cubins_url: Annotated[str, Field(pattern=r"^https?://\S+/$")]
 
 
 class Python(_Strict):
@@ -128,10 +167,13 @@ class Bases(_Strict):
 
 
 class BuildSettings(_Strict):
-    # Defaults sized for a 72-core, 480 GB GH200: nvcc peaks at several GB per job.
-    max_jobs: Annotated[int, Field(ge=1, le=512)] = 32
+    # vLLM's GH200 recipe: setup.py runs ninja -j(max_jobs / nvcc_threads) with nvcc_threads threads each, so
+    # 66 / 2 = 33 compile jobs x 2 threads = 66 of Grace's 72 cores (CLAWMINE.md has the arithmetic).
+    max_jobs: Annotated[int, Field(ge=1, le=512)] = 66
     nvcc_threads: Annotated[int, Field(ge=1, le=16)] = 2
     cuda_arch_list: Annotated[str, Field(pattern=r"^\d+\.\d+a?(\+PTX)?( \d+\.\d+a?(\+PTX)?)*$")] = "9.0a"
+    # Unset, vLLM's setup.py builds RelWithDebInfo (bigger, slower to link).
+    cmake_build_type: Literal["Release", "RelWithDebInfo", "Debug"] = "Release"
 
 
 class Release(_Strict):
@@ -159,6 +201,8 @@ class Manifest(_Strict):
     release: Release
     python: Python
     torch: Torch
+    cuda: Cuda
+    flashinfer: FlashInfer
     base: Bases
     build: BuildSettings = BuildSettings()
     sources: Sources
@@ -171,6 +215,11 @@ class Manifest(_Strict):
             raise ValueError("sources.vllm.version is required when sources.vllm.ref is a commit")
         if self.sources.triton.build == "wheel" and not TAG_RE.match(self.sources.triton.ref):
             raise ValueError("sources.triton.ref must be a release tag when sources.triton.build = 'wheel'")
+        cu = "cu" + self.cuda.version.replace(".", "")
+        for key in ("version", "torchvision", "torchaudio"):
+            local = getattr(self.torch, key).split("+")[1]
+            if local != cu:
+                raise ValueError(f"torch.{key}: +{local} does not match cuda.version {self.cuda.version} (+{cu})")
         return self
 
     @property

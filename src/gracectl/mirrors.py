@@ -21,6 +21,13 @@ git.internal) and the local test bed (everything on 127.0.0.1). A mirror file is
     [git_url_rewrite]                            # URL prefixes for every other git fetch (submodules)
     "https://github.com/" = "https://git.internal/github/"
 
+    [downloads]                                  # other download URLs (FlashInfer's cubin repository)
+    "https://edge.urm.nvidia.com/artifactory/.../" = "https://artifacts.internal/flashinfer/"
+
+    [packages]                                   # apt package -> the mirror's name; "" = not installed
+    "cuda-nvcc-12-9" = ""                        # (a STAND-IN site: `standin_reason` says why)
+    standin_reason = "..."                       # (top-level key) shown by the plan for every dropped input
+
 An input with no entry is fetched from upstream unchanged. The plan shows both sides.
 """
 
@@ -45,6 +52,9 @@ class Mirror(BaseModel):
     refs: dict[str, str] = {}
     indexes: dict[str, str] = {}
     git_url_rewrite: dict[str, str] = {}
+    downloads: dict[str, str] = {}
+    packages: dict[str, str] = {}
+    standin_reason: str = ""
 
     def image(self, ref: str) -> str:
         return self.images.get(ref, ref)
@@ -57,6 +67,13 @@ class Mirror(BaseModel):
 
     def index(self, url: str) -> str:
         return self.indexes.get(url, url)
+
+    def download(self, url: str) -> str:
+        return self.downloads.get(url, url)
+
+    def package(self, name: str) -> str:
+        """The apt package to install for `name`; "" where the mirror has no such package (a stand-in site)."""
+        return self.packages.get(name, name)
 
     def git_rewrite_arg(self) -> str:
         """The GIT_URL_REWRITE build argument: "FROM=TO FROM=TO"."""

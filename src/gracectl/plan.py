@@ -31,11 +31,15 @@ STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "build-triton-kernels": ("build-base",),
     "build-flash-attn": ("build-base",),
     "build-flashmla": ("build-base",),
-    "build-vllm": ("build-base", "build-triton-kernels", "build-flash-attn", "build-flashmla"),
+    "build-cutlass": ("build-base",),
+    "build-qutlass": ("build-base",),
+    "build-deepgemm": ("build-base",),
+    "build-vllm": ("build-base", "build-triton-kernels", "build-flash-attn", "build-flashmla", "build-cutlass",
+                   "build-qutlass"),
     "triton-kernels-site-packages": ("build-triton-kernels",),
     "triton-kernels-vendored": ("base",),
     "triton-kernels-choice": ("triton-kernels-{mode}",),
-    "vllm-openai": ("base", "build-triton", "build-vllm", "triton-kernels-choice"),
+    "vllm-openai": ("base", "build-triton", "build-vllm", "build-deepgemm", "triton-kernels-choice"),
 }
 
 
@@ -77,6 +81,7 @@ class Plan:
     source_commit: str
     build_network: str
     unpinned: list[str] = field(default_factory=list)  # inputs pinned by tag only (no digest/commit yet)
+    standins: list[str] = field(default_factory=list)  # upstream inputs the mirror drops (the test bed's)
 
     def build_command(self, builder: str, *, tags: list[str] | None = None, push: bool = False,
                       registry_cache: bool = False,
@@ -128,6 +133,7 @@ class Plan:
                      "cache": self.cache_ref},
             "source_commit": self.source_commit,
             "unpinned": self.unpinned,
+            "standins": self.standins,
             "build_command": [f"{k}={v}" for k, v in env.items()] + cmd,
         }
 
@@ -190,6 +196,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
     vllm_src = src.vllm.model_copy(update={"ref": overrides.vllm_ref, "commit": ""}) if overrides.vllm_ref else src.vllm
     python_version = mirror.python_version or m.python.version
     runtime_base = m.base.runtime.ref
+    cuda_packages = [mirror.package(p) for p in m.cuda.runtime_packages]
 
     build_args = {
         "BUILD_BASE_IMAGE": mirror.image(m.base.build.ref),
@@ -198,10 +205,18 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "PIP_INDEX_URL": mirror.index(m.python.index_url),
         "TORCH_INDEX_URL": mirror.index(m.torch.index_url),
         "TORCH_VERSION": m.torch.version,
+        "TORCHVISION_VERSION": m.torch.torchvision,
+        "TORCHAUDIO_VERSION": m.torch.torchaudio,
+        "CUDA_VERSION": m.cuda.version,
+        "CUDA_RUNTIME_PACKAGES": " ".join(p for p in cuda_packages if p),
+        "FLASHINFER_VERSION": m.flashinfer.version,
+        "FLASHINFER_INDEX_URL": mirror.index(m.flashinfer.jit_cache_index_url),
+        "FLASHINFER_CUBINS_URL": mirror.download(m.flashinfer.cubins_url),
         "GIT_URL_REWRITE": mirror.git_rewrite_arg(),
         "TORCH_CUDA_ARCH_LIST": m.build.cuda_arch_list,
         "MAX_JOBS": str(m.build.max_jobs),
         "NVCC_THREADS": str(m.build.nvcc_threads),
+        "CMAKE_BUILD_TYPE": m.build.cmake_build_type,
         "TRITON_REPO": mirror.repo(src.triton.repo),
         "TRITON_REF": mirror.ref(src.triton.pin),
         "TRITON_VERSION": src.triton.ref.removeprefix("v"),
@@ -214,6 +229,12 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "FLASH_ATTN_REF": mirror.ref(src.flash_attn.pin),
         "FLASHMLA_REPO": mirror.repo(src.flashmla.repo),
         "FLASHMLA_REF": mirror.ref(src.flashmla.pin),
+        "CUTLASS_REPO": mirror.repo(src.cutlass.repo),
+        "CUTLASS_REF": mirror.ref(src.cutlass.pin),
+        "QUTLASS_REPO": mirror.repo(src.qutlass.repo),
+        "QUTLASS_REF": mirror.ref(src.qutlass.pin),
+        "DEEPGEMM_REPO": mirror.repo(src.deepgemm.repo),
+        "DEEPGEMM_REF": mirror.ref(src.deepgemm.pin),
         "VLLM_REPO": mirror.repo(vllm_src.repo),
         "VLLM_REF": mirror.ref(vllm_src.pin),
         "VLLM_VERSION": vllm_version(m, overrides.vllm_ref),
@@ -229,6 +250,9 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "PIN_TRITON_KERNELS": _pin(mirror, src.triton_kernels),
         "PIN_FLASH_ATTN": _pin(mirror, src.flash_attn),
         "PIN_FLASHMLA": _pin(mirror, src.flashmla),
+        "PIN_CUTLASS": _pin(mirror, src.cutlass),
+        "PIN_QUTLASS": _pin(mirror, src.qutlass),
+        "PIN_DEEPGEMM": _pin(mirror, src.deepgemm),
     }
     labels = {
         "org.opencontainers.image.title": rel.image,
@@ -241,14 +265,21 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "io.gracectl.python": python_version,
         "io.gracectl.torch": m.torch.version,
         "io.gracectl.cuda-arch-list": m.build.cuda_arch_list,
+        "io.gracectl.cuda": m.cuda.version,
         "io.gracectl.triton_kernels": rel.triton_kernels,
         "io.gracectl.version.vllm": build_args["VLLM_VERSION"],
         "io.gracectl.version.triton": build_args["TRITON_VERSION"],
+        "io.gracectl.version.torchvision": m.torch.torchvision,
+        "io.gracectl.version.torchaudio": m.torch.torchaudio,
+        "io.gracectl.version.flashinfer": m.flashinfer.version,
         "io.gracectl.pin.vllm": build_args["PIN_VLLM"],
         "io.gracectl.pin.triton": build_args["PIN_TRITON"],
         "io.gracectl.pin.triton_kernels": build_args["PIN_TRITON_KERNELS"],
         "io.gracectl.pin.flash_attn": build_args["PIN_FLASH_ATTN"],
         "io.gracectl.pin.flashmla": build_args["PIN_FLASHMLA"],
+        "io.gracectl.pin.cutlass": build_args["PIN_CUTLASS"],
+        "io.gracectl.pin.qutlass": build_args["PIN_QUTLASS"],
+        "io.gracectl.pin.deepgemm": build_args["PIN_DEEPGEMM"],
     }
 
     stages = {name: [d.format(mode=rel.triton_kernels) for d in deps] for name, deps in STAGE_GRAPH.items()}
@@ -257,9 +288,9 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
     unpinned = [f"base.{k}: {b.ref} (no digest)" for k, b in (("build", m.base.build), ("runtime", m.base.runtime))
                 if not b.digest]
     unpinned += [f"sources.{k}: {s.repo}@{s.ref} (tag, no commit)" for k, s in
-                 (("vllm", vllm_src), ("triton", src.triton), ("triton_kernels", src.triton_kernels),
-                  ("flash_attn", src.flash_attn), ("flashmla", src.flashmla))
-                 if not s.commit and not COMMIT_RE.match(s.ref)]
+                 {**src.pinned(), "vllm": vllm_src}.items() if not s.commit and not COMMIT_RE.match(s.ref)]
+    standins = [f"cuda.runtime_packages: {p} (not installed: {mirror.standin_reason})"
+                for p, mapped in zip(m.cuda.runtime_packages, cuda_packages) if not mapped]
     return Plan(
         release=rel.name,
         platform=rel.platform,
@@ -277,6 +308,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         source_commit=commit,
         build_network=mirror.build_network,
         unpinned=unpinned,
+        standins=standins,
     )
 
 

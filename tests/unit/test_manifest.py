@@ -12,10 +12,13 @@ from gracectl.errors import ManifestError
 from gracectl.manifest import load_release, release_names, releases_dir
 
 GOOD = (releases_dir() / "v0.19.0-tfa.toml").read_text()
-FACTS_PINS = {  # as vLLM v0.19.0's cmake/external_projects pin them (shared/UPSTREAM-FACTS.md)
+FACTS_PINS = {  # as vLLM v0.19.0's cmake files and docker/Dockerfile pin them (shared/UPSTREAM-FACTS.md)
     "flash_attn": "29210221863736a08f71a866459e368ad1ac4a95",
     "flashmla": "692917b1cda61b93ac9ee2d846ec54e75afe87b1",
     "triton_kernels": "v3.6.0",
+    "cutlass": "v4.2.1",
+    "qutlass": "830d2c4537c7396e14a02a46fbddd18b5d107c65",
+    "deepgemm": "477618cd51baffca09c4b0b87e97c03fe827ef03",
 }
 
 
@@ -28,7 +31,10 @@ def test_shipped_releases():
     for m in (tfa, fallback):
         assert m.release.platform == "linux/arm64"
         assert m.build.cuda_arch_list == "9.0a"
-        assert m.torch.version == "2.10.0" and "download.pytorch.org" in m.torch.index_url
+        assert m.torch.version == "2.10.0+cu129" and "download.pytorch.org" in m.torch.index_url
+        assert (m.torch.torchvision, m.torch.torchaudio) == ("0.25.0+cu129", "2.10.0+cu129")
+        assert m.cuda.version == "12.9" and "cuda-nvcc-12-9" in m.cuda.runtime_packages
+        assert m.build.cmake_build_type == "Release" and m.build.max_jobs // m.build.nvcc_threads == 33
         assert m.sources.triton_kernels.repo == m.sources.triton.repo
         assert m.sources.triton_kernels.subdir == "python/triton_kernels"
         for name, ref in FACTS_PINS.items():
@@ -48,7 +54,14 @@ def write(tmp_path: Path, text: str, name: str = "v0.19.0-tfa") -> Path:
         (lambda t: t.replace('ref = "v0.19.0"', 'ref = "main"'), "sources.vllm.ref", "release tag"),
         (lambda t: t.replace('ref = "29210221863736a08f71a866459e368ad1ac4a95"', 'ref = "2921022"'),
          "sources.flash_attn.ref", "40-hex"),
-        (lambda t: t.replace('version = "2.10.0"\n', ''), "torch.version", "Field required"),
+        (lambda t: t.replace('version = "2.10.0+cu129"\n', ''), "torch.version", "Field required"),
+        # A public version alone could resolve to a CPU build: the local version (+cuNNN) is required.
+        (lambda t: t.replace('version = "2.10.0+cu129"', 'version = "2.10.0"'), "torch.version", "should match"),
+        (lambda t: t.replace('torchaudio = "2.10.0+cu129"', 'torchaudio = "2.10.0+cu130"'), "(top level)",
+         "does not match cuda.version 12.9"),
+        (lambda t: t.replace('cmake_build_type = "Release"', 'cmake_build_type = "Fast"'), "build.cmake_build_type",
+         "Release"),
+        (lambda t: t.replace('[sources.qutlass]', '[sources.other]'), "sources.qutlass", "Field required"),
         (lambda t: t.replace('digest = ""', 'digest = "sha256:abc"', 1), "base.build.digest", "sha256"),
         (lambda t: t.replace('platform = "linux/arm64"', 'platform = "linux/s390x"'), "release.platform", "linux/arm64"),
         (lambda t: t.replace('subdir = "python/triton_kernels"', 'subdir = "../etc"'), "sources.triton_kernels.subdir",

@@ -89,6 +89,10 @@ def register(app: typer.Typer) -> None:
             out.print("[yellow]pinned by tag only (resolve to digests/commits for a fully reproducible build):")
             for line in p["unpinned"]:
                 out.print(f"  - {line}")
+        if p["standins"]:
+            out.print("[yellow]STAND-IN: upstream inputs this mirror does not provide:")
+            for line in p["standins"]:
+                out.print(f"  - {line}")
         out.print("[bold]build command[/bold]")
         out.print(shlex.join(p["build_command"]), soft_wrap=True, highlight=False, markup=False)
 
