@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -87,11 +86,8 @@ def pid_alive(pid: int, program: str) -> bool:
 
 def spawn(args: list[str], log: Path) -> int:
     """Start a daemon in its own session (it outlives gracectl), output appended to `log`; returns its pid."""
-    args = [proc.which(args[0]), *args[1:]]
-    print(f"+ {proc.format_command(args)}", file=sys.stderr, flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    child = proc.start_daemon(args, log)
     _children[child.pid] = child
     return child.pid
 
