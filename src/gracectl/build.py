@@ -123,10 +123,10 @@ class BuildResult:
     record_path: Path
 
 
-def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, push: bool = False,
-          registry_cache: bool = False, mirror_file: str = "",
-          echo: Callable[[str], None] | None = None) -> BuildResult:
-    """Build `plan` (and push it under its immutable build tag with `push`); write the build record.
+def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, registry_cache: bool = False,
+          mirror_file: str = "", echo: Callable[[str], None] | None = None) -> BuildResult:
+    """Build `plan` into a local image tagged with its immutable build tag; write the build record.
+    (Pushing is release_ops.publish, the one push path: `gracectl build --push` and the pipeline's push stage.)
 
     `registry_cache`: share BuildKit's cache through the plan's registry (Plan.build_command says how).
     """
@@ -175,23 +175,7 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, push: 
         write_json(record_path, record)
         raise GraceError(f"{plan.build_tag}: {record['error']}")
     write_json(record_path, record)
-    if push:
-        try:
-            record.update(push_image(plan.build_tag), status="pushed")
-        except GraceError as exc:
-            record["error"] = f"push failed: {exc}"
-            raise
-        finally:
-            write_json(record_path, record)
     return BuildResult(record, record_path)
-
-
-def push_image(build_tag: str) -> dict:
-    """Push under the immutable build tag, by digest (release ops refuse to overwrite an existing tag)."""
-    from gracectl.release_ops import publish
-
-    published = publish(build_tag, build_tag)
-    return {"digest": published.digest, "pushed": f"{published.ref.rsplit(':', 1)[0]}@{published.digest}"}
 
 
 def failure_message(progress: BuildProgress, result, log_path: Path) -> str:

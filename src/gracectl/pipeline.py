@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
-from gracectl.plan import lint_dockerfile
+from gracectl.plan import lint_dockerfile, plan_for
 from gracectl.records import write_json
 from gracectl.smoke import RUN_LABEL
 
@@ -120,8 +120,6 @@ class Context:
 
     def plan(self, *, check: bool = True):
         """The build plan for these parameters; `check`: it must be the one the plan stage recorded."""
-        from gracectl.commands.plan import plan_for
-
         p = self.params
         plan = plan_for(p.release, Path(p.mirror) if p.mirror else None, p.vllm_ref, p.image_tag,
                         p.build_number, p.registry)

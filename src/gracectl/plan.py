@@ -7,15 +7,13 @@ manifest (+ mirror, + operator overrides) -> build arguments, stage graph, tags,
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gracectl.adapters import proc
-from gracectl.errors import CommandFailedError, UsageError
-from gracectl.manifest import COMMIT_RE, TAG_RE, TAG_NAME_RE, Manifest, Source
-from gracectl.mirrors import NO_MIRROR, Mirror
+from gracectl.adapters import docker, proc
+from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
+from gracectl.manifest import COMMIT_RE, TAG_RE, TAG_NAME_RE, Manifest, Source, load_release
+from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "vllm" / "Dockerfile"
@@ -140,21 +138,14 @@ class Plan:
 
 def detect_builder() -> str:
     """`buildx` when the docker client has the buildx plugin, else plain `docker build` with BuildKit."""
-    docker = shutil.which("docker")
-    if not docker:
-        return "docker"
-    try:
-        ok = subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return "buildx" if ok else "docker"
+    return "buildx" if docker.has_buildx() else "docker"
 
 
 def source_commit() -> str:
     """The commit of this checkout (the build definition), or 'unknown' outside git."""
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    except OSError:
+        out = proc.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], check=False, echo=False)
+    except ToolMissingError:
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
@@ -319,3 +310,13 @@ def lint_dockerfile() -> None:
     except CommandFailedError as exc:
         findings = "; ".join(line.strip() for line in exc.output.splitlines() if line.strip())
         raise CommandFailedError(f"hadolint found problems in vllm/Dockerfile: {findings or exc}") from None
+
+
+def plan_for(release: str, mirror: Path | None = None, vllm_ref: str = "", image_tag: str = "",
+             build_number: int = 0, registry: str = "") -> Plan:
+    """The one way a release name and the operator's options become a Plan (CLI, pipeline, rehearse)."""
+    return make_plan(
+        load_release(release),
+        mirror=load_mirror(mirror),
+        overrides=Overrides(vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number, registry=registry),
+    )

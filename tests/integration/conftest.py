@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gracectl.registry_server import RegistryServer
+from gracectl.testbed.registry_server import RegistryServer
 from gracectl.testbed import Testbed
 
 

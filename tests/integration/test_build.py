@@ -17,10 +17,9 @@ import pytest
 
 from gracectl.adapters import docker, proc
 from gracectl.build import compare, read_record, rebuilt_stages
-from gracectl.commands.plan import plan_for
 from gracectl.mirrors import load_mirror
-from gracectl.plan import REPO_ROOT
-from gracectl.registry_server import free_port
+from gracectl.plan import REPO_ROOT, plan_for
+from gracectl.testbed.processes import free_port
 
 pytestmark = pytest.mark.integration
 RELEASE = "v0.19.0-tfa"

@@ -22,7 +22,7 @@ from gracectl import release_ops
 from gracectl.adapters.registry import ImageRef, Registry
 from gracectl.errors import ConflictError, NoHistoryError, PromotionRefusedError, RegistryError
 from gracectl.records import get_records, put_record, record_tag
-from gracectl.registry_server import RegistryServer
+from gracectl.testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.integration
 

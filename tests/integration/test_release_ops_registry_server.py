@@ -10,7 +10,7 @@ import pytest
 
 from gracectl.adapters.registry import Registry
 from gracectl import errors
-from gracectl.registry_server import RegistryServer
+from gracectl.testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,12 @@ import zipfile
 import pytest
 
 from gracectl.adapters import docker, proc
-from gracectl.commands.plan import plan_for
 from gracectl.mirrors import load_mirror
-from gracectl.registry_server import free_port
-from gracectl.testbed import ARCHES, STANDIN_REPOS, Testbed, pid_alive
+from gracectl.plan import plan_for
+from gracectl.testbed import Testbed
+from gracectl.testbed.base_images import ARCHES
+from gracectl.testbed.processes import free_port, pid_alive
+from gracectl.testbed.standins import STANDIN_REPOS
 
 pytestmark = pytest.mark.integration
 

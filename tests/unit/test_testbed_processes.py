@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gracectl.errors import TestbedError
-from gracectl.testbed import pid_alive, spawn, stop_pid, wait_until
+from gracectl.testbed.processes import pid_alive, spawn, stop_pid, wait_until
 
 
 def test_a_daemon_that_dies_at_start_is_named_with_its_log_tail(tmp_path):

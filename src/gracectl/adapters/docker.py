@@ -44,6 +44,14 @@ def answers() -> bool:
         return False
 
 
+def has_buildx() -> bool:
+    """True when this client has the buildx plugin (what `gracectl build` runs, see plan.detect_builder)."""
+    try:
+        return run(["buildx", "version"], check=False, echo=False, timeout=10).returncode == 0
+    except GraceError:  # no client, or it hangs
+        return False
+
+
 def inspect_image(ref: str) -> dict | None:
     """`docker image inspect` of a local image, or None when there is no such image."""
     try:

@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from gracectl.adapters import docker
+from gracectl.build import BuildResult, compare, layers, read_record, shorten
 from gracectl.build import build as run_build
-from gracectl.build import compare, layers, read_record, shorten
 from gracectl.commands.plan import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmRefOpt,
                                     plan_for)
-from gracectl.errors import UsageError
+from gracectl.errors import GraceError, UsageError
+from gracectl.records import write_json
+from gracectl.release_ops import publish
 
 out = Console(stderr=True)  # `build` reports on stderr: its stdout stays free for scripts
 report_out = Console(width=None if sys.stdout.isatty() else 150)
@@ -28,6 +30,20 @@ def stage_table(record: dict, title: str) -> Table:
         table.add_row(name, str(s["steps"]), str(s["cached"]), f"{s['seconds']:.1f}",
                       "hit" if s["cache_hit"] else ("FAILED" if s.get("failed") else "miss"))
     return table
+
+
+def push_build(result: BuildResult) -> None:
+    """Push the build under its immutable build tag (release_ops.publish, by digest); the record says so."""
+    rec = result.record
+    try:
+        published = publish(rec["image"], rec["image"])
+        rec.update(digest=published.digest, pushed=f"{published.ref.rsplit(':', 1)[0]}@{published.digest}",
+                   status="pushed")
+    except GraceError as exc:
+        rec["error"] = f"push failed: {exc}"
+        raise
+    finally:
+        write_json(result.record_path, rec)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,9 +67,10 @@ def register(app: typer.Typer) -> None:
             plan.platform = platform
         if push and not registry:
             raise UsageError("--push needs --registry HOST:PORT (or GRACECTL_REGISTRY): where to push")
-        result = run_build(plan, record_path=record or DEFAULT_RECORD, push=push,
-                           mirror_file=str(mirror) if mirror else "")
+        result = run_build(plan, record_path=record or DEFAULT_RECORD, mirror_file=str(mirror) if mirror else "")
         rec = result.record
+        if push:
+            push_build(result)
         out.print(stage_table(rec, f"{rec['image']} built in {rec['seconds']:.1f}s"))
         out.print(f"image {rec['image_id']} ({rec['size'] / 1e6:.1f} MB)"
                   + (f", pushed {rec['pushed']}" if rec.get("pushed") else "")

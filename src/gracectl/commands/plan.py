@@ -13,8 +13,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from gracectl.manifest import load_release, release_names, releases_dir
-from gracectl.mirrors import load_mirror
-from gracectl.plan import Overrides, Plan, lint_dockerfile, make_plan
+from gracectl.plan import lint_dockerfile, plan_for
 
 out = Console()
 
@@ -24,16 +23,6 @@ VllmRefOpt = Annotated[str, typer.Option("--vllm-ref", help="override the vLLM r
 ImageTagOpt = Annotated[str, typer.Option("--image-tag", help="override the moving tag")]
 BuildNumberOpt = Annotated[int, typer.Option("--build-number", help="CI build number for the immutable tag")]
 RegistryOpt = Annotated[str, typer.Option("--registry", envvar="GRACECTL_REGISTRY", help="registry: HOST, HOST:PORT or HOST:PORT/NAMESPACE")]
-
-
-def plan_for(release: str, mirror: Path | None = None, vllm_ref: str = "", image_tag: str = "",
-             build_number: int = 0, registry: str = "") -> Plan:
-    """The one way commands turn CLI options into a Plan (build, ci and rehearse use it too)."""
-    return make_plan(
-        load_release(release),
-        mirror=load_mirror(mirror),
-        overrides=Overrides(vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number, registry=registry),
-    )
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gracectl.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, rehearse
+from gracectl.testbed.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, rehearse
 from gracectl.testbed import Testbed
 
 out = Console(width=None if sys.stdout.isatty() else 150)  # CI logs: no wrapping of digests at 80 columns

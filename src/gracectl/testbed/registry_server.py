@@ -22,39 +22,19 @@ registry exited / did not answer in time (with the tail of its log).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from gracectl.adapters import proc
 from gracectl.errors import TestbedError
+from gracectl.testbed.processes import (HOST, DaemonExited, free_port, log_tail, pid_alive, require_free_port,
+                                        start_daemon, stop_pid)
 
-HOST = "127.0.0.1"
 BCRYPT_COST = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as s:
-        # SO_REUSEADDR like the registry's own listener: only a live listener counts, not TIME_WAIT leftovers.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return True
-    return False
+PROGRAM = "docker-registry"
 
 
 def write_htpasswd(path: Path, user: str, password: str) -> None:
@@ -106,18 +86,7 @@ class RegistryServer:
 
     def running(self) -> bool:
         pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        # A zombie child of ours still answers kill(0): reap it if it is ours and has exited.
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            return done == 0
-        except ChildProcessError:
-            return True
+        return pid is not None and pid_alive(pid, PROGRAM)
 
     def write_config(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -143,35 +112,20 @@ class RegistryServer:
             raise TestbedError(f"a registry started from {self.root} is already running (pid {self.pid()})")
         if not self.port:
             self.port = free_port()
-        elif port_in_use(self.port):
-            raise TestbedError(
-                f"port {self.port} on {HOST} is in use: stop what listens there or pick another port "
-                f"(`ss -ltnp 'sport = :{self.port}'` shows it)"
-            )
+        require_free_port(self.port)
         config = self.write_config()
-        args = [proc.which("docker-registry"), "serve", str(config)]
-        print(f"+ {proc.format_command(args)}", file=sys.stderr, flush=True)
-        # A daemon, so not proc.run (which waits for the program to finish).
-        with open(self.log_path, "ab") as log:
-            self._log_start = log.tell()  # the log is kept across restarts: report this run's lines only
-            child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     start_new_session=True)
-        self.pid_path.write_text(str(child.pid))
-        self._wait_ready(child)
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        try:
+            start_daemon([PROGRAM, "serve", str(config)], what=f"{PROGRAM} on {self.address}", program=PROGRAM,
+                         log=self.log_path, ready=self.answers, timeout=self.start_timeout,
+                         record=lambda pid: self.pid_path.write_text(str(pid)))
+        except DaemonExited as exc:
+            self.pid_path.unlink(missing_ok=True)
+            raise TestbedError(f"{PROGRAM} exited with {exc.returncode} at start: {self.log_tail()}") from None
+        except TestbedError:
+            self.stop()
+            raise
         return self
-
-    def _wait_ready(self, child: subprocess.Popen) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if child.poll() is not None:
-                self.pid_path.unlink(missing_ok=True)
-                raise TestbedError(f"docker-registry exited with {child.returncode} at start: {self.log_tail()}")
-            if self.answers():
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise TestbedError(f"docker-registry did not answer on {self.address} within "
-                           f"{self.start_timeout:.0f}s: {self.log_tail()}")
 
     def answers(self) -> bool:
         """True when /v2/ answers like a registry (200, or 401 when auth is on)."""
@@ -183,39 +137,20 @@ class RegistryServer:
         except OSError:
             return False
 
-    def log_tail(self, lines: int = 3) -> str:
-        """The last error lines of this run's log (the registry prints its usage text after a config error)."""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(self._log_start)
-                text = log.read().decode(errors="replace").strip().splitlines()[-50:]
-        except OSError:
-            return "(no log)"
-        errors = [line for line in text if "error" in line.lower()]
-        return " | ".join((errors or text)[-lines:]) + f" (log: {self.log_path})" if text else "(empty log)"
+    def log_tail(self) -> str:
+        return f"{log_tail(self.log_path, self._log_start)} (log: {self.log_path})"
 
     def stop(self, timeout: float = 5.0) -> None:
         pid = self.pid()
-        if pid is None:
-            return
-        if self.running():
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.running() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.running():
-                os.kill(pid, signal.SIGKILL)
-                while self.running():
-                    time.sleep(0.05)
+        if pid is not None:
+            stop_pid(pid, PROGRAM, timeout)
         self.pid_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """SIGKILL, no goodbye: what a crash looks like to clients (the tests use it)."""
         pid = self.pid()
-        if pid is not None and self.running():
-            os.kill(pid, signal.SIGKILL)
-            while self.running():
-                time.sleep(0.02)
+        if pid is not None:
+            stop_pid(pid, PROGRAM, sig=signal.SIGKILL)
         self.pid_path.unlink(missing_ok=True)
 
     def __enter__(self) -> RegistryServer:

@@ -1,0 +1,188 @@
+"""The test bed facade: `gracectl testbed up | status | down`.
+
+`up` makes a Debian machine with no GPU and no internet (only Debian's apt mirror and PyPI) able to run the
+whole pipeline for real: the packages it needs (host.py), dockerd when none answers, a docker-registry on
+127.0.0.1:<registry_port> (registry_server.py), binfmt for arm64, Debian base images for linux/arm64 and
+linux/amd64 (base_images.py), STAND-IN git repositories served by `git daemon` and a package index
+(standins.py), and the mirror file that maps every upstream input of the manifests there (mirror_file.py).
+Every daemon is started, waited for and stopped by processes.py.
+
+State lives in `$GRACECTL_STATE_DIR`, else `.state/testbed/` of the checkout; state.json (state.py) records
+what `up` started, so that `down` stops exactly that and a second `up` changes nothing (warm: under a second).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from gracectl.adapters import docker
+from gracectl.errors import TestbedError
+from gracectl.testbed import host
+from gracectl.testbed.base_images import BaseImages
+from gracectl.testbed.mirror_file import write_mirror
+from gracectl.testbed.processes import HOST, http_ok, pid_alive, start_daemon, stop_pid
+from gracectl.testbed.progress import say, step
+from gracectl.testbed.registry_server import RegistryServer
+from gracectl.testbed.standins import StandIns, git_answers
+from gracectl.testbed.state import State, state_dir
+
+# The daemons the test bed starts itself: pid name in state.json -> the program /proc shows for it
+# (the registry server keeps its own pid file).
+DAEMONS = {"dockerd": "dockerd", "git-daemon": "git", "index": "python"}
+PORTS = {"registry_port": "registry", "git_port": "git-daemon", "index_port": "index"}
+
+
+class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root or state_dir())
+        self.state = State.load(self.root)
+        self.base_images = BaseImages(self.root, self.state)
+        self.standins = StandIns(self.root, self.state)
+
+    @property
+    def mirror_path(self) -> Path:
+        return self.root / "mirror.toml"
+
+    def registry_server(self) -> RegistryServer:
+        return RegistryServer(root=self.root / "registry", port=self.state.registry_port)
+
+    def up(self, registry_port: int | None = None, git_port: int | None = None, index_port: int | None = None) -> State:
+        st = self.state
+        for name, port in (("registry_port", registry_port), ("git_port", git_port), ("index_port", index_port)):
+            if port is not None and port != getattr(st, name):
+                if self.running(PORTS[name]):
+                    raise TestbedError(f"the test bed runs with {name}={getattr(st, name)}: "
+                                       f"`gracectl testbed down` first to change it")
+                setattr(st, name, port)
+        start = time.monotonic()
+        with step("packages"):
+            host.install_packages()
+        with step("dockerd"):
+            self.start_dockerd()
+        with step(f"registry on {st.registry}"):
+            self.start_registry()
+        st.save(self.root)
+        with step("binfmt for arm64"):
+            host.enable_binfmt()
+        self.base_images.build()
+        with step("arm64 runs under qemu"):
+            self.base_images.check_arm64()
+        with step("stand-in git repositories"):
+            self.make_repos()
+            self.start_git_daemon()
+        with step("package index"):
+            self.make_index()
+            self.start_index()
+        self.write_mirror()
+        st.save(self.root)
+        say(f"test bed up in {time.monotonic() - start:.1f}s; mirror file {self.mirror_path}")
+        return st
+
+    # ----------------------------------------------------------------------------------------------------
+    # the daemons
+    def running(self, name: str) -> bool:
+        if name == "registry":
+            return self.registry_server().running()
+        pid = self.state.pids.get(name)
+        return bool(pid) and pid_alive(pid, DAEMONS[name])
+
+    def _start(self, name: str, args: list[str], ready, what: str, *, timeout: float = 20.0, port: int = 0) -> None:
+        def record(pid: int) -> None:  # before waiting: `down` stops a daemon that hangs at start
+            self.state.pids[name] = pid
+            self.state.save(self.root)
+
+        start_daemon(args, what=what, program=DAEMONS[name], log=self.root / f"{name}.log", ready=ready,
+                     timeout=timeout, port=port, record=record)
+
+    def start_dockerd(self) -> None:
+        if docker.answers():
+            say("dockerd answers")
+            return
+        if os.geteuid() != 0:
+            raise TestbedError("no dockerd answers and starting one needs root: run `gracectl testbed up` as root")
+        self._start("dockerd", ["dockerd"], docker.answers, "dockerd", timeout=60)
+
+    def start_registry(self) -> None:
+        server = self.registry_server()
+        if server.running() and server.answers():
+            say(f"registry already runs (pid {server.pid()})")
+        else:
+            server.start()  # TestbedError when the port is taken by something else
+
+    def start_git_daemon(self) -> None:
+        url = self.state.git_url("vllm-project/vllm.git")
+        if self.running("git-daemon") and git_answers(url):
+            say(f"git daemon already runs (pid {self.state.pids['git-daemon']})")
+            return
+        git_root = self.standins.git_root
+        self._start("git-daemon", ["git", "daemon", "--reuseaddr", "--export-all", "--informative-errors",
+                                   f"--listen={HOST}", f"--port={self.state.git_port}", f"--base-path={git_root}",
+                                   str(git_root)], lambda: git_answers(url), "git daemon", port=self.state.git_port)
+
+    def start_index(self) -> None:
+        url = self.state.index_url + "/"
+        if self.running("index") and http_ok(url):
+            say(f"package index already served (pid {self.state.pids['index']})")
+            return
+        self._start("index", [sys.executable, "-m", "http.server", "--bind", HOST, "--directory",
+                              str(self.standins.index_root), str(self.state.index_port)],
+                    lambda: http_ok(url), "package index", port=self.state.index_port)
+
+    # ----------------------------------------------------------------------------------------------------
+    # the stand-ins and the mirror file
+    def make_repos(self) -> None:
+        self.standins.make_repos()
+
+    def add_vllm_commit(self, note: str) -> str:
+        return self.standins.add_vllm_commit(note)
+
+    def make_index(self) -> None:
+        self.standins.make_index()
+
+    def write_mirror(self) -> Path:
+        return write_mirror(self.state, self.mirror_path)
+
+    # ----------------------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        st = self.state
+        server = self.registry_server()
+        dockerd = st.pids.get("dockerd")
+        components = {
+            "dockerd": {"running": docker.answers(), "pid": dockerd,
+                        "started_by_testbed": bool(dockerd) and pid_alive(dockerd, "dockerd")},
+            "registry": {"running": server.running() and server.answers(), "pid": server.pid(),
+                         "address": st.registry, "data": str(server.root / "data")},
+            "git-daemon": {"running": self.running("git-daemon"), "pid": st.pids.get("git-daemon"),
+                           "address": st.git_url()},
+            "index": {"running": self.running("index"), "pid": st.pids.get("index"), "address": st.index_url},
+            "binfmt-arm64": {"running": host.binfmt_enabled()},
+        }
+        registry_up = components["registry"]["running"]
+        return {"state_dir": str(self.root), "components": components,
+                "images": {ref: registry_up and self.base_images.registry_has(ref) for ref in st.images},
+                "repos": st.repos, "vllm_alt_ref": st.vllm_alt_ref,
+                "mirror_file": str(self.mirror_path) if self.mirror_path.exists() else ""}
+
+    def down(self) -> list[str]:
+        """Stop what `up` started (never a dockerd or registry somebody else runs); keeps caches and data."""
+        stopped = []
+        st = self.state
+        for name in ("index", "git-daemon"):
+            pid = st.pids.pop(name, None)
+            if pid and stop_pid(pid, DAEMONS[name]):
+                stopped.append(f"{name} (pid {pid})")
+        server = self.registry_server()
+        if server.running():
+            pid = server.pid()
+            server.stop()
+            stopped.append(f"registry (pid {pid})")
+        pid = st.pids.pop("dockerd", None)
+        if pid and stop_pid(pid, "dockerd", timeout=30):
+            stopped.append(f"dockerd (pid {pid})")
+        st.save(self.root)
+        return stopped

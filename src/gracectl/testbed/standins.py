@@ -1,0 +1,215 @@
+"""STAND-INS for the upstream inputs that cannot be had here: git repositories (vLLM, Triton incl.
+python/triton_kernels, flash-attention, FlashMLA) made from scripts/testbed/standins/, and a PEP 503 package
+index (stand-in torch/triton wheels + the real PyPI wheels the Dockerfile and the smoke suite need).
+
+The stand-in repositories get the same commits on every machine. Like upstream, their tags are fixed: BuildKit
+caches a fetch by its build arguments (repository, ref), so an edit of scripts/testbed/standins/ reaches a
+build only through a new ref (StandIns.add_vllm_commit, or `docker builder prune`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from gracectl.adapters import proc
+from gracectl.errors import GraceError, TestbedError
+from gracectl.plan import DOCKERFILE, REPO_ROOT
+from gracectl.testbed.base_images import PYTHON_VERSION
+from gracectl.testbed.progress import say
+from gracectl.testbed.state import State
+
+STANDINS = REPO_ROOT / "scripts" / "testbed" / "standins"
+# Upstream repository -> (path under the git daemon's base path, stand-in tree under STANDINS)
+STANDIN_REPOS = {
+    "https://github.com/vllm-project/vllm.git": ("vllm-project/vllm.git", "vllm"),
+    "https://github.com/triton-lang/triton.git": ("triton-lang/triton.git", "triton"),
+    "https://github.com/vllm-project/flash-attention.git": ("vllm-project/flash-attention.git", "flash-attention"),
+    "https://github.com/vllm-project/FlashMLA.git": ("vllm-project/FlashMLA.git", "flashmla"),
+}
+STANDIN_WHEELS = {"torch": "2.10.0", "triton": "3.6.0"}
+
+
+# Fixed identity and dates: the stand-in repositories get the same commits on every machine, so the mirror
+# file and BuildKit's cache keys stay the same from one `up` to the next.
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "gracectl testbed", "GIT_AUTHOR_EMAIL": "testbed@gracectl.invalid",
+    "GIT_COMMITTER_NAME": "gracectl testbed", "GIT_COMMITTER_EMAIL": "testbed@gracectl.invalid",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+}
+ALT_VLLM_FILE = "vllm/_testbed_change.py"  # the one file the second vLLM commit adds
+
+
+class StandIns:
+    def __init__(self, root: Path, state: State):
+        self.root, self.state = root, state
+
+    @property
+    def git_root(self) -> Path:
+        return self.root / "git"
+
+    @property
+    def index_root(self) -> Path:
+        return self.root / "index"
+
+    def make_repos(self) -> None:
+        """Bare repositories with deterministic commits; rebuilt only when the stand-in sources change."""
+        fingerprint = tree_hash(STANDINS)
+        if self.state.fingerprints.get("repos") == fingerprint and all(
+                (self.git_root / path).is_dir() for path, _ in STANDIN_REPOS.values()):
+            say("stand-in repositories up to date")
+            return
+        repos: dict[str, dict[str, str]] = {}
+        for url, (path, tree) in STANDIN_REPOS.items():
+            bare = self.git_root / path
+            shutil.rmtree(bare, ignore_errors=True)
+            refs = {}
+            if tree == "vllm":
+                refs["v0.19.0"] = commit_tree(bare, STANDINS / tree, "stand-in vLLM v0.19.0", tag="v0.19.0")
+                change = '"""Test-bed change: the second vLLM commit (one input changed)."""\nCHANGED = True\n'
+                refs["alt"] = commit_tree(bare, STANDINS / tree, "stand-in vLLM: one change after v0.19.0",
+                                          extra={ALT_VLLM_FILE: change})
+                self.state.vllm_alt_ref = refs["alt"]
+            elif tree == "triton":
+                refs["v3.6.0"] = commit_tree(bare, STANDINS / tree, "stand-in Triton v3.6.0", tag="v3.6.0")
+            else:
+                refs["commit"] = commit_tree(bare, STANDINS / tree, f"stand-in {tree}")
+            repos[url] = refs
+        self.state.repos = repos
+        self.state.fingerprints["repos"] = fingerprint
+        self.state.save(self.root)
+
+    def add_vllm_commit(self, note: str) -> str:
+        """A new commit in the stand-in vLLM repository (v0.19.0 plus one file saying `note`), for a rebuild
+        with only the vLLM ref changed that no earlier build has cached. Returns the commit."""
+        bare = self.git_root / STANDIN_REPOS["https://github.com/vllm-project/vllm.git"][0]
+        if not bare.is_dir():
+            raise TestbedError("the stand-in vLLM repository is missing: run `gracectl testbed up`")
+        change = f'"""Test-bed change: {note}"""\nNOTE = {note!r}\n'
+        return commit_tree(bare, STANDINS / "vllm", f"stand-in vLLM: {note}", extra={ALT_VLLM_FILE: change})
+
+    def make_index(self) -> None:
+        """PEP 503 layout: index/simple/<project>/{index.html, *.whl}."""
+        simple = self.index_root / "simple"
+        requirements = pypi_requirements()
+        fingerprint = hashlib.sha256((tree_hash(STANDINS / "wheels") + json.dumps(requirements)
+                                      + (REPO_ROOT / "smoke_tests" / "requirements.txt").read_text()).encode()
+                                     ).hexdigest()
+        if self.state.fingerprints.get("index") == fingerprint and (simple / "index.html").exists():
+            say("package index up to date")
+            return
+        wheels = self.root / "wheels"
+        shutil.rmtree(wheels, ignore_errors=True)
+        wheels.mkdir(parents=True)
+        for name, version in STANDIN_WHEELS.items():
+            write_wheel(wheels, name, version, STANDINS / "wheels" / name,
+                        summary=f"STAND-IN for {name} {version} (gracectl test bed): no real {name} inside")
+        # Pure-python wheels that run on both arches and the images' Python; --isolated: not this host's pip
+        # configuration (find-links, extra indexes), only PyPI or PIP_INDEX_URL.
+        proc.run([sys.executable, "-m", "pip", "download", "--isolated", "--only-binary=:all:",
+                  "--platform", "any", "--python-version", PYTHON_VERSION, "--implementation", "py",
+                  "-d", str(wheels), *requirements], timeout=600)
+        shutil.rmtree(simple, ignore_errors=True)
+        projects: dict[str, list[Path]] = {}
+        for whl in sorted(wheels.glob("*.whl")):
+            projects.setdefault(normalize(whl.name.split("-")[0]), []).append(whl)
+        for project, files in projects.items():
+            d = simple / project
+            d.mkdir(parents=True)
+            links = []
+            for whl in files:
+                shutil.copyfile(whl, d / whl.name)
+                digest = hashlib.sha256(whl.read_bytes()).hexdigest()
+                links.append(f'<a href="{whl.name}#sha256={digest}">{whl.name}</a><br>')
+            (d / "index.html").write_text(html(project, links))
+        (simple / "index.html").write_text(html("simple", [f'<a href="{p}/">{p}</a><br>' for p in projects]))
+        self.state.fingerprints["index"] = fingerprint
+        self.state.save(self.root)
+
+
+def pypi_requirements() -> list[str]:
+    """Real wheels from PyPI: the build tools at the versions vllm/Dockerfile pins, and the smoke suite's needs."""
+    text = DOCKERFILE.read_text()
+    pins = []
+    for arg, project in (("SETUPTOOLS_VERSION", "setuptools"), ("WHEEL_VERSION", "wheel")):
+        m = re.search(rf"^ARG {arg}=(\S+)", text, re.M)
+        pins.append(f"{project}=={m.group(1)}" if m else project)
+    return [*pins, "-r", str(REPO_ROOT / "smoke_tests" / "requirements.txt")]
+
+
+def git_answers(url: str) -> bool:
+    try:
+        proc.run(["git", "ls-remote", url], echo=False, timeout=10)
+        return True
+    except GraceError:
+        return False
+
+
+def tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def commit_tree(bare: Path, tree: Path, message: str, tag: str = "", extra: dict[str, str] | None = None) -> str:
+    """Commit `tree` (+ `extra` files) on top of the bare repo's main branch; returns the commit."""
+    env = GIT_ENV
+    if not bare.exists():
+        proc.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(bare)], env=env, echo=False)
+        # fetch-source fetches by commit (flash-attn/flashmla pins): the server must allow any SHA-1.
+        proc.run(["git", "-C", str(bare), "config", "uploadpack.allowAnySHA1InWant", "true"], env=env, echo=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        shutil.copytree(tree, work, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for rel, text in (extra or {}).items():
+            (work / rel).write_text(text)
+        git = ["git", f"--git-dir={bare}", f"--work-tree={work}"]
+        proc.run([*git, "add", "-A", "."], env=env, echo=False)
+        proc.run([*git, "commit", "-q", "-m", message], env=env, echo=False)
+    if tag:
+        proc.run(["git", "-C", str(bare), "tag", tag], env=env, echo=False)
+    return proc.run(["git", "-C", str(bare), "rev-parse", "HEAD"], env=env, echo=False).stdout.strip()
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def html(title: str, links: list[str]) -> str:
+    return f"<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>\n" + "\n".join(links) + "\n</body></html>\n"
+
+
+def write_wheel(dest: Path, name: str, version: str, src: Path, summary: str) -> Path:
+    """A pure-python py3-none-any wheel of the package directory src/<name>, byte-for-byte reproducible."""
+    dist = f"{name}-{version}"
+    files: dict[str, bytes] = {}
+    for p in sorted((src / name).rglob("*.py")):
+        files[str(p.relative_to(src))] = p.read_bytes()
+    files[f"{dist}.dist-info/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: {summary}\n").encode()
+    files[f"{dist}.dist-info/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: gracectl-testbed\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = io.StringIO()
+    for path, data in files.items():
+        digest = hashlib.sha256(data).digest()
+        b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record.write(f"{path},sha256={b64},{len(data)}\n")
+    record.write(f"{dist}.dist-info/RECORD,,\n")
+    files[f"{dist}.dist-info/RECORD"] = record.getvalue().encode()
+    whl = dest / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        for path, data in files.items():
+            info = zipfile.ZipInfo(path, date_time=(2026, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, data, zipfile.ZIP_DEFLATED)
+    return whl

@@ -1,0 +1,63 @@
+"""What `gracectl testbed up` did (<state dir>/state.json): `down` stops exactly the pids recorded here, and a
+second `up` rebuilds only what changed (cache keys and content fingerprints)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gracectl.errors import TestbedError
+from gracectl.plan import REPO_ROOT
+from gracectl.testbed.processes import HOST
+
+SUITE = "bookworm"  # Debian suite of the base images
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("GRACECTL_STATE_DIR") or REPO_ROOT / ".state" / "testbed")
+
+
+@dataclass
+class State:
+    registry_port: int = 5000
+    git_port: int = 9418
+    index_port: int = 5080
+    # component -> pid started by us (dockerd, git-daemon, index); the registry server keeps its own pid file
+    pids: dict[str, int] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)  # pushed image ref -> cache key it was built from
+    repos: dict[str, dict[str, str]] = field(default_factory=dict)  # upstream url -> {ref name: commit}
+    fingerprints: dict[str, str] = field(default_factory=dict)  # repos/index content -> hash (rebuild on change)
+    vllm_alt_ref: str = ""  # the second vLLM commit (one input changed)
+    mirror_file: str = ""
+
+    @classmethod
+    def load(cls, root: Path) -> State:
+        try:
+            state = cls(**json.loads((root / "state.json").read_text()))
+        except FileNotFoundError:
+            return cls()
+        except (ValueError, TypeError) as exc:
+            raise TestbedError(f"{root / 'state.json'} is damaged ({exc}): run `gracectl testbed down` "
+                               f"and remove it") from None
+        state.pids.pop("registry", None)  # written by earlier versions: registry.pid is the one record of it
+        return state
+
+    def save(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "state.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @property
+    def registry(self) -> str:
+        return f"{HOST}:{self.registry_port}"
+
+    @property
+    def index_url(self) -> str:
+        return f"http://{HOST}:{self.index_port}/simple"
+
+    def git_url(self, path: str = "") -> str:
+        return f"git://{HOST}:{self.git_port}/{path}"
+
+    def base_image(self, flavour: str) -> str:
+        return f"{self.registry}/testbed/{flavour}:{SUITE}"
