@@ -32,6 +32,10 @@ EXPECT_KEYS = {
     "triton": ("triton", "io.gracectl.version.triton"),
     "vllm": ("vllm", "io.gracectl.version.vllm"),
     "triton_kernels": ("triton_kernels", "io.gracectl.triton_kernels"),
+    "torchvision": ("torchvision", "io.gracectl.version.torchvision"),
+    "torchaudio": ("torchaudio", "io.gracectl.version.torchaudio"),
+    "flashinfer": ("flashinfer", "io.gracectl.version.flashinfer"),
+    "cuda_runtime_packages": ("cuda_runtime_packages",),  # image.json only: what the build installed
 }
 
 

@@ -45,7 +45,8 @@ def test_stage_graph_is_the_plans():
 
 
 def test_one_stage_per_component():
-    for stage in ("build-triton", "build-triton-kernels", "build-flash-attn", "build-flashmla", "build-vllm"):
+    for stage in ("build-triton", "build-triton-kernels", "build-flash-attn", "build-flashmla", "build-cutlass",
+                  "build-qutlass", "build-deepgemm", "build-vllm"):
         assert stage in DF.stages
 
 
@@ -106,23 +107,77 @@ def test_final_stage_installs_the_choice_into_the_pinned_pythons_venv():
 
 
 def test_vllm_build_fetches_nothing_itself():
+    # Every source vLLM's cmake would fetch comes from a pinned stage (tests/integration/test_vllm_sources.py
+    # checks this list against vLLM's real cmake files), and any other fetch fails the build.
     step = next(r for r in DF.stages["build-vllm"].runs if "pip wheel" in r)
-    for env in ("TRITON_KERNELS_SRC_DIR=", "VLLM_FLASH_ATTN_SRC_DIR=", "FLASH_MLA_SRC_DIR="):
+    for env in ("TRITON_KERNELS_SRC_DIR=", "VLLM_FLASH_ATTN_SRC_DIR=", "FLASH_MLA_SRC_DIR=", "VLLM_CUTLASS_SRC_DIR=",
+                "QUTLASS_SRC_DIR="):
         assert env in step
+    assert 'CMAKE_ARGS="-DFETCHCONTENT_FULLY_DISCONNECTED=ON"' in step
     assert "--no-build-isolation" in step
 
 
-def test_final_image_has_no_toolchain_or_build_cache():
+def test_vllm_build_is_release_with_the_manifests_parallelism():
+    step = next(r for r in DF.stages["build-vllm"].runs if "pip wheel" in r)
+    for env in ('CMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE}"', 'MAX_JOBS="${MAX_JOBS}"', 'NVCC_THREADS="${NVCC_THREADS}"'):
+        assert env in step
+    args = plan("v0.19.0-tfa").build_args
+    assert args["CMAKE_BUILD_TYPE"] == "Release"
+    # setup.py runs ninja -j(MAX_JOBS / NVCC_THREADS), each nvcc with NVCC_THREADS threads: 66 of 72 Grace cores.
+    assert int(args["MAX_JOBS"]) // int(args["NVCC_THREADS"]) * int(args["NVCC_THREADS"]) == 66
+
+
+def test_built_wheels_are_checked_for_what_optional_steps_drop():
+    vllm_step = next(r for r in DF.stages["build-vllm"].runs if "pip wheel" in r)
+    assert "check-wheel /wheels/vllm vllm/third_party/triton_kernels/matmul_ogs.py" in vllm_step
+    assert "vllm/transformers_utils/chat_templates/*.jinja" in vllm_step
+    # The vLLM source keeps its shallow .git for setuptools-scm's file finder.
+    assert any(r.startswith('fetch-source --keep-git "$VLLM_REPO"') for r in DF.stages["build-vllm"].runs)
+
+
+def test_no_step_hides_a_failure_behind_a_semicolon():
+    # `a; b` under `bash -o pipefail -c` exits with b's status: a failed download followed by `ls` passes.
+    for name, stage in DF.stages.items():
+        for run in stage.runs:
+            code = re.sub(r"'[^']*'|\"[^\"]*\"", "''", run.replace("\\\n", " "))
+            for after in re.findall(r";\s*(\S+)", code):
+                assert after in ("then", "else", "elif", "fi", "do", "done"), (
+                    f"{name}: ';' joins commands (use &&): {run[:160]}")
+
+
+def test_final_image_keeps_what_runtime_jit_and_serving_need_but_no_build_cache():
+    # vLLM's own final image keeps a compiler and Python headers (Triton's launcher stub, Inductor), nvcc and
+    # CUDA dev libraries (FlashInfer, DeepGEMM JIT), libibverbs (NCCL over InfiniBand) and media libraries.
+    base_install = next(r for r in DF.stages["base"].runs if "apt-ensure" in r)
+    for pkg in ('"python${PYTHON_VERSION}-dev"', "gcc", "g++", "libc6-dev", "libibverbs1", "ibverbs-providers",
+                "ffmpeg", "libgl1", '"${cuda_packages[@]}"'):
+        assert pkg in base_install, f"the final image's base lacks {pkg}"
+    assert "nvcc" in plan("v0.19.0-tfa").build_args["CUDA_RUNTIME_PACKAGES"]
     final_closure = stage_closure({n: list(d) for n, d in STAGE_GRAPH.items()}, "base")
     assert final_closure == ["base"]  # the final image's own layers come from the runtime base only
     for run in DF.stages[FINAL_STAGE].runs + DF.stages["base"].runs:
-        assert "build-essential" not in run and "ccache" not in run
+        assert "ccache" not in run
         if "pip install" in run:
             assert "--mount=type=cache,target=/root/.cache/pip" in run
     assert 'ENTRYPOINT ["vllm", "serve"]' in TEXT
+    assert "VLLM_USAGE_SOURCE=production-docker-image" in TEXT
+
+
+def test_final_image_installs_flashinfer_jit_cache_and_deepgemm():
+    install = next(r for r in DF.stages[FINAL_STAGE].runs if "pip install" in r)
+    assert '"flashinfer-jit-cache==${FLASHINFER_VERSION}"' in install
+    assert '--extra-index-url "${FLASHINFER_INDEX_URL}"' in install
+    assert "/wheels/deepgemm/*.whl" in install
+    assert any("flashinfer-prefetch.py" in r and 'FLASHINFER_CUBINS_REPOSITORY="${FLASHINFER_CUBINS_URL}"' in r
+               for r in DF.stages[FINAL_STAGE].runs)
 
 
 def test_torch_comes_from_the_torch_index():
     runs = " ".join(DF.stages["build-base"].runs + DF.stages[FINAL_STAGE].runs)
     assert '"torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in runs
     assert '--extra-index-url "${TORCH_INDEX_URL}"' in runs
+    # The self-built vLLM wheel no longer names them (use_existing_torch.py): the final stage pins them itself.
+    install = next(r for r in DF.stages[FINAL_STAGE].runs if "pip install" in r)
+    assert '"torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCHAUDIO_VERSION}"' in install
+    # With the local version, an index's CPU build of the same public version can never be picked.
+    assert plan("v0.19.0-tfa").build_args["TORCH_VERSION"].endswith("+cu129")

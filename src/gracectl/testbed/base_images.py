@@ -22,10 +22,13 @@ from gracectl.testbed.state import SUITE, State
 
 ARCHES = ("arm64", "amd64")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-# Runtime base: Python, venv, git, CA certificates. Build base: the same plus what the Dockerfile's build-base
-# stage would otherwise apt-get install under qemu on every cold build cache (minutes, every time).
+# Both bases carry what the Dockerfile's apt-ensure would otherwise install under qemu on every cold build cache
+# (minutes, every time). Runtime base: the final image's runtime prerequisites (Python + headers, a C compiler
+# for Triton's launcher stub, libibverbs for NCCL over InfiniBand, media libraries) as vllm/Dockerfile's base
+# stage lists them. Build base: Python, headers, git and the toolchain.
 BASE_INCLUDES = {
-    "runtime-base": "python3,python3-venv,git,ca-certificates",
+    "runtime-base": "python3,python3-venv,python3.11-dev,git,ca-certificates,gcc,g++,libc6-dev,libibverbs1,"
+                    "ibverbs-providers,ffmpeg,libsm6,libxext6,libgl1",
     "build-base": "python3,python3-venv,python3-dev,git,ca-certificates,build-essential,ccache",
 }
 PYTHON_VERSION = "3.11"  # Debian bookworm's python3

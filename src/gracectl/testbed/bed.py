@@ -22,7 +22,9 @@ from gracectl.adapters import docker
 from gracectl.errors import TestbedError
 from gracectl.testbed import host
 from gracectl.testbed.base_images import BaseImages
+from gracectl.manifest import load_release, release_names
 from gracectl.testbed.mirror_file import write_mirror
+from gracectl.testbed.upstream import vllm_sdist
 from gracectl.testbed.processes import HOST, http_ok, pid_alive, start_daemon, stop_pid
 from gracectl.testbed.progress import say, step
 from gracectl.testbed.registry_server import RegistryServer
@@ -78,6 +80,9 @@ class Testbed:
         with step("package index"):
             self.make_index()
             self.start_index()
+        with step("upstream vLLM source release"):
+            for version in sorted({load_release(n).sources.vllm.ref.removeprefix("v") for n in release_names()}):
+                vllm_sdist(self.root, version)
         self.write_mirror()
         st.save(self.root)
         say(f"test bed up in {time.monotonic() - start:.1f}s; mirror file {self.mirror_path}")

@@ -1,6 +1,8 @@
 """STAND-INS for the upstream inputs that cannot be had here: git repositories (vLLM, Triton incl.
-python/triton_kernels, flash-attention, FlashMLA) made from scripts/testbed/standins/, and a PEP 503 package
-index (stand-in torch/triton wheels + the real PyPI wheels the Dockerfile and the smoke suite need).
+python/triton_kernels, flash-attention, FlashMLA, CUTLASS, qutlass, DeepGEMM) made from scripts/testbed/standins/,
+and a PEP 503 package index: stand-in wheels for what only the PyTorch and FlashInfer indexes carry (CUDA torch,
+torchvision, torchaudio, flashinfer-jit-cache), next to REAL PyPI wheels (triton 3.6.0 for both arches, the
+build tools, the smoke suite's needs).
 
 The stand-in repositories get the same commits on every machine. Like upstream, their tags are fixed: BuildKit
 caches a fetch by its build arguments (repository, ref), so an edit of scripts/testbed/standins/ reaches a
@@ -34,8 +36,19 @@ STANDIN_REPOS = {
     "https://github.com/triton-lang/triton.git": ("triton-lang/triton.git", "triton"),
     "https://github.com/vllm-project/flash-attention.git": ("vllm-project/flash-attention.git", "flash-attention"),
     "https://github.com/vllm-project/FlashMLA.git": ("vllm-project/FlashMLA.git", "flashmla"),
+    "https://github.com/NVIDIA/cutlass.git": ("NVIDIA/cutlass.git", "cutlass"),
+    "https://github.com/IST-DASLab/qutlass.git": ("IST-DASLab/qutlass.git", "qutlass"),
+    "https://github.com/deepseek-ai/DeepGEMM.git": ("deepseek-ai/DeepGEMM.git", "deepgemm"),
 }
-STANDIN_WHEELS = {"torch": "2.10.0", "triton": "3.6.0"}
+# The release tag each stand-in repository carries (the others are pinned by commit, mapped in [refs]).
+STANDIN_TAGS = {"vllm": "v0.19.0", "triton": "v3.6.0", "cutlass": "v4.2.1"}
+# Only on indexes this machine cannot reach (PyTorch's, FlashInfer's): stand-in wheels of the same versions.
+STANDIN_WHEELS = {"torch": "2.10.0+cu129", "torchvision": "0.25.0+cu129", "torchaudio": "2.10.0+cu129",
+                  "flashinfer_jit_cache": "0.6.6"}
+# Real platform wheels from PyPI for the images' Python on both arches (the images run the real Triton, so
+# Triton's own C-stub build runs in the smoke suite).
+REAL_PLATFORM_WHEELS = ["triton==3.6.0"]
+WHEEL_PLATFORMS = ("manylinux_2_27_aarch64", "manylinux_2_27_x86_64")
 
 
 # Fixed identity and dates: the stand-in repositories get the same commits on every machine, so the mirror
@@ -73,16 +86,16 @@ class StandIns:
             bare = self.git_root / path
             shutil.rmtree(bare, ignore_errors=True)
             refs = {}
+            tag = STANDIN_TAGS.get(tree)
+            if tag:
+                refs[tag] = commit_tree(bare, STANDINS / tree, f"stand-in {tree} {tag}", tag=tag)
+            else:
+                refs["commit"] = commit_tree(bare, STANDINS / tree, f"stand-in {tree}")
             if tree == "vllm":
-                refs["v0.19.0"] = commit_tree(bare, STANDINS / tree, "stand-in vLLM v0.19.0", tag="v0.19.0")
                 change = '"""Test-bed change: the second vLLM commit (one input changed)."""\nCHANGED = True\n'
                 refs["alt"] = commit_tree(bare, STANDINS / tree, "stand-in vLLM: one change after v0.19.0",
                                           extra={ALT_VLLM_FILE: change})
                 self.state.vllm_alt_ref = refs["alt"]
-            elif tree == "triton":
-                refs["v3.6.0"] = commit_tree(bare, STANDINS / tree, "stand-in Triton v3.6.0", tag="v3.6.0")
-            else:
-                refs["commit"] = commit_tree(bare, STANDINS / tree, f"stand-in {tree}")
             repos[url] = refs
         self.state.repos = repos
         self.state.fingerprints["repos"] = fingerprint
@@ -102,6 +115,7 @@ class StandIns:
         simple = self.index_root / "simple"
         requirements = pypi_requirements()
         fingerprint = hashlib.sha256((tree_hash(STANDINS / "wheels") + json.dumps(requirements)
+                                      + json.dumps([REAL_PLATFORM_WHEELS, WHEEL_PLATFORMS])
                                       + (REPO_ROOT / "smoke_tests" / "requirements.txt").read_text()).encode()
                                      ).hexdigest()
         if self.state.fingerprints.get("index") == fingerprint and (simple / "index.html").exists():
@@ -113,6 +127,13 @@ class StandIns:
         for name, version in STANDIN_WHEELS.items():
             write_wheel(wheels, name, version, STANDINS / "wheels" / name,
                         summary=f"STAND-IN for {name} {version} (gracectl test bed): no real {name} inside")
+        for platform in WHEEL_PLATFORMS:  # cached outside the clone: ~176 MB each, downloaded once
+            cache = self.root / "wheel-cache"
+            proc.run([sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
+                      "--platform", platform, "--python-version", PYTHON_VERSION, "--implementation", "cp",
+                      "-d", str(cache), *REAL_PLATFORM_WHEELS], timeout=1800)
+            for whl in cache.glob("*.whl"):
+                shutil.copyfile(whl, wheels / whl.name)
         # Pure-python wheels that run on both arches and the images' Python; --isolated: not this host's pip
         # configuration (find-links, extra indexes), only PyPI or PIP_INDEX_URL.
         proc.run([sys.executable, "-m", "pip", "download", "--isolated", "--only-binary=:all:",
@@ -143,6 +164,9 @@ def pypi_requirements() -> list[str]:
     for arg, project in (("SETUPTOOLS_VERSION", "setuptools"), ("WHEEL_VERSION", "wheel")):
         m = re.search(rf"^ARG {arg}=(\S+)", text, re.M)
         pins.append(f"{project}=={m.group(1)}" if m else project)
+    # What the stand-in vLLM's requirements/build.txt asks for besides torch (setuptools-scm: its file finder).
+    build_txt = (STANDINS / "vllm" / "requirements" / "build.txt").read_text().splitlines()
+    pins += [line for line in build_txt if line.startswith("setuptools-scm")]
     return [*pins, "-r", str(REPO_ROOT / "smoke_tests" / "requirements.txt")]
 
 
