@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from gracectl.build import build, rebuilt_stages
-from gracectl.commands.plan import plan_for
+from gracectl.plan import plan_for
 from gracectl.errors import GraceError, TestbedError
 from gracectl.testbed import Testbed
 

@@ -15,26 +15,33 @@ tests/unit/test_jenkinsfile.py runs the Jenkinsfile in a Groovy harness and chec
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gracectl import ci
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
 from gracectl.plan import lint_dockerfile, plan_for
 from gracectl.records import write_json
+from gracectl.smoke import LEVEL_CHOICES as SMOKE_LEVELS
 from gracectl.smoke import RUN_LABEL
 
-DEFAULT_WORKDIR = Path("gracectl-out")
 ACTIONS = ("build", "rollback")
-SMOKE_LEVELS = ("imports", "kernels", "engine", "server", "all")
-# Plain-text file in the work dir naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to
-# take `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.
-MOVING_TAG_FILE = "moving-tag"
-SMOKE_JUNIT_FILE = "smoke-junit.xml"
-BUILD_LOG_FILE = "build.log"
 PASSED, FAILED = "passed", "failed"
+
+# The work directory and its files: the stages write them, Jenkins archives them, and `gracectl build`,
+# `smoke` and `bench` default their outputs to them. (The Jenkinsfile's copies: tests/unit/test_shared_lists.py.)
+DEFAULT_WORKDIR = Path("gracectl-out")
+PLAN_FILE = "plan.json"
+BUILD_RECORD_FILE = "build-record.json"
+BUILD_LOG_FILE = "build.log"
+SMOKE_RECORD_FILE = "smoke-record.json"
+SMOKE_JUNIT_FILE = "smoke-junit.xml"
+BENCH_RECORD_FILE = "bench-record.json"
+# Plain-text file naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to take
+# `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.
+MOVING_TAG_FILE = "moving-tag"
 
 
 def _truthy(value: str | bool | None) -> bool:
@@ -50,7 +57,7 @@ def _truthy(value: str | bool | None) -> bool:
 
 @dataclass(frozen=True)
 class Params:
-    """The job's parameters (Jenkins passes them as environment variables; CLI options override)."""
+    """The job's parameters (the CI passes them as environment variables, see gracectl.ci; CLI options override)."""
 
     release: str = ""
     action: str = "build"
@@ -62,7 +69,7 @@ class Params:
     push: bool = False
     promote: bool = False
     rollback_to: str = ""  # IMAGE@sha256:..., a build tag, or empty for the previous entry of the history
-    run_id: str = ""  # labels the containers this run starts (Jenkins: BUILD_TAG)
+    run_id: str = ""  # labels the containers this run starts (default: the CI's, see gracectl.ci)
     mirror: str = ""  # mirror file (gracectl.mirrors), empty for upstream
     smoke_gpus: str = "all"  # "none" on a machine without GPUs (the CPU test bed)
 
@@ -78,20 +85,12 @@ class Params:
         if (self.push or self.action == "rollback") and not self.registry:
             raise UsageError("pushing, promoting and rolling back need a registry: set REGISTRY or --registry")
 
-    # Environment variable -> field; what Jenkins parameters (and the job's environment) turn into.
-    ENV = {"RELEASE": "release", "ACTION": "action", "VLLM_REF": "vllm_ref", "IMAGE_TAG": "image_tag",
-           "BUILD_NUMBER": "build_number", "REGISTRY": "registry", "SMOKE_LEVEL": "smoke_level",
-           "PUSH": "push", "PROMOTE": "promote", "ROLLBACK_TO": "rollback_to", "GRACECTL_RUN_ID": "run_id",
-           "GRACECTL_MIRROR": "mirror",
-           "GRACECTL_SMOKE_GPUS": "smoke_gpus"}
+    ENV = ci.PARAMETERS  # environment variable -> field (the job's parameters; gracectl.ci reads them)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Params:
-        """Fields from `env` (default os.environ), then `overrides` that are not None win."""
-        env = os.environ if env is None else env
-        values: dict = {name: env[var] for var, name in cls.ENV.items() if env.get(var, "") != ""}
-        if "run_id" not in values and env.get("BUILD_TAG"):
-            values["run_id"] = env["BUILD_TAG"]  # jenkins-<job>-<number>, set by Jenkins on every build
+        """Fields from `env` (default os.environ) through the CI seam, then `overrides` that are not None win."""
+        values: dict = ci.job_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         for flag in ("push", "promote"):
             if flag in values:
@@ -134,6 +133,19 @@ class Context:
         return self.params.run_id or self.output("plan")["run_id"]
 
 
+# --- the run id: labels the containers a run starts (smoke.RUN_LABEL) ------------------------------------
+
+
+def new_run_id(params: Params) -> str:
+    """The run id the plan stage records: the job's (parameter or CI), else a fresh local one."""
+    return params.run_id or f"local-{uuid.uuid4().hex[:12]}"
+
+
+def find_run_id(run_id: str = "", workdir: Path = DEFAULT_WORKDIR) -> str:
+    """The run id to clean up after: given, else the job's environment, else the one the plan stage recorded."""
+    return run_id or ci.run_id() or _read_json(workdir / PLAN_FILE).get("run_id", "")
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -159,7 +171,7 @@ def run_plan(ctx: Context) -> dict:
     if p.action == "build":
         lint_dockerfile()
     ctx.path(MOVING_TAG_FILE).write_text(plan.moving_tag + "\n")
-    return {"params": asdict(p), "run_id": p.run_id or f"local-{uuid.uuid4().hex[:12]}", "plan": plan.to_dict(),
+    return {"params": asdict(p), "run_id": new_run_id(p), "plan": plan.to_dict(),
             "moving_tag": plan.moving_tag, "build_tag": plan.build_tag}
 
 
@@ -241,12 +253,12 @@ def _build(p: Params) -> bool:
 
 STAGES: tuple[Stage, ...] = (
     Stage("plan", "resolve the release manifest into the build plan (tags, pins, build command); lint the "
-          "Dockerfile", run_plan, lambda p: True, output="plan.json"),
+          "Dockerfile", run_plan, lambda p: True, output=PLAN_FILE),
     Stage("build", "build the linux/arm64 image locally (BuildKit, cache shared through the registry); write "
           "the build record and log",
-          run_build, _build, needs=("plan",), output="build-record.json"),
+          run_build, _build, needs=("plan",), output=BUILD_RECORD_FILE),
     Stage("smoke", "run the smoke suite in the built image on the GPU at SMOKE_LEVEL; smoke record + JUnit XML",
-          run_smoke, _build, needs=("plan", "build"), output="smoke-record.json"),
+          run_smoke, _build, needs=("plan", "build"), output=SMOKE_RECORD_FILE),
     Stage("push", "push under the immutable build tag; store the smoke record with the pushed digest",
           run_push, lambda p: _build(p) and p.push, needs=("plan", "build", "smoke"), output="push-record.json"),
     Stage("promote", "move the release's tag to the pushed digest (needs a passing smoke record for it)",

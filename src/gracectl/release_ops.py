@@ -48,6 +48,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gracectl import ci
 from gracectl.adapters.registry import (
     DIGEST_RE,
     Credentials,
@@ -79,9 +80,9 @@ def short(digest: str | None) -> str:
 
 
 def actor() -> str:
-    """Who does it: GRACECTL_ACTOR, else user@host; a Jenkins build adds its URL."""
+    """Who does it: GRACECTL_ACTOR, else user@host; a CI build adds its URL (gracectl.ci)."""
     who = os.environ.get("GRACECTL_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
-    return f"{who} ({os.environ['BUILD_URL']})" if os.environ.get("BUILD_URL") else who
+    return f"{who} ({ci.build_url()})" if ci.build_url() else who
 
 
 def moving_tag_name(tag: str) -> str:

@@ -23,7 +23,10 @@ from gracectl.records import utc_now, write_json
 
 SUITE_IN_IMAGE = "/opt/gracectl/smoke_tests"
 OUT_IN_CONTAINER = "/gracectl-out"
+# THE smoke levels: one pytest marker each (smoke_tests/pytest.ini), the Jenkinsfile's SMOKE_LEVEL choices are
+# LEVEL_CHOICES; tests/unit/test_shared_lists.py holds both copies to this.
 LEVELS = ("imports", "kernels", "engine", "server")
+LEVEL_CHOICES = (*LEVELS, "all")
 GPUS = ("all", "none")
 # Containers a pipeline run starts carry this label with the run id; `gracectl ci cleanup` removes exactly those.
 RUN_LABEL = "io.gracectl.run"
@@ -37,7 +40,7 @@ def marker_expression(level: str) -> str:
     if level == "all":
         return " or ".join(LEVELS)
     if level not in LEVELS:
-        raise UsageError(f"unknown smoke level {level!r}: choose one of {', '.join((*LEVELS, 'all'))}")
+        raise UsageError(f"unknown smoke level {level!r}: choose one of {', '.join(LEVEL_CHOICES)}")
     return level
 
 

@@ -13,15 +13,16 @@ from rich.table import Table
 from gracectl.adapters import docker
 from gracectl.build import BuildResult, compare, layers, read_record, shorten
 from gracectl.build import build as run_build
-from gracectl.commands.plan import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmRefOpt,
-                                    plan_for)
+from gracectl.commands.options import BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmRefOpt
 from gracectl.errors import GraceError, UsageError
+from gracectl.pipeline import BUILD_RECORD_FILE, DEFAULT_WORKDIR
+from gracectl.plan import plan_for
 from gracectl.records import write_json
 from gracectl.release_ops import publish
 
 out = Console(stderr=True)  # `build` reports on stderr: its stdout stays free for scripts
 report_out = Console(width=None if sys.stdout.isatty() else 150)
-DEFAULT_RECORD = Path("gracectl-out") / "build-record.json"
+DEFAULT_RECORD = DEFAULT_WORKDIR / BUILD_RECORD_FILE
 
 
 def stage_table(record: dict, title: str) -> Table:
@@ -46,64 +47,67 @@ def push_build(result: BuildResult) -> None:
         write_json(result.record_path, rec)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def build(
-        release: ReleaseArg,
-        platform: Annotated[str, typer.Option("--platform", help="override the release's platform")] = "",
-        push: Annotated[bool, typer.Option("--push", help="push under the immutable build tag (by digest)")] = False,
-        mirror: MirrorOpt = None,
-        vllm_ref: VllmRefOpt = "",
-        image_tag: ImageTagOpt = "",
-        build_number: BuildNumberOpt = 0,
-        registry: RegistryOpt = "",
-        record: Annotated[Optional[Path], typer.Option("--record", help="build record JSON")] = None,
-    ) -> None:
-        """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record."""
-        plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry)
-        if platform:
-            if platform not in ("linux/arm64", "linux/amd64"):
-                raise UsageError(f"--platform must be linux/arm64 or linux/amd64, got {platform!r}")
-            plan.platform = platform
-        if push and not registry:
-            raise UsageError("--push needs --registry HOST:PORT (or GRACECTL_REGISTRY): where to push")
-        result = run_build(plan, record_path=record or DEFAULT_RECORD, mirror_file=str(mirror) if mirror else "")
-        rec = result.record
-        if push:
-            push_build(result)
-        out.print(stage_table(rec, f"{rec['image']} built in {rec['seconds']:.1f}s"))
-        out.print(f"image {rec['image_id']} ({rec['size'] / 1e6:.1f} MB)"
-                  + (f", pushed {rec['pushed']}" if rec.get("pushed") else "")
-                  + f"; record {result.record_path}; log {rec['log']}", highlight=False)
+app = typer.Typer()
 
-    @app.command()
-    def report(
-        records: Annotated[List[Path], typer.Argument(help="build record JSON files (gracectl build --record)")],
-        show_layers: Annotated[bool, typer.Option("--layers/--no-layers", help="final image size by layer")] = True,
-    ) -> None:
-        """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds."""
-        recs = [read_record(p) for p in records]
-        for path, rec in zip(records, recs):
-            report_out.print(stage_table(rec, f"{path}: {rec['image']} {rec.get('status')} in {rec.get('seconds', 0):.1f}s, "
-                                       f"{rec.get('size', 0) / 1e6:.1f} MB"))
-            if show_layers and rec.get("image_id") and docker.inspect_image(rec["image_id"]):
-                table = Table("MB", "layer made by", title=f"layers of {rec['image_id'][:19]}", title_justify="left")
-                for layer in layers(rec["image_id"]):
-                    if layer["size"]:
-                        table.add_row(f"{layer['size'] / 1e6:.1f}", shorten(layer["created_by"], 110))
-                report_out.print(table)
-        for a, b in zip(recs, recs[1:]):
-            diff = compare(a, b)
-            title = f"{a['image']} -> {b['image']}"
-            table = Table("stage", "A s", "A cache", "B s", "B cache", title=title, title_justify="left")
-            for name, s in diff["stages"].items():
-                cells = []
-                for side in (s["a"], s["b"]):
-                    cells += [f"{side['seconds']:.1f}", "hit" if side["cache_hit"] else "miss"] if side else ["-", "-"]
-                table.add_row(name, *cells)
+
+@app.command()
+def build(
+    release: ReleaseArg,
+    platform: Annotated[str, typer.Option("--platform", help="override the release's platform")] = "",
+    push: Annotated[bool, typer.Option("--push", help="push under the immutable build tag (by digest)")] = False,
+    mirror: MirrorOpt = None,
+    vllm_ref: VllmRefOpt = "",
+    image_tag: ImageTagOpt = "",
+    build_number: BuildNumberOpt = 0,
+    registry: RegistryOpt = "",
+    record: Annotated[Optional[Path], typer.Option("--record", help="build record JSON")] = None,
+) -> None:
+    """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record."""
+    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry)
+    if platform:
+        if platform not in ("linux/arm64", "linux/amd64"):
+            raise UsageError(f"--platform must be linux/arm64 or linux/amd64, got {platform!r}")
+        plan.platform = platform
+    if push and not registry:
+        raise UsageError("--push needs --registry HOST:PORT (or GRACECTL_REGISTRY): where to push")
+    result = run_build(plan, record_path=record or DEFAULT_RECORD, mirror_file=str(mirror) if mirror else "")
+    rec = result.record
+    if push:
+        push_build(result)
+    out.print(stage_table(rec, f"{rec['image']} built in {rec['seconds']:.1f}s"))
+    out.print(f"image {rec['image_id']} ({rec['size'] / 1e6:.1f} MB)"
+              + (f", pushed {rec['pushed']}" if rec.get("pushed") else "")
+              + f"; record {result.record_path}; log {rec['log']}", highlight=False)
+
+
+@app.command()
+def report(
+    records: Annotated[List[Path], typer.Argument(help="build record JSON files (gracectl build --record)")],
+    show_layers: Annotated[bool, typer.Option("--layers/--no-layers", help="final image size by layer")] = True,
+) -> None:
+    """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds."""
+    recs = [read_record(p) for p in records]
+    for path, rec in zip(records, recs):
+        report_out.print(stage_table(rec, f"{path}: {rec['image']} {rec.get('status')} in {rec.get('seconds', 0):.1f}s, "
+                                   f"{rec.get('size', 0) / 1e6:.1f} MB"))
+        if show_layers and rec.get("image_id") and docker.inspect_image(rec["image_id"]):
+            table = Table("MB", "layer made by", title=f"layers of {rec['image_id'][:19]}", title_justify="left")
+            for layer in layers(rec["image_id"]):
+                if layer["size"]:
+                    table.add_row(f"{layer['size'] / 1e6:.1f}", shorten(layer["created_by"], 110))
             report_out.print(table)
-            for k, (va, vb) in diff["changed_build_args"].items():
-                report_out.print(f"  changed {k}: {va} -> {vb}", highlight=False)
-            (sa, sb), (ta, tb) = diff["size"], diff["seconds"]
-            report_out.print(f"  rebuilt in B: {', '.join(diff['rebuilt'][1]) or 'nothing'}; time {ta:.1f}s -> {tb:.1f}s; "
-                      f"size {(sa or 0) / 1e6:.1f} -> {(sb or 0) / 1e6:.1f} MB", highlight=False)
+    for a, b in zip(recs, recs[1:]):
+        diff = compare(a, b)
+        title = f"{a['image']} -> {b['image']}"
+        table = Table("stage", "A s", "A cache", "B s", "B cache", title=title, title_justify="left")
+        for name, s in diff["stages"].items():
+            cells = []
+            for side in (s["a"], s["b"]):
+                cells += [f"{side['seconds']:.1f}", "hit" if side["cache_hit"] else "miss"] if side else ["-", "-"]
+            table.add_row(name, *cells)
+        report_out.print(table)
+        for k, (va, vb) in diff["changed_build_args"].items():
+            report_out.print(f"  changed {k}: {va} -> {vb}", highlight=False)
+        (sa, sb), (ta, tb) = diff["size"], diff["seconds"]
+        report_out.print(f"  rebuilt in B: {', '.join(diff['rebuilt'][1]) or 'nothing'}; time {ta:.1f}s -> {tb:.1f}s; "
+                  f"size {(sa or 0) / 1e6:.1f} -> {(sb or 0) / 1e6:.1f} MB", highlight=False)

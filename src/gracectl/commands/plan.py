@@ -4,89 +4,85 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, JsonOpt, MirrorOpt, RegistryOpt, ReleaseArg,
+                                       VllmRefOpt)
 from gracectl.manifest import load_release, release_names, releases_dir
 from gracectl.plan import lint_dockerfile, plan_for
 
 out = Console()
 
-ReleaseArg = Annotated[str, typer.Argument(help="release name (see `gracectl releases`) or path to a manifest")]
-MirrorOpt = Annotated[Optional[Path], typer.Option("--mirror", help="mirror file mapping upstream inputs")]
-VllmRefOpt = Annotated[str, typer.Option("--vllm-ref", help="override the vLLM ref (tag or full commit)")]
-ImageTagOpt = Annotated[str, typer.Option("--image-tag", help="override the moving tag")]
-BuildNumberOpt = Annotated[int, typer.Option("--build-number", help="CI build number for the immutable tag")]
-RegistryOpt = Annotated[str, typer.Option("--registry", envvar="GRACECTL_REGISTRY", help="registry: HOST, HOST:PORT or HOST:PORT/NAMESPACE")]
+app = typer.Typer()
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def releases(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """List the release manifests under releases/."""
-        rows = []
-        for name in release_names():
-            m = load_release(name)
-            rows.append({"release": name, "image": m.image_ref, "triton_kernels": m.release.triton_kernels,
-                         "fallback": m.release.fallback, "platform": m.release.platform,
-                         "description": m.release.description})
-        if as_json:
-            print(json.dumps(rows, indent=2))
-            return
-        table = Table("release", "image", "triton_kernels", "fallback", title=f"releases in {releases_dir()}")
-        for r in rows:
-            table.add_row(r["release"], r["image"], r["triton_kernels"], r["fallback"] or "-")
+@app.command()
+def releases(as_json: JsonOpt = False) -> None:
+    """List the release manifests under releases/."""
+    rows = []
+    for name in release_names():
+        m = load_release(name)
+        rows.append({"release": name, "image": m.image_ref, "triton_kernels": m.release.triton_kernels,
+                     "fallback": m.release.fallback, "platform": m.release.platform,
+                     "description": m.release.description})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("release", "image", "triton_kernels", "fallback", title=f"releases in {releases_dir()}")
+    for r in rows:
+        table.add_row(r["release"], r["image"], r["triton_kernels"], r["fallback"] or "-")
+    out.print(table)
+
+
+@app.command()
+def plan(
+    release: ReleaseArg,
+    as_json: JsonOpt = False,
+    mirror: MirrorOpt = None,
+    vllm_ref: VllmRefOpt = "",
+    image_tag: ImageTagOpt = "",
+    build_number: BuildNumberOpt = 0,
+    registry: RegistryOpt = "",
+) -> None:
+    """Print the stage graph, build arguments, tags, labels and the exact build command."""
+    p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry).to_dict()
+    if as_json:
+        print(json.dumps(p, indent=2))
+        return
+    out.print(f"[bold]Plan for release {p['release']}[/bold] ({p['platform']}, target {p['target']})")
+    tree = Tree(f"stage graph ({len(p['final_stages'])} stages in the final image's build)")
+    for stage in p["final_stages"]:
+        deps = p["stages"][stage]
+        tree.add(f"{stage}" + (f"  <- {', '.join(deps)}" if deps else ""))
+    skipped = [s for s in p["stages"] if s not in p["final_stages"]]
+    if skipped:
+        tree.add(f"[dim]not built for this release: {', '.join(skipped)}[/dim]")
+    out.print(tree)
+    for title, mapping in (("build arguments", p["build_args"]), ("labels", p["labels"]), ("tags", p["tags"])):
+        table = Table(title=title, title_justify="left")
+        table.add_column("name", no_wrap=True)
+        table.add_column("value", overflow="fold")
+        for k, v in mapping.items():
+            table.add_row(k, v or "-")
         out.print(table)
+    if p["unpinned"]:
+        out.print("[yellow]pinned by tag only (resolve to digests/commits for a fully reproducible build):")
+        for line in p["unpinned"]:
+            out.print(f"  - {line}")
+    if p["standins"]:
+        out.print("[yellow]STAND-IN: upstream inputs this mirror does not provide:")
+        for line in p["standins"]:
+            out.print(f"  - {line}")
+    out.print("[bold]build command[/bold]")
+    out.print(shlex.join(p["build_command"]), soft_wrap=True, highlight=False, markup=False)
 
-    @app.command()
-    def plan(
-        release: ReleaseArg,
-        as_json: Annotated[bool, typer.Option("--json", help="machine-readable plan on stdout")] = False,
-        mirror: MirrorOpt = None,
-        vllm_ref: VllmRefOpt = "",
-        image_tag: ImageTagOpt = "",
-        build_number: BuildNumberOpt = 0,
-        registry: RegistryOpt = "",
-    ) -> None:
-        """Print the stage graph, build arguments, tags, labels and the exact build command."""
-        p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry).to_dict()
-        if as_json:
-            print(json.dumps(p, indent=2))
-            return
-        out.print(f"[bold]Plan for release {p['release']}[/bold] ({p['platform']}, target {p['target']})")
-        tree = Tree(f"stage graph ({len(p['final_stages'])} stages in the final image's build)")
-        for stage in p["final_stages"]:
-            deps = p["stages"][stage]
-            tree.add(f"{stage}" + (f"  <- {', '.join(deps)}" if deps else ""))
-        skipped = [s for s in p["stages"] if s not in p["final_stages"]]
-        if skipped:
-            tree.add(f"[dim]not built for this release: {', '.join(skipped)}[/dim]")
-        out.print(tree)
-        for title, mapping in (("build arguments", p["build_args"]), ("labels", p["labels"]), ("tags", p["tags"])):
-            table = Table(title=title, title_justify="left")
-            table.add_column("name", no_wrap=True)
-            table.add_column("value", overflow="fold")
-            for k, v in mapping.items():
-                table.add_row(k, v or "-")
-            out.print(table)
-        if p["unpinned"]:
-            out.print("[yellow]pinned by tag only (resolve to digests/commits for a fully reproducible build):")
-            for line in p["unpinned"]:
-                out.print(f"  - {line}")
-        if p["standins"]:
-            out.print("[yellow]STAND-IN: upstream inputs this mirror does not provide:")
-            for line in p["standins"]:
-                out.print(f"  - {line}")
-        out.print("[bold]build command[/bold]")
-        out.print(shlex.join(p["build_command"]), soft_wrap=True, highlight=False, markup=False)
 
-    @app.command()
-    def lint() -> None:
-        """Run hadolint on vllm/Dockerfile (every ignored rule carries its reason in the file)."""
-        lint_dockerfile()
-        out.print("hadolint: vllm/Dockerfile has no findings")
+@app.command()
+def lint() -> None:
+    """Run hadolint on vllm/Dockerfile (every ignored rule carries its reason in the file)."""
+    lint_dockerfile()
+    out.print("hadolint: vllm/Dockerfile has no findings")

@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gracectl.testbed.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, rehearse
+from gracectl.commands.options import JsonOpt
 from gracectl.testbed import Testbed
+from gracectl.testbed.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, rehearse
 
 out = Console(width=None if sys.stdout.isatty() else 150)  # CI logs: no wrapping of digests at 80 columns
 err = Console(stderr=True)
@@ -26,63 +27,67 @@ def rows_table(rows: list[Row], title: str) -> Table:
     return table
 
 
-def register(app: typer.Typer) -> None:
-    testbed_app = typer.Typer(help="The local test bed: real dockerd, registry, qemu and stand-in mirrors.",
-                              no_args_is_help=True)
-    app.add_typer(testbed_app, name="testbed")
+app = typer.Typer()
+testbed_app = typer.Typer(help="The local test bed: real dockerd, registry, qemu and stand-in mirrors.",
+                          no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
 
-    @testbed_app.command()
-    def up(
-        registry_port: Annotated[Optional[int], typer.Option("--registry-port", help="default 5000")] = None,
-        git_port: Annotated[Optional[int], typer.Option("--git-port", help="default 9418")] = None,
-        index_port: Annotated[Optional[int], typer.Option("--index-port", help="default 5080")] = None,
-    ) -> None:
-        """Install, start and fill what is missing; a second `up` changes nothing."""
-        bed = Testbed()
-        bed.up(registry_port, git_port, index_port)
-        print(bed.mirror_path)
 
-    @testbed_app.command()
-    def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """What runs where: pids, ports, images, repositories, the mirror file."""
-        s = Testbed().status()
-        if as_json:
-            print(json.dumps(s, indent=2))
-            return
-        table = Table("component", "running", "pid", "where", title=f"test bed in {s['state_dir']}",
-                      title_justify="left")
-        for name, c in s["components"].items():
-            where = c.get("address") or ("started by the test bed" if c.get("started_by_testbed") else "")
-            table.add_row(name, "yes" if c["running"] else "no", str(c.get("pid") or "-"), where)
-        out.print(table)
-        images = Table("image", "in registry", title="base images", title_justify="left")
-        for ref, present in s["images"].items():
-            images.add_row(ref, "yes" if present else "no")
-        out.print(images)
-        for url, refs in s["repos"].items():
-            out.print(f"repo {url}: " + ", ".join(f"{k}={v[:12]}" for k, v in refs.items()), highlight=False)
-        out.print(f"mirror file: {s['mirror_file'] or '(none: run `gracectl testbed up`)'}", highlight=False)
+@testbed_app.command()
+def up(
+    registry_port: Annotated[Optional[int], typer.Option("--registry-port", help="default 5000")] = None,
+    git_port: Annotated[Optional[int], typer.Option("--git-port", help="default 9418")] = None,
+    index_port: Annotated[Optional[int], typer.Option("--index-port", help="default 5080")] = None,
+) -> None:
+    """Install, start and fill what is missing; a second `up` changes nothing."""
+    bed = Testbed()
+    bed.up(registry_port, git_port, index_port)
+    print(bed.mirror_path)
 
-    @testbed_app.command()
-    def down() -> None:
-        """Stop what `up` started (caches, registry data and the mirror file stay)."""
-        stopped = Testbed().down()
-        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
-    @app.command("rehearse")
-    def rehearse_command(
-        release: Annotated[str, typer.Option("--release", help="release to rehearse")] = DEFAULT_RELEASE,
-        workdir: Annotated[Path, typer.Option("--workdir", help="stage outputs, one folder per run")] = DEFAULT_WORKDIR,
-        build_number: Annotated[int, typer.Option("--build-number", help="first build number (default: now)")] = 0,
-    ) -> None:
-        """On the test bed: build, smoke, push, promote; again with the vLLM ref changed; roll back; verify."""
-        def progress(row: Row) -> None:
-            err.print(f"rehearse: {row.run} / {row.stage}: {row.status} in {row.seconds:.1f}s {row.detail}",
-                      highlight=False)
+@testbed_app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """What runs where: pids, ports, images, repositories, the mirror file."""
+    s = Testbed().status()
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    table = Table("component", "running", "pid", "where", title=f"test bed in {s['state_dir']}",
+                  title_justify="left")
+    for name, c in s["components"].items():
+        where = c.get("address") or ("started by the test bed" if c.get("started_by_testbed") else "")
+        table.add_row(name, "yes" if c["running"] else "no", str(c.get("pid") or "-"), where)
+    out.print(table)
+    images = Table("image", "in registry", title="base images", title_justify="left")
+    for ref, present in s["images"].items():
+        images.add_row(ref, "yes" if present else "no")
+    out.print(images)
+    for url, refs in s["repos"].items():
+        out.print(f"repo {url}: " + ", ".join(f"{k}={v[:12]}" for k, v in refs.items()), highlight=False)
+    out.print(f"mirror file: {s['mirror_file'] or '(none: run `gracectl testbed up`)'}", highlight=False)
 
-        try:
-            rows = rehearse(release, workdir=workdir, build_number=build_number, on_row=progress)
-        except RehearsalFailed as exc:
-            out.print(rows_table(exc.rows, "rehearsal FAILED"))
-            raise
-        out.print(rows_table(rows, f"rehearsal of {release}: passed in {sum(r.seconds for r in rows):.0f}s"))
+
+@testbed_app.command()
+def down() -> None:
+    """Stop what `up` started (caches, registry data and the mirror file stay)."""
+    stopped = Testbed().down()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command("rehearse")
+def rehearse_command(
+    release: Annotated[str, typer.Option("--release", help="release to rehearse")] = DEFAULT_RELEASE,
+    workdir: Annotated[Path, typer.Option("--workdir", help="stage outputs, one folder per run")] = DEFAULT_WORKDIR,
+    build_number: Annotated[int, typer.Option("--build-number", help="first build number (default: now)")] = 0,
+) -> None:
+    """On the test bed: build, smoke, push, promote; again with the vLLM ref changed; roll back; verify."""
+    def progress(row: Row) -> None:
+        err.print(f"rehearse: {row.run} / {row.stage}: {row.status} in {row.seconds:.1f}s {row.detail}",
+                  highlight=False)
+
+    try:
+        rows = rehearse(release, workdir=workdir, build_number=build_number, on_row=progress)
+    except RehearsalFailed as exc:
+        out.print(rows_table(exc.rows, "rehearsal FAILED"))
+        raise
+    out.print(rows_table(rows, f"rehearsal of {release}: passed in {sum(r.seconds for r in rows):.0f}s"))

@@ -1,0 +1,63 @@
+"""The plan of the house: every module of gracectl sits on a floor, and imports only from its floor or below.
+Production code never imports the test bed (only its own command module does)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "gracectl"
+
+# Lowest first. A module not named here fails the test below: give it its floor.
+FLOORS = [
+    ("ground", ["gracectl.errors", "gracectl.ci"]),
+    ("adapters", ["gracectl.adapters"]),
+    ("inputs", ["gracectl.manifest", "gracectl.mirrors"]),
+    ("plan and records", ["gracectl.plan", "gracectl.records"]),
+    ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops"]),
+    ("pipeline", ["gracectl.pipeline"]),
+    ("test bed", ["gracectl.testbed"]),
+    ("commands", ["gracectl.commands", "gracectl.cli", "gracectl.__main__"]),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def floor(module: str) -> int:
+    for i, (_, prefixes) in enumerate(FLOORS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    if module == "gracectl":
+        return 0
+    raise AssertionError(f"{module} is on no floor: add it to FLOORS in {__file__}")
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gracectl"):
+            found |= {node.module} if node.module != "gracectl" else {f"gracectl.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("gracectl")}
+    return found
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_no_import_from_a_higher_floor(path):
+    me = module_name(path)
+    up = [m for m in imports(path) if floor(m) > floor(me)]
+    assert not up, f"{me} (floor {FLOORS[floor(me)][0]}) imports from higher floors: {up}"
+
+
+def test_only_the_testbed_command_imports_the_test_bed():
+    users = {module_name(p) for p in MODULES if not module_name(p).startswith("gracectl.testbed")
+             and any(m == "gracectl.testbed" or m.startswith("gracectl.testbed.") for m in imports(p))}
+    assert users == {"gracectl.commands.testbed"}
