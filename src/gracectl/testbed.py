@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gracectl.adapters import docker, proc
+from gracectl.adapters import docker, proc, tools
 from gracectl.adapters.registry import Registry
 from gracectl.errors import GraceError, RegistryError, TestbedError
 from gracectl.manifest import load_release, release_names
@@ -62,12 +62,10 @@ BASE_INCLUDES = {
     "build-base": "python3,python3-venv,python3-dev,git,ca-certificates,build-essential,ccache",
 }
 PYTHON_VERSION = "3.11"  # Debian bookworm's python3
-# program -> Debian package that provides it (apt-get update once, then all missing ones in one go)
-PACKAGES = {
-    "/usr/bin/docker": "docker.io", "dockerd": "docker.io", "docker-registry": "docker-registry",
-    "skopeo": "skopeo", "qemu-aarch64-static": "qemu-user-static", "update-binfmts": "binfmt-support",
-    "debootstrap": "debootstrap", "git": "git",
-}
+# program -> Debian packages that provide it, from the one table (adapters.tools); apt-get update once, then
+# all missing ones in one go. Debian's docker client by its path: gracectl never takes `docker` from PATH.
+PACKAGES = {("/usr/bin/docker" if prog == "docker" else prog): pkgs
+            for prog, pkgs in tools.testbed_packages().items()}
 # Upstream repository -> (path under the git daemon's base path, stand-in tree under STANDINS)
 STANDIN_REPOS = {
     "https://github.com/vllm-project/vllm.git": ("vllm-project/vllm.git", "vllm"),
@@ -301,7 +299,7 @@ class Testbed:
 
     # ----------------------------------------------------------------------------------------------------
     def install_packages(self) -> None:
-        missing = sorted({pkg for prog, pkg in PACKAGES.items() if not shutil.which(prog)})
+        missing = sorted({pkg for prog, pkgs in PACKAGES.items() if not shutil.which(prog) for pkg in pkgs})
         if not missing:
             say("all packages present")
             return
