@@ -27,6 +27,7 @@ from gracectl.commands import bench, smoke; smoke.register(app); bench.register(
 from gracectl.commands import testbed as testbed_commands; testbed_commands.register(app)  # noqa: E402,E702
 from gracectl.commands import build as build_commands; build_commands.register(app)  # noqa: E402,E702
 from gracectl.commands import ci as ci_commands; ci_commands.register(app)  # noqa: E402,E702
+from gracectl.commands import doctor as doctor_commands; doctor_commands.register(app)  # noqa: E402,E702
 
 
 def main(argv: list[str] | None = None) -> None:

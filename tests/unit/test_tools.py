@@ -22,8 +22,8 @@ from gracectl.adapters.tools import BASE, DEBIAN, PIP, TOOLS
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("src", "tests")
-RUNNERS = {"run", "Popen", "check_output", "check_call", "call", "spawn"}  # called with a list of args
-RUNNER_MODULES = {"proc", "subprocess"}
+RUNNERS = {"run", "Popen", "check_output", "check_call", "call"}  # of proc and subprocess, called with a list
+LOCAL_RUNNERS = {"spawn", "_output"}  # testbed.spawn, gracectl.doctor's probes
 DELIBERATELY_MISSING = {"skopeo-that-does-not-exist"}  # tests of the missing-program error
 
 
@@ -83,7 +83,7 @@ class Scan(ast.NodeVisitor):
             program = "docker"
         elif func == "which" and node.args:
             program = self.program(node.args[0])
-        elif func in RUNNERS and (module in RUNNER_MODULES or name == "spawn") and node.args:
+        elif node.args and (func in RUNNERS and module in ("proc", "subprocess") or name in LOCAL_RUNNERS):
             program = self.program(node.args[0])
         if program:
             self.found.append((program, node.lineno))
@@ -136,16 +136,18 @@ def f():
     proc.run([*git, "add"])
     subprocess.run([sys.executable, "-m", "pytest"])
     proc.run(full)
-    other.run(["not-a-runner"])
+    _output(["nvidia-smi", "-L"])
+    other.runs(["not-a-runner"])
 '''
     assert scan_source(source) == {"hadolint", "git", "sh", "groovy", "docker-registry", "dockerd", "docker",
-                                   "debootstrap", "skopeo"}
+                                   "debootstrap", "skopeo", "nvidia-smi"}
 
 
 def test_every_program_the_code_and_tests_run_has_a_row():
     run = programs_run()
     assert {"hadolint", "htpasswd", "dockerd", "docker", "skopeo", "git", "debootstrap"} <= set(run)  # it scans
-    missing = {program: where[:3] for program, where in run.items() if program not in TOOLS and program not in DELIBERATELY_MISSING}
+    missing = {program: where[:3] for program, where in run.items()
+               if program not in TOOLS and program not in DELIBERATELY_MISSING}
     assert not missing, f"programs run without a row in gracectl.adapters.tools.TOOLS: {missing}"
 
 
