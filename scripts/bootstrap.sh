@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Keep in step with gracectl.tools.PROGRAMS (tests/unit/test_tools.py checks that every package there is here).
+# Keep in step with gracectl.adapters.tools.TOOLS (tests/unit/test_tools.py checks that every package there is here).
 packages=(docker.io docker-registry skopeo qemu-user-static binfmt-support debootstrap git apache2-utils
           groovy default-jre-headless python3-venv)
 missing=()

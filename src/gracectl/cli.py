@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from gracectl.commands import bench, build, ci, plan, release, smoke, testbed
+from gracectl.commands import bench, build, ci, doctor, plan, release, smoke, testbed
 from gracectl.errors import GraceError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(bench.app)
 app.add_typer(testbed.app)
 app.add_typer(build.app)
 app.add_typer(ci.app, name="ci")
+app.add_typer(doctor.app)
 
 
 def main(argv: list[str] | None = None) -> None:

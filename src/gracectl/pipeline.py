@@ -155,6 +155,7 @@ class Stage:
     needs: tuple[str, ...] = ()  # earlier stages whose outputs must exist and have passed
     output: str = ""
     moves_tag: bool = False  # Jenkins holds the tag's lock around it
+    node_needs: tuple[str, ...] = ()  # what the node must have: `gracectl doctor` checks (gracectl.doctor.CHECKS)
 
     @property
     def command(self) -> str:
@@ -253,20 +254,23 @@ def _build(p: Params) -> bool:
 
 STAGES: tuple[Stage, ...] = (
     Stage("plan", "resolve the release manifest into the build plan (tags, pins, build command); lint the "
-          "Dockerfile", run_plan, lambda p: True, output=PLAN_FILE),
+          "Dockerfile", run_plan, lambda p: True, output=PLAN_FILE, node_needs=("git", "hadolint", "docker")),
     Stage("build", "build the linux/arm64 image locally (BuildKit, cache shared through the registry); write "
           "the build record and log",
-          run_build, _build, needs=("plan",), output=BUILD_RECORD_FILE),
+          run_build, _build, needs=("plan",), output=BUILD_RECORD_FILE,
+          node_needs=("docker", "buildkit", "disk", "registry")),
     Stage("smoke", "run the smoke suite in the built image on the GPU at SMOKE_LEVEL; smoke record + JUnit XML",
-          run_smoke, _build, needs=("plan", "build"), output=SMOKE_RECORD_FILE),
+          run_smoke, _build, needs=("plan", "build"), output=SMOKE_RECORD_FILE,
+          node_needs=("docker", "nvidia-runtime", "gpu")),
     Stage("push", "push under the immutable build tag; store the smoke record with the pushed digest",
-          run_push, lambda p: _build(p) and p.push, needs=("plan", "build", "smoke"), output="push-record.json"),
+          run_push, lambda p: _build(p) and p.push, needs=("plan", "build", "smoke"), output="push-record.json",
+          node_needs=("docker", "skopeo", "registry")),
     Stage("promote", "move the release's tag to the pushed digest (needs a passing smoke record for it)",
           run_promote, lambda p: _build(p) and p.push and p.promote, needs=("plan", "smoke", "push"),
-          output="promote-record.json", moves_tag=True),
+          output="promote-record.json", moves_tag=True, node_needs=("registry",)),
     Stage("rollback", "move the release's tag back to ROLLBACK_TO (or the previous digest in its history)",
           run_rollback, lambda p: p.action == "rollback", needs=("plan",), output="rollback-record.json",
-          moves_tag=True),
+          moves_tag=True, node_needs=("registry",)),
     Stage("archive", "summarise the run's records for archiving", run_archive, lambda p: True,
           output="summary.json"),
 )

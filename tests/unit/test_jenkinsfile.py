@@ -6,6 +6,7 @@ every scenario), checked against gracectl.pipeline: same stages, same order, sam
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -199,3 +200,24 @@ def test_cleanup_logout_and_archive(runs, scenario):
         [archived] = events(run, "archiveArtifacts")
         assert archived["args"] == {"artifacts": "gracectl-out/**", "fingerprint": True}
         assert order.index("gracectl ci archive") < order.index("archiveArtifacts")
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_each_node_runs_doctor_for_its_stages_first(runs, scenario):
+    """`gracectl doctor --stage S` on a node, after gracectl's install, before `gracectl ci S` there."""
+    checked: dict[str, set[str]] = {}  # node-holding stage group -> stages doctor checked there
+    installed: set[str] = set()
+    for e in events(runs[scenario], "sh"):
+        script, group = e["script"].strip(), e["stage"].split("/")[0]
+        if "pip install" in script and "--editable ." in script:
+            installed.add(group)
+        elif script.startswith("gracectl doctor"):
+            assert group in installed, f"{scenario}: doctor before gracectl is installed on {group}"
+            stages = re.findall(r"--stage (\S+)", script)
+            assert stages and script == "gracectl doctor " + " ".join(f"--stage {s}" for s in stages)
+            checked.setdefault(group, set()).update(stages)
+        elif script.startswith("gracectl ci ") and script != "gracectl ci cleanup":
+            stage = script.split()[2]
+            assert stage in checked.get(group, set()), f"{scenario}: `{script}` on a node doctor did not check"
+    for stages in checked.values():
+        assert stages <= {s.name for s in pipeline.STAGES}

@@ -18,6 +18,7 @@ FLOORS = [
     ("plan and records", ["gracectl.plan", "gracectl.records"]),
     ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops"]),
     ("pipeline", ["gracectl.pipeline"]),
+    ("node checks", ["gracectl.doctor"]),
     ("test bed", ["gracectl.testbed"]),
     ("commands", ["gracectl.commands", "gracectl.cli", "gracectl.__main__"]),
 ]

