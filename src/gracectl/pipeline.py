@@ -28,7 +28,7 @@ from gracectl.smoke import RUN_LABEL
 
 DEFAULT_WORKDIR = Path("gracectl-out")
 ACTIONS = ("build", "rollback")
-SMOKE_LEVELS = ("imports", "kernels", "engine", "server", "all")
+SMOKE_LEVELS = ("imports", "kernels", "upstream", "collectives", "engine", "server", "all")
 # Plain-text file in the work dir naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to
 # take `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.
 MOVING_TAG_FILE = "moving-tag"
