@@ -6,6 +6,9 @@ L2 flushed between runs), TFLOP/s, and two ratios, both "other time / this time"
   ratio_vs_dense: a dense cuBLAS bf16 matmul of the same M x K x N in the same run (below 1: slower than dense),
   ratio_vs_loop:  the PyTorch per-expert loop in bf16; for routing, torch.topk + softmax + the expert sort
                   (above 1: faster).
+Then the MXFP4 rows (gpt-oss's weights on Hopper: bf16 activations x MXFP4 weights in triton_kernels' sm_90
+layouts; GEMM1 with fused SwiGLU, so its N is 2 x intermediate), with the same ratios; rel_err_vs_loop there is
+the max of vLLM's MXFP4 error measure against the loop on the dequantized weights.
 Times include the host's kernel launches: up to ~2048 tokens they are launch-bound (on an H200, matmul_ogs's
 Python launch path takes longer than the GEMM), where vLLM replays CUDA graphs instead.
 
@@ -73,6 +76,38 @@ def row(name, ms, flops=None, dense_ms=None, loop_ms=None, rel_err=None) -> dict
             "rel_err_vs_loop": float(f"{rel_err:.2e}") if rel_err is not None else None}
 
 
+def bench_tokens_mxfp4(n: int, w) -> list[dict]:
+    """gpt-oss's Hopper path: bf16 x MXFP4 weights (w4a16), GEMM1 with fused SwiGLU, GEMM2 with scatter + gates.
+    ratio_vs_dense: a dense bf16 cuBLAS matmul of the same M x K x N; ratio_vs_loop: the PyTorch per-expert loop
+    in bf16 on the dequantized weights."""
+    k, bf16 = mr.TOP_K, torch.bfloat16
+    x, logits, _ = mr.make_inputs(n)
+    r = mr.route(logits)
+    ref_w = mr.mxfp4_reference_weights(w)
+    two_i = 2 * mr.INTERMEDIATE
+    with mr.vllm_hopper_opt_flags():
+        h = mr.mxfp4_gemm1(x, w, r)
+        y = mr.mxfp4_gemm2(h, w, r)
+        h_tokens = h[r.to_token_order].view(n, k, -1)
+        loop1 = lambda: mr.swiglu_reference(mr.loop_gemm1(x, ref_w, r.expert_idx, bf16))  # noqa: E731
+        loop2 = lambda: mr.loop_gemm2(h_tokens, ref_w, r.expert_idx, r.gate, bf16)  # noqa: E731
+        return [
+            row(f"moe_mxfp4_gemm1_swiglu_tokens{n}", median_ms(lambda: mr.mxfp4_gemm1(x, w, r)),
+                flops=mr.moe_flops(n, k, mr.HIDDEN, two_i), dense_ms=dense_matmul_ms(n * k, mr.HIDDEN, two_i),
+                loop_ms=median_ms(loop1), rel_err=mr.mx_errors(h_tokens, loop1())[0]),
+            row(f"moe_mxfp4_gemm2_tokens{n}", median_ms(lambda: mr.mxfp4_gemm2(h, w, r)),
+                flops=mr.moe_flops(n, k, mr.INTERMEDIATE, mr.HIDDEN),
+                dense_ms=dense_matmul_ms(n * k, mr.INTERMEDIATE, mr.HIDDEN),
+                loop_ms=median_ms(loop2), rel_err=mr.mx_errors(y, loop2())[0]),
+        ]
+
+
+def dense_matmul_ms(m: int, k_dim: int, n_dim: int) -> float:
+    a = torch.randn(m, k_dim, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(k_dim, n_dim, device="cuda", dtype=torch.bfloat16)
+    return median_ms(lambda: a @ b)
+
+
 def bench_tokens(n: int) -> list[dict]:
     k, bf16 = mr.TOP_K, torch.bfloat16
     x, logits, w = mr.make_inputs(n)
@@ -84,9 +119,7 @@ def bench_tokens(n: int) -> list[dict]:
     loop_y = mr.loop_gemm2(h_tokens, w, r.expert_idx, r.gate, bf16)
 
     def dense_ms(k_dim, n_dim):
-        a = torch.randn(n * k, k_dim, device="cuda", dtype=bf16)
-        b = torch.randn(k_dim, n_dim, device="cuda", dtype=bf16)
-        return median_ms(lambda: a @ b)
+        return dense_matmul_ms(n * k, k_dim, n_dim)
 
     def torch_route():  # what route() yields: gates, experts, expert-sorted order and its inverse, counts
         idx, gate = mr.torch_routing(logits)
@@ -123,11 +156,18 @@ def main(argv=None) -> int:
         return 2
     tk_module = tkc.load_triton_kernels()
     results = []
-    for n in (int(t) for t in args.tokens.split(",")):
+    tokens = [int(t) for t in args.tokens.split(",")]
+    for n in tokens:
         results += bench_tokens(n)
+    w_mxfp4 = mr.make_mxfp4_weights()
+    for n in tokens:
+        results += bench_tokens_mxfp4(n, w_mxfp4)
     record = {"kind": "bench", "schema": 1, "gpu": gpu_info(), "versions": versions(tk_module),
               "shapes": {"hidden": mr.HIDDEN, "intermediate": mr.INTERMEDIATE, "experts": mr.N_EXPERTS,
-                         "top_k": mr.TOP_K, "dtype": "bfloat16"},
+                         "top_k": mr.TOP_K, "dtype": "bfloat16",
+                         "mxfp4": {"weights": "mxfp4 (e2m1, e8m0 scale per 32)", "activations": "bfloat16",
+                                   "gemm1_n": 2 * mr.INTERMEDIATE, "layouts": [w_mxfp4.value_layout,
+                                                                              w_mxfp4.scale_layout]}},
               "results": results}
     g = record["gpu"]
     print(f"GPU {g['name']} ({g['capability']}), driver {g['driver']}, clocks {g['clocks']}")

@@ -5,6 +5,8 @@
 - GPU tests skip with a visible reason when the container has no NVIDIA device (`--gpus none`).
 - With GRACECTL_PLANT_STALE_TRITON_KERNELS=1 a stale copy of the image's triton_kernels (no SparseMatrix) is
   put first on sys.path before any test imports it: the imports level must then fail, naming SparseMatrix.
+  With GRACECTL_PLANT_MX_SCALE_OFF_BY_ONE=1 the copy's Hopper MXFP4 upcast is one scale exponent off: the
+  MXFP4 kernels tests and the upstream level must then fail.
 - The versions and the GPU seen are written into the JUnit XML as testsuite properties; gracectl reads them
   into the smoke record.
 """
@@ -45,26 +47,31 @@ def pytest_addoption(parser):
                           f"(default: ${EXPECT_ENV}, else {IMAGE_JSON})")
 
 
-_stale_dir: str | None = None
+_planted: tuple[str, str] | None = None  # (what, folder put first on sys.path)
 
 
 def pytest_configure(config):
-    global _stale_dir
-    if os.environ.get(tkc.PLANT_STALE_ENV) == "1":
-        _stale_dir = tempfile.mkdtemp(prefix="stale-triton-kernels-")
-        tkc.make_stale_copy(tkc.find_installed_package(), Path(_stale_dir))
-        sys.path.insert(0, _stale_dir)
+    global _planted
+    for env, (what, make_copy) in tkc.PLANTED_FAULTS.items():
+        if os.environ.get(env) == "1":
+            folder = tempfile.mkdtemp(prefix="planted-triton-kernels-")
+            make_copy(tkc.find_installed_package(), Path(folder))
+            sys.path.insert(0, folder)
+            # Subprocesses (the upstream level's pytest, the collectives workers) see the same copy.
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+            _planted = (what, folder)
+            break
 
 
 def pytest_unconfigure(config):
-    if _stale_dir:
-        shutil.rmtree(_stale_dir, ignore_errors=True)
+    if _planted:
+        shutil.rmtree(_planted[1], ignore_errors=True)
 
 
 def pytest_report_header(config):
     lines = [f"expectations: {_expect_source(config) or 'none found'}"]
-    if _stale_dir:
-        lines.append(f"PLANTED FAULT: stale triton_kernels without SparseMatrix first on sys.path: {_stale_dir}")
+    if _planted:
+        lines.append(f"PLANTED FAULT: {_planted[0]}, first on sys.path: {_planted[1]}")
     return lines
 
 

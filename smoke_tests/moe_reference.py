@@ -162,3 +162,173 @@ def rel_max_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max|actual - expected| / max|expected|: the error measure vLLM's MoE tests use for bf16."""
     expected = expected.float()
     return ((actual.float() - expected).abs().max() / expected.abs().max().clamp(min=1e-12)).item()
+
+
+# ---------------------------------------------------------------------------- MXFP4 (gpt-oss's expert weights)
+#
+# OCP microscaling FP4: e2m1 values (sign + 2-bit exponent + 1-bit mantissa), two per byte (even index in the
+# low nibble), and one power-of-two e8m0 scale (a biased exponent byte) per 32 values along the reduction axis.
+# The quantizer below is this suite's own PyTorch code, independent of triton_kernels' downcast kernels, so a
+# fault in triton_kernels' MX handling cannot cancel out between the kernel and the reference.
+
+MX_BLOCK = 32
+E2M1_MAGNITUDES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+E8M0_BIAS = 127
+# vLLM's tolerance for this path (tests/kernels/moe/test_gpt_oss_triton_kernels.py): elementwise error relative to
+# max(rms(ref), |ref|), both normalised by max|ref|: max <= 0.025 and rms <= 0.005.
+MXFP4_MAX_TOL = 0.025
+MXFP4_RMS_TOL = 0.005
+
+
+def quantize_mxfp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(packed uint8 (..., K/2), scales uint8 (..., K/32)) of w (..., K), quantized along the last axis.
+
+    Scale: the smallest power of two that brings the block's max|w| to at most 6 (e2m1's largest value);
+    values: round to the nearest e2m1 value, ties to the even code, saturating at 6.
+    """
+    *lead, k = w.shape
+    if k % MX_BLOCK:
+        raise ValueError(f"MXFP4 needs the quantized axis to be a multiple of {MX_BLOCK}, got {k}")
+    blocks = w.float().reshape(*lead, k // MX_BLOCK, MX_BLOCK)
+    amax = blocks.abs().amax(dim=-1)
+    mantissa, exponent = torch.frexp(amax / E2M1_MAGNITUDES[-1])  # amax/6 = mantissa * 2**exponent, mantissa in [0.5, 1)
+    exponent = torch.where(mantissa == 0.5, exponent - 1, exponent)  # an exact power of two needs no rounding up
+    exponent = torch.where(amax == 0, -E8M0_BIAS, exponent).clamp(-E8M0_BIAS, E8M0_BIAS)
+    scaled = blocks / torch.ldexp(torch.ones_like(amax), exponent).unsqueeze(-1)
+    codes = e2m1_codes(scaled).reshape(*lead, k)
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).to(torch.uint8)
+    return packed, (exponent + E8M0_BIAS).to(torch.uint8)
+
+
+def e2m1_codes(x: torch.Tensor) -> torch.Tensor:
+    """4-bit e2m1 code (bit 3 = sign) of each value, round to nearest, ties to the even code, saturating."""
+    magnitudes = torch.tensor(E2M1_MAGNITUDES, device=x.device)
+    midpoints = (magnitudes[1:] + magnitudes[:-1]) / 2
+    a = x.abs()
+    below = torch.bucketize(a, midpoints, right=False)  # a tie goes to the smaller magnitude
+    above = torch.bucketize(a, midpoints, right=True)   # a tie goes to the larger one
+    index = torch.where(below % 2 == 0, below, above)  # differ only on a tie: take the even code
+    return (index | torch.where(x < 0, 8, 0)).to(torch.int32)
+
+
+def dequantize_mxfp4(packed: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(..., K) values of quantize_mxfp4's output."""
+    magnitudes = torch.tensor(E2M1_MAGNITUDES, device=packed.device)
+    table = torch.cat([magnitudes, -magnitudes])
+    codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(-2).long()
+    values = table[codes]
+    *lead, k = values.shape
+    exponent = scales.to(torch.int32) - E8M0_BIAS
+    blocks = torch.ldexp(values.reshape(*lead, k // MX_BLOCK, MX_BLOCK), exponent.unsqueeze(-1).float())
+    return blocks.reshape(*lead, k).to(dtype)
+
+
+def mx_errors(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    """(max, rms) of |actual - expected| / max(rms(expected), |expected|), both sides divided by max|expected|:
+    the measure of vLLM's test of this path (small outputs are judged against the typical size, not their own)."""
+    expected = expected.float()
+    norm = expected.abs().max().clamp(min=1e-30)
+    e, a = expected / norm, actual.float() / norm
+    rel = (a - e).abs() / torch.maximum(e.square().mean().sqrt(), e.abs())
+    return rel.max().item(), rel.square().mean().sqrt().item()
+
+
+@dataclass
+class Mxfp4MoeWeights:
+    """gpt-oss experts as vLLM runs them on Hopper: MXFP4 weights in triton_kernels' sm_90 layouts, fp32 biases,
+    GEMM1's output columns interleaved (gate, linear) for the fused SwiGLU; plus the dequantized weights
+    (E, K, N) bf16 that the reference multiplies with."""
+
+    w1: object  # triton_kernels Tensor, logical (E, hidden, 2*intermediate), FP4
+    w1_precision: object  # PrecisionConfig carrying w1's scales
+    b1: torch.Tensor  # (E, 2*intermediate) fp32
+    w2: object  # logical (E, intermediate, hidden)
+    w2_precision: object
+    b2: torch.Tensor  # (E, hidden) fp32
+    w1_ref: torch.Tensor  # (E, hidden, 2*intermediate) bf16, dequantized
+    w2_ref: torch.Tensor  # (E, intermediate, hidden) bf16, dequantized
+    value_layout: str
+    scale_layout: str
+
+
+def _to_triton_mxfp4(packed: torch.Tensor, scales: torch.Tensor, num_warps: int = 8):
+    """Checkpoint-oriented (E, N, K/2) weights and (E, N, K/32) scales -> triton_kernels tensors in the layouts
+    triton_kernels picks for this GPU (Hopper: HopperMXValueLayout / HopperMXScaleLayout), as vLLM's
+    mxfp4_utils._swizzle_mxfp4 does: transposed so that the MX axis (K) is dim 1, then convert_layout."""
+    from triton_kernels.matmul_ogs import FlexCtx, PrecisionConfig
+    from triton_kernels.numerics import InFlexData
+    from triton_kernels.tensor import FP4, convert_layout, wrap_torch_tensor
+    from triton_kernels.tensor_details import layout
+
+    value_layout, value_opts = layout.make_default_matmul_mxfp4_w_layout(mx_axis=1)
+    scale_layout, scale_opts = layout.make_default_matmul_mxfp4_w_scale_layout(mx_axis=1, num_warps=num_warps)
+    w = convert_layout(wrap_torch_tensor(packed.transpose(-2, -1), dtype=FP4), value_layout, **value_opts)
+    s = convert_layout(wrap_torch_tensor(scales.transpose(-2, -1)), scale_layout, **scale_opts)
+    precision = PrecisionConfig(weight_scale=s, flex_ctx=FlexCtx(rhs_data=InFlexData()))
+    return w, precision, value_layout.__name__, scale_layout.__name__
+
+
+def make_mxfp4_weights(*, hidden: int = HIDDEN, intermediate: int = INTERMEDIATE, n_experts: int = N_EXPERTS,
+                       seed: int = 1, device: str = "cuda") -> Mxfp4MoeWeights:
+    """Random bf16 expert weights quantized to MXFP4 here, converted as vLLM converts gpt-oss's checkpoint."""
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape, scale):
+        return (torch.randn(*shape, generator=g, device=device) * scale).to(torch.bfloat16)
+
+    # Checkpoint orientation (E, out, in): quantized along `in`, the reduction axis of each GEMM.
+    q1, s1 = quantize_mxfp4(randn(n_experts, 2 * intermediate, hidden, scale=hidden**-0.5))
+    q2, s2 = quantize_mxfp4(randn(n_experts, hidden, intermediate, scale=intermediate**-0.5))
+    w1, pc1, value_layout, scale_layout = _to_triton_mxfp4(q1, s1)
+    w2, pc2, _, _ = _to_triton_mxfp4(q2, s2)
+    return Mxfp4MoeWeights(
+        w1=w1, w1_precision=pc1,
+        b1=(torch.randn(n_experts, 2 * intermediate, generator=g, device=device) * 0.1),
+        w2=w2, w2_precision=pc2,
+        b2=(torch.randn(n_experts, hidden, generator=g, device=device) * 0.1),
+        w1_ref=dequantize_mxfp4(q1, s1, torch.bfloat16).transpose(-2, -1).contiguous(),
+        w2_ref=dequantize_mxfp4(q2, s2, torch.bfloat16).transpose(-2, -1).contiguous(),
+        value_layout=value_layout, scale_layout=scale_layout,
+    )
+
+
+class vllm_hopper_opt_flags:
+    """The matmul_ogs constraint vLLM sets for MXFP4 on sm_90 (split_k=1), removed again on exit: the
+    constraints are process-global in triton_kernels."""
+
+    def __enter__(self):
+        import triton_kernels.matmul_ogs_details.opt_flags as opt_flags
+
+        if torch.cuda.get_device_capability()[0] == 9:
+            opt_flags.update_opt_flags_constraints({"split_k": 1})
+
+    def __exit__(self, *exc):
+        import triton_kernels.matmul_ogs_details.opt_flags as opt_flags
+
+        opt_flags.reset_opt_flags_constraints()
+
+
+def mxfp4_gemm1(x: torch.Tensor, w: Mxfp4MoeWeights, r: Routing) -> torch.Tensor:
+    """(n*k, intermediate) bf16, expert-sorted rows: swiglu(x[token] @ w1[e] + b1[e]), SwiGLU fused into the
+    GEMM's epilogue the way vLLM's triton_kernel_fused_experts configures it (reduction_n=2 pairs the
+    interleaved gate/linear columns)."""
+    from triton_kernels.matmul_ogs import FnSpecs, FusedActivation, matmul_ogs
+    from triton_kernels.swiglu import swiglu_fn
+
+    act = FusedActivation(FnSpecs("swiglu", swiglu_fn, ("alpha", "limit"), reduction_n=2),
+                          (SWIGLU_ALPHA, SWIGLU_LIMIT))
+    return matmul_ogs(x, w.w1, w.b1, r.data, gather_indx=r.gather, precision_config=w.w1_precision,
+                      fused_activation=act)
+
+
+def mxfp4_gemm2(h: torch.Tensor, w: Mxfp4MoeWeights, r: Routing) -> torch.Tensor:
+    """(n, hidden): gate-weighted sum over the token's experts of h @ w2[e] + b2[e] (scatter + gammas)."""
+    from triton_kernels.matmul_ogs import matmul_ogs
+
+    return matmul_ogs(h, w.w2, w.b2, r.data, scatter_indx=r.scatter, precision_config=w.w2_precision,
+                      gammas=r.gate_sorted)
+
+
+def mxfp4_reference_weights(w: Mxfp4MoeWeights) -> MoeWeights:
+    """The dequantized weights in the form the per-expert loop takes."""
+    return MoeWeights(w1=w.w1_ref, b1=w.b1, w2=w.w2_ref, b2=w.b2)

@@ -1,7 +1,8 @@
 """Level `kernels` (GPU): the image's kernels compute the right numbers on this GPU.
 
-Tolerances follow vLLM's own kernel tests for bf16: max|err| / max|ref| below 1e-2 for the MoE GEMMs,
-atol 1.5e-2 / rtol 1e-2 for attention.
+Tolerances follow vLLM's own kernel tests: for bf16 max|err| / max|ref| below 1e-2 for the MoE GEMMs,
+atol 1.5e-2 / rtol 1e-2 for attention; for the MXFP4 MoE the measure and bounds of vLLM's
+test_gpt_oss_triton_kernels.py (moe_reference.mx_errors: max 0.025, rms 0.005).
 """
 
 from __future__ import annotations
@@ -47,6 +48,37 @@ def test_moe_topk_matmul_ogs_matches_per_expert_loop(gpu, mr, n_tokens):
     print(f"{n_tokens} tokens: GEMM1 (gather) rel max err {err1:.2e}, GEMM2 (scatter, gammas) {err2:.2e}")
     assert err1 < MOE_REL_TOL, f"matmul_ogs GEMM1 (gather) rel max err {err1:.2e} >= {MOE_REL_TOL} ({n_tokens} tokens)"
     assert err2 < MOE_REL_TOL, f"matmul_ogs GEMM2 (scatter+gammas) rel max err {err2:.2e} >= {MOE_REL_TOL} ({n_tokens} tokens)"
+
+
+@pytest.mark.parametrize("n_tokens", [16, 2048])
+def test_moe_mxfp4_matmul_ogs_matches_dequantized_reference(gpu, mr, n_tokens):
+    """gpt-oss's path on Hopper: bf16 activations x MXFP4 weights (w4a16) in triton_kernels' sm_90 layouts,
+    gather GEMM1 with fused SwiGLU, scatter GEMM2 with gate weights, against PyTorch on the dequantized weights."""
+    import torch
+
+    tkc.load_triton_kernels()
+    x, logits, _ = mr.make_inputs(n_tokens)
+    w = mr.make_mxfp4_weights()
+    if torch.cuda.get_device_capability()[0] == 9:
+        assert (w.value_layout, w.scale_layout) == ("HopperMXValueLayout", "HopperMXScaleLayout"), (
+            f"triton_kernels picked {w.value_layout}/{w.scale_layout} on sm_90, not the Hopper MX layouts")
+    r = mr.route(logits)
+    with mr.vllm_hopper_opt_flags():
+        h = mr.mxfp4_gemm1(x, w, r)
+        y = mr.mxfp4_gemm2(h, w, r)
+    ref_w = mr.mxfp4_reference_weights(w)
+    h_tokens = h[r.to_token_order].view(n_tokens, mr.TOP_K, -1)
+    ref_h = mr.swiglu_reference(mr.loop_gemm1(x, ref_w, r.expert_idx))
+    ref_y_own_h = mr.loop_gemm2(h_tokens, ref_w, r.expert_idx, r.gate)
+    ref_y = mr.loop_gemm2(ref_h, ref_w, r.expert_idx, r.gate)  # from x alone, as vLLM's test compares
+    figures = {"GEMM1+SwiGLU": mr.mx_errors(h_tokens, ref_h), "GEMM2": mr.mx_errors(y, ref_y_own_h),
+               "MoE": mr.mx_errors(y, ref_y)}
+    print(f"{n_tokens} tokens, {w.value_layout}/{w.scale_layout}: " +
+          ", ".join(f"{k} max {m:.2e} rms {s:.2e}" for k, (m, s) in figures.items()))
+    for what, (max_err, rms_err) in figures.items():
+        assert max_err <= mr.MXFP4_MAX_TOL and rms_err <= mr.MXFP4_RMS_TOL, (
+            f"MXFP4 {what} ({n_tokens} tokens): max rel err {max_err:.2e} (tol {mr.MXFP4_MAX_TOL}), "
+            f"rms {rms_err:.2e} (tol {mr.MXFP4_RMS_TOL})")
 
 
 def test_swiglu_matches_reference(gpu, mr):

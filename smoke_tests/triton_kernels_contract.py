@@ -34,6 +34,9 @@ VLLM_IMPORTS: dict[str, list[str]] = {
 VENDORED = "vllm.third_party.triton_kernels"
 # Set to 1 to run the suite against a stale (3.5-era, no SparseMatrix) copy of the image's triton_kernels.
 PLANT_STALE_ENV = "GRACECTL_PLANT_STALE_TRITON_KERNELS"
+# Set to 1 to run it against a copy whose Hopper MXFP4 upcast reads every weight scale one exponent too high
+# (each MXFP4 weight doubled inside matmul_ogs): the MXFP4 kernels and upstream levels must then fail.
+PLANT_MX_SCALE_ENV = "GRACECTL_PLANT_MX_SCALE_OFF_BY_ONE"
 
 
 def vllm_installed() -> bool:
@@ -110,3 +113,44 @@ def make_stale_copy(source: Path, dest_root: Path) -> Path:
         raise RuntimeError(f"expected one `class SparseMatrix` in {source / 'tensor.py'}, found {n}")
     tensor_py.write_text(text)
     return dest_root
+
+
+def make_patched_copy(source: Path, dest_root: Path, file: str, anchor: str, replacement: str) -> Path:
+    """Copy the package `source` to dest_root/triton_kernels with `anchor` (exactly once in `file`) replaced.
+    Returns dest_root (to put on sys.path)."""
+    dest = dest_root / "triton_kernels"
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    path = dest / file
+    text = path.read_text()
+    if text.count(anchor) != 1:
+        raise RuntimeError(f"expected one {anchor.strip()!r} in {source / file}")
+    path.write_text(text.replace(anchor, replacement))
+    return dest_root
+
+
+# The planted MX-scale fault: in the Hopper MXFP4 -> bf16 upcast that matmul_ogs runs on each weight tile, the
+# scale bytes (e8m0 exponents) are raised by one before use.
+MX_SCALE_FILE = "tensor_details/layout_details/hopper_value.py"
+_MX_SCALE_ANCHOR = "    # upcast scale to bfloat16\n"
+_MX_SCALE_FAULT = "    scale = (scale + 1).to(scale.dtype)  # PLANTED FAULT (gracectl smoke): one exponent too high\n"
+# The planted router fault: topk's softmax over the selected logits runs at temperature 1/1.5.
+TOPK_FILE = "topk_details/_topk_forward.py"
+_TOPK_ANCHOR = "tl.softmax(y_values.to(tl.float32), dim=1"
+_TOPK_FAULT = "tl.softmax(y_values.to(tl.float32) * 1.5, dim=1"  # PLANTED FAULT
+
+
+def make_mx_scale_fault_copy(source: Path, dest_root: Path) -> Path:
+    return make_patched_copy(source, dest_root, MX_SCALE_FILE, _MX_SCALE_ANCHOR, _MX_SCALE_ANCHOR + _MX_SCALE_FAULT)
+
+
+def make_topk_fault_copy(source: Path, dest_root: Path) -> Path:
+    return make_patched_copy(source, dest_root, TOPK_FILE, _TOPK_ANCHOR, _TOPK_FAULT)
+
+
+PLANT_TOPK_ENV = "GRACECTL_PLANT_TOPK_SOFTMAX_FAULT"
+# Planted-fault switches (env var -> how the faulty copy is made), for conftest.py.
+PLANTED_FAULTS = {
+    PLANT_STALE_ENV: ("stale triton_kernels without SparseMatrix", make_stale_copy),
+    PLANT_MX_SCALE_ENV: ("triton_kernels whose Hopper MXFP4 upcast is one scale exponent off", make_mx_scale_fault_copy),
+    PLANT_TOPK_ENV: ("triton_kernels whose topk softmax runs at temperature 1/1.5", make_topk_fault_copy),
+}

@@ -25,7 +25,7 @@ SUITE_IN_IMAGE = "/opt/gracectl/smoke_tests"
 OUT_IN_CONTAINER = "/gracectl-out"
 # THE smoke levels: one pytest marker each (smoke_tests/pytest.ini), the Jenkinsfile's SMOKE_LEVEL choices are
 # LEVEL_CHOICES; tests/unit/test_shared_lists.py holds both copies to this.
-LEVELS = ("imports", "kernels", "engine", "server")
+LEVELS = ("imports", "kernels", "upstream", "collectives", "engine", "server")
 LEVEL_CHOICES = (*LEVELS, "all")
 GPUS = ("all", "none")
 # Containers a pipeline run starts carry this label with the run id; `gracectl ci cleanup` removes exactly those.
@@ -57,8 +57,9 @@ def container_command(image: str, python_args: Sequence[str], *, out_dir: str | 
         args += ["--label", f"{RUN_LABEL}={run_id}"]
     if gpus == "all":
         args += ["--gpus", "all"]
-    # vLLM's engine and server levels move tensors between processes through /dev/shm (64 MB by default).
-    args += ["--shm-size", "2g", "-e", "PYTHONUNBUFFERED=1",
+    # The host's IPC namespace, as vLLM's docs ask for tensor parallelism: NCCL (collectives level) and vLLM's
+    # engine/server processes move tensors through /dev/shm, which docker caps at 64 MB otherwise.
+    args += ["--ipc=host", "-e", "PYTHONUNBUFFERED=1",
              "-v", f"{os.fspath(out_dir)}:{OUT_IN_CONTAINER}", "--entrypoint", "python", image]
     return args + list(python_args)
 
@@ -118,9 +119,28 @@ def parse_junit(path: str | os.PathLike) -> JunitResult:
     return result
 
 
+# JUnit property prefix of the upstream level's per-group counts (smoke_tests/upstream_selection.py).
+UPSTREAM_PREFIX = "upstream:"
+
+
+def upstream_counts(props: dict[str, str]) -> dict[str, dict]:
+    """{group: {"passed": n, ..., "selected": n, "of": n}} from the `upstream:<group>` properties (popped);
+    a group whose file the suite lacks reads {"absent": True}."""
+    out = {}
+    for name in [n for n in props if n.startswith(UPSTREAM_PREFIX)]:
+        value = props.pop(name)
+        group = name[len(UPSTREAM_PREFIX):]
+        if value == "absent":
+            out[group] = {"absent": True}
+            continue
+        out[group] = {k: int(v) for k, _, v in (p.partition("=") for p in value.split()) if v.isdigit()}
+    return out
+
+
 def smoke_record(image: str, iid: str, level: str, junit: JunitResult, created: str | None = None) -> dict:
     counts = {o: sum(t["outcome"] == o for t in junit.tests) for o in ("passed", "failed", "error", "skipped")}
     props = dict(junit.properties)
+    upstream = upstream_counts(props)
     gpu = props.pop("gpu", None)
     gpu_capability = props.pop("gpu_capability", None)
     return {
@@ -133,6 +153,8 @@ def smoke_record(image: str, iid: str, level: str, junit: JunitResult, created: 
         "tests": junit.tests,
         "versions": props,
         "gpu": {"name": gpu, "capability": gpu_capability} if gpu else None,
+        # triton_kernels' own tests run by the upstream level, per group (absent when that level did not run).
+        **({"upstream": upstream} if upstream else {}),
     }
 
 

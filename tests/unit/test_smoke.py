@@ -32,14 +32,14 @@ import triton_kernels_contract as tkc  # noqa: E402  (lives in the suite: it run
 
 def test_marker_expression_levels():
     assert smoke.marker_expression("kernels") == "kernels"
-    assert smoke.marker_expression("all") == "imports or kernels or engine or server"
+    assert smoke.marker_expression("all") == "imports or kernels or upstream or collectives or engine or server"
     with pytest.raises(UsageError, match="unknown smoke level 'gpu'"):
         smoke.marker_expression("gpu")
 
 
 def test_container_command_with_and_without_gpus(tmp_path):
     args = smoke.container_command("sha256:abc", ["-m", "pytest"], out_dir=tmp_path, gpus="all")
-    assert args == [docker.binary(), "run", "--rm", "--pull", "never", "--gpus", "all", "--shm-size", "2g",
+    assert args == [docker.binary(), "run", "--rm", "--pull", "never", "--gpus", "all", "--ipc=host",
                     "-e", "PYTHONUNBUFFERED=1", "-v", f"{tmp_path}:/gracectl-out", "--entrypoint", "python",
                     "sha256:abc", "-m", "pytest"]
     no_gpu = smoke.container_command("img:tag", [], out_dir=tmp_path, gpus="none")
@@ -52,7 +52,7 @@ def test_container_command_with_and_without_gpus(tmp_path):
 
 def test_pytest_args_run_the_baked_suite_at_the_level():
     assert smoke.pytest_args("all") == [
-        "-m", "pytest", "/opt/gracectl/smoke_tests", "-m", "imports or kernels or engine or server", "-rA",
+        "-m", "pytest", "/opt/gracectl/smoke_tests", "-m", "imports or kernels or upstream or collectives or engine or server", "-rA",
         "--junitxml=/gracectl-out/junit.xml"]
 
 
