@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gracectl.adapters import docker, proc
+from gracectl.adapters import proc
 from gracectl.errors import CommandFailedError, UsageError
 from gracectl.manifest import COMMIT_RE, TAG_RE, TAG_NAME_RE, Manifest, Source
 from gracectl.mirrors import NO_MIRROR, Mirror
@@ -133,13 +133,12 @@ class Plan:
 
 
 def detect_builder() -> str:
-    """`buildx` when the docker client that builds (adapters.docker, not PATH's) has the buildx plugin, else
-    plain `docker build` with BuildKit."""
-    client = docker.binary()
-    if not shutil.which(client):
+    """`buildx` when the docker client has the buildx plugin, else plain `docker build` with BuildKit."""
+    docker = shutil.which("docker")
+    if not docker:
         return "docker"
     try:
-        ok = subprocess.run([client, "buildx", "version"], capture_output=True, timeout=10).returncode == 0
+        ok = subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     return "buildx" if ok else "docker"
