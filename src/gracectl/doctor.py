@@ -16,6 +16,7 @@ from gracectl import pipeline
 from gracectl.adapters import docker, proc, tools
 from gracectl.adapters.registry import ImageRef, Registry, credentials_for
 from gracectl.errors import GraceError, ToolMissingError, UsageError
+from gracectl.plan import detect_builder
 
 DEFAULT_MIN_FREE_GB = 100  # a vLLM source build: BuildKit cache, CUDA base layers, the image (gh200: 480 GB)
 MIN_FREE_ENV = "GRACECTL_MIN_FREE_GB"
@@ -82,10 +83,8 @@ def check_docker(_: Settings) -> str:
 def check_buildkit(_: Settings) -> str:
     """buildx, or a client that builds with DOCKER_BUILDKIT=1 (Debian's 20.10): proven by a real empty build."""
     client = docker.binary()
-    try:
-        return f"buildx {_output(docker.command(['docker', 'buildx', 'version'])).split()[1]}"
-    except (Missing, IndexError):
-        pass
+    if detect_builder() == "buildx":  # what the build stage will use
+        return f"{_first_line(_output(docker.command(['docker', 'buildx', 'version'])))}"
     try:
         _output(docker.command(["docker", "build", "--output", "type=tar,dest=/dev/null", "-"]),
                 input="FROM scratch\n", env=docker.BUILDKIT_ENV, timeout=120)

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,22 @@ def test_doctor_from_the_jenkins_venv_on_the_test_bed(agent, bed):
     status = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines() if line.split()[0] != "doctor:"}
     assert status == {"git": "ok", "hadolint": "ok", "docker": "ok", "buildkit": "ok", "nvidia-runtime": "skipped",
                       "gpu": "skipped", "disk": "ok", "skopeo": "ok", "registry": "ok"}
+
+
+@pytest.mark.slow
+def test_gh200_node_stages_run_from_the_jenkins_venv(agent, bed, tmp_path):
+    """plan -> build (linux/arm64, qemu) -> smoke (imports, no GPU) -> push -> archive, one `gracectl ci` each, as
+    the gh200 node runs them; no promote, so no tag moves (a fresh build number: build tags are immutable)."""
+    checkout, env = agent
+    env = {**env, "RELEASE": "v0.19.0-tfa", "ACTION": "build", "PUSH": "true", "REGISTRY": bed.state.registry,
+           "GRACECTL_MIRROR": str(bed.mirror_path), "SMOKE_LEVEL": "imports", "GRACECTL_SMOKE_GPUS": "none",
+           "BUILD_NUMBER": str(int(time.time())), "GRACECTL_RUN_ID": f"jenkins-venv-{os.getpid()}"}
+    for stage in ("plan", "build", "smoke", "push", "archive"):
+        done = subprocess.run(["gracectl", "ci", stage, "--workdir", str(tmp_path)], cwd=checkout, env=env,
+                              capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, f"ci {stage}: {done.stderr[-3000:]}"
+    summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
+    assert {name: s["status"] for name, s in summary.items()} == dict.fromkeys(("plan", "build", "smoke", "push"),
+                                                                               "passed")
+    pushed = json.loads((tmp_path / "push-record.json").read_text())
+    assert pushed["digest"].startswith("sha256:") and pushed["smoke_passed"] is True

