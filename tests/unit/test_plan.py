@@ -106,6 +106,27 @@ def test_mirror_maps_every_external_input(tmp_path):
     assert p.labels["org.opencontainers.image.base.name"] == "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
 
 
+def test_mirror_without_cuda_packages_is_a_named_standin(tmp_path):
+    m = load_release("v0.19.0-tfa")
+    assert not make_plan(m, commit=COMMIT).standins  # upstream: every package installed, nothing stood in for
+    mirror_file = tmp_path / "mirror.toml"
+    mirror_file.write_text(
+        'standin_reason = "no NVIDIA apt repository here"\n'
+        '[packages]\n"cuda-nvcc-12-9" = ""\n"libnccl-dev" = "libnccl-dev-site"\n'
+        '[downloads]\n"' + m.flashinfer.cubins_url + '" = "http://127.0.0.1:8080/cubins/"\n'
+        '[indexes]\n"' + m.flashinfer.jit_cache_index_url + '" = "http://127.0.0.1:8080/simple"\n'
+    )
+    p = make_plan(m, mirror=load_mirror(mirror_file), commit=COMMIT)
+    packages = p.build_args["CUDA_RUNTIME_PACKAGES"].split()
+    assert "cuda-nvcc-12-9" not in packages and "libnccl-dev-site" in packages and "cuda-cudart-12-9" in packages
+    assert p.standins == ["cuda.runtime_packages: cuda-nvcc-12-9 (not installed: no NVIDIA apt repository here)"]
+    assert p.build_args["FLASHINFER_CUBINS_URL"] == "http://127.0.0.1:8080/cubins/"
+    assert p.build_args["FLASHINFER_INDEX_URL"] == "http://127.0.0.1:8080/simple"
+    out = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0-tfa", "--mirror", str(mirror_file)],
+                         capture_output=True, text=True)
+    assert "STAND-IN" in out.stdout and "cuda-nvcc-12-9" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
+
+
 def test_bad_mirror_file(tmp_path):
     f = tmp_path / "m.toml"
     f.write_text('build_network = "bridge-ish"\n')
