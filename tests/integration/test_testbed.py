@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -87,19 +88,26 @@ def test_git_daemon_serves_tags_and_fetch_by_commit(bed, tmp_path):
 def test_index_serves_stand_in_wheels_and_real_ones(bed):
     url = load_mirror(bed.mirror_path).index("https://download.pytorch.org/whl/cu129")
     page = urllib.request.urlopen(f"{url}/torch/", timeout=5).read().decode()
-    assert "torch-2.10.0-py3-none-any.whl#sha256=" in page
-    wheel = urllib.request.urlopen(f"{url}/torch/torch-2.10.0-py3-none-any.whl", timeout=5).read()
-    metadata = zipfile.ZipFile(io.BytesIO(wheel)).read("torch-2.10.0.dist-info/METADATA").decode()
-    assert "Summary: STAND-IN for torch 2.10.0" in metadata
+    # The PyTorch index's name for it: the +cu129 local version the manifest pins.
+    assert "torch-2.10.0+cu129-py3-none-any.whl#sha256=" in page
+    wheel = urllib.request.urlopen(f"{url}/torch/torch-2.10.0%2Bcu129-py3-none-any.whl", timeout=5).read()
+    metadata = zipfile.ZipFile(io.BytesIO(wheel)).read("torch-2.10.0+cu129.dist-info/METADATA").decode()
+    assert "Summary: STAND-IN for torch 2.10.0+cu129" in metadata
     pytest_page = urllib.request.urlopen(f"{url}/pytest/", timeout=5).read().decode()
     assert "pytest-8.3.5-py3-none-any.whl" in pytest_page
+    # Triton is the real release, for both architectures: the images compile Triton's C stub with it.
+    triton_page = urllib.request.urlopen(f"{url}/triton/", timeout=5).read().decode()
+    for arch in ("aarch64", "x86_64"):
+        assert re.search(rf"triton-3\.6\.0-cp311-cp311-manylinux_2_27_{arch}[^\"]*\.whl#sha256=", triton_page), arch
 
 
 def test_mirror_file_maps_every_fetched_input_of_both_releases(bed):
-    upstream_hosts = ("github.com", "nvcr.io", "pypi.org", "download.pytorch.org")
+    upstream_hosts = ("github.com", "nvcr.io", "pypi.org", "download.pytorch.org", "flashinfer.ai", "nvidia.com")
     fetched = ("BUILD_BASE_IMAGE", "RUNTIME_BASE_IMAGE", "PIP_INDEX_URL", "TORCH_INDEX_URL", "TRITON_REPO",
                "TRITON_REF", "TRITON_KERNELS_REPO", "TRITON_KERNELS_REF", "FLASH_ATTN_REPO", "FLASH_ATTN_REF",
-               "FLASHMLA_REPO", "FLASHMLA_REF", "VLLM_REPO", "VLLM_REF")
+               "FLASHMLA_REPO", "FLASHMLA_REF", "CUTLASS_REPO", "CUTLASS_REF", "QUTLASS_REPO", "QUTLASS_REF",
+               "DEEPGEMM_REPO", "DEEPGEMM_REF", "VLLM_REPO", "VLLM_REF", "FLASHINFER_INDEX_URL",
+               "FLASHINFER_CUBINS_URL")
     for release in ("v0.19.0-tfa", "v0.19.0"):
         plan = plan_for(release, bed.mirror_path)
         for arg in fetched:

@@ -114,7 +114,9 @@ class StandIns:
         """PEP 503 layout: index/simple/<project>/{index.html, *.whl}."""
         simple = self.index_root / "simple"
         requirements = pypi_requirements()
-        fingerprint = hashlib.sha256((tree_hash(STANDINS / "wheels") + json.dumps(requirements)
+        # Paths relative to the checkout: every clone (CI's fresh ones, worktrees) shares the same index.
+        fingerprint = hashlib.sha256((tree_hash(STANDINS / "wheels")
+                                      + json.dumps(requirements).replace(str(REPO_ROOT), "")
                                       + json.dumps([REAL_PLATFORM_WHEELS, WHEEL_PLATFORMS])
                                       + (REPO_ROOT / "smoke_tests" / "requirements.txt").read_text()).encode()
                                      ).hexdigest()
