@@ -15,14 +15,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gracectl.errors import ManifestError
+from gracectl.image_ref import DIGEST_RE
+from gracectl.image_ref import TAG_RE as TAG_NAME_RE  # image tags and release names share the tag rule
 
 # A git ref we accept as a pin: a release tag (v1.2.3, v0.19.0rc1) or a full 40-hex commit.
 # Branch names are refused on purpose: they move, so a build would not be reproducible.
 TAG_RE = re.compile(r"^v\d+(\.\d+){1,3}([a-z0-9.+-]*)$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
-TAG_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 RELEASE_NAME_RE = TAG_NAME_RE
 
 

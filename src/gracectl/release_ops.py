@@ -48,16 +48,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gracectl.adapters.registry import (
-    DIGEST_RE,
-    Credentials,
-    ImageRef,
-    Registry,
-    credentials_for,
-    skopeo_copy,
-    skopeo_inspect_raw,
-    transport_ref,
-)
+from gracectl.adapters.registry import Registry, open_registry
+from gracectl.adapters.registry_auth import Credentials
+from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_ref
 from gracectl.errors import (
     ConflictError,
     GraceError,
@@ -66,6 +59,7 @@ from gracectl.errors import (
     RegistryError,
     UsageError,
 )
+from gracectl.image_ref import DIGEST_RE, ImageRef
 from gracectl.records import artifact_type, get_records, put_record, utc_now
 
 HISTORY_SUFFIX = ".gracectl-history"
@@ -340,12 +334,6 @@ def _apply(registry: Registry, repository: str, tag: str, entry: Entry, lock: Ta
 
 
 # -- operations ---------------------------------------------------------------------------------------------
-def _connect(ref: ImageRef, credentials: Credentials | None) -> Registry:
-    registry = Registry(ref.registry, credentials or credentials_for(ref.registry))
-    registry.ping()
-    return registry
-
-
 def resolve(registry: Registry, ref: ImageRef) -> str:
     """The manifest digest `ref` names (checked to exist)."""
     if not ref.reference:
@@ -375,7 +363,7 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
     ref = ImageRef.parse(dest)
     if not ref.tag or ref.digest:
         raise UsageError(f"--to must be REGISTRY/REPO:TAG (an immutable build tag), got {dest!r}")
-    registry = _connect(ref, credentials)
+    registry = open_registry(ref, credentials)
     source = transport_ref(local_image)
     image_id = (skopeo_inspect_raw(source).get("config") or {}).get("digest", "")
     for record in attach:  # checked before anything is pushed
@@ -408,7 +396,7 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
     moving_tag_name(tag)
     if force and not reason.strip():
         raise UsageError("--force needs --reason TEXT: the reason is recorded in the tag's history")
-    registry = _connect(ref, credentials)
+    registry = open_registry(ref, credentials)
     candidate = resolve(registry, ref)
     current = registry.head_manifest(ref.repository, tag)
     current_digest = current.digest if current else None
@@ -437,7 +425,7 @@ def rollback(target: str, *, to: str = "", reason: str = "", credentials: Creden
     if not ref.tag or ref.digest:
         raise UsageError(f"rollback needs REGISTRY/REPO:TAG, got {target!r}")
     tag = moving_tag_name(ref.tag)
-    registry = _connect(ref, credentials)
+    registry = open_registry(ref, credentials)
     explicit = ""
     if to:
         explicit = resolve(registry, ref.with_digest(to) if DIGEST_RE.match(to) else ref.with_tag(to))
@@ -469,6 +457,6 @@ def history(target: str, *, credentials: Credentials | None = None) -> list[Entr
     ref = ImageRef.parse(target)
     if not ref.tag or ref.digest:
         raise UsageError(f"history needs REGISTRY/REPO:TAG, got {target!r}")
-    registry = _connect(ref, credentials)
+    registry = open_registry(ref, credentials)
     current = registry.head_manifest(ref.repository, ref.tag)
     return settle(load_history(registry, ref.repository, ref.tag), current.digest if current else None)

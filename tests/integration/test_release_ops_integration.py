@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from gracectl import release_ops
-from gracectl.adapters.registry import ImageRef, Registry
+from gracectl.adapters.registry import Registry
+from gracectl.image_ref import ImageRef
 from gracectl.errors import ConflictError, NoHistoryError, PromotionRefusedError, RegistryError
 from gracectl.records import get_records, put_record, record_tag
 from gracectl.registry_server import RegistryServer

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from gracectl.adapters.registry import Credentials, ImageRef, Registry, credentials_for
+from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_auth import Credentials, credentials_for
+from gracectl.image_ref import ImageRef
 from gracectl.errors import NoHistoryError, UsageError
 from gracectl.release_ops import (
     BenchRow,

@@ -13,7 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from gracectl.adapters.registry import Credentials, ImageRef, Registry, credentials_for
+from gracectl.adapters.registry import open_registry
+from gracectl.adapters.registry_auth import Credentials, credentials_for
+from gracectl.image_ref import ImageRef
 from gracectl.errors import UsageError
 from gracectl.records import get_records
 from gracectl.release_ops import (
@@ -140,6 +142,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the records stored with an image in the registry (JSON list)."""
         ref = ImageRef.parse(image)
-        registry = Registry(ref.registry, credentials(username, password_stdin) or credentials_for(ref.registry))
+        registry = open_registry(ref, credentials(username, password_stdin), ping=False)
         digest = resolve(registry, ref)
         print(json.dumps(get_records(ref, digest, kind, registry=registry), indent=2))
