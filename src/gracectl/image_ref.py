@@ -15,7 +15,15 @@ from gracectl.errors import UsageError
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # A tag as the distribution spec defines it (also the rule for release names, see manifest.py).
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# HOST[:PORT]: a DNS name or IPv4 address, or [IPv6]; the port numeric.
+HOST_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
+                     r"|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
 REPO_RE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
+
+
+def valid_host(host: str) -> bool:
+    match = HOST_RE.match(host)
+    return bool(match) and int((match.group(5) or ":0")[1:]) <= 65535
 
 
 @dataclass(frozen=True)
@@ -40,16 +48,18 @@ class ImageRef:
         else:
             default = os.environ.get("GRACECTL_REGISTRY", "").strip("/")
             if not default:
-                raise UsageError(f"{text!r} names no registry: write HOST[:PORT]/REPOSITORY[:TAG] "
+                raise UsageError(f"{text[:200]!r} names no registry: write HOST[:PORT]/REPOSITORY[:TAG] "
                                  "(or set GRACECTL_REGISTRY=HOST[:PORT][/NAMESPACE])")
             registry, _, namespace = default.partition("/")
             repository = f"{namespace}/{name}" if namespace else name
-        if not REPO_RE.match(repository):
-            raise UsageError(f"{text!r}: {repository!r} is not a valid repository name")
+        if not valid_host(registry):
+            raise UsageError(f"{text[:200]!r}: {registry[:100]!r} is not a registry HOST[:PORT]")
+        if not REPO_RE.match(repository) or len(repository) > 255:
+            raise UsageError(f"{text[:200]!r}: {repository[:100]!r} is not a valid repository name")
         if tag and not TAG_RE.match(tag):
-            raise UsageError(f"{text!r}: {tag!r} is not a valid tag")
+            raise UsageError(f"{text[:200]!r}: {tag[:100]!r} is not a valid tag")
         if digest and not DIGEST_RE.match(digest):
-            raise UsageError(f"{text!r}: the digest must be sha256:<64 hex>")
+            raise UsageError(f"{text[:200]!r}: the digest must be sha256:<64 hex>")
         return cls(registry, repository, tag, digest)
 
     @property

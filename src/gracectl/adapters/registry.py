@@ -1,10 +1,12 @@
-"""The registry HTTP API v2 client (urllib): manifests, blobs, tags and small OCI artifacts.
+"""The registry HTTP API v2 client (http.client): manifests, blobs, tags and small OCI artifacts.
 
 Everything addresses manifests BY DIGEST: retagging is "GET the manifest bytes, PUT the same bytes under
 the new tag", which moves a tag without pulling a single layer and keeps the digest (multi-arch indexes
 included). Small JSON records and locks are pushed as OCI artifacts (an OCI image manifest with
 `artifactType`, the empty config and one JSON layer; optional `subject`), the form registries without
 OCI 1.1 support (distribution 2.8, Debian's docker-registry) still accept and store byte for byte.
+
+Every request is bounded whole (`timeout`), and by the operation's overall deadline when one is set.
 
 Transport: plain http for loopback registries (127.0.0.1, localhost: the test bed), https elsewhere.
 Auth: HTTP basic (htpasswd registries; credentials from adapters.registry_auth); token (Bearer) auth is
@@ -13,16 +15,19 @@ not supported and says so. Image copies (layers) go through adapters.skopeo.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import json
 import re
-import urllib.error
+import socket
+import threading
+import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 from gracectl.adapters.registry_auth import Credentials, credentials_for, login_hint
-from gracectl.errors import RegistryError
+from gracectl.errors import DeadlineError, ReadOnlyRegistryError, RegistryError
 from gracectl.image_ref import DIGEST_RE, ImageRef
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -55,42 +60,95 @@ class Descriptor:
         return cls(media_type, sha256_digest(data), len(data))
 
 
+def _cut(connection: http.client.HTTPConnection, cut_off: threading.Event) -> None:
+    cut_off.set()
+    with contextlib.suppress(OSError, AttributeError):
+        connection.sock.shutdown(socket.SHUT_RDWR)
+
+
 def is_loopback(host: str) -> bool:
     """127.0.0.1, localhost, [::1], with or without a port: the test bed, spoken to over plain http."""
     return host in LOOPBACK_HOSTS or host.rsplit(":", 1)[0] in LOOPBACK_HOSTS
 
 
 class Registry:
-    """One registry host. Methods take the repository path (e.g. "gh200-vllm-tfa") and a tag or digest."""
+    """One registry host. Methods take the repository path (e.g. "gh200-vllm-tfa") and a tag or digest.
 
-    def __init__(self, host: str, credentials: Credentials | None = None, timeout: float = 15.0):
+    `timeout`: the most one request may take, whole (a registry that drips its answer a byte at a time
+    is cut off too). `deadline`: a time.monotonic() instant after which no request starts and running
+    ones are cut off (the operation's overall deadline); None for none.
+    """
+
+    def __init__(self, host: str, credentials: Credentials | None = None, timeout: float = 15.0,
+                 deadline: float | None = None):
         self.host = host
         self.credentials = credentials
         self.timeout = timeout
+        self.deadline = deadline
+        self.deadline_s = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
         self.scheme = "http" if is_loopback(host) else "https"
 
+    def extend_deadline(self, seconds: float) -> None:
+        """Give clean-up work (the lock release, reading a tag back) `seconds` more, past the deadline."""
+        if self.deadline is not None:
+            self.deadline = max(self.deadline, time.monotonic() + seconds)
+
     # -- HTTP -----------------------------------------------------------------------------------------
+    def _budget(self, method: str, path: str) -> float:
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineError(f"{method} {path} on registry {self.host} not sent: the operation ran past its "
+                                f"deadline of {self.deadline_s:.0f}s (--deadline / GRACECTL_DEADLINE_S)")
+        return min(self.timeout, left)
+
     def _request(self, method: str, path_or_url: str, *, data: bytes | None = None,
                  headers: dict[str, str] | None = None, allow_404: bool = False):
         url = path_or_url if "://" in path_or_url else f"{self.scheme}://{self.host}{path_or_url}"
-        request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-        if self.credentials:
-            request.add_header("Authorization", f"Basic {self.credentials.basic()}")
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        budget = self._budget(method, parts.path)
+        headers = dict(headers or {})
+        if self.credentials and parts.netloc == self.host:  # basic credentials only to the registry itself
+            headers["Authorization"] = f"Basic {self.credentials.basic()}"
+        connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_type(parts.netloc, timeout=budget)
+        # http.client's timeout bounds each socket read, not the answer: a watchdog bounds the whole request.
+        cut_off = threading.Event()
+        watchdog = threading.Timer(budget, _cut, (connection, cut_off))
+        watchdog.daemon = True
+        watchdog.start()
+        connected = False
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as e:
-            if e.code == 404 and allow_404:
-                return 404, e.headers, b""
-            raise self._http_error(method, url, e) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise RegistryError(f"registry {self.host} is not reachable: {reason} "
-                                "(is it running? `gracectl testbed status`)") from None
+            connection.connect()
+            connected = True
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if cut_off.is_set() or isinstance(e, TimeoutError):
+                raise RegistryError(f"registry {self.host} did not answer {method} {parts.path} within "
+                                    f"{budget:.0f}s (answer lost or too slow)") from None
+            error = RegistryError(f"registry {self.host} is not reachable: {e or type(e).__name__} "
+                                  "(is it running? `gracectl testbed status`)")
+            error.sent = connected  # no connection: the request certainly never arrived
+            raise error from None
+        finally:
+            watchdog.cancel()
+            connection.close()
+        if response.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and response.getheader("Location"):
+            location = urllib.parse.urljoin(url, response.getheader("Location"))
+            return self._request(method, location, headers=headers, allow_404=allow_404)
+        if response.status >= 400:
+            if response.status == 404 and allow_404:
+                return 404, response.headers, b""
+            raise self._http_error(method, parts.path, response, body)
+        return response.status, response.headers, body
 
-    def _http_error(self, method: str, url: str, e: urllib.error.HTTPError) -> RegistryError:
-        if e.code == 401:
-            challenge = e.headers.get("WWW-Authenticate", "")
+    def _http_error(self, method: str, path: str, response, body: bytes) -> RegistryError:
+        if response.status == 401:
+            challenge = response.getheader("WWW-Authenticate", "")
             if challenge.lower().startswith("bearer"):
                 return RegistryError(f"registry {self.host} uses token (Bearer) auth, which gracectl does not "
                                      "support: use a registry with htpasswd (basic) auth")
@@ -99,12 +157,14 @@ class Registry:
                                      f"{self.credentials.username!r}: {login_hint(self.host)}")
             return RegistryError(f"registry {self.host} requires credentials: {login_hint(self.host)}")
         try:
-            errors = json.loads(e.read() or b"{}").get("errors") or []
+            errors = json.loads(body or b"{}").get("errors") or []
             detail = "; ".join(f"{x.get('code')}: {x.get('message')}" for x in errors)
         except (ValueError, AttributeError):
             detail = ""
-        path = urllib.parse.urlsplit(url).path
-        return RegistryError(f"registry {self.host}: {method} {path} answered {e.code} {e.reason}"
+        if response.status == 405 and method in ("PUT", "POST", "PATCH"):
+            return ReadOnlyRegistryError(f"registry {self.host} is read-only (it answered {method} {path} with 405 "
+                                         f"{response.reason}): nothing can be written there until it is writable again")
+        return RegistryError(f"registry {self.host}: {method} {path} answered {response.status} {response.reason}"
                              + (f" ({detail})" if detail else ""))
 
     # -- API ------------------------------------------------------------------------------------------
@@ -150,6 +210,15 @@ class Registry:
             raise RegistryError(f"no manifest {digest} in {self.host}/{repo}")
         body, descriptor = found
         self.put_manifest(repo, tag, body, descriptor.media_type)
+
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """Delete a superseded, untagged manifest (a replaced lock or history artifact); False when the
+        registry does not allow deletes. Never a tagged one: distribution untags every tag pointing at it."""
+        try:
+            self._request("DELETE", f"/v2/{repo}/manifests/{digest}", allow_404=True)
+            return True
+        except RegistryError:
+            return False
 
     def tags(self, repo: str) -> list[str]:
         found: list[str] = []
@@ -215,10 +284,13 @@ class Registry:
         return descriptor, manifest, self.get_blob(repo, layers[0]["digest"])
 
 
-def open_registry(ref: ImageRef, credentials: Credentials | None = None, *, ping: bool = True) -> Registry:
+def open_registry(ref: ImageRef, credentials: Credentials | None = None, *, ping: bool = True,
+                  deadline_s: float | None = None) -> Registry:
     """The one way to open the registry `ref` names: the given credentials, else the docker config's;
-    pinged first (unless ping=False) so that an unreachable registry or refused login fails at once."""
-    registry = Registry(ref.registry, credentials or credentials_for(ref.registry))
+    pinged first (unless ping=False) so that an unreachable registry or refused login fails at once;
+    `deadline_s`: the overall deadline of the operation, from now."""
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
+    registry = Registry(ref.registry, credentials or credentials_for(ref.registry), deadline=deadline)
     if ping:
         registry.ping()
     return registry

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-from pathlib import Path
 
 from gracectl.adapters import proc
 from gracectl.adapters.registry import is_loopback
@@ -31,31 +29,32 @@ def _tls_flags(option: str, ref: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def authfile(registry: str, credentials: Credentials | None):
-    """A temporary 0600 docker-config-style authfile for skopeo (never --creds: it shows in `ps`)."""
-    if credentials is None:
-        yield []
-        return
-    fd, path = tempfile.mkstemp(prefix="gracectl-auth-", suffix=".json")
+def memory_file(name: str, content: bytes = b""):
+    """An anonymous in-memory file (memfd) a child reads or writes as /dev/fd/N: never on any disk, so no
+    exit - SIGKILL included - can leave it behind; it vanishes with the last descriptor."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(docker_config_json(registry, credentials))
-        yield ["--authfile", path]
+        os.write(fd, content)
+        yield fd
     finally:
-        os.unlink(path)
+        os.close(fd)
 
 
 def skopeo_copy(source: str, dest: ImageRef, credentials: Credentials | None = None) -> str:
-    """Copy `source` (a skopeo transport ref, see transport_ref) to `dest`; returns the pushed manifest digest."""
+    """Copy `source` (a skopeo transport ref, see transport_ref) to `dest`; returns the pushed manifest digest.
+
+    The credentials reach skopeo as a docker-config authfile in memory (never --creds, which shows in `ps`,
+    and never a file on disk), and its digest comes back the same way: nothing to clean up after a kill.
+    """
     target = f"docker://{dest}"
-    with tempfile.TemporaryDirectory(prefix="gracectl-copy-") as tmp, authfile(dest.registry, credentials) as auth:
-        digest_file = Path(tmp) / "digest"
+    auth_json = docker_config_json(dest.registry, credentials) if credentials else b""
+    with memory_file("gracectl-auth", auth_json) as auth_fd, memory_file("gracectl-digest") as digest_fd:
+        auth = ["--authfile", f"/dev/fd/{auth_fd}"] if credentials else []
         secrets = [credentials.password] if credentials else []
         proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source),
-                  *_tls_flags("dest-tls-verify", target), "--digestfile", str(digest_file), source, target],
-                 secrets=secrets)
-        return digest_file.read_text().strip()
+                  *_tls_flags("dest-tls-verify", target), "--digestfile", f"/dev/fd/{digest_fd}", source, target],
+                 secrets=secrets, pass_fds=(auth_fd, digest_fd))
+        return os.pread(digest_fd, 200, 0).decode().strip()
 
 
 def skopeo_inspect_raw(source: str) -> dict:
