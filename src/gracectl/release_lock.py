@@ -189,7 +189,8 @@ class TagLock:
         """Fencing: raise ConflictError unless the lock still holds our claim with a safe margin of life."""
         with self._mutex:
             if self.expires - time.time() < self.margin_s:
-                self._renew()
+                with contextlib.suppress(GraceError):  # not renewed: the expiry check below refuses
+                    self._renew()
             held = self.read()
             lock = held[1] if held else {}
             if lock.get("nonce") != self.nonce or lock.get("released"):

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import os
 import re
 import socket
 import threading
@@ -74,16 +75,16 @@ def is_loopback(host: str) -> bool:
 class Registry:
     """One registry host. Methods take the repository path (e.g. "gh200-vllm-tfa") and a tag or digest.
 
-    `timeout`: the most one request may take, whole (a registry that drips its answer a byte at a time
+    `timeout`: the most one request may take, whole (default GRACECTL_REQUEST_TIMEOUT_S, else 15 s) (a registry that drips its answer a byte at a time
     is cut off too). `deadline`: a time.monotonic() instant after which no request starts and running
     ones are cut off (the operation's overall deadline); None for none.
     """
 
-    def __init__(self, host: str, credentials: Credentials | None = None, timeout: float = 15.0,
+    def __init__(self, host: str, credentials: Credentials | None = None, timeout: float | None = None,
                  deadline: float | None = None):
         self.host = host
         self.credentials = credentials
-        self.timeout = timeout
+        self.timeout = timeout or float(os.environ.get("GRACECTL_REQUEST_TIMEOUT_S") or 15)
         self.deadline = deadline
         self.deadline_s = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
         self.scheme = "http" if is_loopback(host) else "https"
