@@ -203,6 +203,9 @@ def load_release(name_or_path: str, directory: Path | None = None) -> Manifest:
     directory = directory or releases_dir()
     path = Path(name_or_path)
     if path.suffix != ".toml":
+        if not RELEASE_NAME_RE.match(name_or_path):  # a name, never a path out of releases/ (`../`)
+            raise ManifestError(f"{name_or_path[:100]!r} is not a release name (letters, digits, _.-; at most "
+                                "128; or give a path to a .toml file)")
         path = directory / f"{name_or_path}.toml"
         if not path.is_file():
             known = ", ".join(release_names(directory)) or "none"
@@ -215,6 +218,10 @@ def load_manifest(path: Path) -> Manifest:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ManifestError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
     try:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,10 @@ from gracectl.errors import (
 from gracectl.image_ref import ImageRef
 from gracectl.records import artifact_type, put_record, record_tag
 from gracectl.registry_server import RegistryServer
+from hypothesis import HealthCheck, given, settings
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))  # the CLI input strategies live with the unit tests
+from test_properties import assert_one_line_error, hostile, run_cli  # noqa: E402
 from test_release_ops_integration import TAG, gracectl, isolated_env, publish, smoke, tag_digest  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -281,6 +286,20 @@ def test_thresholds_that_would_switch_a_gate_off_are_refused(names, oci_image, v
     result = gracectl("promote", f"{direct}@{b}", "--to", TAG, "--max-regression", value)
     assert result.returncode == UsageError.exit_code and "--max-regression" in result.stderr
     assert tag_digest(direct) is None
+
+
+# -- 6. hostile --to values against the real registry: one-line errors, nothing written ---------------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=hostile)
+def test_hostile_rollback_targets_write_nothing(names, oci_image, value):
+    _, _, direct = names
+    if tag_digest(direct) is None:
+        two_images(oci_image, direct)
+    before = (tag_digest(direct), moves(direct))
+    code, err = run_cli("rollback", f"{direct}:{TAG}", "--to", value, "--force", "--reason", "fuzz")
+    assert_one_line_error(code, err)
+    assert code in (UsageError.exit_code, 9, 12)  # 9: an empty --to means "undo", and there is nothing to undo
+    assert (tag_digest(direct), moves(direct)) == before
 
 
 # -- 5. overall deadline, read-only registry --------------------------------------------------------------------------
