@@ -13,6 +13,7 @@ rule says:
     proxy.slow_every_request(0.3)                    # every answer 0.3 s late
     proxy.address                                    # "127.0.0.1:PORT": use it as the registry host
 
+`proxy.count("stall", answered=True)`: how many of them the registry has handled.
 A rule fires `times` times (default: always); `after=other_rule` arms it once that one has fired. `proxy.seen` lists (method, path, action) per request.
 """
 
@@ -42,6 +43,7 @@ class FaultProxy:
         self.upstream = (host, int(port))
         self.rules: list[Rule] = []
         self.seen: list[tuple[str, str, str]] = []
+        self.answered: list[str] = []  # the action of each request the registry has answered
         self.slow_s = 0.0
         self._lock = threading.Lock()
         self._listener = socket.socket()
@@ -68,8 +70,9 @@ class FaultProxy:
     def slow_every_request(self, seconds: float) -> None:
         self.slow_s = seconds
 
-    def count(self, action: str) -> int:
-        return sum(1 for *_, a in self.seen if a == action)
+    def count(self, action: str, answered: bool = False) -> int:
+        """Requests the `action` rule took; with answered=True, only those the registry has answered."""
+        return (self.answered if answered else [a for *_, a in self.seen]).count(action)
 
     def start(self) -> FaultProxy:
         self._listener.listen(64)
@@ -124,6 +127,7 @@ class FaultProxy:
             upstream.sendall(head)
             threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
             first = upstream.recv(65536)  # the registry has handled the request once it answers
+            self.answered.append(action)
             if action == "drop":
                 _reset(client)
                 return

@@ -6,6 +6,7 @@ registry says: the tag's digest, the history entries, and the exit code and mess
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -199,7 +200,7 @@ def test_sigkilled_holder_on_this_host_is_taken_over_at_once(names, fault_proxy,
     p = subprocess.Popen([sys.executable, "-m", "gracectl", "promote", f"{proxied}@{b}", "--to", TAG],
                          env={**os.environ, "GRACECTL_LOCK_DIR": str(tmp_path / "one")},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: fault_proxy.count("stall") >= 1)
+    wait_for(lambda: fault_proxy.count("stall", answered=True) >= 1)
     p.kill()
     assert p.wait(timeout=10) == -signal.SIGKILL
     assert tag_digest(direct) == b  # the stalled PUT was forwarded: the tag moved, the process never knew
@@ -225,7 +226,7 @@ def test_sigterm_during_the_tag_write_reports_the_move_and_releases_the_lock(nam
     fault_proxy.add("PUT", tag_put(path), "stall", times=1)
     p = subprocess.Popen([sys.executable, "-m", "gracectl", "promote", f"{proxied}@{b}", "--to", TAG],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: fault_proxy.count("stall") >= 1)
+    wait_for(lambda: fault_proxy.count("stall", answered=True) >= 1)
     time.sleep(0.3)
     p.terminate()
     assert p.wait(timeout=30) == Interrupted(".", 143).exit_code
@@ -350,12 +351,14 @@ def test_no_secret_or_temp_folder_left_when_publish_is_killed(auth_registry, oci
         p = subprocess.Popen([sys.executable, "-m", "gracectl", "publish", oci_image("secret"), "--to",
                               f"{proxy.address}/sec:b1", "--username", user, "--password-stdin"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "TMPDIR": str(tmp)})
+                             env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True)
         p.stdin.write(password)
         p.stdin.close()
-        wait_for(lambda: proxy.count("stall") >= 1)
+        wait_for(lambda: proxy.count("stall") >= 1)  # skopeo is running, with its credentials
         p.send_signal(sig)
         rc = p.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):  # the skopeo that a SIGKILLed gracectl leaves behind
+            os.killpg(p.pid, signal.SIGKILL)
     assert rc == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
     leftovers = [f for f in tmp.rglob("*")]
     assert not [f for f in leftovers if f.is_file() and password.encode() in f.read_bytes()]
