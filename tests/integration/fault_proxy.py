@@ -167,4 +167,8 @@ def _pump(source: socket.socket, dest: socket.socket) -> None:
 def _reset(sock: socket.socket) -> None:
     """Close with a TCP reset: what a dropped connection looks like to the client."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes the pump thread blocked on this socket, so the close happens now
+    except OSError:
+        pass
     sock.close()

@@ -127,12 +127,19 @@ class Registry:
             connection.request(method, path, body=data, headers=headers)
             response = connection.getresponse()
             body = response.read()
+            if cut_off.is_set():  # cut mid-answer: what was read is not the whole answer
+                raise TimeoutError
         except (OSError, http.client.HTTPException, ValueError) as e:
             if cut_off.is_set() or isinstance(e, TimeoutError):
+                limit = "the operation's deadline" if budget < self.timeout else "the request timeout"
                 raise RegistryError(f"registry {self.host} did not answer {method} {parts.path} within "
-                                    f"{budget:.0f}s (answer lost or too slow)") from None
-            error = RegistryError(f"registry {self.host} is not reachable: {e or type(e).__name__} "
-                                  "(is it running? `gracectl testbed status`)")
+                                    f"{budget:.0f}s ({limit}; answer lost or too slow)") from None
+            if connected:
+                error = RegistryError(f"registry {self.host} dropped {method} {parts.path} without an answer: "
+                                      f"{e or type(e).__name__}")
+            else:
+                error = RegistryError(f"registry {self.host} is not reachable: {e or type(e).__name__} "
+                                      "(is it running? `gracectl testbed status`)")
             error.sent = connected  # no connection: the request certainly never arrived
             raise error from None
         finally:
