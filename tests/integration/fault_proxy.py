@@ -63,9 +63,12 @@ class FaultProxy:
         return rule
 
     def clear(self) -> None:
+        """No rules, no slowness, counts from zero."""
         with self._lock:
             self.rules.clear()
             self.slow_s = 0.0
+            self.seen.clear()
+            self.answered.clear()
 
     def slow_every_request(self, seconds: float) -> None:
         self.slow_s = seconds
