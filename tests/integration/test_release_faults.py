@@ -30,7 +30,7 @@ from gracectl.errors import (
     UsageError,
 )
 from gracectl.image_ref import ImageRef
-from gracectl.records import artifact_type, put_record, record_tag
+from gracectl.records import artifact_type, record_tag
 from gracectl.registry_server import RegistryServer
 from hypothesis import HealthCheck, given, settings
 
