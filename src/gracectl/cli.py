@@ -6,12 +6,13 @@ Every expected failure is a GraceError: printed as one line `error: ...` on stde
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
 
 from gracectl.commands import bench, build, ci, doctor, plan, release, smoke, testbed
-from gracectl.errors import GraceError
+from gracectl.errors import GraceError, Interrupted
 
 app = typer.Typer(
     name="gracectl",
@@ -31,7 +32,14 @@ app.add_typer(ci.app, name="ci")
 app.add_typer(doctor.app)
 
 
+def _terminated(signum, frame) -> None:
+    # A Jenkins abort sends SIGTERM: unwind like Ctrl-C, so locks are released, temporary files removed and
+    # a tag move in flight is read back and reported.
+    raise Interrupted("terminated (SIGTERM)", 143)
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         rc = app(args=argv, standalone_mode=False)
     except GraceError as exc:
@@ -40,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
         sys.exit(130)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a tag move (which reports what it changed as Interrupted)
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors (unknown option, missing argument) in non-standalone mode

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from gracectl import pipeline
 from gracectl.adapters import docker, proc, tools
-from gracectl.adapters.registry import ImageRef, Registry, credentials_for
+from gracectl.adapters.registry import open_registry
+from gracectl.image_ref import ImageRef
 from gracectl.errors import GraceError, ToolMissingError, UsageError
 from gracectl.plan import detect_builder
 
@@ -134,12 +135,12 @@ def check_disk(settings: Settings) -> str:
 def check_registry(settings: Settings) -> str:
     if not settings.registry:
         return ""
-    host = ImageRef.parse(f"{settings.registry.rstrip('/')}/probe:x").registry
+    ref = ImageRef.parse(f"{settings.registry.rstrip('/')}/probe:x")
     try:
-        Registry(host, credentials_for(host), timeout=10).ping()
+        open_registry(ref, deadline_s=10)  # pings /v2/ with the node's docker login
     except GraceError as exc:
         raise Missing(str(exc)) from None
-    return f"{host} answers /v2/"
+    return f"{ref.registry} answers /v2/"
 
 
 # name -> check; a check returns what it found, "" when it does not apply (skipped), or raises Missing.

@@ -46,6 +46,15 @@ class RegistryError(GraceError):
     """The registry cannot be reached, refused the credentials, or answered something unexpected."""
 
     exit_code = 5
+    sent = True  # False when the request provably never reached the registry (no connection was made)
+
+
+class ReadOnlyRegistryError(RegistryError):
+    """The registry is in read-only mode (maintenance): it refuses every write with 405."""
+
+
+class DeadlineError(RegistryError):
+    """The operation ran past its overall deadline (--deadline / GRACECTL_DEADLINE_S)."""
 
 
 class SmokeFailedError(GraceError):
@@ -66,6 +75,29 @@ class ConflictError(GraceError):
 
 class NoHistoryError(GraceError):
     exit_code = 9
+
+
+class OutcomeUnknownError(GraceError):
+    """A tag move was sent but its answer was lost, and reading the tag back failed too: whether it moved
+    is not known. The message says how to check (`gracectl history` reads the tag and settles the entry)."""
+
+    exit_code = 11
+
+
+class NotFoundError(GraceError):
+    """The image (tag or digest) named does not exist in the registry."""
+
+    exit_code = 12
+
+
+class Interrupted(GraceError):
+    """Ctrl-C (SIGINT) or a Jenkins abort (SIGTERM): clean-up ran, the message says what was changed."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class TestbedError(GraceError):

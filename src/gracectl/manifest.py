@@ -15,14 +15,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gracectl.errors import ManifestError
+from gracectl.image_ref import DIGEST_RE
+from gracectl.image_ref import TAG_RE as TAG_NAME_RE  # image tags and release names share the tag rule
 
 # A git ref we accept as a pin: a release tag (v1.2.3, v0.19.0rc1) or a full 40-hex commit.
 # Branch names are refused on purpose: they move, so a build would not be reproducible.
 TAG_RE = re.compile(r"^v\d+(\.\d+){1,3}([a-z0-9.+-]*)$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
-TAG_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 RELEASE_NAME_RE = TAG_NAME_RE
 
 
@@ -252,6 +252,9 @@ def load_release(name_or_path: str, directory: Path | None = None) -> Manifest:
     directory = directory or releases_dir()
     path = Path(name_or_path)
     if path.suffix != ".toml":
+        if not RELEASE_NAME_RE.match(name_or_path):  # a name, never a path out of releases/ (`../`)
+            raise ManifestError(f"{name_or_path[:100]!r} is not a release name (letters, digits, _.-; at most "
+                                "128; or give a path to a .toml file)")
         path = directory / f"{name_or_path}.toml"
         if not path.is_file():
             known = ", ".join(release_names(directory)) or "none"
@@ -264,6 +267,10 @@ def load_manifest(path: Path) -> Manifest:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ManifestError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
     try:

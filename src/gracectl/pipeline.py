@@ -213,7 +213,7 @@ def run_push(ctx: Context) -> dict:
 def run_promote(ctx: Context) -> dict:
     """Move the release's tag to the pushed digest; release_ops checks the registry's smoke record again."""
     from gracectl import release_ops
-    from gracectl.adapters.registry import ImageRef
+    from gracectl.image_ref import ImageRef
 
     pushed, moving = ctx.output("push"), ctx.output("plan")["moving_tag"]
     source = str(ImageRef.parse(pushed["ref"]).with_digest(pushed["digest"]))

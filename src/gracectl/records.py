@@ -24,7 +24,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gracectl.adapters.registry import DIGEST_RE, OCI_INDEX, ImageRef, Registry
+from gracectl.adapters.registry import OCI_INDEX, Registry, open_registry
+from gracectl.image_ref import DIGEST_RE, ImageRef
 from gracectl.errors import RegistryError, UsageError
 
 KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -76,7 +77,7 @@ def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *,
     if data.get("kind", kind) != kind or data.get("digest") not in (None, "", digest):
         raise UsageError(f"record says kind={data.get('kind')!r} digest={data.get('digest')!r}, "
                          f"but is stored as {kind} of {digest}")
-    registry = registry or Registry.for_ref(ref)
+    registry = registry or open_registry(ref, ping=False)
     subject = registry.head_manifest(ref.repository, digest)
     if subject is None:
         raise RegistryError(f"no image {ref.repo}@{digest}: push it before storing its {kind} record")
@@ -102,7 +103,7 @@ def get_records(repo_ref: str | ImageRef, digest: str, kind: str, *,
     """Every `kind` record of image `digest`, oldest first ([] when there is none)."""
     tag = record_tag(digest, kind)
     ref = _repo(repo_ref)
-    registry = registry or Registry.for_ref(ref)
+    registry = registry or open_registry(ref, ping=False)
     records = []
     for entry in _index_entries(registry, ref.repository, tag):
         found = registry.read_artifact(ref.repository, entry["digest"])

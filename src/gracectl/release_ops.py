@@ -1,82 +1,80 @@
-"""Release operations by digest: publish, promote (with the smoke and performance gates), rollback, history.
+"""Release operations by digest: publish, promote (with the smoke and performance gates), rollback,
+history, unlock.
 
 All state lives in the registry, next to the images, so any machine with registry access can roll back:
 - the moving tag itself (e.g. gh200-vllm-tfa:v0.19.0-tfa), moved BY DIGEST (manifest bytes re-PUT, no pull);
-- `<tag>.gracectl-history`: an OCI artifact holding the JSON log of every promotion and rollback;
-- `<tag>.gracectl-lock`: an OCI artifact naming who changes the tag right now;
+- `<tag>.gracectl-history` (release_history.py) and `<tag>.gracectl-lock` (release_lock.py);
 - records (records.py): `sha256-<hex>.smoke` / `.bench` next to each image digest.
 
-Order of writes in a move (promote or rollback), all under the tag's lock:
+A move (promote or rollback), all under the tag's lock:
   1. re-read the tag: it must still point where the operator's checks saw it (compare-and-swap by
      digest), else ConflictError and nothing is written;
-  2. append the history entry with status "pending";
-  3. move the tag;  4. mark the entry "done" (or "failed" when the move failed).
-If the process or the registry dies between 2 and 4, the entry stays "pending"; every reader settles it
-against the registry: "done" if the tag points at the entry's target digest, else "failed". So the
-history never claims a move that did not happen, and a move that did happen is never lost.
-
-Concurrency. distribution v2 has no conditional PUT (no If-Match on tags), so the lock is best effort,
-made of three layers:
-  - a local flock per tag (GRACECTL_LOCK_DIR, default /tmp/gracectl-locks): two gracectl processes on
-    one host never overlap, the second fails at once with ConflictError;
-  - the registry lock tag: claimed by writing an artifact with a unique nonce, then read back after a
-    settle delay (GRACECTL_LOCK_SETTLE_S, default 1 s): of writers that overlap, only the last PUT
-    reads back its own nonce; the others fail with ConflictError. A lock older than its TTL (120 s) is
-    stale and may be taken over; so may a lock written from this host and lock directory once we hold
-    the local flock (its holder is provably gone);
-  - the compare-and-swap check of the tag's digest just before the move, and a second read-back of the
-    lock right before the tag PUT.
-Residual risk: a writer that stalls for longer than the settle delay between reading a free lock and
-writing its claim (or past the TTL while holding it) can overlap another holder; both CAS checks could
-then pass and the later tag PUT wins. The history would still record both. That is why Jenkins also
-wraps promote/rollback in `lock("<registry>/<repo>:<tag>")`: on one Jenkins the overlap cannot occur.
+  2. append the history entry "pending";  3. fencing check of the lock, then move the tag;
+  4. record the outcome. When the tag write errs (answer lost, timeout, registry gone, interrupted), the
+     tag is READ BACK: "done" if it points at the target (the move happened: exit 0 with a warning),
+     "failed" if not (the error's exit code, the message says "was NOT moved"), "unknown" if it cannot be
+     read (OutcomeUnknownError, exit 11: "could not tell", with the command to check). Readers settle
+     "pending"/"unknown" entries against the registry, so the history never lies either.
+Every operation has an overall deadline (GRACECTL_DEADLINE_S / --deadline, default 180 s) besides the
+per-request timeout; clean-up (reading the tag back, releasing the lock) gets a few seconds more.
+Jenkins also wraps promote/rollback in `lock("<registry>/<repo>:<tag>")`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import getpass
 import json
+import math
 import os
-import re
-import secrets
 import socket
 import sys
-import tempfile
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from gracectl import ci
-from gracectl.adapters.registry import (
-    DIGEST_RE,
-    Credentials,
-    ImageRef,
-    Registry,
-    credentials_for,
-    skopeo_copy,
-    skopeo_inspect_raw,
-    transport_ref,
-)
+from gracectl.adapters.registry import EMPTY_CONFIG_TYPE, Registry, open_registry
+from gracectl.adapters.registry_auth import Credentials
+from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_ref
 from gracectl.errors import (
     ConflictError,
     GraceError,
+    Interrupted,
     NoHistoryError,
+    NotFoundError,
+    OutcomeUnknownError,
     PromotionRefusedError,
-    RegistryError,
     UsageError,
 )
-from gracectl.records import artifact_type, get_records, put_record, utc_now
+from gracectl.image_ref import DIGEST_RE, TAG_RE, ImageRef
+from gracectl.records import get_records, put_record, utc_now
+from gracectl.release_history import (
+    HISTORY_SUFFIX,
+    Entry,
+    append,
+    is_bookkeeping_tag,
+    load,
+    settle,
+    short,
+    undo_target,
+)
+from gracectl.release_gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, gate_findings
+from gracectl.release_lock import TagLock, describe, unlock as unlock_lock
 
-HISTORY_SUFFIX = ".gracectl-history"
-LOCK_SUFFIX = ".gracectl-lock"
-DEFAULT_MAX_REGRESSION = 0.05  # 5 %: a candidate's median may be this much slower than the current one
-LOCK_TTL_S = 120.0
+DEFAULT_DEADLINE_S = 180.0  # an incident rollback should fail fast and say so, not hang
+READ_BACK_ATTEMPTS = 3
+CLEANUP_S = 15.0
 
 
-def short(digest: str | None) -> str:
-    return digest[:19] if digest else "(none)"
+def deadline_s(value: float | None = None) -> float:
+    """The overall deadline of one operation: `value`, else GRACECTL_DEADLINE_S, else 180 s."""
+    if value is None:
+        try:
+            value = float(os.environ.get("GRACECTL_DEADLINE_S") or DEFAULT_DEADLINE_S)
+        except ValueError:
+            raise UsageError("GRACECTL_DEADLINE_S must be a number of seconds") from None
+    if not math.isfinite(value) or not 1 <= value <= 86400:
+        raise UsageError(f"the deadline must be 1 to 86400 seconds, got {value!r}")
+    return value
 
 
 def actor() -> str:
@@ -87,276 +85,135 @@ def actor() -> str:
 
 def moving_tag_name(tag: str) -> str:
     """Check a moving tag leaves room for its companion tags (<tag>.gracectl-history must fit 128)."""
-    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", tag) or len(tag) + len(HISTORY_SUFFIX) > 128:
-        raise UsageError(f"{tag!r} is not a tag gracectl can promote to (letters, digits, _.-; "
+    if not TAG_RE.match(tag) or len(tag) + len(HISTORY_SUFFIX) > 128:
+        raise UsageError(f"{tag[:200]!r} is not a tag gracectl can promote to (letters, digits, _.-; "
                          f"at most {128 - len(HISTORY_SUFFIX)} characters)")
-    if tag.endswith((HISTORY_SUFFIX, LOCK_SUFFIX)) or tag.startswith("sha256-"):
+    if is_bookkeeping_tag(tag):
         raise UsageError(f"{tag!r} is one of gracectl's own bookkeeping tags")
     return tag
 
 
-# -- history model (pure) -------------------------------------------------------------------------------
-@dataclass
-class Entry:
-    action: str  # "promote" | "rollback"
-    to: str  # the digest the tag is moved to
-    from_: str | None  # the digest it pointed at before (None: the move created the tag)
-    who: str = ""
-    when: str = ""
-    reason: str = ""
-    forced: bool = False
-    source: str = ""  # what the operator named (IMAGE:BUILD_TAG, a digest, a tag)
-    undoes: str = ""  # for a rollback: the id of the move it reverts ("" for rollback --to)
-    gate: list[str] = field(default_factory=list)  # gate findings (overridden ones when forced)
-    status: str = "pending"  # "pending" -> "done" | "failed"
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["from"] = d.pop("from_")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Entry:
-        d = dict(d)
-        d["from_"] = d.pop("from", None)
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-def settle(entries: list[Entry], current: str | None) -> list[Entry]:
-    """Resolve a "pending" last entry against where the tag points now (see the module docstring)."""
-    if entries and entries[-1].status == "pending":
-        last = entries[-1]
-        last.status = "done" if current == last.to else "failed"
-    return entries
-
-
-def undo_target(entries: list[Entry], tag: str) -> Entry:
-    """The move a plain rollback reverts: the latest done move not already reverted (a stack, so repeated
-    rollbacks walk back through the promotions)."""
-    stack: list[Entry] = []
-    for e in entries:
-        if e.status != "done":
+# -- the move ------------------------------------------------------------------------------------------------
+def _read_back(registry: Registry, repository: str, tag: str, target: str) -> str:
+    """After an error in a tag write: "done" if the tag points at `target`, "failed" if it does not,
+    "unknown" if it cannot be read."""
+    registry.extend_deadline(CLEANUP_S)
+    for attempt in range(READ_BACK_ATTEMPTS):
+        time.sleep(0.5 * attempt)
+        try:
+            found = registry.head_manifest(repository, tag)
+        except GraceError:
             continue
-        if e.action == "rollback" and e.undoes:
-            stack = [s for s in stack if s.id != e.undoes]
-        else:  # promotions and explicit `rollback --to` moves can both be undone
-            stack.append(e)
-    if not stack:
-        raise NoHistoryError(f"tag {tag} has no promotion to roll back (see `gracectl history {tag}`); "
-                             "name a target with --to DIGEST|TAG")
-    return stack[-1]
+        return "done" if found and found.digest == target else "failed"
+    return "unknown"
 
 
-# -- performance gate (pure) ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BenchRow:
-    name: str
-    current_ms: float
-    candidate_ms: float
-
-    @property
-    def change(self) -> float:
-        """Relative change of the median: +0.10 = the candidate is 10 % slower."""
-        return (self.candidate_ms - self.current_ms) / self.current_ms
-
-
-@dataclass(frozen=True)
-class BenchComparison:
-    gpu: str
-    rows: tuple[BenchRow, ...]
-    max_regression: float
-    note: str = ""  # why nothing was compared
-
-    @property
-    def compared(self) -> bool:
-        return bool(self.rows)
-
-    @property
-    def regressions(self) -> list[BenchRow]:
-        return [r for r in self.rows if r.change > self.max_regression]
-
-
-def _gpu(record: dict) -> str:
-    return str((record.get("gpu") or {}).get("name") or "")
-
-
-def _medians(record: dict) -> dict[str, float]:
-    out = {}
-    for r in record.get("results") or []:
-        value = r.get("median_ms")
-        if isinstance(value, (int, float)) and value > 0 and r.get("name"):
-            out[r["name"]] = float(value)
-    return out
-
-
-def compare_bench(candidate: dict, current: dict, max_regression: float = DEFAULT_MAX_REGRESSION
-                  ) -> BenchComparison:
-    """Compare two bench records by result name (lower median_ms is better); only on the same GPU model."""
-    gpu_new, gpu_old = _gpu(candidate), _gpu(current)
-    if not gpu_new or gpu_new != gpu_old:
-        return BenchComparison(gpu_new, (), max_regression,
-                               f"not compared: different GPU models ({gpu_new or '?'} vs {gpu_old or '?'})")
-    new, old = _medians(candidate), _medians(current)
-    rows = tuple(BenchRow(name, old[name], new[name]) for name in sorted(new.keys() & old.keys()))
-    return BenchComparison(gpu_new, rows, max_regression, "" if rows else "not compared: no result in common")
-
-
-def bench_gate(candidate_records: list[dict], current_records: list[dict],
-               max_regression: float = DEFAULT_MAX_REGRESSION) -> list[BenchComparison]:
-    """One comparison per GPU model that both images were benchmarked on (the latest record of each)."""
-    latest_new = {_gpu(r): r for r in candidate_records if _gpu(r)}
-    latest_old = {_gpu(r): r for r in current_records if _gpu(r)}
-    return [compare_bench(latest_new[g], latest_old[g], max_regression) for g in sorted(latest_new.keys()
-                                                                                        & latest_old.keys())]
-
-
-def smoke_passed(record: dict) -> bool:
-    return record.get("passed") is True
-
-
-def gate_findings(smoke: list[dict], comparisons: list[BenchComparison], candidate: str) -> list[str]:
-    """What stops a promotion: no passing smoke record, or a benchmark slower beyond the limit."""
-    findings = []
-    if not any(smoke_passed(r) for r in smoke):
-        findings.append(f"no passing smoke record for {short(candidate)} "
-                        f"({len(smoke)} smoke record(s), none with passed=true)")
-    for c in comparisons:
-        for r in c.regressions:
-            findings.append(f"{r.name} on {c.gpu} is {r.change:+.1%} slower ({r.current_ms:.3f} -> "
-                            f"{r.candidate_ms:.3f} ms; limit {c.max_regression:.0%})")
-    return findings
-
-
-# -- registry-side state -----------------------------------------------------------------------------------
-def load_history(registry: Registry, repository: str, tag: str) -> list[Entry]:
-    found = registry.read_artifact(repository, tag + HISTORY_SUFFIX)
-    return [Entry.from_dict(e) for e in json.loads(found[2])["entries"]] if found else []
-
-
-def save_history(registry: Registry, repository: str, tag: str, entries: list[Entry]) -> None:
-    payload = json.dumps({"schema": 1, "repository": repository, "tag": tag,
-                          "entries": [e.to_dict() for e in entries]}, indent=2).encode()
-    registry.push_artifact(repository, tag + HISTORY_SUFFIX, artifact_type("history"), payload)
-
-
-class TagLock:
-    """The lock for one tag: local flock + registry lock artifact (see the module docstring)."""
-
-    def __init__(self, registry: Registry, repository: str, tag: str):
-        self.registry, self.repository, self.tag = registry, repository, tag
-        self.lock_tag = tag + LOCK_SUFFIX
-        self.lock_dir = Path(os.environ.get("GRACECTL_LOCK_DIR") or Path(tempfile.gettempdir()) / "gracectl-locks")
-        self.settle_s = float(os.environ.get("GRACECTL_LOCK_SETTLE_S", "1.0"))
-        self.host_id = f"{socket.gethostname()}:{self.lock_dir.resolve()}"
-        self.nonce = secrets.token_hex(16)
-        self.digest = ""
-        self._file = None
-
-    def __enter__(self) -> TagLock:
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.registry.host}/{self.repository}:{self.tag}")
-        self._file = open(self.lock_dir / f"{name}.lock", "w")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise ConflictError(f"another gracectl on this host is changing tag {self.tag} right now; "
-                                "nothing was changed: retry when it has finished") from None
-        try:
-            self._claim()
-        except BaseException:
-            self._file.close()
-            raise
-        return self
-
-    def _read(self) -> tuple[str, dict] | None:
-        found = self.registry.read_artifact(self.repository, self.lock_tag)
-        return (found[0].digest, json.loads(found[2])) if found else None
-
-    def _claim(self) -> None:
-        held = self._read()
-        if held:
-            lock = held[1]
-            free = lock.get("released") or lock.get("expires", 0) < time.time() or lock.get("host_id") == self.host_id
-            if not free:
-                raise ConflictError(f"tag {self.tag} is locked by {lock.get('owner')} since {lock.get('since')}: "
-                                    "another promotion or rollback is running; nothing was changed, retry later")
-        claim = {"nonce": self.nonce, "owner": actor(), "host_id": self.host_id, "pid": os.getpid(),
-                 "since": utc_now(), "expires": time.time() + LOCK_TTL_S, "released": False}
-        self.digest = self.registry.push_artifact(self.repository, self.lock_tag, artifact_type("lock"),
-                                                  json.dumps(claim, sort_keys=True).encode()).digest
-        time.sleep(self.settle_s)  # let an overlapping claimer's PUT land: only the last writer keeps the tag
-        self.check()
-
-    def check(self) -> None:
-        """Raise ConflictError unless the lock tag still holds our claim."""
-        held = self._read()
-        if not held or held[0] != self.digest:
-            other = held[1].get("owner") if held else "nobody (the lock vanished)"
-            raise ConflictError(f"lost the lock of tag {self.tag} to {other}: another promotion or rollback "
-                                "is running; nothing was changed, retry later")
-
-    def __exit__(self, *exc) -> None:
-        try:
-            held = self._read()
-            if held and held[0] == self.digest:
-                released = {"nonce": self.nonce, "owner": actor(), "released": True, "since": utc_now()}
-                self.registry.push_artifact(self.repository, self.lock_tag, artifact_type("lock"),
-                                            json.dumps(released, sort_keys=True).encode())
-        except GraceError as e:  # the registry went away: the lock expires (or this host takes it over)
-            print(f"warning: could not release the lock of {self.tag}: {e}", file=sys.stderr)
-        finally:
-            self._file.close()
+def _record(registry: Registry, repository: str, tag: str, entry: Entry, lock: TagLock) -> bool:
+    try:
+        append(registry, repository, tag, entry, lock.check)
+        return True
+    except GraceError as e:  # the registry settles the entry from the tag on the next read
+        print(f"warning: could not record this {entry.action} as {entry.status} in the history (every reader "
+              f"settles it from the tag): {e}", file=sys.stderr)
+        return False
 
 
 def _apply(registry: Registry, repository: str, tag: str, entry: Entry, lock: TagLock) -> Entry:
     """Steps 1-4 of the module docstring. Called with the lock held."""
+    lock.check()
     current = registry.head_manifest(repository, tag)
     current_digest = current.digest if current else None
     if current_digest != entry.from_:
         raise ConflictError(f"tag {tag} moved from {short(entry.from_)} to {short(current_digest)} while this "
                             f"{entry.action} was being checked; nothing was changed (see `gracectl history`)")
-    entries = settle(load_history(registry, repository, tag), current_digest)
-    save_history(registry, repository, tag, entries + [entry])
-    # Lost the lock? Then write nothing more (the winner owns the history now); our pending entry is
-    # settled as failed by every reader, since the tag never points at it through us.
-    lock.check()
+    append(registry, repository, tag, entry, lock.check)
+    lock.check()  # fencing: a holder whose lock was taken over writes nothing more
+    ref = f"{registry.host}/{repository}:{tag}"
     try:
         registry.tag_digest(repository, entry.to, tag)
-    except GraceError:
-        entry.status = "failed"
-        try:
-            save_history(registry, repository, tag, entries + [entry])
-        except GraceError:
-            pass  # still "pending" in the registry: readers settle it as failed (the tag did not move)
-        raise
+    except BaseException as exc:
+        entry.status = _read_back(registry, repository, tag, entry.to)
+        if entry.status == "unknown" and getattr(exc, "sent", True) is False:
+            entry.status = "failed"  # the failing request never reached the registry, so the PUT did not either
+        _record(registry, repository, tag, entry, lock)
+        cause = str(exc) if isinstance(exc, GraceError) else "interrupted"
+        if entry.status == "done" and isinstance(exc, GraceError) and not isinstance(exc, Interrupted):
+            print(f"warning: {cause}; but {tag} reads back at {short(entry.to)}: the {entry.action} happened "
+                  "(recorded done)", file=sys.stderr)
+            return entry
+        if entry.status == "done":
+            outcome = f"{tag} WAS moved to {short(entry.to)} (recorded done)"
+        elif entry.status == "failed":
+            outcome = f"{tag} was NOT moved (it does not point at {short(entry.to)}; recorded failed)"
+        else:
+            raise OutcomeUnknownError(f"{cause}; could not tell whether {tag} moved to {short(entry.to)}: the tag "
+                                      f"could not be read back. Check with `gracectl history {ref}` (it reads the "
+                                      "tag and settles the entry) before retrying") from None
+        if isinstance(exc, GraceError):
+            exc.args = (f"{cause}; {outcome}",)
+            raise
+        raise Interrupted(f"interrupted; {outcome}", getattr(exc, "exit_code", 130)) from None
     entry.status = "done"
-    try:
-        save_history(registry, repository, tag, entries + [entry])
-    except GraceError as e:  # the tag did move; readers settle the pending entry as done
-        print(f"warning: {tag} moved, but the history entry stays pending until the next read: {e}",
-              file=sys.stderr)
+    _record(registry, repository, tag, entry, lock)
     return entry
 
 
-# -- operations ---------------------------------------------------------------------------------------------
-def _connect(ref: ImageRef, credentials: Credentials | None) -> Registry:
-    registry = Registry(ref.registry, credentials or credentials_for(ref.registry))
-    registry.ping()
-    return registry
-
-
+# -- checks ---------------------------------------------------------------------------------------------
 def resolve(registry: Registry, ref: ImageRef) -> str:
     """The manifest digest `ref` names (checked to exist)."""
     if not ref.reference:
         raise UsageError(f"{ref} names neither a tag nor a digest")
     found = registry.head_manifest(ref.repository, ref.reference)
     if found is None:
-        raise RegistryError(f"{ref} does not exist in {ref.registry}")
+        raise NotFoundError(f"{ref} does not exist in {ref.registry}")
     return found.digest
 
 
+def check_image(registry: Registry, ref: ImageRef, digest: str) -> None:
+    """Refuse to point a release tag at something that is not an image (gracectl's records, locks, histories)."""
+    found = registry.get_manifest(ref.repository, digest)
+    if found is None:
+        raise NotFoundError(f"{ref.repo}@{digest} does not exist")
+    try:
+        manifest = json.loads(found[0])
+    except ValueError:
+        manifest = {}
+    config_type = (manifest.get("config") or {}).get("mediaType", "") if isinstance(manifest, dict) else ""
+    if not isinstance(manifest, dict) or manifest.get("artifactType") or config_type == EMPTY_CONFIG_TYPE \
+            or "gracectl" in config_type:
+        raise UsageError(f"{ref.repo}@{short(digest)} is an artifact (a record, lock or history), not an image: "
+                         "a release tag can only point at an image")
+
+
+def target_ref(ref: ImageRef, to: str) -> ImageRef:
+    """A --to value: a digest or a tag of the SAME repository, never one of gracectl's bookkeeping tags."""
+    if DIGEST_RE.match(to):
+        return ref.with_digest(to)
+    if not TAG_RE.match(to):
+        raise UsageError(f"--to {to[:200]!r} is neither a digest (sha256:<64 hex>) nor a tag of {ref.repo} "
+                         "(letters, digits, _.-; no slashes)")
+    if is_bookkeeping_tag(to):
+        raise UsageError(f"--to {to!r} is one of gracectl's own bookkeeping tags, not an image")
+    return ref.with_tag(to)
+
+
+def gates(registry: Registry, ref: ImageRef, candidate: str, current: str | None, max_regression: float
+          ) -> list[str]:
+    """The smoke and bench gate findings for moving a tag of `ref`'s repository from `current` to `candidate`."""
+    smoke = get_records(ref, candidate, "smoke", registry=registry)
+    comparisons = []
+    if current:
+        comparisons = bench_gate(get_records(ref, candidate, "bench", registry=registry),
+                                 get_records(ref, current, "bench", registry=registry), max_regression)
+    return gate_findings(smoke, comparisons, candidate)
+
+
+def _check_force(force: bool, reason: str) -> None:
+    if force and not reason.strip():
+        raise UsageError("--force needs --reason TEXT: the reason is recorded in the tag's history")
+
+
+# -- operations ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Published:
     ref: str
@@ -376,7 +233,9 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
     ref = ImageRef.parse(dest)
     if not ref.tag or ref.digest:
         raise UsageError(f"--to must be REGISTRY/REPO:TAG (an immutable build tag), got {dest!r}")
-    registry = _connect(ref, credentials)
+    if is_bookkeeping_tag(ref.tag):
+        raise UsageError(f"{ref.tag!r} is one of gracectl's own bookkeeping tags")
+    registry = open_registry(ref, credentials)
     source = transport_ref(local_image)
     image_id = (skopeo_inspect_raw(source).get("config") or {}).get("digest", "")
     for record in attach:  # checked before anything is pushed
@@ -398,8 +257,8 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
 
 
 def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
-            max_regression: float = DEFAULT_MAX_REGRESSION, credentials: Credentials | None = None
-            ) -> Entry | None:
+            max_regression: float = DEFAULT_MAX_REGRESSION, credentials: Credentials | None = None,
+            deadline: float | None = None) -> Entry | None:
     """Move `tag` (in the source's repository) to the digest `source` names, if the gates pass.
 
     Returns the history entry, or None when the tag already points there. Raises PromotionRefusedError
@@ -407,42 +266,56 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
     """
     ref = ImageRef.parse(source)
     moving_tag_name(tag)
-    if force and not reason.strip():
-        raise UsageError("--force needs --reason TEXT: the reason is recorded in the tag's history")
-    registry = _connect(ref, credentials)
+    _check_force(force, reason)
+    check_max_regression(max_regression)
+    registry = open_registry(ref, credentials, deadline_s=deadline_s(deadline))
     candidate = resolve(registry, ref)
+    check_image(registry, ref, candidate)
     current = registry.head_manifest(ref.repository, tag)
     current_digest = current.digest if current else None
     if current_digest == candidate:
         return None
-    smoke = get_records(ref, candidate, "smoke", registry=registry)
-    comparisons = []
-    if current_digest:
-        comparisons = bench_gate(get_records(ref, candidate, "bench", registry=registry),
-                                 get_records(ref, current_digest, "bench", registry=registry), max_regression)
-    findings = gate_findings(smoke, comparisons, candidate)
+    findings = gates(registry, ref, candidate, current_digest, max_regression)
     if findings and not force:
         raise PromotionRefusedError(f"refusing to promote {ref} to {tag}: " + "; ".join(findings)
                                     + " (override: --force --reason TEXT)")
     entry = Entry("promote", candidate, current_digest, who=actor(), when=utc_now(), reason=reason.strip(),
                   forced=bool(findings) and force, source=str(ref), gate=findings)
-    with TagLock(registry, ref.repository, tag) as lock:
+    with TagLock(registry, ref.repository, tag, actor()) as lock:
         return _apply(registry, ref.repository, tag, entry, lock)
 
 
-def rollback(target: str, *, to: str = "", reason: str = "", credentials: Credentials | None = None
-             ) -> Entry | None:
-    """Move REGISTRY/REPO:TAG back to the digest it held before its last promotion (or to `to`, a digest
-    or a tag of the same repository). Returns the history entry, or None when already there."""
+def _moving_ref(target: str, command: str) -> ImageRef:
     ref = ImageRef.parse(target)
     if not ref.tag or ref.digest:
-        raise UsageError(f"rollback needs REGISTRY/REPO:TAG, got {target!r}")
-    tag = moving_tag_name(ref.tag)
-    registry = _connect(ref, credentials)
+        raise UsageError(f"{command} needs REGISTRY/REPO:TAG, got {target[:200]!r}")
+    moving_tag_name(ref.tag)
+    return ref
+
+
+def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False,
+             max_regression: float = DEFAULT_MAX_REGRESSION, credentials: Credentials | None = None,
+             deadline: float | None = None) -> Entry | None:
+    """Move REGISTRY/REPO:TAG back to the digest it held before its last promotion, or to `to` (a digest or
+    tag of the same repository, which must pass the same gates as a promotion, or --force --reason).
+    Returns the history entry, or None when already there."""
+    ref = _moving_ref(target, "rollback")
+    tag = ref.tag
+    _check_force(force, reason)
+    check_max_regression(max_regression)
+    named = target_ref(ref, to) if to else None
+    registry = open_registry(ref, credentials, deadline_s=deadline_s(deadline))
+    findings: list[str] = []
     explicit = ""
-    if to:
-        explicit = resolve(registry, ref.with_digest(to) if DIGEST_RE.match(to) else ref.with_tag(to))
-    with TagLock(registry, ref.repository, tag) as lock:
+    if named:
+        explicit = resolve(registry, named)
+        check_image(registry, ref, explicit)
+        current = registry.head_manifest(ref.repository, tag)
+        findings = gates(registry, ref, explicit, current.digest if current else None, max_regression)
+        if findings and not force:
+            raise PromotionRefusedError(f"refusing to roll {tag} back to {named}: " + "; ".join(findings)
+                                        + " (override: --force --reason TEXT)")
+    with TagLock(registry, ref.repository, tag, actor()) as lock:
         # Decided under the lock, from the settled history, so no concurrent move can slip in between.
         current = registry.head_manifest(ref.repository, tag)
         current_digest = current.digest if current else None
@@ -450,10 +323,12 @@ def rollback(target: str, *, to: str = "", reason: str = "", credentials: Creden
         if explicit:
             dest = explicit
         else:
-            last = undo_target(settle(load_history(registry, ref.repository, tag), current_digest), tag)
+            # A plain rollback returns to an image this tag already held: it passed the gates (or was forced,
+            # and recorded so) when it was promoted.
+            last = undo_target(settle(load(registry, ref.repository, tag), current_digest), tag)
             if current_digest != last.to:
                 raise ConflictError(f"{tag} points at {short(current_digest)}, not at {short(last.to)} where its last "
-                                    "recorded promotion put it (moved outside gracectl?): roll back with --to DIGEST")
+                                    "recorded move put it (moved outside gracectl?): roll back with --to DIGEST")
             if not last.from_:
                 raise NoHistoryError(f"the last promotion of {tag} created the tag: there is no earlier digest "
                                      "to roll back to; name one with --to DIGEST|TAG")
@@ -461,15 +336,35 @@ def rollback(target: str, *, to: str = "", reason: str = "", credentials: Creden
         if dest == current_digest:
             return None
         entry = Entry("rollback", dest, current_digest, who=actor(), when=utc_now(), reason=reason.strip(),
-                      source=to or f"undo of {undoes}", undoes=undoes)
+                      forced=bool(findings) and force, source=to or f"undo of {undoes}", undoes=undoes,
+                      gate=findings)
         return _apply(registry, ref.repository, tag, entry, lock)
 
 
-def history(target: str, *, credentials: Credentials | None = None) -> list[Entry]:
-    """Every promotion and rollback of REGISTRY/REPO:TAG, oldest first (a pending last entry settled)."""
+def history(target: str, *, credentials: Credentials | None = None, deadline: float | None = None) -> list[Entry]:
+    """Every promotion, rollback and unlock of REGISTRY/REPO:TAG, oldest first (unsettled entries settled)."""
     ref = ImageRef.parse(target)
     if not ref.tag or ref.digest:
-        raise UsageError(f"history needs REGISTRY/REPO:TAG, got {target!r}")
-    registry = _connect(ref, credentials)
+        raise UsageError(f"history needs REGISTRY/REPO:TAG, got {target[:200]!r}")
+    registry = open_registry(ref, credentials, deadline_s=deadline_s(deadline))
     current = registry.head_manifest(ref.repository, ref.tag)
-    return settle(load_history(registry, ref.repository, ref.tag), current.digest if current else None)
+    return settle(load(registry, ref.repository, ref.tag), current.digest if current else None)
+
+
+def unlock(target: str, *, reason: str, credentials: Credentials | None = None,
+           deadline: float | None = None) -> tuple[str, Entry | None]:
+    """Release the lock of REGISTRY/REPO:TAG whoever holds it (a dead holder on another host); recorded in
+    the history. Returns (the holder as text, the history entry); ("", None) when it was not locked."""
+    ref = _moving_ref(target, "unlock")
+    if not reason.strip():
+        raise UsageError("unlock needs --reason TEXT: it is recorded in the tag's history")
+    registry = open_registry(ref, credentials, deadline_s=deadline_s(deadline))
+    holder = unlock_lock(registry, ref.repository, ref.tag, actor(), reason.strip())
+    if holder is None:
+        return "", None
+    current = registry.head_manifest(ref.repository, ref.tag)
+    digest = current.digest if current else None
+    entry = Entry("unlock", digest or "", digest, who=actor(), when=utc_now(), reason=reason.strip(),
+                  source=describe(holder), status="done")
+    append(registry, ref.repository, ref.tag, entry)
+    return describe(holder), entry

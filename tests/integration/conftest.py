@@ -4,6 +4,7 @@ without htpasswd auth, and tiny real images (an OCI layout written here, pushed 
 - `registry`: "127.0.0.1:PORT" of a registry without auth (one per test session).
 - `auth_registry`: ("127.0.0.1:PORT", user, password) of a registry with htpasswd (bcrypt) auth.
 - `oci_image(content) -> "oci:DIR:latest"`: a one-file image, different content -> different digest.
+- `fault_proxy`: a FaultProxy (fault_proxy.py) in front of `registry`: drop, refuse, delay, stall, drip.
 - `bed`: the local test bed, brought up once per session (a no-op after `gracectl testbed up`, as in
   scripts/test.sh).
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from fault_proxy import FaultProxy
 from gracectl.testbed.registry_server import RegistryServer
 from gracectl.testbed import Testbed
 
@@ -41,6 +43,12 @@ def auth_registry(tmp_path_factory):
     user, password = "ci-user", "pw-" + secrets.token_hex(8)
     with RegistryServer(tmp_path_factory.mktemp("auth-registry"), user=user, password=password).start() as server:
         yield server.address, user, password
+
+
+@pytest.fixture
+def fault_proxy(registry):
+    with FaultProxy(registry).start() as proxy:
+        yield proxy
 
 
 def _blob(root: Path, data: bytes, media_type: str) -> dict:

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from gracectl import smoke
-from gracectl.adapters.registry import ImageRef, Registry, skopeo_inspect_raw
+from gracectl.adapters.registry import Registry
+from gracectl.adapters.skopeo import skopeo_inspect_raw
+from gracectl.image_ref import ImageRef
 
 pytestmark = pytest.mark.integration
 

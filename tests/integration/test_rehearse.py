@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from gracectl.adapters import proc
-from gracectl.adapters.registry import ImageRef
+from gracectl.image_ref import ImageRef
 from gracectl.plan import REPO_ROOT
 from gracectl.records import get_records
 

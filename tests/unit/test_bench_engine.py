@@ -17,7 +17,7 @@ import pytest
 
 from gracectl import bench
 from gracectl.errors import CommandFailedError, UsageError
-from gracectl.release_ops import compare_bench
+from gracectl.release_gates import compare_bench
 
 SUITE = Path(__file__).resolve().parents[2] / "smoke_tests"
 sys.path.insert(0, str(SUITE))

@@ -31,6 +31,7 @@ SCENARIOS = {
     "build-with-approval": {"params": {"PUSH": True, "PROMOTE": True, "APPROVE_PROMOTION": True}},
     "smoke-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci smoke"},
     "push-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci push"},
+    "promote-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci promote"},
     "rollback": {"params": {"ACTION": "rollback", "ROLLBACK_TO": "v0.19.0-tfa-b41-abcdef0"}},
 }
 
@@ -180,6 +181,13 @@ def test_failed_push_names_push_and_never_promotes(runs):
     assert run["result"] == "FAILURE"
     assert "gracectl ci promote" not in [c for _, c in ci_commands(run)]
     assert "FAILED in stage 'push'" in events(run, "echo")[0]["message"]
+
+
+def test_failed_promote_never_claims_that_no_tag_moved(runs):
+    """A failed tag move may still have moved the tag (a lost answer): gracectl's last line says which."""
+    [message] = [e["message"] for e in events(runs["promote-fails"], "echo")]
+    assert "FAILED in stage 'promote'" in message and "no tag was moved" not in message
+    assert "whether the release tag moved" in message and "gracectl history" in message
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

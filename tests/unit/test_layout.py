@@ -12,11 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "gracectl"
 
 # Lowest first. A module not named here fails the test below: give it its floor.
 FLOORS = [
-    ("ground", ["gracectl.errors", "gracectl.ci"]),
+    ("ground", ["gracectl.errors", "gracectl.ci", "gracectl.image_ref"]),
     ("adapters", ["gracectl.adapters"]),
     ("inputs", ["gracectl.manifest", "gracectl.mirrors"]),
     ("plan and records", ["gracectl.plan", "gracectl.records"]),
-    ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops"]),
+    ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
+              "gracectl.release_history", "gracectl.release_lock"]),
     ("pipeline", ["gracectl.pipeline"]),
     ("node checks", ["gracectl.doctor"]),
     ("test bed", ["gracectl.testbed"]),

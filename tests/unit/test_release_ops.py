@@ -7,18 +7,13 @@ import json
 
 import pytest
 
-from gracectl.adapters.registry import Credentials, ImageRef, Registry, credentials_for
+from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_auth import Credentials, credentials_for
+from gracectl.image_ref import ImageRef
 from gracectl.errors import NoHistoryError, UsageError
-from gracectl.release_ops import (
-    BenchRow,
-    Entry,
-    bench_gate,
-    compare_bench,
-    gate_findings,
-    moving_tag_name,
-    settle,
-    undo_target,
-)
+from gracectl.release_gates import BenchRow, bench_gate, check_max_regression, compare_bench, gate_findings
+from gracectl.release_history import Entry, settle, undo_target
+from gracectl.release_ops import moving_tag_name
 
 GH200, H100 = "NVIDIA GH200 480GB", "NVIDIA H100 80GB HBM3"
 A, B, C = ("sha256:" + c * 64 for c in "abc")
@@ -100,6 +95,29 @@ def test_settle_resolves_a_pending_last_entry_against_the_tag():
     assert settle([entry("promote", A, B, "pending")], A)[-1].status == "failed"
     assert settle([entry("promote", A, B, "failed")], B)[-1].status == "failed"  # only pending is settled
     assert settle([], A) == []
+
+
+def test_settle_resolves_earlier_unsettled_entries_by_where_the_next_one_started():
+    # A fenced-out holder's pending entry landed before the winner's move: the winner started from A, so the
+    # pending A->B never happened; an "unknown" (answer lost) A->B followed by a move from B did.
+    fenced = settle([entry("promote", A, B, "pending"), entry("promote", A, C, "done")], C)
+    assert [e.status for e in fenced] == ["failed", "done"]
+    lost = settle([entry("promote", A, B, "unknown"), entry("rollback", B, A, "done")], A)
+    assert [e.status for e in lost] == ["done", "done"]
+
+
+def test_thresholds_must_be_finite_and_in_range():
+    assert check_max_regression(0.05) == 0.05 and check_max_regression(0) == 0
+    for bad in (float("nan"), float("inf"), -0.01, 10.5):
+        with pytest.raises(UsageError, match="--max-regression"):
+            check_max_regression(bad)
+
+
+def test_the_latest_smoke_record_decides():
+    assert gate_findings([{"passed": True}], [], A) == []
+    assert "latest smoke record" in gate_findings([{"passed": True}, {"passed": False}], [], A)[0]
+    assert gate_findings([{"passed": False}, {"passed": True}], [], A) == []
+    assert "never smoke-tested" in gate_findings([], [], A)[0]
 
 
 def test_rollbacks_walk_back_through_promotions():

@@ -52,12 +52,14 @@ def run(
     echo: bool = True,
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run `args` and return the completed process (stdout and stderr as text).
 
     `secrets` are values that must never be printed (passwords given via `input`, tokens in env).
     `on_line`, when given, receives each output line as it arrives (stdout and stderr merged), for
-    progress on long work such as builds; the merged text is then in `.stdout`.
+    progress on long work such as builds; the merged text is then in `.stdout`. `pass_fds`: descriptors
+    the program inherits (as /dev/fd/N: how secrets reach it without a file on disk).
     """
     secrets = [s for s in secrets if s]
     args = [str(a) for a in args]
@@ -69,7 +71,8 @@ def run(
     try:
         if on_line is None:
             proc = subprocess.run(
-                args, input=input, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+                args, input=input, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                pass_fds=tuple(pass_fds),
             )
         else:
             proc = _run_streaming(args, input, full_env, cwd, timeout, on_line)

@@ -1,4 +1,4 @@
-"""The registry adapter: a small registry HTTP API v2 client (urllib) plus skopeo for image copies.
+"""The registry HTTP API v2 client (http.client): manifests, blobs, tags and small OCI artifacts.
 
 Everything addresses manifests BY DIGEST: retagging is "GET the manifest bytes, PUT the same bytes under
 the new tag", which moves a tag without pulling a single layer and keeps the digest (multi-arch indexes
@@ -6,30 +6,30 @@ included). Small JSON records and locks are pushed as OCI artifacts (an OCI imag
 `artifactType`, the empty config and one JSON layer; optional `subject`), the form registries without
 OCI 1.1 support (distribution 2.8, Debian's docker-registry) still accept and store byte for byte.
 
+Every request is bounded whole (`timeout`), and by the operation's overall deadline when one is set.
+
 Transport: plain http for loopback registries (127.0.0.1, localhost: the test bed), https elsewhere.
-Auth: HTTP basic (htpasswd registries); token (Bearer) auth is not supported and says so.
-Credentials come from `--username` + `--password-stdin` or from the docker config's `auths`
-($DOCKER_CONFIG/config.json or ~/.docker/config.json, as `docker login` writes it). They never go on a
-command line or into a log: skopeo gets a temporary 0600 authfile that is deleted afterwards.
+Auth: HTTP basic (htpasswd registries; credentials from adapters.registry_auth); token (Bearer) auth is
+not supported and says so. Image copies (layers) go through adapters.skopeo.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import re
-import tempfile
-import urllib.error
+import socket
+import threading
+import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
-from gracectl.adapters import proc
-from gracectl.errors import RegistryError, UsageError
+from gracectl.adapters.registry_auth import Credentials, credentials_for, login_hint
+from gracectl.errors import DeadlineError, ReadOnlyRegistryError, RegistryError
+from gracectl.image_ref import DIGEST_RE, ImageRef
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,66 +41,10 @@ EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-REPO_RE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
 
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """REGISTRY/REPOSITORY[:TAG][@DIGEST], the registry always explicit (or from $GRACECTL_REGISTRY)."""
-
-    registry: str
-    repository: str
-    tag: str = ""
-    digest: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> ImageRef:
-        rest, _, digest = text.strip().partition("@")
-        tag = ""
-        name = rest
-        if ":" in rest.rsplit("/", 1)[-1]:
-            name, tag = rest.rsplit(":", 1)
-        first, _, remainder = name.partition("/")
-        if remainder and ("." in first or ":" in first or first == "localhost"):
-            registry, repository = first, remainder
-        else:
-            default = os.environ.get("GRACECTL_REGISTRY", "").strip("/")
-            if not default:
-                raise UsageError(f"{text!r} names no registry: write HOST[:PORT]/REPOSITORY[:TAG] "
-                                 "(or set GRACECTL_REGISTRY=HOST[:PORT][/NAMESPACE])")
-            registry, _, namespace = default.partition("/")
-            repository = f"{namespace}/{name}" if namespace else name
-        if not REPO_RE.match(repository):
-            raise UsageError(f"{text!r}: {repository!r} is not a valid repository name")
-        if tag and not TAG_RE.match(tag):
-            raise UsageError(f"{text!r}: {tag!r} is not a valid tag")
-        if digest and not DIGEST_RE.match(digest):
-            raise UsageError(f"{text!r}: the digest must be sha256:<64 hex>")
-        return cls(registry, repository, tag, digest)
-
-    @property
-    def repo(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @property
-    def reference(self) -> str:
-        """What the API addresses: the digest when known, else the tag."""
-        return self.digest or self.tag
-
-    def with_tag(self, tag: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, tag)
-
-    def with_digest(self, digest: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, "", digest)
-
-    def __str__(self) -> str:
-        return self.repo + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
 
 @dataclass(frozen=True)
@@ -117,81 +61,102 @@ class Descriptor:
         return cls(media_type, sha256_digest(data), len(data))
 
 
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
-
-    def __repr__(self) -> str:  # never print the password, even in a traceback
-        return f"Credentials(username={self.username!r}, password='***')"
+def _cut(connection: http.client.HTTPConnection, cut_off: threading.Event) -> None:
+    cut_off.set()
+    with contextlib.suppress(OSError, AttributeError):
+        connection.sock.shutdown(socket.SHUT_RDWR)
 
 
-def docker_config_path() -> Path:
-    return Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
-
-
-def credentials_for(registry: str, username: str = "", password: str = "") -> Credentials | None:
-    """Explicit credentials (from --password-stdin) win; else the docker config's `auths` entry, if any."""
-    if username or password:
-        if not (username and password):
-            raise UsageError("give both --username and a password on stdin (--password-stdin)")
-        return Credentials(username, password)
-    try:
-        config = json.loads(docker_config_path().read_text())
-    except (OSError, ValueError):
-        return None
-    for key, entry in (config.get("auths") or {}).items():
-        host = re.sub(r"^https?://", "", key).split("/", 1)[0]
-        if host != registry:
-            continue
-        if entry.get("auth"):
-            user, _, pw = base64.b64decode(entry["auth"]).decode().partition(":")
-            return Credentials(user, pw)
-        if entry.get("username") and entry.get("password"):
-            return Credentials(entry["username"], entry["password"])
-    return None
-
-
-def login_hint(registry: str) -> str:
-    return f"log in with `docker login {registry}` or pass --username USER --password-stdin"
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, localhost, [::1], with or without a port: the test bed, spoken to over plain http."""
+    return host in LOOPBACK_HOSTS or host.rsplit(":", 1)[0] in LOOPBACK_HOSTS
 
 
 class Registry:
-    """One registry host. Methods take the repository path (e.g. "gh200-vllm-tfa") and a tag or digest."""
+    """One registry host. Methods take the repository path (e.g. "gh200-vllm-tfa") and a tag or digest.
 
-    def __init__(self, host: str, credentials: Credentials | None = None, timeout: float = 15.0):
+    `timeout`: the most one request may take, whole (default GRACECTL_REQUEST_TIMEOUT_S, else 15 s) (a registry that drips its answer a byte at a time
+    is cut off too). `deadline`: a time.monotonic() instant after which no request starts and running
+    ones are cut off (the operation's overall deadline); None for none.
+    """
+
+    def __init__(self, host: str, credentials: Credentials | None = None, timeout: float | None = None,
+                 deadline: float | None = None):
         self.host = host
         self.credentials = credentials
-        self.timeout = timeout
-        self.scheme = "http" if host.rsplit(":", 1)[0] in LOOPBACK_HOSTS or host in LOOPBACK_HOSTS else "https"
+        self.timeout = timeout or float(os.environ.get("GRACECTL_REQUEST_TIMEOUT_S") or 15)
+        self.deadline = deadline
+        self.deadline_s = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        self.scheme = "http" if is_loopback(host) else "https"
 
-    @classmethod
-    def for_ref(cls, ref: ImageRef, username: str = "", password: str = "") -> Registry:
-        return cls(ref.registry, credentials_for(ref.registry, username, password))
+    def extend_deadline(self, seconds: float) -> None:
+        """Give clean-up work (the lock release, reading a tag back) `seconds` more, past the deadline."""
+        if self.deadline is not None:
+            self.deadline = max(self.deadline, time.monotonic() + seconds)
 
     # -- HTTP -----------------------------------------------------------------------------------------
+    def _budget(self, method: str, path: str) -> float:
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineError(f"{method} {path} on registry {self.host} not sent: the operation ran past its "
+                                f"deadline of {self.deadline_s:.0f}s (--deadline / GRACECTL_DEADLINE_S)")
+        return min(self.timeout, left)
+
     def _request(self, method: str, path_or_url: str, *, data: bytes | None = None,
                  headers: dict[str, str] | None = None, allow_404: bool = False):
         url = path_or_url if "://" in path_or_url else f"{self.scheme}://{self.host}{path_or_url}"
-        request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-        if self.credentials:
-            token = base64.b64encode(f"{self.credentials.username}:{self.credentials.password}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        budget = self._budget(method, parts.path)
+        headers = dict(headers or {})
+        if self.credentials and parts.netloc == self.host:  # basic credentials only to the registry itself
+            headers["Authorization"] = f"Basic {self.credentials.basic()}"
+        connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_type(parts.netloc, timeout=budget)
+        # http.client's timeout bounds each socket read, not the answer: a watchdog bounds the whole request.
+        cut_off = threading.Event()
+        watchdog = threading.Timer(budget, _cut, (connection, cut_off))
+        watchdog.daemon = True
+        watchdog.start()
+        connected = False
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as e:
-            if e.code == 404 and allow_404:
-                return 404, e.headers, b""
-            raise self._http_error(method, url, e) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise RegistryError(f"registry {self.host} is not reachable: {reason} "
-                                "(is it running? `gracectl testbed status`)") from None
+            connection.connect()
+            connected = True
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            if cut_off.is_set():  # cut mid-answer: what was read is not the whole answer
+                raise TimeoutError
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if cut_off.is_set() or isinstance(e, TimeoutError):
+                limit = "the operation's deadline" if budget < self.timeout else "the request timeout"
+                raise RegistryError(f"registry {self.host} did not answer {method} {parts.path} within "
+                                    f"{budget:.0f}s ({limit}; answer lost or too slow)") from None
+            if connected:
+                error = RegistryError(f"registry {self.host} dropped {method} {parts.path} without an answer: "
+                                      f"{e or type(e).__name__}")
+            else:
+                error = RegistryError(f"registry {self.host} is not reachable: {e or type(e).__name__} "
+                                      "(is it running? `gracectl testbed status`)")
+            error.sent = connected  # no connection: the request certainly never arrived
+            raise error from None
+        finally:
+            watchdog.cancel()
+            connection.close()
+        if response.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and response.getheader("Location"):
+            location = urllib.parse.urljoin(url, response.getheader("Location"))
+            return self._request(method, location, headers=headers, allow_404=allow_404)
+        if response.status >= 400:
+            if response.status == 404 and allow_404:
+                return 404, response.headers, b""
+            raise self._http_error(method, parts.path, response, body)
+        return response.status, response.headers, body
 
-    def _http_error(self, method: str, url: str, e: urllib.error.HTTPError) -> RegistryError:
-        if e.code == 401:
-            challenge = e.headers.get("WWW-Authenticate", "")
+    def _http_error(self, method: str, path: str, response, body: bytes) -> RegistryError:
+        if response.status == 401:
+            challenge = response.getheader("WWW-Authenticate", "")
             if challenge.lower().startswith("bearer"):
                 return RegistryError(f"registry {self.host} uses token (Bearer) auth, which gracectl does not "
                                      "support: use a registry with htpasswd (basic) auth")
@@ -200,12 +165,14 @@ class Registry:
                                      f"{self.credentials.username!r}: {login_hint(self.host)}")
             return RegistryError(f"registry {self.host} requires credentials: {login_hint(self.host)}")
         try:
-            errors = json.loads(e.read() or b"{}").get("errors") or []
+            errors = json.loads(body or b"{}").get("errors") or []
             detail = "; ".join(f"{x.get('code')}: {x.get('message')}" for x in errors)
         except (ValueError, AttributeError):
             detail = ""
-        path = urllib.parse.urlsplit(url).path
-        return RegistryError(f"registry {self.host}: {method} {path} answered {e.code} {e.reason}"
+        if response.status == 405 and method in ("PUT", "POST", "PATCH"):
+            return ReadOnlyRegistryError(f"registry {self.host} is read-only (it answered {method} {path} with 405 "
+                                         f"{response.reason}): nothing can be written there until it is writable again")
+        return RegistryError(f"registry {self.host}: {method} {path} answered {response.status} {response.reason}"
                              + (f" ({detail})" if detail else ""))
 
     # -- API ------------------------------------------------------------------------------------------
@@ -252,8 +219,14 @@ class Registry:
         body, descriptor = found
         self.put_manifest(repo, tag, body, descriptor.media_type)
 
-    def delete_manifest(self, repo: str, digest: str) -> None:
-        self._request("DELETE", f"/v2/{repo}/manifests/{digest}", allow_404=True)
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """Delete a superseded, untagged manifest (a replaced lock or history artifact); False when the
+        registry does not allow deletes. Never a tagged one: distribution untags every tag pointing at it."""
+        try:
+            self._request("DELETE", f"/v2/{repo}/manifests/{digest}", allow_404=True)
+            return True
+        except RegistryError:
+            return False
 
     def tags(self, repo: str) -> list[str]:
         found: list[str] = []
@@ -319,56 +292,13 @@ class Registry:
         return descriptor, manifest, self.get_blob(repo, layers[0]["digest"])
 
 
-# -- skopeo -------------------------------------------------------------------------------------------
-TRANSPORTS = ("docker://", "docker-daemon:", "oci:", "oci-archive:", "docker-archive:", "dir:",
-              "containers-storage:")
-
-
-def transport_ref(image: str) -> str:
-    """A skopeo source: as given when it names a transport, else a local dockerd image."""
-    return image if image.startswith(TRANSPORTS) else f"docker-daemon:{image}"
-
-
-def _tls_flags(option: str, ref: str) -> list[str]:
-    if ref.startswith("docker://"):
-        host = ref[len("docker://"):].split("/", 1)[0]
-        if host.rsplit(":", 1)[0] in LOOPBACK_HOSTS:
-            return [f"--{option}=false"]
-    return []
-
-
-@contextlib.contextmanager
-def authfile(registry: str, credentials: Credentials | None):
-    """A temporary 0600 docker-config-style authfile for skopeo (never --creds: it shows in `ps`)."""
-    if credentials is None:
-        yield []
-        return
-    fd, path = tempfile.mkstemp(prefix="gracectl-auth-", suffix=".json")
-    try:
-        os.fchmod(fd, 0o600)
-        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
-        with os.fdopen(fd, "w") as f:
-            json.dump({"auths": {registry: {"auth": token}}}, f)
-        yield ["--authfile", path]
-    finally:
-        os.unlink(path)
-
-
-def skopeo_copy(source: str, dest: ImageRef, credentials: Credentials | None = None) -> str:
-    """Copy `source` (a skopeo transport ref, see transport_ref) to `dest`; returns the pushed manifest digest."""
-    target = f"docker://{dest}"
-    with tempfile.TemporaryDirectory(prefix="gracectl-copy-") as tmp, authfile(dest.registry, credentials) as auth:
-        digest_file = Path(tmp) / "digest"
-        secrets = [credentials.password] if credentials else []
-        proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source),
-                  *_tls_flags("dest-tls-verify", target), "--digestfile", str(digest_file), source, target],
-                 secrets=secrets)
-        return digest_file.read_text().strip()
-
-
-def skopeo_inspect_raw(source: str, credentials: Credentials | None = None, registry: str = "") -> dict:
-    """The manifest of `source` as skopeo sees it (for a local image: the manifest it would push)."""
-    with authfile(registry, credentials) as auth:
-        out = proc.run(["skopeo", "inspect", "--raw", *auth, *_tls_flags("tls-verify", source), source],
-                       secrets=[credentials.password] if credentials else [], echo=False).stdout
-    return json.loads(out)
+def open_registry(ref: ImageRef, credentials: Credentials | None = None, *, ping: bool = True,
+                  deadline_s: float | None = None) -> Registry:
+    """The one way to open the registry `ref` names: the given credentials, else the docker config's;
+    pinged first (unless ping=False) so that an unreachable registry or refused login fails at once;
+    `deadline_s`: the overall deadline of the operation, from now."""
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
+    registry = Registry(ref.registry, credentials or credentials_for(ref.registry), deadline=deadline)
+    if ping:
+        registry.ping()
+    return registry

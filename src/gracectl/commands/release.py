@@ -13,18 +13,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from gracectl.adapters.registry import Credentials, ImageRef, Registry, credentials_for
+from gracectl.adapters.registry import open_registry
+from gracectl.adapters.registry_auth import Credentials, credentials_for
+from gracectl.image_ref import ImageRef
 from gracectl.errors import UsageError
 from gracectl.records import get_records
 from gracectl.release_ops import (
     DEFAULT_MAX_REGRESSION,
     Entry,
+    deadline_s,
     history,
     promote,
     publish,
     resolve,
     rollback,
     short,
+    unlock,
 )
 
 # Plain print, not rich: a digest must stay on one line in a Jenkins log (rich wraps at 80 columns).
@@ -32,6 +36,12 @@ from gracectl.release_ops import (
 UserOpt = Annotated[str, typer.Option("--username", help="registry user (with --password-stdin)")]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the registry password from stdin")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+DeadlineOpt = Annotated[Optional[float], typer.Option(
+    "--deadline", help="give up after this many seconds overall (default: GRACECTL_DEADLINE_S or 180)")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="move despite the gates (needs --reason; recorded FORCED)")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="why (recorded in the history)")]
+MaxRegressionOpt = Annotated[float, typer.Option(
+    "--max-regression", help="allowed benchmark slowdown, percent (0 to 1000)")]
 
 
 def credentials(username: str, password_stdin: bool) -> Credentials | None:
@@ -82,19 +92,17 @@ def register(app: typer.Typer) -> None:
     def promote_cmd(
         source: Annotated[str, typer.Argument(help="REGISTRY/REPO@DIGEST or REGISTRY/REPO:BUILD_TAG")],
         to: Annotated[str, typer.Option("--to", help="the moving tag to point at it (same repository)")],
-        force: Annotated[bool, typer.Option("--force", help="promote despite the gates (needs --reason)")] = False,
-        reason: Annotated[str, typer.Option("--reason", help="why (recorded in the history)")] = "",
-        max_regression: Annotated[float, typer.Option(
-            "--max-regression", help="allowed benchmark slowdown, percent")] = DEFAULT_MAX_REGRESSION * 100,
+        force: ForceOpt = False,
+        reason: ReasonOpt = "",
+        max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
         as_json: JsonOpt = False,
+        deadline: DeadlineOpt = None,
     ) -> None:
         """Move TAG to the image's digest: only with a passing smoke record and no benchmark regression."""
-        if max_regression < 0:
-            raise UsageError("--max-regression must be >= 0 (percent)")
         entry = promote(source, to, force=force, reason=reason, max_regression=max_regression / 100,
-                        credentials=credentials(username, password_stdin))
+                        credentials=credentials(username, password_stdin), deadline=deadline)
         _print_entry(entry, to, as_json)
 
     @app.command("rollback")
@@ -102,13 +110,18 @@ def register(app: typer.Typer) -> None:
         target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG to move back")],
         to: Annotated[str, typer.Option("--to", help="a digest or tag of the same repository "
                                         "(default: where the tag was before its last promotion)")] = "",
-        reason: Annotated[str, typer.Option("--reason", help="why (recorded in the history)")] = "",
+        reason: ReasonOpt = "",
+        force: ForceOpt = False,
+        max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
         as_json: JsonOpt = False,
+        deadline: DeadlineOpt = None,
     ) -> None:
-        """Move TAG back to the digest it held before its last promotion."""
-        entry = rollback(target, to=to, reason=reason, credentials=credentials(username, password_stdin))
+        """Move TAG back to the digest it held before its last promotion (or --to, through the same gates
+        as a promotion)."""
+        entry = rollback(target, to=to, reason=reason, force=force, max_regression=max_regression / 100,
+                         credentials=credentials(username, password_stdin), deadline=deadline)
         _print_entry(entry, ImageRef.parse(target).tag, as_json)
 
     @app.command("history")
@@ -117,9 +130,10 @@ def register(app: typer.Typer) -> None:
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
         as_json: JsonOpt = False,
+        deadline: DeadlineOpt = None,
     ) -> None:
-        """Every promotion and rollback of TAG, oldest first."""
-        entries = history(target, credentials=credentials(username, password_stdin))
+        """Every promotion, rollback and unlock of TAG, oldest first."""
+        entries = history(target, credentials=credentials(username, password_stdin), deadline=deadline)
         if as_json:
             print(json.dumps([e.to_dict() for e in entries], indent=2))
             return
@@ -131,6 +145,19 @@ def register(app: typer.Typer) -> None:
             print(f"{e.when}  {e.action:<8} {e.status:<7} {short(e.from_):<19} -> {short(e.to):<19}  "
                   f"by {e.who}{flags}{why}")
 
+    @app.command("unlock")
+    def unlock_cmd(
+        target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG whose lock to release")],
+        reason: ReasonOpt = "",
+        username: UserOpt = "",
+        password_stdin: PasswordStdinOpt = False,
+        deadline: DeadlineOpt = None,
+    ) -> None:
+        """Release a tag's lock held by a dead process on another host (shows the holder; recorded)."""
+        holder, _ = unlock(target, reason=reason, credentials=credentials(username, password_stdin),
+                           deadline=deadline)
+        print(f"unlocked {target}: it was held by {holder}" if holder else f"{target} was not locked: nothing to do")
+
     @app.command("records")
     def records_cmd(
         image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
@@ -140,6 +167,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the records stored with an image in the registry (JSON list)."""
         ref = ImageRef.parse(image)
-        registry = Registry(ref.registry, credentials(username, password_stdin) or credentials_for(ref.registry))
+        registry = open_registry(ref, credentials(username, password_stdin), ping=False,
+                                 deadline_s=deadline_s(None))
         digest = resolve(registry, ref)
         print(json.dumps(get_records(ref, digest, kind, registry=registry), indent=2))

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gracectl import pipeline
-from gracectl.adapters.registry import ImageRef, Registry
+from gracectl.adapters.registry import Registry
+from gracectl.image_ref import ImageRef
 from gracectl.build import rebuilt_stages
 from gracectl.errors import GraceError, TestbedError
 from gracectl.pipeline import Params

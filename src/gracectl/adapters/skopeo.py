@@ -1,0 +1,63 @@
+"""skopeo, for what moves image layers: copying a local (dockerd or OCI layout) image to a registry and
+reading the manifest a local image would have. Registry metadata goes through adapters.registry instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+from gracectl.adapters import proc
+from gracectl.adapters.registry import is_loopback
+from gracectl.adapters.registry_auth import Credentials, docker_config_json
+from gracectl.image_ref import ImageRef
+
+TRANSPORTS = ("docker://", "docker-daemon:", "oci:", "oci-archive:", "docker-archive:", "dir:",
+              "containers-storage:")
+
+
+def transport_ref(image: str) -> str:
+    """A skopeo source: as given when it names a transport, else a local dockerd image."""
+    return image if image.startswith(TRANSPORTS) else f"docker-daemon:{image}"
+
+
+def _tls_flags(option: str, ref: str) -> list[str]:
+    if ref.startswith("docker://") and is_loopback(ref[len("docker://"):].split("/", 1)[0]):
+        return [f"--{option}=false"]
+    return []
+
+
+@contextlib.contextmanager
+def memory_file(name: str, content: bytes = b""):
+    """An anonymous in-memory file (memfd) a child reads or writes as /dev/fd/N: never on any disk, so no
+    exit - SIGKILL included - can leave it behind; it vanishes with the last descriptor."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        os.write(fd, content)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def skopeo_copy(source: str, dest: ImageRef, credentials: Credentials | None = None) -> str:
+    """Copy `source` (a skopeo transport ref, see transport_ref) to `dest`; returns the pushed manifest digest.
+
+    The credentials reach skopeo as a docker-config authfile in memory (never --creds, which shows in `ps`,
+    and never a file on disk), and its digest comes back the same way: nothing to clean up after a kill.
+    """
+    target = f"docker://{dest}"
+    auth_json = docker_config_json(dest.registry, credentials) if credentials else b""
+    with memory_file("gracectl-auth", auth_json) as auth_fd, memory_file("gracectl-digest") as digest_fd:
+        auth = ["--authfile", f"/dev/fd/{auth_fd}"] if credentials else []
+        secrets = [credentials.password] if credentials else []
+        proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source),
+                  *_tls_flags("dest-tls-verify", target), "--digestfile", f"/dev/fd/{digest_fd}", source, target],
+                 secrets=secrets, pass_fds=(auth_fd, digest_fd))
+        return os.pread(digest_fd, 200, 0).decode().strip()
+
+
+def skopeo_inspect_raw(source: str) -> dict:
+    """The manifest of a local image `source` as skopeo sees it (the manifest it would push)."""
+    out = proc.run(["skopeo", "inspect", "--raw", *_tls_flags("tls-verify", source), source], echo=False).stdout
+    return json.loads(out)

@@ -1,0 +1,81 @@
+"""Image references and the naming rules of image tags, repositories and digests (the ground floor:
+imports nothing of gracectl but errors, so manifests, records, the registry client and the CLI share it).
+
+    ImageRef.parse("127.0.0.1:5000/gh200-vllm-tfa:v0.19.0-tfa")   # registry, repository, tag, digest
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from gracectl.errors import UsageError
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# A tag as the distribution spec defines it (also the rule for release names, see manifest.py).
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# HOST[:PORT]: a DNS name or IPv4 address, or [IPv6]; the port numeric.
+HOST_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
+                     r"|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+REPO_RE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
+
+
+def valid_host(host: str) -> bool:
+    match = HOST_RE.match(host)
+    return bool(match) and int((match.group(5) or ":0")[1:]) <= 65535
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """REGISTRY/REPOSITORY[:TAG][@DIGEST], the registry always explicit (or from $GRACECTL_REGISTRY)."""
+
+    registry: str
+    repository: str
+    tag: str = ""
+    digest: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        rest, _, digest = text.strip().partition("@")
+        tag = ""
+        name = rest
+        if ":" in rest.rsplit("/", 1)[-1]:
+            name, tag = rest.rsplit(":", 1)
+        first, _, remainder = name.partition("/")
+        if remainder and ("." in first or ":" in first or first == "localhost"):
+            registry, repository = first, remainder
+        else:
+            default = os.environ.get("GRACECTL_REGISTRY", "").strip("/")
+            if not default:
+                raise UsageError(f"{text[:200]!r} names no registry: write HOST[:PORT]/REPOSITORY[:TAG] "
+                                 "(or set GRACECTL_REGISTRY=HOST[:PORT][/NAMESPACE])")
+            registry, _, namespace = default.partition("/")
+            repository = f"{namespace}/{name}" if namespace else name
+        if not valid_host(registry):
+            raise UsageError(f"{text[:200]!r}: {registry[:100]!r} is not a registry HOST[:PORT]")
+        if not REPO_RE.match(repository) or len(repository) > 255:
+            raise UsageError(f"{text[:200]!r}: {repository[:100]!r} is not a valid repository name")
+        if tag and not TAG_RE.match(tag):
+            raise UsageError(f"{text[:200]!r}: {tag[:100]!r} is not a valid tag")
+        if digest and not DIGEST_RE.match(digest):
+            raise UsageError(f"{text[:200]!r}: the digest must be sha256:<64 hex>")
+        return cls(registry, repository, tag, digest)
+
+    @property
+    def repo(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def reference(self) -> str:
+        """What the API addresses: the digest when known, else the tag."""
+        return self.digest or self.tag
+
+    def with_tag(self, tag: str) -> ImageRef:
+        return ImageRef(self.registry, self.repository, tag)
+
+    def with_digest(self, digest: str) -> ImageRef:
+        return ImageRef(self.registry, self.repository, "", digest)
+
+    def __str__(self) -> str:
+        return self.repo + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")

@@ -1,0 +1,103 @@
+"""The promotion gates, pure: the smoke gate (the LATEST smoke record of the digest passed) and the
+performance gate (no benchmark median slower than the current image's beyond a limit, on the same GPU
+model). release_ops fetches the records and applies them to promote and rollback --to alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gracectl.errors import UsageError
+from gracectl.release_history import short
+
+DEFAULT_MAX_REGRESSION = 0.05  # 5 %: a candidate's median may be this much slower than the current one
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    name: str
+    current_ms: float
+    candidate_ms: float
+
+    @property
+    def change(self) -> float:
+        """Relative change of the median: +0.10 = the candidate is 10 % slower."""
+        return (self.candidate_ms - self.current_ms) / self.current_ms
+
+
+@dataclass(frozen=True)
+class BenchComparison:
+    gpu: str
+    rows: tuple[BenchRow, ...]
+    max_regression: float
+    note: str = ""  # why nothing was compared
+
+    @property
+    def compared(self) -> bool:
+        return bool(self.rows)
+
+    @property
+    def regressions(self) -> list[BenchRow]:
+        return [r for r in self.rows if r.change > self.max_regression]
+
+
+def check_max_regression(value: float) -> float:
+    """A benchmark threshold (a fraction: 0.05 = 5 %) must be a finite number in [0, 10]."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 10:
+        raise UsageError(f"--max-regression must be a number of percent from 0 to 1000, got {value * 100!r}")
+    return float(value)
+
+
+def _gpu(record: dict) -> str:
+    return str((record.get("gpu") or {}).get("name") or "")
+
+
+def _medians(record: dict) -> dict[str, float]:
+    out = {}
+    for r in record.get("results") or []:
+        value = r.get("median_ms")
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 and r.get("name"):
+            out[r["name"]] = float(value)
+    return out
+
+
+def compare_bench(candidate: dict, current: dict, max_regression: float = DEFAULT_MAX_REGRESSION
+                  ) -> BenchComparison:
+    """Compare two bench records by result name (lower median_ms is better); only on the same GPU model."""
+    gpu_new, gpu_old = _gpu(candidate), _gpu(current)
+    if not gpu_new or gpu_new != gpu_old:
+        return BenchComparison(gpu_new, (), max_regression,
+                               f"not compared: different GPU models ({gpu_new or '?'} vs {gpu_old or '?'})")
+    new, old = _medians(candidate), _medians(current)
+    rows = tuple(BenchRow(name, old[name], new[name]) for name in sorted(new.keys() & old.keys()))
+    return BenchComparison(gpu_new, rows, max_regression, "" if rows else "not compared: no result in common")
+
+
+def bench_gate(candidate_records: list[dict], current_records: list[dict],
+               max_regression: float = DEFAULT_MAX_REGRESSION) -> list[BenchComparison]:
+    """One comparison per GPU model that both images were benchmarked on (the latest record of each)."""
+    latest_new = {_gpu(r): r for r in candidate_records if _gpu(r)}
+    latest_old = {_gpu(r): r for r in current_records if _gpu(r)}
+    return [compare_bench(latest_new[g], latest_old[g], max_regression) for g in sorted(latest_new.keys()
+                                                                                        & latest_old.keys())]
+
+
+def smoke_passed(record: dict) -> bool:
+    return record.get("passed") is True
+
+
+def gate_findings(smoke: list[dict], comparisons: list[BenchComparison], candidate: str) -> list[str]:
+    """What stops a move: the LATEST smoke record of the digest did not pass (a failed re-run counts), or a
+    benchmark is slower beyond the limit."""
+    findings = []
+    if not smoke:
+        findings.append(f"no passing smoke record for {short(candidate)} (it was never smoke-tested)")
+    elif not smoke_passed(smoke[-1]):
+        findings.append(f"no passing smoke record for {short(candidate)}: its latest smoke record (of {len(smoke)}) "
+                        "did not pass")
+    for c in comparisons:
+        for r in c.regressions:
+            findings.append(f"{r.name} on {c.gpu} is {r.change:+.1%} slower ({r.current_ms:.3f} -> "
+                            f"{r.candidate_ms:.3f} ms; limit {c.max_regression:.0%})")
+    return findings
