@@ -184,3 +184,186 @@ def test_publish_promote_rollback_history_over_tls_and_tokens(site, repo, oci_im
     assert {f"repository:{path}:pull", f"repository:{path}:pull,push"} <= scopes
     for output in (first, back, history):
         assert site.passwords[WRITER] not in output.stdout + output.stderr
+
+
+def test_cert_dir_option_and_site_ca_variable_reach_the_client_and_skopeo(site, repo, oci_image, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("GRACECTL_CERTS_D", str(tmp_path / "nothing-here"))  # docker's default place is empty
+    cert_dir = tmp_path / "cert-dir"
+    cert_dir.mkdir()
+    site.ca.cert_pem.write_to_path(str(cert_dir / "site.crt"))
+    image = oci_image("cert-dir")
+    published = gracectl("publish", image, "--to", f"{repo}:b1", "--cert-dir", str(cert_dir), "--json")
+    assert published.returncode == 0, published.stderr
+    assert "--dest-cert-dir" in published.stderr  # skopeo verified against the same CA
+    # GRACECTL_REGISTRY_CA: one more CA file for every registry (here beside an empty cert folder).
+    empty = tmp_path / "empty-cert-dir"
+    empty.mkdir()
+    site.ca.cert_pem.write_to_path(str(tmp_path / "site-ca.pem"))
+    env = {"GRACECTL_CERT_DIR": str(empty), "GRACECTL_REGISTRY_CA": str(tmp_path / "site-ca.pem")}
+    again = gracectl("publish", image, "--to", f"{repo}:b2", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["digest"] == json.loads(published.stdout)["digest"]
+
+
+# -- TLS failures: one line, the host, what failed, where the CA goes ------------------------------------------
+def test_unknown_ca_is_one_line_naming_the_host_and_where_the_ca_goes(site, repo, oci_image, tmp_path,
+                                                                      monkeypatch):
+    other = trustme.CA()
+    elsewhere = tmp_path / "certs.d"
+    (elsewhere / site.address).mkdir(parents=True)
+    other.cert_pem.write_to_path(str(elsewhere / site.address / "ca.crt"))  # the wrong CA
+    monkeypatch.setenv("GRACECTL_CERTS_D", str(elsewhere))
+    for args in (("history", f"{repo}:{TAG}"), ("publish", oci_image("x"), "--to", f"{repo}:b1")):
+        result = gracectl(*args)
+        assert result.returncode == RegistryError.exit_code
+        [line] = result.stderr.strip().splitlines()[-1:]
+        assert line == (f"error: TLS to registry {site.address} failed: its certificate is signed by an unknown "
+                        f"CA: put the site CA in /etc/docker/certs.d/{site.address}/ca.crt (or pass --cert-dir "
+                        f"DIR, or set GRACECTL_REGISTRY_CA=FILE); --insecure-registry {site.address} only for a "
+                        "registry without a valid certificate")
+    # Only by name, never implied: --insecure-registry HOST reaches it without verification.
+    insecure = gracectl("history", f"{repo}:{TAG}", "--insecure-registry", site.address)
+    assert insecure.returncode == 0, insecure.stderr
+
+
+@pytest.mark.parametrize("fault", ["name mismatch", "expired"])
+def test_bad_certificate_of_a_trusted_ca(site, tmp_path, fault):
+    """A real TLS server (Python's ssl) with a certificate of the trusted site CA that is wrong."""
+    import socket
+    import ssl
+    import threading
+
+    if fault == "name mismatch":
+        cert = site.ca.issue_cert("registry.other.example")
+        expected = "its certificate does not name this host (name mismatch): use the name the certificate"
+    else:
+        past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=2)
+        cert = site.ca.issue_cert("127.0.0.1", not_before=past - datetime.timedelta(days=30), not_after=past)
+        expected = "its certificate has expired: the registry's certificate must be renewed"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+    site.trust(host)
+
+    def serve():
+        with listener:
+            connection, _ = listener.accept()
+            try:
+                context.wrap_socket(connection, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    result = gracectl("history", f"{host}/x:{TAG}")
+    assert result.returncode == RegistryError.exit_code
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: TLS to registry {host} failed: {expected}"), line
+
+
+# -- token auth faults -----------------------------------------------------------------------------------------
+def test_wrong_credentials_are_refused_by_the_token_server_and_never_printed(site, repo, oci_image):
+    a = publish(oci_image, repo, "wrong-a", smoke())
+    release_ops.promote(f"{repo}@{a}", TAG)
+    b = publish(oci_image, repo, "wrong-b", smoke())
+    wrong = "wrong-" + uuid.uuid4().hex
+    site.use(WRITER, wrong)
+    result = gracectl("promote", f"{repo}@{b}", "--to", TAG)
+    assert result.returncode == RegistryError.exit_code
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the token server of registry {site.address} refused the credentials of user '{WRITER}': "
+        f"log in with `docker login {site.address}` or pass --username USER --password-stdin")
+    assert wrong not in result.stderr + result.stdout
+    # The same with --password-stdin (which wins over the helper).
+    stdin = gracectl("history", f"{repo}:{TAG}", "--username", WRITER, "--password-stdin", input=wrong)
+    assert stdin.returncode == RegistryError.exit_code and wrong not in stdin.stderr + stdin.stdout
+    site.use(WRITER)
+    assert tag_digest(repo) == a
+
+
+def test_pull_only_user_reads_but_gets_a_clean_refusal_and_no_tag_moves(site, repo, oci_image):
+    a = publish(oci_image, repo, "ro-a", smoke())
+    b = publish(oci_image, repo, "ro-b", smoke())
+    release_ops.promote(f"{repo}@{a}", TAG)
+    site.use(READER)
+    assert gracectl("history", f"{repo}:{TAG}").returncode == 0
+    for args in (("promote", f"{repo}@{b}", "--to", TAG), ("rollback", f"{repo}:{TAG}", "--to", b)):
+        result = gracectl(*args)
+        assert result.returncode == RegistryError.exit_code, result.stderr
+        line = result.stderr.strip().splitlines()[-1]
+        path = ImageRef.parse(repo).repository
+        assert f"refused" in line and f"repository:{path}:pull,push for user '{READER}'" in line, line
+        assert "Traceback" not in result.stderr
+    site.use(WRITER)
+    assert tag_digest(repo) == a
+    assert [(e.action, e.to) for e in release_ops.history(f"{repo}:{TAG}")] == [("promote", a)]
+    # The reader's tokens held pull only: the issuer granted a subset of what was asked.
+    for user, asked, access in site.issuer.requests:
+        if user == READER:
+            assert all(entry["actions"] == ["pull"] for entry in access)
+
+
+def test_anonymous_token_for_public_pulls(site, repo, oci_image, tmp_path, monkeypatch):
+    a = publish(oci_image, repo, "anon-a", smoke())
+    release_ops.promote(f"{repo}@{a}", TAG)
+    (tmp_path / "empty-config").mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty-config"))  # no credentials at all
+    site.issuer.anonymous = {"site/": "pull"}
+    shown = gracectl("history", f"{repo}:{TAG}", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[0]["to"] == a
+    assert any(user is None and access for user, _, access in site.issuer.requests)
+    refused = gracectl("rollback", f"{repo}:{TAG}", "--to", a, "--force", "--reason", "x")
+    assert refused.returncode == RegistryError.exit_code
+    assert "for anonymous access" in refused.stderr or "allows no anonymous access" in refused.stderr
+
+
+def test_token_expiring_mid_run_is_fetched_again(site, repo, oci_image):
+    """The issuer says a token lasts 300 s but the registry stops taking it after 2 s; the promotion waits
+    3 s (lock settle) between reads and writes: its tokens die mid-run and must be fetched again."""
+    a = publish(oci_image, repo, "exp-a", smoke())
+    b = publish(oci_image, repo, "exp-b", smoke())
+    release_ops.promote(f"{repo}@{a}", TAG)
+    site.issuer.registry_lifetime, site.issuer.claimed_expires_in = 2, 300
+    before = len(site.issuer.requests)
+    result = gracectl("promote", f"{repo}@{b}", "--to", TAG, env={"GRACECTL_LOCK_SETTLE_S": "3"})
+    assert result.returncode == 0, result.stderr
+    site.issuer.registry_lifetime = 300
+    assert tag_digest(repo) == b
+    asked = [tuple(scopes) for user, scopes, _ in site.issuer.requests[before:]]
+    assert len(asked) > len(set(asked)), asked  # the same scope asked again: a refresh
+    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}")] == [(a, "done"), (b, "done")]
+
+
+# -- the same faults as on the plain registry --------------------------------------------------------------------
+def test_registry_killed_mid_promotion_leaves_nothing_half_moved(site, repo, oci_image):
+    a = publish(oci_image, repo, "kill-a", smoke())
+    b = publish(oci_image, repo, "kill-b", smoke())
+    release_ops.promote(f"{repo}@{a}", TAG)
+    with killed_during(site.server, Registry, "tag_digest", lambda args: args[3] == TAG):
+        with pytest.raises(RegistryError, match="not reachable"):
+            release_ops.promote(f"{repo}@{b}", TAG)
+    site.server.start()
+    assert tag_digest(repo) == a
+    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}")] == [(a, "done"), (b, "failed")]
+    assert release_ops.promote(f"{repo}@{b}", TAG).status == "done"
+    assert release_ops.rollback(f"{repo}:{TAG}").to == a
+
+
+def test_two_promotions_at_once_exactly_one_wins(site, repo, oci_image, tmp_path):
+    a = publish(oci_image, repo, "race-a", smoke())
+    b = publish(oci_image, repo, "race-b", smoke())
+    go = tmp_path / "go"
+    procs = []
+    for i, digest in enumerate((a, b)):  # two hosts: separate lock dirs, the registry lock decides
+        env = {**os.environ, "GRACECTL_LOCK_SETTLE_S": "1.0", "GRACECTL_LOCK_DIR": str(tmp_path / f"host-{i}")}
+        procs.append(subprocess.Popen([sys.executable, "-c", RACE, f"{repo}@{digest}", TAG, str(go)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    time.sleep(1.5)
+    go.touch()
+    results = [(p.wait(timeout=90), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, ConflictError.exit_code], results
+    winner = (a, b)[[rc for rc, _ in results].index(0)]
+    assert tag_digest(repo) == winner
+    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}")] == [(winner, "done")]

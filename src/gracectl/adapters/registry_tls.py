@@ -132,19 +132,22 @@ def skopeo_cert_dir(settings: TlsSettings, option: str) -> Iterator[list[str]]:
 
 
 # OpenSSL verify codes -> what failed, in the words an operator acts on.
+UNKNOWN_CA = "its certificate is signed by an unknown CA"
+NAME_MISMATCH = "its certificate does not name this host (name mismatch)"
+EXPIRED = "its certificate has expired"
 _VERIFY_FAILURES = {
-    18: "its certificate is self-signed and not trusted (unknown CA)",
-    19: "its certificate is signed by an unknown CA",
-    20: "its certificate is signed by an unknown CA",
-    21: "its certificate is signed by an unknown CA",
-    2: "its certificate is signed by an unknown CA",
-    10: "its certificate has expired",
-    9: "its certificate is not yet valid (check the clocks)",
-    62: "its certificate does not name this host (name mismatch)",
+    2: UNKNOWN_CA, 18: UNKNOWN_CA + " (self-signed)", 19: UNKNOWN_CA, 20: UNKNOWN_CA, 21: UNKNOWN_CA,
+    10: EXPIRED, 9: "its certificate is not yet valid (check the clocks)",
+    62: NAME_MISMATCH, 64: NAME_MISMATCH,
 }
 
 
-def ca_hint(host: str) -> str:
+def ca_hint(host: str, what: str = UNKNOWN_CA) -> str:
+    if what == NAME_MISMATCH:
+        return (f"use the name the certificate was made for, or have the site CA issue one naming {host} "
+                f"(the CA itself goes in /etc/docker/certs.d/{host}/ca.crt)")
+    if what == EXPIRED:
+        return f"the registry's certificate must be renewed (the site CA stays in /etc/docker/certs.d/{host}/ca.crt)"
     return (f"put the site CA in /etc/docker/certs.d/{host}/ca.crt (or pass --cert-dir DIR, or set "
             f"GRACECTL_REGISTRY_CA=FILE); --insecure-registry {host} only for a registry without a valid certificate")
 
@@ -153,7 +156,7 @@ def tls_error(host: str, error: ssl.SSLError) -> RegistryError:
     """One line: the host, what failed, where to put the CA."""
     if isinstance(error, ssl.SSLCertVerificationError):
         what = _VERIFY_FAILURES.get(error.verify_code, error.verify_message or "certificate verification failed")
-        return RegistryError(f"TLS to registry {host} failed: {what}: {ca_hint(host)}")
+        return RegistryError(f"TLS to registry {host} failed: {what}: {ca_hint(host, what)}")
     reason = getattr(error, "reason", None) or str(error)
     if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
         return RegistryError(f"TLS to registry {host} failed: it does not speak https (plain http?): "
@@ -166,10 +169,11 @@ def tls_error(host: str, error: ssl.SSLError) -> RegistryError:
 
 # skopeo's (Go's) x509 messages -> the same words.
 _GO_FAILURES = (
-    ("certificate signed by unknown authority", "its certificate is signed by an unknown CA"),
-    ("certificate has expired", "its certificate has expired"),
-    ("is not valid for any names", "its certificate does not name this host (name mismatch)"),
-    ("certificate is valid for", "its certificate does not name this host (name mismatch)"),
+    ("certificate signed by unknown authority", UNKNOWN_CA),
+    ("certificate has expired", EXPIRED),
+    ("is not valid for any names", NAME_MISMATCH),
+    ("certificate is valid for", NAME_MISMATCH),
+    ("cannot validate certificate for", NAME_MISMATCH),
     ("server gave HTTP response to HTTPS client", "it does not speak https (plain http?)"),
 )
 
@@ -177,5 +181,5 @@ _GO_FAILURES = (
 def skopeo_tls_error(host: str, output: str) -> RegistryError | None:
     for needle, what in _GO_FAILURES:
         if needle in output:
-            return RegistryError(f"TLS to registry {host} failed (skopeo): {what}: {ca_hint(host)}")
+            return RegistryError(f"TLS to registry {host} failed (skopeo): {what}: {ca_hint(host, what)}")
     return None
