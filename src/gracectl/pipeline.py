@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
+from gracectl.image_ref import valid_host
 from gracectl.plan import lint_dockerfile
 from gracectl.records import write_json
 from gracectl.smoke import RUN_LABEL
@@ -65,6 +66,8 @@ class Params:
     run_id: str = ""  # labels the containers this run starts (Jenkins: BUILD_TAG)
     mirror: str = ""  # mirror file (gracectl.mirrors), empty for upstream
     smoke_gpus: str = "all"  # "none" on a machine without GPUs (the CPU test bed)
+    # HOST[:PORT]s reached without TLS verification; read by adapters.registry_tls from the same variable.
+    insecure_registry: str = ""
 
     def __post_init__(self):
         if not self.release:
@@ -77,13 +80,16 @@ class Params:
             raise UsageError("PROMOTE needs PUSH: only a pushed image (by digest) can be promoted")
         if (self.push or self.action == "rollback") and not self.registry:
             raise UsageError("pushing, promoting and rolling back need a registry: set REGISTRY or --registry")
+        for host in self.insecure_registry.replace(",", " ").split():
+            if not valid_host(host):
+                raise UsageError(f"GRACECTL_INSECURE_REGISTRY: {host[:100]!r} is not a registry HOST[:PORT]")
 
     # Environment variable -> field; what Jenkins parameters (and the job's environment) turn into.
     ENV = {"RELEASE": "release", "ACTION": "action", "VLLM_REF": "vllm_ref", "IMAGE_TAG": "image_tag",
            "BUILD_NUMBER": "build_number", "REGISTRY": "registry", "SMOKE_LEVEL": "smoke_level",
            "PUSH": "push", "PROMOTE": "promote", "ROLLBACK_TO": "rollback_to", "GRACECTL_RUN_ID": "run_id",
            "GRACECTL_MIRROR": "mirror",
-           "GRACECTL_SMOKE_GPUS": "smoke_gpus"}
+           "GRACECTL_SMOKE_GPUS": "smoke_gpus", "GRACECTL_INSECURE_REGISTRY": "insecure_registry"}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Params:

@@ -253,6 +253,21 @@ class Registry:
             path = match.group(1) if match else ""
         return found
 
+    def referrers(self, repo: str, digest: str, artifact_type: str) -> list[dict] | None:
+        """The OCI 1.1 referrers API: descriptors of the manifests whose `subject` is `digest`, filtered by
+        `artifact_type`; None when the registry does not offer the API (distribution 2.8 answers 404)."""
+        query = urllib.parse.urlencode({"artifactType": artifact_type})
+        status, headers, body = self._request("GET", f"/v2/{repo}/referrers/{digest}?{query}", allow_404=True,
+                                              headers={"Accept": OCI_INDEX})
+        if status == 404 or not headers.get("Content-Type", "").startswith(OCI_INDEX):
+            return None
+        try:
+            found = json.loads(body).get("manifests") or []
+        except (ValueError, AttributeError):
+            return None
+        # A registry that ignores the filter says so by not echoing it in OCI-Filters-Applied.
+        return [d for d in found if isinstance(d, dict) and d.get("artifactType") == artifact_type]
+
     def push_blob(self, repo: str, data: bytes, media_type: str) -> Descriptor:
         descriptor = Descriptor.of(data, media_type)
         status, _, _ = self._request("HEAD", f"/v2/{repo}/blobs/{descriptor.digest}", allow_404=True)
