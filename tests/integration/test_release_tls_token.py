@@ -367,3 +367,22 @@ def test_two_promotions_at_once_exactly_one_wins(site, repo, oci_image, tmp_path
     winner = (a, b)[[rc for rc, _ in results].index(0)]
     assert tag_digest(repo) == winner
     assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}")] == [(winner, "done")]
+
+
+def test_basic_credentials_go_only_to_the_realm_and_tokens_only_to_the_registry(site, repo, oci_image,
+                                                                                monkeypatch):
+    """Every request gracectl sends, observed on its way out (the real requests still go)."""
+    sent = []
+    original = Registry._send
+
+    def observed(self, method, url, data, headers):
+        sent.append((url.split("/")[2], headers.get("Authorization", "").split(" ")[0]))
+        return original(self, method, url, data, headers)
+
+    monkeypatch.setattr(Registry, "_send", observed)
+    a = publish(oci_image, repo, "seen-a", smoke())
+    release_ops.promote(f"{repo}@{a}", TAG)
+    realm_host = site.issuer.realm.split("/")[2]
+    assert {scheme for host, scheme in sent if host == realm_host} == {"Basic"}
+    assert {scheme for host, scheme in sent if host == site.address} == {"", "Bearer"}
+    assert {host for host, _ in sent} == {realm_host, site.address}
