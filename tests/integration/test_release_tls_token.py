@@ -386,3 +386,26 @@ def test_basic_credentials_go_only_to_the_realm_and_tokens_only_to_the_registry(
     assert {scheme for host, scheme in sent if host == realm_host} == {"Basic"}
     assert {scheme for host, scheme in sent if host == site.address} == {"", "Bearer"}
     assert {host for host, _ in sent} == {realm_host, site.address}
+
+
+def test_tokens_are_reused_until_their_expires_in_then_fetched_anew(site, repo, oci_image):
+    a = publish(oci_image, repo, "reuse-a", smoke())
+    path = ImageRef.parse(repo).repository
+    for expires_in, expected in ((300, 1), (6, 2)):  # 6 s less the 5 s margin: 1 s of use
+        site.issuer.claimed_expires_in = expires_in
+        registry = registry_of(site)
+        before = len(site.issuer.requests)
+        assert registry.head_manifest(path, a).digest == a
+        time.sleep(1.5)
+        assert registry.head_manifest(path, a).digest == a
+        asked = [scopes for _, scopes, _ in site.issuer.requests[before:]]
+        assert asked == [[f"repository:{path}:pull"]] * expected
+
+
+def test_an_insecure_registry_named_so_may_speak_plain_http(registry, monkeypatch):
+    """--insecure-registry: https without verification, and plain http when that is all it speaks."""
+    monkeypatch.setenv("GRACECTL_INSECURE_REGISTRY", registry)
+    plain = Registry(registry)
+    assert plain.scheme == "https" and not plain.tls.verify
+    plain.ping()
+    assert plain.scheme == "http"
