@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gracectl import ci
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
+from gracectl.image_ref import valid_host
 from gracectl.plan import lint_dockerfile, plan_for
 from gracectl.records import write_json
 from gracectl.smoke import LEVEL_CHOICES as SMOKE_LEVELS
@@ -72,6 +73,8 @@ class Params:
     run_id: str = ""  # labels the containers this run starts (default: the CI's, see gracectl.ci)
     mirror: str = ""  # mirror file (gracectl.mirrors), empty for upstream
     smoke_gpus: str = "all"  # "none" on a machine without GPUs (the CPU test bed)
+    # HOST[:PORT]s reached without TLS verification; read by adapters.registry_tls from the same variable.
+    insecure_registry: str = ""
 
     def __post_init__(self):
         if not self.release:
@@ -84,6 +87,9 @@ class Params:
             raise UsageError("PROMOTE needs PUSH: only a pushed image (by digest) can be promoted")
         if (self.push or self.action == "rollback") and not self.registry:
             raise UsageError("pushing, promoting and rolling back need a registry: set REGISTRY or --registry")
+        for host in self.insecure_registry.replace(",", " ").split():
+            if not valid_host(host):
+                raise UsageError(f"GRACECTL_INSECURE_REGISTRY: {host[:100]!r} is not a registry HOST[:PORT]")
 
     ENV = ci.PARAMETERS  # environment variable -> field (the job's parameters; gracectl.ci reads them)
 

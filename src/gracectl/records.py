@@ -3,8 +3,8 @@
 Each record is an OCI artifact (see adapters.registry.push_artifact): one JSON layer of media type
 `application/vnd.gracectl.<kind>.v1+json`, `artifactType` the same, and `subject` = the image manifest
 it describes (the OCI 1.1 referrers model, so a registry with the referrers API lists it as a referrer).
-Distribution 2.8 (Debian's docker-registry) has no referrers API, so we also keep the OCI tag-schema
-fallback, one tag per kind: `sha256-<hex>.<kind>` points at an OCI index listing every record of that
+get_records reads the referrers API where the registry offers it. Distribution 2.8 (Debian's
+docker-registry) has none, so we also keep the OCI tag-schema fallback, one tag per kind: `sha256-<hex>.<kind>` points at an OCI index listing every record of that
 kind for that digest, oldest first (a smoke rerun, a bench per GPU model append to it).
 
     put_record("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke", {...}) -> record manifest digest
@@ -104,8 +104,15 @@ def get_records(repo_ref: str | ImageRef, digest: str, kind: str, *,
     tag = record_tag(digest, kind)
     ref = _repo(repo_ref)
     registry = registry or open_registry(ref, ping=False)
+    entries = _index_entries(registry, ref.repository, tag)
+    # Where the registry offers the referrers API, it also lists records the fallback index missed (another
+    # tool's push, an index update lost to a crash): those come after the index's, oldest first.
+    listed = {e["digest"] for e in entries}
+    referrers = registry.referrers(ref.repository, digest, artifact_type(kind)) or []
+    entries += sorted((d for d in referrers if d.get("digest") not in listed),
+                      key=lambda d: (d.get("annotations") or {}).get("org.opencontainers.image.created", ""))
     records = []
-    for entry in _index_entries(registry, ref.repository, tag):
+    for entry in entries:
         found = registry.read_artifact(ref.repository, entry["digest"])
         if found is None:
             continue  # deleted by a registry clean-up: the index is only a list of pointers

@@ -8,9 +8,10 @@ OCI 1.1 support (distribution 2.8, Debian's docker-registry) still accept and st
 
 Every request is bounded whole (`timeout`), and by the operation's overall deadline when one is set.
 
-Transport: plain http for loopback registries (127.0.0.1, localhost: the test bed), https elsewhere.
-Auth: HTTP basic (htpasswd registries; credentials from adapters.registry_auth); token (Bearer) auth is
-not supported and says so. Image copies (layers) go through adapters.skopeo.
+Transport (adapters.registry_tls): https verified against the system store plus the site CA, plain http
+only for the loopback test bed, no verification only for --insecure-registry hosts. Auth
+(adapters.registry_token): whatever the registry's 401 challenge asks, HTTP basic or distribution tokens,
+with the credentials of adapters.registry_auth. Image copies (layers) go through adapters.skopeo.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 
-from gracectl.adapters.registry_auth import Credentials, credentials_for, login_hint
+from gracectl.adapters.registry_auth import Credentials, credentials_for
+from gracectl.adapters.registry_tls import tls_error, tls_settings
+from gracectl.adapters.registry_token import Authorizer
 from gracectl.errors import DeadlineError, ReadOnlyRegistryError, RegistryError
 from gracectl.image_ref import DIGEST_RE, ImageRef
 
@@ -39,9 +43,6 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 # OCI 1.1's empty config blob `{}` for artifacts that have no config.
 EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -67,11 +68,6 @@ def _cut(connection: http.client.HTTPConnection, cut_off: threading.Event) -> No
         connection.sock.shutdown(socket.SHUT_RDWR)
 
 
-def is_loopback(host: str) -> bool:
-    """127.0.0.1, localhost, [::1], with or without a port: the test bed, spoken to over plain http."""
-    return host in LOOPBACK_HOSTS or host.rsplit(":", 1)[0] in LOOPBACK_HOSTS
-
-
 class Registry:
     """One registry host. Methods take the repository path (e.g. "gh200-vllm-tfa") and a tag or digest.
 
@@ -87,7 +83,10 @@ class Registry:
         self.timeout = timeout or float(os.environ.get("GRACECTL_REQUEST_TIMEOUT_S") or 15)
         self.deadline = deadline
         self.deadline_s = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        self.scheme = "http" if is_loopback(host) else "https"
+        self.tls = tls_settings(host)
+        self.scheme = self.tls.scheme
+        self._ssl = self.tls.context() if self.scheme == "https" else None
+        self.auth = Authorizer(host, credentials)
 
     def extend_deadline(self, seconds: float) -> None:
         """Give clean-up work (the lock release, reading a tag back) `seconds` more, past the deadline."""
@@ -104,17 +103,15 @@ class Registry:
                                 f"deadline of {self.deadline_s:.0f}s (--deadline / GRACECTL_DEADLINE_S)")
         return min(self.timeout, left)
 
-    def _request(self, method: str, path_or_url: str, *, data: bytes | None = None,
-                 headers: dict[str, str] | None = None, allow_404: bool = False):
-        url = path_or_url if "://" in path_or_url else f"{self.scheme}://{self.host}{path_or_url}"
+    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]):
+        """One bounded request: (status, headers, body) or a one-line RegistryError."""
         parts = urllib.parse.urlsplit(url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         budget = self._budget(method, parts.path)
-        headers = dict(headers or {})
-        if self.credentials and parts.netloc == self.host:  # basic credentials only to the registry itself
-            headers["Authorization"] = f"Basic {self.credentials.basic()}"
-        connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        connection = connection_type(parts.netloc, timeout=budget)
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(parts.netloc, timeout=budget, context=self._ssl)
+        else:
+            connection = http.client.HTTPConnection(parts.netloc, timeout=budget)
         # http.client's timeout bounds each socket read, not the answer: a watchdog bounds the whole request.
         cut_off = threading.Event()
         watchdog = threading.Timer(budget, _cut, (connection, cut_off))
@@ -129,6 +126,14 @@ class Registry:
             body = response.read()
             if cut_off.is_set():  # cut mid-answer: what was read is not the whole answer
                 raise TimeoutError
+        except ssl.SSLError as e:
+            if not connected and not self.tls.verify and getattr(e, "reason", "") == "WRONG_VERSION_NUMBER" \
+                    and parts.netloc == self.host:
+                self.scheme = "http"  # an --insecure-registry host that speaks plain http
+                return self._send(method, url.replace("https://", "http://", 1), data, headers)
+            error = tls_error(parts.netloc, e)
+            error.sent = connected
+            raise error from None
         except (OSError, http.client.HTTPException, ValueError) as e:
             if cut_off.is_set() or isinstance(e, TimeoutError):
                 limit = "the operation's deadline" if budget < self.timeout else "the request timeout"
@@ -145,34 +150,48 @@ class Registry:
         finally:
             watchdog.cancel()
             connection.close()
-        if response.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and response.getheader("Location"):
-            location = urllib.parse.urljoin(url, response.getheader("Location"))
-            return self._request(method, location, headers=headers, allow_404=allow_404)
-        if response.status >= 400:
-            if response.status == 404 and allow_404:
-                return 404, response.headers, b""
-            raise self._http_error(method, parts.path, response, body)
-        return response.status, response.headers, body
+        return response.status, response.headers, body, response.reason
 
-    def _http_error(self, method: str, path: str, response, body: bytes) -> RegistryError:
-        if response.status == 401:
-            challenge = response.getheader("WWW-Authenticate", "")
-            if challenge.lower().startswith("bearer"):
-                return RegistryError(f"registry {self.host} uses token (Bearer) auth, which gracectl does not "
-                                     "support: use a registry with htpasswd (basic) auth")
-            if self.credentials:
-                return RegistryError(f"registry {self.host} refused the credentials of user "
-                                     f"{self.credentials.username!r}: {login_hint(self.host)}")
-            return RegistryError(f"registry {self.host} requires credentials: {login_hint(self.host)}")
+    def _send_plain(self, method: str, url: str, headers: dict[str, str]):
+        """For the token server: a bounded GET, no registry authorization."""
+        return self._send(method, url, None, headers)[:3]
+
+    def _request(self, method: str, path_or_url: str, *, data: bytes | None = None,
+                 headers: dict[str, str] | None = None, allow_404: bool = False, retried: bool = False):
+        url = path_or_url if "://" in path_or_url else f"{self.scheme}://{self.host}{path_or_url}"
+        parts = urllib.parse.urlsplit(url)
+        sent_headers = dict(headers or {})
+        if parts.netloc == self.host:  # credentials and tokens only to the registry itself, never a redirect
+            sent_headers.update(self.auth.header(method, parts.path, self._send_plain))
+        status, response_headers, body, reason = self._send(method, url, data, sent_headers)
+        if status == 401 and parts.netloc == self.host:
+            challenge = response_headers.get("WWW-Authenticate", "")
+            if self.auth.challenged(method, parts.path, challenge, self._send_plain, first=not retried):
+                return self._request(method, path_or_url, data=data, headers=headers, allow_404=allow_404,
+                                     retried=True)
+        if status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and response_headers.get("Location"):
+            location = urllib.parse.urljoin(url, response_headers.get("Location"))
+            return self._request(method, location, headers=headers, allow_404=allow_404)
+        if status >= 400:
+            if status == 404 and allow_404:
+                return 404, response_headers, b""
+            raise self._http_error(method, parts.path, status, reason, body)
+        return status, response_headers, body
+
+    def _http_error(self, method: str, path: str, status: int, reason: str, body: bytes) -> RegistryError:
         try:
             errors = json.loads(body or b"{}").get("errors") or []
             detail = "; ".join(f"{x.get('code')}: {x.get('message')}" for x in errors)
         except (ValueError, AttributeError):
             detail = ""
-        if response.status == 405 and method in ("PUT", "POST", "PATCH"):
+        if status == 405 and method in ("PUT", "POST", "PATCH"):
             return ReadOnlyRegistryError(f"registry {self.host} is read-only (it answered {method} {path} with 405 "
-                                         f"{response.reason}): nothing can be written there until it is writable again")
-        return RegistryError(f"registry {self.host}: {method} {path} answered {response.status} {response.reason}"
+                                         f"{reason}): nothing can be written there until it is writable again")
+        if status == 403:
+            who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
+            return RegistryError(f"registry {self.host} denied {method} {path} to {who} (403 {reason}"
+                                 + (f": {detail}" if detail else "") + "): ask for these rights")
+        return RegistryError(f"registry {self.host}: {method} {path} answered {status} {reason}"
                              + (f" ({detail})" if detail else ""))
 
     # -- API ------------------------------------------------------------------------------------------
@@ -240,6 +259,21 @@ class Registry:
             match = re.match(r"<([^>]+)>", headers.get("Link", ""))
             path = match.group(1) if match else ""
         return found
+
+    def referrers(self, repo: str, digest: str, artifact_type: str) -> list[dict] | None:
+        """The OCI 1.1 referrers API: descriptors of the manifests whose `subject` is `digest`, filtered by
+        `artifact_type`; None when the registry does not offer the API (distribution 2.8 answers 404)."""
+        query = urllib.parse.urlencode({"artifactType": artifact_type})
+        status, headers, body = self._request("GET", f"/v2/{repo}/referrers/{digest}?{query}", allow_404=True,
+                                              headers={"Accept": OCI_INDEX})
+        if status == 404 or not headers.get("Content-Type", "").startswith(OCI_INDEX):
+            return None
+        try:
+            found = json.loads(body).get("manifests") or []
+        except (ValueError, AttributeError):
+            return None
+        # A registry that ignores the filter says so by not echoing it in OCI-Filters-Applied.
+        return [d for d in found if isinstance(d, dict) and d.get("artifactType") == artifact_type]
 
     def push_blob(self, repo: str, data: bytes, media_type: str) -> Descriptor:
         descriptor = Descriptor.of(data, media_type)

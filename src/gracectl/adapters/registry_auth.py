@@ -1,6 +1,8 @@
-"""Registry credentials: where they come from (--username + --password-stdin, or the docker config's
-`auths` as `docker login` writes it) and the one encoder of HTTP basic auth that the HTTP client and
-skopeo's authfile both use. Credentials never go on a command line, into a log or a repr.
+"""Registry credentials, found where docker finds them: --username + --password-stdin, else the docker
+config's `credHelpers[REGISTRY]`, `credsStore` (both: `docker-credential-NAME get`, the helper protocol
+docker uses) and `auths` (as `docker login` writes it); and the one encoder of HTTP basic auth that the
+HTTP client (basic registries, token realms) and skopeo's authfile both use. Credentials never go on a
+command line, into a log, a record, an error or a repr.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gracectl.errors import UsageError
+from gracectl.adapters import proc
+from gracectl.errors import CommandFailedError, RegistryError, UsageError
 
 
 @dataclass(frozen=True)
@@ -33,19 +36,59 @@ def docker_config_path() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
 
 
+def _config() -> dict:
+    try:
+        config = json.loads(docker_config_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _host_of(key: str) -> str:
+    return re.sub(r"^https?://", "", key).split("/", 1)[0]
+
+
+def helper_credentials(helper: str, registry: str) -> Credentials | None:
+    """`docker-credential-HELPER get` with the registry on stdin, as docker runs it: JSON with Username and
+    Secret on stdout; a helper that has nothing for the registry says "credentials not found" and exits 1."""
+    program = f"docker-credential-{helper}"
+    try:
+        result = proc.run([program, "get"], input=registry, echo=False, timeout=60)
+    except CommandFailedError as e:
+        if "not found" in e.output.lower():
+            return None
+        raise RegistryError(f"credential helper {program} failed for {registry} (exit {e.returncode}): "
+                            "check it with `echo REGISTRY | " + program + " get`") from None
+    try:
+        answer = json.loads(result.stdout)
+        username, secret = answer["Username"], answer["Secret"]
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"credential helper {program} gave no JSON with Username and Secret for "
+                            f"{registry}") from None
+    if username == "<token>":  # an identity token (OAuth2 refresh token) instead of a password
+        raise RegistryError(f"credential helper {program} holds an identity token for {registry}, which gracectl "
+                            "does not use: store a username and password (e.g. a robot account) instead")
+    return Credentials(username, secret) if username or secret else None
+
+
 def credentials_for(registry: str, username: str = "", password: str = "") -> Credentials | None:
-    """Explicit credentials (from --password-stdin) win; else the docker config's `auths` entry, if any."""
+    """Explicit credentials (from --password-stdin) win; else docker's order: the registry's credential
+    helper (`credHelpers`), the default store (`credsStore`), the `auths` entry. None: anonymous."""
     if username or password:
         if not (username and password):
             raise UsageError("give both --username and a password on stdin (--password-stdin)")
         return Credentials(username, password)
-    try:
-        config = json.loads(docker_config_path().read_text())
-    except (OSError, ValueError):
-        return None
+    config = _config()
+    helpers = config.get("credHelpers") or {}
+    helper = next((name for key, name in helpers.items() if _host_of(key) == registry), None)
+    if helper:
+        return helper_credentials(helper, registry)
+    if config.get("credsStore"):
+        found = helper_credentials(config["credsStore"], registry)
+        if found:
+            return found
     for key, entry in (config.get("auths") or {}).items():
-        host = re.sub(r"^https?://", "", key).split("/", 1)[0]
-        if host != registry or not isinstance(entry, dict):
+        if _host_of(key) != registry or not isinstance(entry, dict):
             continue
         if entry.get("auth"):
             try:

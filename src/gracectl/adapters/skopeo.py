@@ -9,8 +9,9 @@ import json
 import os
 
 from gracectl.adapters import proc
-from gracectl.adapters.registry import is_loopback
 from gracectl.adapters.registry_auth import Credentials, docker_config_json
+from gracectl.adapters.registry_tls import skopeo_cert_dir, skopeo_tls_error, tls_settings
+from gracectl.errors import CommandFailedError
 from gracectl.image_ref import ImageRef
 
 TRANSPORTS = ("docker://", "docker-daemon:", "oci:", "oci-archive:", "docker-archive:", "dir:",
@@ -23,9 +24,10 @@ def transport_ref(image: str) -> str:
 
 
 def _tls_flags(option: str, ref: str) -> list[str]:
-    if ref.startswith("docker://") and is_loopback(ref[len("docker://"):].split("/", 1)[0]):
-        return [f"--{option}=false"]
-    return []
+    """skopeo's TLS flags for a docker:// `ref` (same rules as the HTTP client, adapters.registry_tls)."""
+    if not ref.startswith("docker://"):
+        return []
+    return tls_settings(ref[len("docker://"):].split("/", 1)[0]).skopeo_flags(option.replace("tls-verify", ""))
 
 
 @contextlib.contextmanager
@@ -48,12 +50,16 @@ def skopeo_copy(source: str, dest: ImageRef, credentials: Credentials | None = N
     """
     target = f"docker://{dest}"
     auth_json = docker_config_json(dest.registry, credentials) if credentials else b""
-    with memory_file("gracectl-auth", auth_json) as auth_fd, memory_file("gracectl-digest") as digest_fd:
+    with memory_file("gracectl-auth", auth_json) as auth_fd, memory_file("gracectl-digest") as digest_fd, \
+            skopeo_cert_dir(tls_settings(dest.registry), "dest-cert-dir") as dest_tls:
         auth = ["--authfile", f"/dev/fd/{auth_fd}"] if credentials else []
         secrets = [credentials.password] if credentials else []
-        proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source),
-                  *_tls_flags("dest-tls-verify", target), "--digestfile", f"/dev/fd/{digest_fd}", source, target],
-                 secrets=secrets, pass_fds=(auth_fd, digest_fd))
+        try:
+            proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source), *dest_tls,
+                      "--digestfile", f"/dev/fd/{digest_fd}", source, target],
+                     secrets=secrets, pass_fds=(auth_fd, digest_fd))
+        except CommandFailedError as e:
+            raise skopeo_tls_error(dest.registry, e.output) or e from None
         return os.pread(digest_fd, 200, 0).decode().strip()
 
 

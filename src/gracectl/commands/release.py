@@ -1,12 +1,15 @@
 """`gracectl publish | promote | rollback | history | records`: release operations by digest (release_ops.py).
 
-Credentials: --username USER --password-stdin, else the docker config (`docker login REGISTRY`).
+Credentials: --username USER --password-stdin, else the docker config (credHelpers, credsStore, auths).
+TLS: the site CA from /etc/docker/certs.d/HOST[:PORT]/, --cert-dir or GRACECTL_REGISTRY_CA; --insecure-registry
+HOST for a registry without a valid certificate (adapters.registry_tls).
 Image references always name the registry: HOST[:PORT]/REPO[:TAG|@DIGEST] (or set GRACECTL_REGISTRY).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -42,9 +45,22 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="move despite the gates 
 ReasonOpt = Annotated[str, typer.Option("--reason", help="why (recorded in the history)")]
 MaxRegressionOpt = Annotated[float, typer.Option(
     "--max-regression", help="allowed benchmark slowdown, percent (0 to 1000)")]
+InsecureOpt = Annotated[Optional[list[str]], typer.Option(
+    "--insecure-registry", help="HOST[:PORT] to reach without TLS verification (repeatable; "
+    "env GRACECTL_INSECURE_REGISTRY)")]
+CertDirOpt = Annotated[Optional[Path], typer.Option(
+    "--cert-dir", help="folder with the registry's CA (*.crt) and client.cert/client.key, as skopeo's "
+    "(default /etc/docker/certs.d/HOST[:PORT]; env GRACECTL_CERT_DIR)")]
 
 
-def credentials(username: str, password_stdin: bool) -> Credentials | None:
+def credentials(username: str, password_stdin: bool, insecure: list[str] | None = None,
+                cert_dir: Path | None = None) -> Credentials | None:
+    # The TLS options travel as the environment adapters.registry_tls reads (the same as Jenkins sets).
+    if insecure:
+        os.environ["GRACECTL_INSECURE_REGISTRY"] = " ".join(
+            [os.environ.get("GRACECTL_INSECURE_REGISTRY", ""), *insecure]).strip()
+    if cert_dir:
+        os.environ["GRACECTL_CERT_DIR"] = str(cert_dir)
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
         return credentials_for("", username, password)  # checks both are given
@@ -72,6 +88,8 @@ def register(app: typer.Typer) -> None:
             "--attach", help="record JSON to store with the pushed digest (smoke-record.json); repeatable")] = None,
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
+        insecure_registry: InsecureOpt = None,
+        cert_dir: CertDirOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Push a local image under an immutable tag; print its manifest digest."""
@@ -81,7 +99,7 @@ def register(app: typer.Typer) -> None:
                 records.append(json.loads(path.read_text()))
             except (OSError, ValueError) as e:
                 raise UsageError(f"--attach {path}: not a readable JSON record ({e})") from None
-        result = publish(image, to, credentials=credentials(username, password_stdin), attach=records)
+        result = publish(image, to, credentials=credentials(username, password_stdin, insecure_registry, cert_dir), attach=records)
         if as_json:
             print(json.dumps(result.to_dict(), indent=2))
         else:
@@ -97,12 +115,14 @@ def register(app: typer.Typer) -> None:
         max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
+        insecure_registry: InsecureOpt = None,
+        cert_dir: CertDirOpt = None,
         as_json: JsonOpt = False,
         deadline: DeadlineOpt = None,
     ) -> None:
         """Move TAG to the image's digest: only with a passing smoke record and no benchmark regression."""
         entry = promote(source, to, force=force, reason=reason, max_regression=max_regression / 100,
-                        credentials=credentials(username, password_stdin), deadline=deadline)
+                        credentials=credentials(username, password_stdin, insecure_registry, cert_dir), deadline=deadline)
         _print_entry(entry, to, as_json)
 
     @app.command("rollback")
@@ -115,13 +135,15 @@ def register(app: typer.Typer) -> None:
         max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
+        insecure_registry: InsecureOpt = None,
+        cert_dir: CertDirOpt = None,
         as_json: JsonOpt = False,
         deadline: DeadlineOpt = None,
     ) -> None:
         """Move TAG back to the digest it held before its last promotion (or --to, through the same gates
         as a promotion)."""
         entry = rollback(target, to=to, reason=reason, force=force, max_regression=max_regression / 100,
-                         credentials=credentials(username, password_stdin), deadline=deadline)
+                         credentials=credentials(username, password_stdin, insecure_registry, cert_dir), deadline=deadline)
         _print_entry(entry, ImageRef.parse(target).tag, as_json)
 
     @app.command("history")
@@ -129,11 +151,13 @@ def register(app: typer.Typer) -> None:
         target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG")],
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
+        insecure_registry: InsecureOpt = None,
+        cert_dir: CertDirOpt = None,
         as_json: JsonOpt = False,
         deadline: DeadlineOpt = None,
     ) -> None:
         """Every promotion, rollback and unlock of TAG, oldest first."""
-        entries = history(target, credentials=credentials(username, password_stdin), deadline=deadline)
+        entries = history(target, credentials=credentials(username, password_stdin, insecure_registry, cert_dir), deadline=deadline)
         if as_json:
             print(json.dumps([e.to_dict() for e in entries], indent=2))
             return
@@ -151,10 +175,12 @@ def register(app: typer.Typer) -> None:
         reason: ReasonOpt = "",
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
+        insecure_registry: InsecureOpt = None,
+        cert_dir: CertDirOpt = None,
         deadline: DeadlineOpt = None,
     ) -> None:
         """Release a tag's lock held by a dead process on another host (shows the holder; recorded)."""
-        holder, _ = unlock(target, reason=reason, credentials=credentials(username, password_stdin),
+        holder, _ = unlock(target, reason=reason, credentials=credentials(username, password_stdin, insecure_registry, cert_dir),
                            deadline=deadline)
         print(f"unlocked {target}: it was held by {holder}" if holder else f"{target} was not locked: nothing to do")
 
@@ -164,10 +190,12 @@ def register(app: typer.Typer) -> None:
         kind: Annotated[str, typer.Option("--kind", help="smoke, bench, build...")] = "smoke",
         username: UserOpt = "",
         password_stdin: PasswordStdinOpt = False,
+        insecure_registry: InsecureOpt = None,
+        cert_dir: CertDirOpt = None,
     ) -> None:
         """Print the records stored with an image in the registry (JSON list)."""
         ref = ImageRef.parse(image)
-        registry = open_registry(ref, credentials(username, password_stdin), ping=False,
+        registry = open_registry(ref, credentials(username, password_stdin, insecure_registry, cert_dir), ping=False,
                                  deadline_s=deadline_s(None))
         digest = resolve(registry, ref)
         print(json.dumps(get_records(ref, digest, kind, registry=registry), indent=2))

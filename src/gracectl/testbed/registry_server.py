@@ -4,6 +4,8 @@ Used by the test bed (`gracectl testbed up`) and by the integration tests. API:
 
     server = RegistryServer(root=Path("/var/tmp/gracectl-registry"), port=5000)           # no auth
     server = RegistryServer(root=..., port=0, user="ci", password="s3cret")                # htpasswd (bcrypt)
+    server = RegistryServer(root=..., tls=(cert_pem, key_pem), token={"realm": "https://...", "service": "reg",
+                            "issuer": "iss", "rootcertbundle": "/path/signer-ca.pem"})         # TLS + token auth
     server.start()          # -> self; writes root/config.yml (+ root/htpasswd), waits until /v2/ answers
     server.address          # "127.0.0.1:5000" (port=0 picks a free port at start)
     server.running()        # True while the process lives (also from another process: root/registry.pid)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -56,9 +59,13 @@ def write_htpasswd(path: Path, user: str, password: str) -> None:
 
 class RegistryServer:
     def __init__(self, root: Path, port: int = 0, *, user: str = "", password: str = "",
-                 start_timeout: float = 20.0):
+                 tls: tuple[Path, Path] | None = None, token: dict | None = None, start_timeout: float = 20.0):
         if bool(user) != bool(password):
             raise TestbedError("a registry with auth needs both a user and a password")
+        if user and token:
+            raise TestbedError("a registry has one auth: htpasswd (user/password) or token")
+        self.tls = tls  # (certificate PEM, key PEM): serve https
+        self.token = token  # distribution's auth.token section: realm, service, issuer, rootcertbundle
         self.root = Path(root)
         self.port = port
         self.user = user
@@ -103,6 +110,10 @@ class RegistryServer:
             htpasswd = self.root / "htpasswd"
             write_htpasswd(htpasswd, self.user, self.password)
             config["auth"] = {"htpasswd": {"realm": "gracectl", "path": str(htpasswd)}}
+        if self.token:
+            config["auth"] = {"token": dict(self.token)}
+        if self.tls:
+            config["http"]["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
         path = self.root / "config.yml"
         path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
         return path
@@ -129,8 +140,11 @@ class RegistryServer:
 
     def answers(self) -> bool:
         """True when /v2/ answers like a registry (200, or 401 when auth is on)."""
+        scheme, context = "http", None
+        if self.tls:  # readiness only: is something serving TLS there (the tests check the certificate)
+            scheme, context = "https", ssl._create_unverified_context()
         try:
-            with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=1) as r:
+            with urllib.request.urlopen(f"{scheme}://{self.address}/v2/", timeout=1, context=context) as r:
                 return r.status == 200
         except urllib.error.HTTPError as e:
             return e.code == 401

@@ -1,0 +1,185 @@
+"""How gracectl speaks to a registry host: https verified against the system store plus the site CA where
+docker and skopeo look for it, plain http only for the loopback test bed, and no verification only for a
+host named by --insecure-registry / GRACECTL_INSECURE_REGISTRY (never implied).
+
+Where the site CA and client certificates come from, per registry HOST[:PORT]:
+  1. --cert-dir DIR / GRACECTL_CERT_DIR: a folder as skopeo's --cert-dir reads it (*.crt CAs,
+     client.cert + client.key), for the registry this command talks to;
+  2. else /etc/docker/certs.d/HOST[:PORT]/ and /etc/containers/certs.d/HOST[:PORT]/ (what docker and
+     skopeo read by default; GRACECTL_CERTS_D replaces these two roots, for tests);
+  3. plus GRACECTL_REGISTRY_CA=FILE: one more CA bundle trusted for every registry.
+A loopback registry with a certificate folder (1 or 2) is spoken to over https too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gracectl.errors import RegistryError, UsageError
+from gracectl.image_ref import valid_host
+
+CERTS_D = ("/etc/docker/certs.d", "/etc/containers/certs.d")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, localhost, [::1], with or without a port: the test bed."""
+    return host in LOOPBACK_HOSTS or host.rsplit(":", 1)[0] in LOOPBACK_HOSTS
+
+
+def insecure_hosts() -> set[str]:
+    """GRACECTL_INSECURE_REGISTRY: HOST[:PORT] names, comma or space separated (--insecure-registry sets it)."""
+    hosts = set(os.environ.get("GRACECTL_INSECURE_REGISTRY", "").replace(",", " ").split())
+    for host in hosts:
+        if not valid_host(host):
+            raise UsageError(f"--insecure-registry / GRACECTL_INSECURE_REGISTRY: {host[:100]!r} is not a "
+                             "registry HOST[:PORT]")
+    return hosts
+
+
+def cert_dirs(host: str) -> list[Path]:
+    """The certificate folders that apply to `host`, first the explicit one."""
+    explicit = os.environ.get("GRACECTL_CERT_DIR", "")
+    if explicit:
+        if not Path(explicit).is_dir():
+            raise UsageError(f"--cert-dir / GRACECTL_CERT_DIR {explicit!r} is not a folder")
+        return [Path(explicit)]
+    roots = os.environ.get("GRACECTL_CERTS_D", "").split(os.pathsep) if os.environ.get("GRACECTL_CERTS_D") \
+        else CERTS_D
+    return [Path(root) / host for root in roots if (Path(root) / host).is_dir()]
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    host: str
+    scheme: str  # "https" or "http" (loopback test bed, or an insecure host that does not speak TLS)
+    verify: bool = True
+    ca_files: tuple[Path, ...] = ()
+    client_cert: tuple[Path, Path] | None = None
+    dirs: tuple[Path, ...] = field(default=())
+
+    def context(self) -> ssl.SSLContext:
+        """System store + the site CAs (+ the client certificate), or no verification for an insecure host."""
+        if not self.verify:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context()
+            for ca in self.ca_files:
+                try:
+                    context.load_verify_locations(cafile=str(ca))
+                except (OSError, ssl.SSLError) as e:
+                    raise UsageError(f"CA file {ca} for registry {self.host} is not a readable PEM "
+                                     f"certificate: {e}") from None
+        if self.client_cert:
+            try:
+                context.load_cert_chain(*map(str, self.client_cert))
+            except (OSError, ssl.SSLError) as e:
+                raise UsageError(f"client certificate {self.client_cert[0]} / key {self.client_cert[1]} for "
+                                 f"registry {self.host} cannot be loaded: {e}") from None
+        return context
+
+    def skopeo_flags(self, option_prefix: str) -> list[str]:
+        """skopeo's TLS flags for this host; `option_prefix` "dest-", "src-" or "" (inspect)."""
+        if not self.verify or self.scheme == "http":
+            return [f"--{option_prefix}tls-verify=false"]
+        return []
+
+
+def tls_settings(host: str) -> TlsSettings:
+    if host in insecure_hosts():
+        return TlsSettings(host, "https", verify=False)
+    dirs = cert_dirs(host)
+    ca_files = [p for d in dirs for p in sorted(d.glob("*.crt"))]
+    client = next(((d / "client.cert", d / "client.key") for d in dirs if (d / "client.cert").is_file()), None)
+    if client and not client[1].is_file():
+        raise UsageError(f"{client[0]} has no {client[1].name} beside it (client certificate for {host})")
+    site_ca = os.environ.get("GRACECTL_REGISTRY_CA", "")
+    if site_ca:
+        if not Path(site_ca).is_file():
+            raise UsageError(f"GRACECTL_REGISTRY_CA={site_ca!r} is not a file")
+        ca_files.append(Path(site_ca))
+    if is_loopback(host) and not dirs:
+        return TlsSettings(host, "http", verify=False)
+    return TlsSettings(host, "https", True, tuple(ca_files), client, tuple(dirs))
+
+
+@contextlib.contextmanager
+def skopeo_cert_dir(settings: TlsSettings, option: str) -> Iterator[list[str]]:
+    """skopeo's --OPTION-cert-dir for `settings`: skopeo reads certs.d itself, so only an explicit folder or
+    GRACECTL_REGISTRY_CA need one: a temporary folder of links (public CAs and the client pair, no copies)."""
+    if not settings.verify or settings.scheme == "http":
+        yield settings.skopeo_flags(option.replace("cert-dir", ""))
+        return
+    explicit = os.environ.get("GRACECTL_CERT_DIR") or os.environ.get("GRACECTL_CERTS_D")
+    if not (explicit or os.environ.get("GRACECTL_REGISTRY_CA")):
+        yield []
+        return
+    with tempfile.TemporaryDirectory(prefix="gracectl-certs-") as folder:
+        for i, ca in enumerate(settings.ca_files):
+            os.symlink(ca.resolve(), Path(folder) / f"ca-{i}.crt")
+        if settings.client_cert:
+            os.symlink(settings.client_cert[0].resolve(), Path(folder) / "client.cert")
+            os.symlink(settings.client_cert[1].resolve(), Path(folder) / "client.key")
+        yield [f"--{option}", folder]
+
+
+# OpenSSL verify codes -> what failed, in the words an operator acts on.
+UNKNOWN_CA = "its certificate is signed by an unknown CA"
+NAME_MISMATCH = "its certificate does not name this host (name mismatch)"
+EXPIRED = "its certificate has expired"
+_VERIFY_FAILURES = {
+    2: UNKNOWN_CA, 18: UNKNOWN_CA + " (self-signed)", 19: UNKNOWN_CA, 20: UNKNOWN_CA, 21: UNKNOWN_CA,
+    10: EXPIRED, 9: "its certificate is not yet valid (check the clocks)",
+    62: NAME_MISMATCH, 64: NAME_MISMATCH,
+}
+
+
+def ca_hint(host: str, what: str = UNKNOWN_CA) -> str:
+    if what == NAME_MISMATCH:
+        return (f"use the name the certificate was made for, or have the site CA issue one naming {host} "
+                f"(the CA itself goes in /etc/docker/certs.d/{host}/ca.crt)")
+    if what == EXPIRED:
+        return f"the registry's certificate must be renewed (the site CA stays in /etc/docker/certs.d/{host}/ca.crt)"
+    return (f"put the site CA in /etc/docker/certs.d/{host}/ca.crt (or pass --cert-dir DIR, or set "
+            f"GRACECTL_REGISTRY_CA=FILE); --insecure-registry {host} only for a registry without a valid certificate")
+
+
+def tls_error(host: str, error: ssl.SSLError) -> RegistryError:
+    """One line: the host, what failed, where to put the CA."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        what = _VERIFY_FAILURES.get(error.verify_code, error.verify_message or "certificate verification failed")
+        return RegistryError(f"TLS to registry {host} failed: {what}: {ca_hint(host, what)}")
+    reason = getattr(error, "reason", None) or str(error)
+    if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
+        return RegistryError(f"TLS to registry {host} failed: it does not speak https (plain http?): "
+                             f"use --insecure-registry {host} if that is intended")
+    if "CERTIFICATE" in reason.upper() or "ALERT" in reason.upper():
+        return RegistryError(f"TLS to registry {host} failed: {reason} (a client certificate missing or "
+                             f"refused? it goes in /etc/docker/certs.d/{host}/client.cert + client.key)")
+    return RegistryError(f"TLS to registry {host} failed: {reason}: {ca_hint(host)}")
+
+
+# skopeo's (Go's) x509 messages -> the same words.
+_GO_FAILURES = (
+    ("certificate signed by unknown authority", UNKNOWN_CA),
+    ("certificate has expired", EXPIRED),
+    ("is not valid for any names", NAME_MISMATCH),
+    ("certificate is valid for", NAME_MISMATCH),
+    ("cannot validate certificate for", NAME_MISMATCH),
+    ("server gave HTTP response to HTTPS client", "it does not speak https (plain http?)"),
+)
+
+
+def skopeo_tls_error(host: str, output: str) -> RegistryError | None:
+    for needle, what in _GO_FAILURES:
+        if needle in output:
+            return RegistryError(f"TLS to registry {host} failed (skopeo): {what}: {ca_hint(host, what)}")
+    return None

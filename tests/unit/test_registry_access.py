@@ -1,0 +1,144 @@
+"""How gracectl reaches a registry: TLS settings per host (registry_tls), the token spec's challenge and
+scopes (registry_token), and credentials in docker's order (registry_auth), with a real helper program."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import stat
+import sys
+
+import pytest
+
+from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_auth import credentials_for
+from gracectl.adapters.registry_tls import tls_error, tls_settings
+from gracectl.adapters.registry_token import _covers, needed_scope, parse_challenge
+from gracectl.errors import RegistryError, UsageError
+from gracectl.pipeline import Params
+
+
+@pytest.fixture(autouse=True)
+def no_site(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRACECTL_CERTS_D", str(tmp_path / "certs.d"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    (tmp_path / "docker").mkdir()
+    for name in ("GRACECTL_CERT_DIR", "GRACECTL_REGISTRY_CA", "GRACECTL_INSECURE_REGISTRY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_https_everywhere_but_the_loopback_test_bed_and_never_insecure_unless_named(tmp_path, monkeypatch):
+    assert tls_settings("127.0.0.1:5000").scheme == "http"
+    assert Registry("localhost:5000").scheme == "http"
+    site = tls_settings("registry.example.org")
+    assert (site.scheme, site.verify) == ("https", True)
+    assert site.context().verify_mode == ssl.CERT_REQUIRED and site.context().check_hostname
+    # A loopback registry with a certificate folder is https (the TLS tests' registry).
+    (tmp_path / "certs.d" / "127.0.0.1:5443").mkdir(parents=True)
+    assert tls_settings("127.0.0.1:5443").scheme == "https"
+    monkeypatch.setenv("GRACECTL_INSECURE_REGISTRY", "other.example:5000, registry.example.org")
+    insecure = tls_settings("registry.example.org")
+    assert not insecure.verify and insecure.skopeo_flags("dest-") == ["--dest-tls-verify=false"]
+    assert tls_settings("registry.example.org:443").verify  # the port is part of the name, as in docker
+    monkeypatch.setenv("GRACECTL_INSECURE_REGISTRY", "not a host!")
+    with pytest.raises(UsageError, match="is not a registry HOST"):
+        tls_settings("x.example")
+
+
+def test_ca_and_client_certificate_from_the_host_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "certs.d" / "reg.example:5000"
+    folder.mkdir(parents=True)
+    (folder / "ca.crt").write_text("not a certificate")
+    with pytest.raises(UsageError, match="ca.crt for registry reg.example:5000 is not a readable PEM"):
+        tls_settings("reg.example:5000").context()
+    (folder / "client.cert").write_text("x")
+    with pytest.raises(UsageError, match="has no client.key beside it"):
+        tls_settings("reg.example:5000")
+    (folder / "client.key").write_text("x")
+    settings = tls_settings("reg.example:5000")
+    assert settings.client_cert == (folder / "client.cert", folder / "client.key")
+    monkeypatch.setenv("GRACECTL_REGISTRY_CA", str(tmp_path / "missing.pem"))
+    with pytest.raises(UsageError, match="GRACECTL_REGISTRY_CA"):
+        tls_settings("reg.example:5000")
+
+
+def test_tls_errors_name_host_failure_and_remedy():
+    def verify_error(code: int) -> ssl.SSLCertVerificationError:
+        error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        error.verify_code, error.verify_message = code, "x"
+        return error
+
+    unknown = str(tls_error("reg.example", verify_error(20)))
+    assert unknown.startswith("TLS to registry reg.example failed: its certificate is signed by an unknown CA")
+    assert "/etc/docker/certs.d/reg.example/ca.crt" in unknown and "GRACECTL_REGISTRY_CA" in unknown
+    assert "name mismatch" in str(tls_error("reg.example", verify_error(62)))
+    assert "has expired" in str(tls_error("reg.example", verify_error(10)))
+
+
+def test_challenge_and_scopes_as_the_token_spec_writes_them():
+    scheme, params = parse_challenge('Bearer realm="https://auth.example/token",service="harbor-registry",'
+                                     'scope="repository:gh200/vllm:pull,push",error="insufficient_scope"')
+    assert scheme == "bearer" and params == {"realm": "https://auth.example/token", "service": "harbor-registry",
+                                             "scope": "repository:gh200/vllm:pull,push",
+                                             "error": "insufficient_scope"}
+    assert parse_challenge('Basic realm="Registry Realm"') == ("basic", {"realm": "Registry Realm"})
+    assert needed_scope("GET", "/v2/gh200/vllm/manifests/v1") == "repository:gh200/vllm:pull"
+    assert needed_scope("PUT", "/v2/gh200/vllm/manifests/v1") == "repository:gh200/vllm:pull,push"
+    assert needed_scope("POST", "/v2/a/blobs/uploads/") == "repository:a:pull,push"
+    assert needed_scope("DELETE", "/v2/a/manifests/sha256:x") == "repository:a:delete"
+    assert needed_scope("GET", "/v2/") == ""
+    assert _covers("repository:a:pull,push", "repository:a:pull")
+    assert not _covers("repository:a:pull", "repository:a:pull,push")
+    assert not _covers("repository:a:pull,push", "repository:b:pull")
+    assert _covers("repository:b:pull repository:a:pull,push", "repository:a:push")
+
+
+HELPER = """#!{python}
+import json, sys
+if sys.argv[1] != "get":
+    sys.exit(2)
+server = sys.stdin.read().strip()
+if server != "reg.example:5000":
+    print("credentials not found in native keychain")
+    sys.exit(1)
+print(json.dumps({{"ServerURL": server, "Username": "robot$ci", "Secret": "s3cret-from-helper"}}))
+"""
+
+
+def test_credentials_in_dockers_order_with_a_real_helper(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-unit"
+    helper.write_text(HELPER.format(python=sys.executable))
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    config = tmp_path / "docker" / "config.json"
+    import base64
+
+    auths = {"reg.example:5000": {"auth": base64.b64encode(b"file-user:file-pw").decode()},
+             "other.example": {"auth": base64.b64encode(b"o:p").decode()}}
+    config.write_text(json.dumps({"auths": auths, "credHelpers": {"reg.example:5000": "unit"}}))
+    found = credentials_for("reg.example:5000")
+    assert (found.username, found.password) == ("robot$ci", "s3cret-from-helper")  # credHelpers first
+    assert "s3cret" not in repr(found)
+    assert credentials_for("other.example").username == "o"  # no helper for it: auths
+    # credsStore for every registry; a miss falls back to auths.
+    config.write_text(json.dumps({"auths": auths, "credsStore": "unit"}))
+    assert credentials_for("reg.example:5000").username == "robot$ci"
+    assert credentials_for("other.example").username == "o"
+    # A helper that is not installed, or that fails, is one line naming it.
+    config.write_text(json.dumps({"credHelpers": {"reg.example:5000": "missing"}}))
+    with pytest.raises(Exception, match="docker-credential-missing"):
+        credentials_for("reg.example:5000")
+    helper.write_text("#!/bin/sh\necho boom >&2\nexit 3\n")
+    config.write_text(json.dumps({"credHelpers": {"reg.example:5000": "unit"}}))
+    with pytest.raises(RegistryError, match="credential helper docker-credential-unit failed for reg.example:5000"):
+        credentials_for("reg.example:5000")
+    # Explicit --username/--password-stdin win over everything.
+    assert credentials_for("reg.example:5000", "me", "pw").username == "me"
+
+
+def test_jenkins_insecure_registry_parameter_is_checked():
+    assert Params(release="x", insecure_registry="reg.example:5000").insecure_registry == "reg.example:5000"
+    with pytest.raises(UsageError, match="GRACECTL_INSECURE_REGISTRY"):
+        Params(release="x", insecure_registry="http://reg.example")
