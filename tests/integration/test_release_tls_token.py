@@ -31,7 +31,7 @@ from gracectl.adapters.registry_auth import credentials_for
 from gracectl.errors import ConflictError, PromotionRefusedError, RegistryError
 from gracectl.image_ref import ImageRef
 from gracectl.records import get_records
-from gracectl.registry_server import RegistryServer
+from gracectl.testbed.registry_server import RegistryServer
 from test_release_ops_integration import RACE, TAG, bench, gracectl, killed_during, smoke
 from token_issuer import TokenIssuer
 
