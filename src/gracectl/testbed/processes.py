@@ -74,6 +74,11 @@ def pid_alive(pid: int, program: str) -> bool:
     except OSError:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        # A killed multi-threaded daemon (docker-registry is Go) shows its leader as a zombie while the other
+        # threads still exit and hold its listening socket: not gone until they are.
+        with contextlib.suppress(OSError):
+            if len(os.listdir(f"/proc/{pid}/task")) > 1:
+                return True
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         return False
