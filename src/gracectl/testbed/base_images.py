@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.adapters.registry import Registry
-from gracectl.errors import RegistryError, TestbedError
+from gracectl.errors import CommandFailedError, RegistryError, TestbedError
+from gracectl.testbed.processes import log_tail
 from gracectl.testbed.progress import now_and_then, say, step
 from gracectl.testbed.state import SUITE, State
 
@@ -65,8 +67,8 @@ class BaseImages:
                 # --cache-dir keeps the downloaded .debs: the other flavour and later keys reuse them.
                 cache = self.root / "debs" / arch
                 cache.mkdir(parents=True, exist_ok=True)
-                proc.run([args[0], f"--cache-dir={cache}", *args[1:], str(target), DEBIAN_MIRROR], timeout=3600,
-                         on_line=now_and_then(f"debootstrap {flavour} {arch}"))
+                self._debootstrap([args[0], f"--cache-dir={cache}", *args[1:], str(target), DEBIAN_MIRROR],
+                                  target, f"debootstrap {flavour} {arch}")
                 # Nothing of the build host's apt state: smaller image, same bytes every time.
                 for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
                     for p in (target / junk).glob("*"):
@@ -76,6 +78,22 @@ class BaseImages:
                 proc.run(["tar", "--numeric-owner", "-C", str(target), "-cf", str(partial), "."])
                 partial.rename(tarball)
         return tarball
+
+    @staticmethod
+    def _debootstrap(cmd: list[str], target: Path, what: str) -> None:
+        """debootstrap, retried once: a mirror mid-sync or a dropped download fails a 10-minute cold set-up.
+        Its real reason is in the target's debootstrap.log (its stdout ends with the last step it began)."""
+        for attempt in (1, 2):
+            try:
+                proc.run(cmd, timeout=3600, on_line=now_and_then(what))
+                return
+            except CommandFailedError as exc:
+                log = target / "debootstrap" / "debootstrap.log"
+                reason = log_tail(log, lines=3) if log.is_file() else ""
+                if attempt == 2:
+                    raise TestbedError(f"{what} failed twice: {reason or exc}") from None
+                say(f"{what} failed ({reason or exc}); retrying once from a clean target")
+                shutil.rmtree(target, ignore_errors=True)
 
     def image(self, flavour: str, arch: str) -> str:
         """The rootfs as an image for linux/<arch>, pushed; skipped when the registry has it already.
