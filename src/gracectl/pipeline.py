@@ -62,6 +62,7 @@ class Params:
     release: str = ""
     action: str = "build"
     vllm_ref: str = ""
+    vllm_build: str = ""  # source | wheel; empty: the manifest's
     image_tag: str = ""
     build_number: int = 0
     registry: str = ""
@@ -121,7 +122,7 @@ class Context:
         """The build plan for these parameters; `check`: it must be the one the plan stage recorded."""
         p = self.params
         plan = plan_for(p.release, Path(p.mirror) if p.mirror else None, p.vllm_ref, p.image_tag,
-                        p.build_number, p.registry)
+                        p.build_number, p.registry, p.vllm_build)
         if check:
             planned = self.output("plan")
             if (planned["build_tag"], planned["moving_tag"]) != (plan.build_tag, plan.moving_tag):

@@ -13,7 +13,8 @@ from rich.table import Table
 from gracectl.adapters import docker
 from gracectl.build import BuildResult, compare, layers, read_record, shorten
 from gracectl.build import build as run_build
-from gracectl.commands.options import BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmRefOpt
+from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmBuildOpt,
+                                       VllmRefOpt)
 from gracectl.errors import GraceError, UsageError
 from gracectl.pipeline import BUILD_RECORD_FILE, DEFAULT_WORKDIR
 from gracectl.plan import plan_for
@@ -61,9 +62,10 @@ def build(
     build_number: BuildNumberOpt = 0,
     registry: RegistryOpt = "",
     record: Annotated[Optional[Path], typer.Option("--record", help="build record JSON")] = None,
+    vllm_build: VllmBuildOpt = "",
 ) -> None:
     """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record."""
-    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry)
+    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build)
     if platform:
         if platform not in ("linux/arm64", "linux/amd64"):
             raise UsageError(f"--platform must be linux/arm64 or linux/amd64, got {platform!r}")

@@ -47,7 +47,9 @@ STANDIN_WHEELS = {"torch": "2.10.0+cu129", "torchvision": "0.25.0+cu129", "torch
                   "flashinfer_jit_cache": "0.6.6"}
 # Real platform wheels from PyPI for the images' Python on both arches (the images run the real Triton, so
 # Triton's own C-stub build runs in the smoke suite).
-REAL_PLATFORM_WHEELS = ["triton==3.6.0"]
+# uv at the version vllm/Dockerfile pins: the final stage installs with it.
+REAL_PLATFORM_WHEELS = ["triton==3.6.0", "uv=={}".format(
+    re.search(r"^ARG UV_VERSION=(\S+)", DOCKERFILE.read_text(), re.M).group(1))]
 WHEEL_PLATFORMS = ("manylinux_2_27_aarch64", "manylinux_2_27_x86_64")
 
 
