@@ -16,7 +16,7 @@ FLOORS = [
     ("adapters", ["gracectl.adapters"]),
     ("inputs", ["gracectl.manifest", "gracectl.mirrors"]),
     ("plan and records", ["gracectl.plan", "gracectl.records"]),
-    ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops"]),
+    ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.sbom"]),
     ("pipeline", ["gracectl.pipeline"]),
     ("node checks", ["gracectl.doctor"]),
     ("test bed", ["gracectl.testbed"]),

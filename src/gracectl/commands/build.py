@@ -82,14 +82,46 @@ def build(
               + f"; record {result.record_path}; log {rec['log']}", highlight=False)
 
 
+def package_diff(a: str, b: str) -> None:
+    """The Python package sets of two images (their SBOM records) side by side: what going from A to B changes."""
+    from gracectl import sbom
+
+    ra, rb = sbom.load(a), sbom.load(b)
+    d = sbom.diff(ra["bom"], rb["bom"])
+    table = Table("package", "A", "B", title=f"packages: A = {ra['image']} ({ra['packages']}), "
+                  f"B = {rb['image']} ({rb['packages']})", title_justify="left")
+    for name, version in d["removed"].items():
+        table.add_row(name, version, "-")
+    for name, version in d["added"].items():
+        table.add_row(name, "-", version)
+    for name, c in d["changed"].items():
+        cells = [c[side]["version"] + ("" if c["from"]["origin"] == c["to"]["origin"] else f" ({c[side]['origin']})")
+                 for side in ("from", "to")]
+        table.add_row(name, *cells)
+    report_out.print(table)
+    report_out.print(f"  {len(d['removed'])} only in A, {len(d['added'])} only in B, {len(d['changed'])} changed, "
+                     f"{d['same']} the same", highlight=False)
+
+
 @app.command()
 def report(
-    records: Annotated[List[Path], typer.Argument(help="build record JSON files (gracectl build --record)")],
+    records: Annotated[Optional[List[Path]], typer.Argument(help="build record JSON files (gracectl build --record)")]
+    = None,
     show_layers: Annotated[bool, typer.Option("--layers/--no-layers", help="final image size by layer")] = True,
+    packages: Annotated[Optional[List[str]], typer.Option(
+        "--packages", help="twice: A and B, each an SBOM record file or REGISTRY/REPO:TAG|@DIGEST; diffs their "
+        "Python packages (what a rollback from A to B changes)")] = None,
 ) -> None:
-    """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds."""
-    recs = [read_record(p) for p in records]
-    for path, rec in zip(records, recs):
+    """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds;
+    with --packages A --packages B, the two images' Python package sets."""
+    if packages is not None and len(packages) != 2:
+        raise UsageError(f"--packages takes exactly two images (A and B), got {len(packages)}")
+    if not records and not packages:
+        raise UsageError("give build record files, or --packages A --packages B")
+    if packages:
+        package_diff(*packages)
+    recs = [read_record(p) for p in records or []]
+    for path, rec in zip(records or [], recs):
         report_out.print(stage_table(rec, f"{path}: {rec['image']} {rec.get('status')} in {rec.get('seconds', 0):.1f}s, "
                                    f"{rec.get('size', 0) / 1e6:.1f} MB"))
         if show_layers and rec.get("image_id") and docker.inspect_image(rec["image_id"]):

@@ -38,10 +38,11 @@ def up(
     registry_port: Annotated[Optional[int], typer.Option("--registry-port", help="default 5000")] = None,
     git_port: Annotated[Optional[int], typer.Option("--git-port", help="default 9418")] = None,
     index_port: Annotated[Optional[int], typer.Option("--index-port", help="default 5080")] = None,
+    proxy_port: Annotated[Optional[int], typer.Option("--proxy-port", help="the PyPI proxy's; default 5090")] = None,
 ) -> None:
     """Install, start and fill what is missing; a second `up` changes nothing."""
     bed = Testbed()
-    bed.up(registry_port, git_port, index_port)
+    bed.up(registry_port, git_port, index_port, proxy_port)
     print(bed.mirror_path)
 
 

@@ -63,6 +63,24 @@ GIT_ENV = {
 }
 ALT_VLLM_FILE = "vllm/_testbed_change.py"  # the one file the second vLLM commit adds
 
+# The real stack's Triton repository: python/triton_kernels with the REAL triton_kernels v3.6.0 package (taken at
+# set-up time from the official vLLM wheel, which vendors it file for file), a pyproject.toml saying what Triton's
+# says (name, version 1.0.0, numpy and pytest), and the stand-in's tests/ (the real suite is not in the wheel).
+REAL_TRITON_PATH = "triton-lang/triton-real.git"
+REAL_TRITON_PYPROJECT = '''# As Triton's python/triton_kernels/pyproject.toml at v3.6.0 (written by the gracectl test bed).
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "triton_kernels"
+version = "1.0.0"
+dependencies = ["numpy", "pytest"]
+
+[tool.setuptools.packages.find]
+include = ["triton_kernels*"]
+'''
+
 
 class StandIns:
     def __init__(self, root: Path, state: State):
@@ -112,11 +130,33 @@ class StandIns:
         change = f'"""Test-bed change: {note}"""\nNOTE = {note!r}\n'
         return commit_tree(bare, STANDINS / "vllm", f"stand-in vLLM: {note}", extra={ALT_VLLM_FILE: change})
 
+    def make_real_triton(self, triton_kernels: Path) -> str:
+        """The real stack's Triton repository (tag v3.6.0) around the real triton_kernels package folder."""
+        bare = self.git_root / REAL_TRITON_PATH
+        stand_in_tests = STANDINS / "triton" / "python" / "triton_kernels" / "tests"
+        fingerprint = hashlib.sha256((tree_hash(triton_kernels) + tree_hash(stand_in_tests)
+                                      + REAL_TRITON_PYPROJECT).encode()).hexdigest()
+        if self.state.fingerprints.get("real-triton") == fingerprint and bare.is_dir():
+            say("real-stack Triton repository up to date")
+            return self.state.fingerprints["real-triton-commit"]
+        shutil.rmtree(bare, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            project = Path(tmp) / "python" / "triton_kernels"
+            shutil.copytree(triton_kernels, project / "triton_kernels")
+            shutil.copytree(stand_in_tests, project / "tests")
+            (project / "pyproject.toml").write_text(REAL_TRITON_PYPROJECT)
+            commit = commit_tree(bare, Path(tmp), "real triton_kernels v3.6.0 (from the vLLM 0.19.0 wheel)",
+                                 tag="v3.6.0")
+        self.state.fingerprints.update({"real-triton": fingerprint, "real-triton-commit": commit})
+        self.state.save(self.root)
+        return commit
+
     def make_index(self) -> None:
-        """PEP 503 layout: index/simple/<project>/{index.html, *.whl}."""
+        """PEP 503 layout: index/simple/<project>/{index.html, *.whl}; index/flashinfer/simple/ holds only the
+        flashinfer-jit-cache stand-in (the real stack's FlashInfer index: everything else comes from PyPI)."""
         simple = self.index_root / "simple"
         requirements = pypi_requirements()
-        fingerprint = hashlib.sha256((tree_hash(STANDINS / "wheels") + json.dumps(requirements)
+        fingerprint = hashlib.sha256(("layout 2" + tree_hash(STANDINS / "wheels") + json.dumps(requirements)
                                       + json.dumps([REAL_PLATFORM_WHEELS, WHEEL_PLATFORMS])
                                       + (REPO_ROOT / "smoke_tests" / "requirements.txt").read_text()).encode()
                                      ).hexdigest()
@@ -155,6 +195,10 @@ class StandIns:
                 links.append(f'<a href="{whl.name}#sha256={digest}">{whl.name}</a><br>')
             (d / "index.html").write_text(html(project, links))
         (simple / "index.html").write_text(html("simple", [f'<a href="{p}/">{p}</a><br>' for p in projects]))
+        flashinfer = self.index_root / "flashinfer" / "simple"
+        shutil.rmtree(flashinfer, ignore_errors=True)
+        shutil.copytree(simple / "flashinfer-jit-cache", flashinfer / "flashinfer-jit-cache")
+        (flashinfer / "index.html").write_text(html("simple", ['<a href="flashinfer-jit-cache/">flashinfer-jit-cache</a><br>']))
         self.state.fingerprints["index"] = fingerprint
         self.state.save(self.root)
 
