@@ -50,7 +50,9 @@ STANDIN_WHEELS = {"torch": "2.10.0+cu129", "torchvision": "0.25.0+cu129", "torch
 # uv at the version vllm/Dockerfile pins: the final stage installs with it.
 REAL_PLATFORM_WHEELS = ["triton==3.6.0", "uv=={}".format(
     re.search(r"^ARG UV_VERSION=(\S+)", DOCKERFILE.read_text(), re.M).group(1))]
-WHEEL_PLATFORMS = ("manylinux_2_27_aarch64", "manylinux_2_27_x86_64")
+# Per arch, the platform tags pip may pick (an explicit --platform is not widened to older manylinux tags).
+WHEEL_PLATFORMS = (("manylinux_2_27_aarch64", "manylinux_2_17_aarch64"),
+                   ("manylinux_2_27_x86_64", "manylinux_2_17_x86_64"))
 
 
 # Fixed identity and dates: the stand-in repositories get the same commits on every machine, so the mirror
@@ -151,6 +153,18 @@ class StandIns:
         self.state.save(self.root)
         return commit
 
+    def add_real_triton_commit(self, note: str) -> str:
+        """A new commit in the real-stack Triton repository (v3.6.0 plus one file in python/triton_kernels saying
+        `note`): one input changed for a wheel-mode rebuild (benchmarks/real_stack.py). Returns the commit."""
+        bare = self.git_root / REAL_TRITON_PATH
+        if not bare.is_dir():
+            raise TestbedError("the real-stack Triton repository is missing: run `gracectl testbed up`")
+        with tempfile.TemporaryDirectory() as tmp:
+            proc.run(["git", f"--git-dir={bare}", f"--work-tree={tmp}", "checkout", "-f", "v3.6.0", "--", "."],
+                     env=GIT_ENV, echo=False)
+            return commit_tree(bare, Path(tmp), f"real triton_kernels: {note}",
+                               extra={"python/triton_kernels/testbed_change.txt": note + "\n"})
+
     def make_index(self) -> None:
         """PEP 503 layout: index/simple/<project>/{index.html, *.whl}; index/flashinfer/simple/ holds only the
         flashinfer-jit-cache stand-in (the real stack's FlashInfer index: everything else comes from PyPI)."""
@@ -169,10 +183,11 @@ class StandIns:
         for name, version in STANDIN_WHEELS.items():
             write_wheel(wheels, name, version, STANDINS / "wheels" / name,
                         summary=f"STAND-IN for {name} {version} (gracectl test bed): no real {name} inside")
-        for platform in WHEEL_PLATFORMS:  # cached outside the clone: ~176 MB each, downloaded once
+        for platforms in WHEEL_PLATFORMS:  # cached outside the clone: ~176 MB each, downloaded once
             cache = self.root / "wheel-cache"
             proc.run([sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
-                      "--platform", platform, "--python-version", PYTHON_VERSION, "--implementation", "cp",
+                      *(a for p in platforms for a in ("--platform", p)), "--python-version", PYTHON_VERSION,
+                      "--implementation", "cp",
                       "-d", str(cache), *REAL_PLATFORM_WHEELS], timeout=1800)
             for whl in cache.glob("*.whl"):
                 shutil.copyfile(whl, wheels / whl.name)
