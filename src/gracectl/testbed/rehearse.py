@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gracectl import pipeline, sbom
-from gracectl.adapters import docker
+from gracectl.adapters import docker, proc
 from gracectl.adapters.registry import ImageRef, Registry
 from gracectl.build import rebuilt_stages
 from gracectl.errors import GraceError, TestbedError
@@ -33,6 +33,7 @@ from gracectl.pipeline import Params
 from gracectl.release_ops import short
 from gracectl.testbed import Testbed
 from gracectl.testbed.mirror_file import REAL, STANDIN
+from gracectl.testbed.standins import STANDINS
 
 DEFAULT_RELEASE = "v0.19.0-tfa"
 DEFAULT_WORKDIR = Path("gracectl-out") / "rehearsal"
@@ -107,15 +108,22 @@ def real_runs(registry: str, mirrors: dict[str, str], build_number: int) -> list
     return out
 
 
+# STAND-IN (mounted at run time, never in an image): vLLM's CPU platform through vLLM's own platform plugin
+# group; without a GPU the official CUDA wheel detects no platform and cannot build its argument parser.
+PLATFORM_PLUGIN = STANDINS / "vllm-platform"
+PLUGIN_IN_CONTAINER = "/opt/gracectl-testbed/vllm-platform"
+
+
 def entrypoint_answers(image: str, timeout: float = 1200) -> str:
     """`vllm serve --help` through the image's own ENTRYPOINT (only the argument given): its usage line."""
-    result = docker.run(["run", "--rm", "--pull", "never", "--network", "none", image, "--help"], check=False,
-                        echo=False, timeout=timeout)
+    result = docker.run(["run", "--rm", "--pull", "never", "--network", "none",
+                         "-v", f"{PLATFORM_PLUGIN}:{PLUGIN_IN_CONTAINER}:ro", "-e", f"PYTHONPATH={PLUGIN_IN_CONTAINER}",
+                         image, "--help"], check=False, echo=False, timeout=timeout)
     usage = next((line.strip() for line in result.stdout.splitlines() if line.lower().startswith("usage:")), "")
     if result.returncode != 0 or not usage:
         raise TestbedError(f"{image}: `vllm serve --help` through the ENTRYPOINT exited {result.returncode} "
-                           f"without a usage line: {result.stdout.strip().splitlines()[-1:]}")
-    return usage
+                           f"without a usage line: {proc.last_line(result.stdout)}")
+    return f"{usage} (STAND-IN platform plugin: vLLM's CPU platform, no GPU here)"
 
 
 def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR, build_number: int = 0,
