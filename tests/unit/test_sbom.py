@@ -70,4 +70,14 @@ def test_only_the_tests_a_named_standin_breaks_are_deselected():
     line = "torch.version: 2.10.0+cu129 -> 2.10.0 (STAND-IN: PyPI's CPU torch)"
     assert deselections([line]) == {"test_imports.py::test_torch_is_a_cuda_build_with_sm90": line}
     args = pytest_args("imports", list(deselections([line])))
-    assert "--deselect=/opt/gracectl/smoke_tests/test_imports.py::test_torch_is_a_cuda_build_with_sm90" in args
+    assert "--deselect=test_imports.py::test_torch_is_a_cuda_build_with_sm90" in args
+
+
+def test_every_standin_deselection_names_a_test_of_the_suite():
+    from gracectl.plan import REPO_ROOT
+    from gracectl.smoke import STANDIN_DESELECT
+
+    for tests in STANDIN_DESELECT.values():
+        for test in tests:
+            path, name = test.split("::")
+            assert f"def {name}(" in (REPO_ROOT / "smoke_tests" / path).read_text(), test
