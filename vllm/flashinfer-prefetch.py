@@ -6,6 +6,7 @@ Needed exactly when the installed vLLM requires flashinfer-python (the real vLLM
 FlashInfer or a failed download fails the build. A vLLM that does not require FlashInfer needs nothing.
 """
 
+import os
 import sys
 from importlib import metadata
 
@@ -14,6 +15,10 @@ def vllm_requires_flashinfer() -> bool:
     return any(r.split(";")[0].strip().startswith("flashinfer-python") for r in metadata.requires("vllm") or [])
 
 
+if not os.environ.get("FLASHINFER_CUBINS_REPOSITORY"):
+    # A mirror without FlashInfer's cubin repository (the plan lists it as STAND-IN): the MoE JIT will need it.
+    print("flashinfer-prefetch: STAND-IN mirror: no FlashInfer cubin repository, TRTLLM headers not fetched")
+    sys.exit(0)
 if not vllm_requires_flashinfer():
     print("flashinfer-prefetch: the installed vLLM does not require flashinfer-python; nothing to fetch")
     sys.exit(0)

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Environment variable -> pipeline.Params field.
-PARAMETERS = {"RELEASE": "release", "ACTION": "action", "VLLM_REF": "vllm_ref", "IMAGE_TAG": "image_tag",
+PARAMETERS = {"RELEASE": "release", "ACTION": "action", "VLLM_REF": "vllm_ref", "VLLM_BUILD": "vllm_build",
+              "IMAGE_TAG": "image_tag",
               "REGISTRY": "registry", "SMOKE_LEVEL": "smoke_level", "PUSH": "push", "PROMOTE": "promote",
               "ROLLBACK_TO": "rollback_to", "GRACECTL_RUN_ID": "run_id", "GRACECTL_MIRROR": "mirror",
               "GRACECTL_SMOKE_GPUS": "smoke_gpus", "GRACECTL_INSECURE_REGISTRY": "insecure_registry"}

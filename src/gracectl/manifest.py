@@ -97,9 +97,15 @@ class TritonSource(Source):
     build: Literal["wheel", "source"] = "wheel"
 
 
+VLLM_BUILDS = ("source", "wheel")
+
+
 class VllmSource(Source):
     # The package version to stamp; derived from a tag ref when empty (v0.19.0 -> 0.19.0).
     version: str = ""
+    # "source": build the wheel at ref with flash-attn, FlashMLA, CUTLASS, qutlass (25-40 min on a GH200);
+    # "wheel": install the official vllm==<version> wheel from the package index (its own vendored kernels).
+    build: Literal["source", "wheel"] = "source"
 
 
 class Sources(_Strict):
@@ -213,6 +219,8 @@ class Manifest(_Strict):
             raise ValueError("sources.triton_kernels.subdir is required (python/triton_kernels in Triton)")
         if not self.sources.vllm.version and not TAG_RE.match(self.sources.vllm.ref):
             raise ValueError("sources.vllm.version is required when sources.vllm.ref is a commit")
+        if self.sources.vllm.build == "wheel" and not TAG_RE.match(self.sources.vllm.ref):
+            raise ValueError("sources.vllm.ref must be a release tag when sources.vllm.build = 'wheel'")
         if self.sources.triton.build == "wheel" and not TAG_RE.match(self.sources.triton.ref):
             raise ValueError("sources.triton.ref must be a release tag when sources.triton.build = 'wheel'")
         cu = "cu" + self.cuda.version.replace(".", "")

@@ -28,6 +28,12 @@ git.internal) and the local test bed (everything on 127.0.0.1). A mirror file is
     "cuda-nvcc-12-9" = ""                        # (a STAND-IN site: `standin_reason` says why)
     standin_reason = "..."                       # (top-level key) shown by the plan for every dropped input
 
+    [versions]                                   # a pinned Python package version -> the one the mirror has
+    "2.10.0+cu129" = "2.10.0"                    # (STAND-IN: PyPI's CPU torch for the CUDA build; the plan
+                                                 #  lists each with `versions_reason`)
+
+A download mapped to "" is not fetched at all (a STAND-IN site without it; the plan lists it).
+
 An input with no entry is fetched from upstream unchanged. The plan shows both sides.
 """
 
@@ -55,6 +61,8 @@ class Mirror(BaseModel):
     downloads: dict[str, str] = {}
     packages: dict[str, str] = {}
     standin_reason: str = ""
+    versions: dict[str, str] = {}
+    versions_reason: str = ""
 
     def image(self, ref: str) -> str:
         return self.images.get(ref, ref)
@@ -70,6 +78,9 @@ class Mirror(BaseModel):
 
     def download(self, url: str) -> str:
         return self.downloads.get(url, url)
+
+    def version(self, version: str) -> str:
+        return self.versions.get(version, version)
 
     def package(self, name: str) -> str:
         """The apt package to install for `name`; "" where the mirror has no such package (a stand-in site)."""

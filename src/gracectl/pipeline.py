@@ -39,6 +39,7 @@ BUILD_RECORD_FILE = "build-record.json"
 BUILD_LOG_FILE = "build.log"
 SMOKE_RECORD_FILE = "smoke-record.json"
 SMOKE_JUNIT_FILE = "smoke-junit.xml"
+SBOM_RECORD_FILE = "sbom-record.json"  # the build stage's CycloneDX SBOM of the image (gracectl.sbom)
 BENCH_RECORD_FILE = "bench-record.json"
 # Plain-text file naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to take
 # `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.
@@ -63,6 +64,7 @@ class Params:
     release: str = ""
     action: str = "build"
     vllm_ref: str = ""
+    vllm_build: str = ""  # source | wheel; empty: the manifest's
     image_tag: str = ""
     build_number: int = 0
     registry: str = ""
@@ -127,7 +129,7 @@ class Context:
         """The build plan for these parameters; `check`: it must be the one the plan stage recorded."""
         p = self.params
         plan = plan_for(p.release, Path(p.mirror) if p.mirror else None, p.vllm_ref, p.image_tag,
-                        p.build_number, p.registry)
+                        p.build_number, p.registry, p.vllm_build)
         if check:
             planned = self.output("plan")
             if (planned["build_tag"], planned["moving_tag"]) != (plan.build_tag, plan.moving_tag):
@@ -186,9 +188,14 @@ def run_build(ctx: Context) -> dict:
     """Build the plan into a local image; build.py writes the build record (and its log) into the work dir."""
     from gracectl import build
 
+    from gracectl import sbom
+
     result = build.build(ctx.plan(), record_path=ctx.path(stage("build").output), log_path=ctx.path(BUILD_LOG_FILE),
                          registry_cache=bool(ctx.params.registry), mirror_file=ctx.params.mirror)
-    return result.record
+    record = result.record
+    bom = sbom.sbom_record(record["image"], record["image_id"])
+    write_json(ctx.path(SBOM_RECORD_FILE), bom)
+    return {**record, "sbom": {"file": SBOM_RECORD_FILE, "format": bom["format"], "packages": bom["packages"]}}
 
 
 def run_smoke(ctx: Context) -> dict:
@@ -196,9 +203,12 @@ def run_smoke(ctx: Context) -> dict:
     from gracectl import smoke
 
     image = ctx.output("build")["image"]
+    # Tests that cannot pass against a stand-in the plan names (the real-stack test bed's CPU torch) are
+    # deselected by name, each with the plan's reason in the record.
+    deselect = smoke.deselections(ctx.output("plan")["plan"].get("standins", []))
     return smoke.run_smoke(image, level=ctx.params.smoke_level, junit_path=ctx.path(SMOKE_JUNIT_FILE),
                            record_path=ctx.path(stage("smoke").output), gpus=ctx.params.smoke_gpus,
-                           run_id=ctx.run_id())
+                           run_id=ctx.run_id(), deselect=deselect)
 
 
 def run_push(ctx: Context) -> dict:
@@ -212,7 +222,10 @@ def run_push(ctx: Context) -> dict:
         raise PromotionRefusedError(f"ci push: the smoke record is of image {smoked.get('image_id')}, the build "
                                     f"made {built.get('image_id')}: run `gracectl ci smoke` again")
     dest = ctx.output("plan")["build_tag"]
-    published = release_ops.publish(built["image"], dest, attach=[without_envelope(smoked)])
+    # The SBOM (what is in the image) is stored beside the smoke record; builds recorded before SBOMs have none.
+    sbom_path = ctx.path(SBOM_RECORD_FILE)
+    sboms = [json.loads(sbom_path.read_text())] if built.get("sbom") and sbom_path.exists() else []
+    published = release_ops.publish(built["image"], dest, attach=[without_envelope(smoked), *sboms])
     return {"image": published.ref, **published.to_dict(), "smoke_passed": True}
 
 
@@ -351,7 +364,7 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dic
 
 def files_from(this: Stage) -> list[str]:
     """The work-dir files that `this` stage and the stages after it write (plan: every file of a run)."""
-    extra = {"plan": [MOVING_TAG_FILE], "build": [BUILD_LOG_FILE], "smoke": [SMOKE_JUNIT_FILE]}
+    extra = {"plan": [MOVING_TAG_FILE], "build": [BUILD_LOG_FILE, SBOM_RECORD_FILE], "smoke": [SMOKE_JUNIT_FILE]}
     later = STAGES[STAGES.index(this):]
     return [name for s in later for name in (s.output, *extra.get(s.name, []))]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
-from gracectl.manifest import COMMIT_RE, TAG_RE, TAG_NAME_RE, Manifest, Source, load_release
+from gracectl.manifest import COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, Manifest, Source, load_release
 from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,10 +34,13 @@ STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "build-deepgemm": ("build-base",),
     "build-vllm": ("build-base", "build-triton-kernels", "build-flash-attn", "build-flashmla", "build-cutlass",
                    "build-qutlass"),
+    "vllm-from-source": ("build-vllm",),
+    "vllm-from-wheel": ("base",),
+    "vllm-choice": ("vllm-from-{vllm_build}",),
     "triton-kernels-site-packages": ("build-triton-kernels",),
     "triton-kernels-vendored": ("base",),
     "triton-kernels-choice": ("triton-kernels-{mode}",),
-    "vllm-openai": ("base", "build-triton", "build-vllm", "build-deepgemm", "triton-kernels-choice"),
+    "vllm-openai": ("base", "build-triton", "vllm-choice", "build-deepgemm", "triton-kernels-choice"),
 }
 
 
@@ -49,8 +52,11 @@ class Overrides:
     image_tag: str = ""
     build_number: int = 0
     registry: str = ""  # host[:port][/namespace] the tags are pushed to; empty = local names only
+    vllm_build: str = ""  # "source" | "wheel"; empty = the manifest's sources.vllm.build
 
     def __post_init__(self):
+        if self.vllm_build and self.vllm_build not in VLLM_BUILDS:
+            raise UsageError(f"--vllm-build must be one of {', '.join(VLLM_BUILDS)}, got {self.vllm_build!r}")
         if self.vllm_ref and not (TAG_RE.match(self.vllm_ref) or COMMIT_RE.match(self.vllm_ref)):
             raise UsageError(f"--vllm-ref must be a release tag or a full 40-hex commit, got {self.vllm_ref!r}")
         if self.image_tag and not TAG_NAME_RE.match(self.image_tag):
@@ -125,6 +131,7 @@ class Plan:
             "target": self.target,
             "stages": self.stages,
             "final_stages": self.final_stages,
+            "not_built": [s for s in self.stages if s not in self.final_stages],
             "build_args": self.build_args,
             "labels": self.labels,
             "tags": {"moving": self.moving_tag, "build": self.build_tag, "fallback": self.fallback,
@@ -188,6 +195,11 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
     python_version = mirror.python_version or m.python.version
     runtime_base = m.base.runtime.ref
     cuda_packages = [mirror.package(p) for p in m.cuda.runtime_packages]
+    vllm_build = overrides.vllm_build or src.vllm.build
+    if vllm_build == "wheel" and not TAG_RE.match(vllm_src.ref):
+        raise UsageError(f"vLLM ref {vllm_src.ref} is a commit: only a release tag has an official wheel "
+                         f"(build it with --vllm-build source)")
+    torch_pins = {k: mirror.version(getattr(m.torch, k)) for k in ("version", "torchvision", "torchaudio")}
 
     build_args = {
         "BUILD_BASE_IMAGE": mirror.image(m.base.build.ref),
@@ -195,9 +207,9 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "PYTHON_VERSION": python_version,
         "PIP_INDEX_URL": mirror.index(m.python.index_url),
         "TORCH_INDEX_URL": mirror.index(m.torch.index_url),
-        "TORCH_VERSION": m.torch.version,
-        "TORCHVISION_VERSION": m.torch.torchvision,
-        "TORCHAUDIO_VERSION": m.torch.torchaudio,
+        "TORCH_VERSION": torch_pins["version"],
+        "TORCHVISION_VERSION": torch_pins["torchvision"],
+        "TORCHAUDIO_VERSION": torch_pins["torchaudio"],
         "CUDA_VERSION": m.cuda.version,
         "CUDA_RUNTIME_PACKAGES": " ".join(p for p in cuda_packages if p),
         "FLASHINFER_VERSION": m.flashinfer.version,
@@ -229,6 +241,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "VLLM_REPO": mirror.repo(vllm_src.repo),
         "VLLM_REF": mirror.ref(vllm_src.pin),
         "VLLM_VERSION": vllm_version(m, overrides.vllm_ref),
+        "VLLM_BUILD": vllm_build,
         # Final-stage metadata (labels and /opt/gracectl/image.json).
         "RELEASE": rel.name,
         "IMAGE_TITLE": rel.image,
@@ -254,14 +267,15 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "org.opencontainers.image.base.name": runtime_base,
         "io.gracectl.release": rel.name,
         "io.gracectl.python": python_version,
-        "io.gracectl.torch": m.torch.version,
+        "io.gracectl.torch": torch_pins["version"],
         "io.gracectl.cuda-arch-list": m.build.cuda_arch_list,
         "io.gracectl.cuda": m.cuda.version,
         "io.gracectl.triton_kernels": rel.triton_kernels,
+        "io.gracectl.vllm-build": vllm_build,
         "io.gracectl.version.vllm": build_args["VLLM_VERSION"],
         "io.gracectl.version.triton": build_args["TRITON_VERSION"],
-        "io.gracectl.version.torchvision": m.torch.torchvision,
-        "io.gracectl.version.torchaudio": m.torch.torchaudio,
+        "io.gracectl.version.torchvision": torch_pins["torchvision"],
+        "io.gracectl.version.torchaudio": torch_pins["torchaudio"],
         "io.gracectl.version.flashinfer": m.flashinfer.version,
         "io.gracectl.pin.vllm": build_args["PIN_VLLM"],
         "io.gracectl.pin.triton": build_args["PIN_TRITON"],
@@ -273,7 +287,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "io.gracectl.pin.deepgemm": build_args["PIN_DEEPGEMM"],
     }
 
-    stages = {name: [d.format(mode=rel.triton_kernels) for d in deps] for name, deps in STAGE_GRAPH.items()}
+    stages = {name: [d.format(mode=rel.triton_kernels, vllm_build=vllm_build) for d in deps]
+              for name, deps in STAGE_GRAPH.items()}
     tag = overrides.image_tag or rel.tag
     prefix = f"{overrides.registry}/" if overrides.registry else ""
     unpinned = [f"base.{k}: {b.ref} (no digest)" for k, b in (("build", m.base.build), ("runtime", m.base.runtime))
@@ -282,6 +297,10 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
                  {**src.pinned(), "vllm": vllm_src}.items() if not s.commit and not COMMIT_RE.match(s.ref)]
     standins = [f"cuda.runtime_packages: {p} (not installed: {mirror.standin_reason})"
                 for p, mapped in zip(m.cuda.runtime_packages, cuda_packages) if not mapped]
+    standins += [f"torch.{k}: {getattr(m.torch, k)} -> {v} ({mirror.versions_reason})"
+                 for k, v in torch_pins.items() if v != getattr(m.torch, k)]
+    if not build_args["FLASHINFER_CUBINS_URL"]:
+        standins.append(f"flashinfer.cubins_url: {m.flashinfer.cubins_url} (not fetched: {mirror.standin_reason})")
     return Plan(
         release=rel.name,
         platform=rel.platform,
@@ -313,10 +332,11 @@ def lint_dockerfile() -> None:
 
 
 def plan_for(release: str, mirror: Path | None = None, vllm_ref: str = "", image_tag: str = "",
-             build_number: int = 0, registry: str = "") -> Plan:
+             build_number: int = 0, registry: str = "", vllm_build: str = "") -> Plan:
     """The one way a release name and the operator's options become a Plan (CLI, pipeline, rehearse)."""
     return make_plan(
         load_release(release),
         mirror=load_mirror(mirror),
-        overrides=Overrides(vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number, registry=registry),
+        overrides=Overrides(vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number, registry=registry,
+                            vllm_build=vllm_build),
     )

@@ -17,7 +17,7 @@ FLOORS = [
     ("inputs", ["gracectl.manifest", "gracectl.mirrors"]),
     ("plan and records", ["gracectl.plan", "gracectl.records"]),
     ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
-              "gracectl.release_history", "gracectl.release_lock"]),
+              "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom"]),
     ("pipeline", ["gracectl.pipeline"]),
     ("node checks", ["gracectl.doctor"]),
     ("test bed", ["gracectl.testbed"]),

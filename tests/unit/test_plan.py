@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from gracectl.errors import UsageError
-from gracectl.manifest import load_release
-from gracectl.mirrors import load_mirror
-from gracectl.plan import Overrides, make_plan, vllm_version
+from gracectl.manifest import load_manifest, load_release
+from gracectl.mirrors import Mirror, load_mirror
+from gracectl.plan import REPO_ROOT as REPO, Overrides, make_plan, vllm_version
 
 COMMIT = "1a2b3c4d5e6f" + "0" * 28
 
@@ -47,7 +47,20 @@ def test_cli_plan_human_output_shows_graph_args_tags_and_command():
     for needle in ("build-triton-kernels", "TRITON_KERNELS_REPO", "gh200-vllm-tfa:v0.19.0-tfa",
                    "io.gracectl.pin.flashmla", "vllm/Dockerfile", "pinned by tag only"):
         assert needle in r.stdout, needle
-    assert "not built for this release: triton-kernels-vendored" in r.stdout
+    assert "not built for this release: vllm-from-wheel, triton-kernels-vendored" in r.stdout
+
+
+def test_cli_plan_wheel_mode_names_the_stages_it_does_not_build():
+    r = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0", "--vllm-build", "wheel", "--json"],
+                       capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    assert p["build_args"]["VLLM_BUILD"] == "wheel" and p["labels"]["io.gracectl.vllm-build"] == "wheel"
+    assert set(p["not_built"]) >= {"build-vllm", "build-flash-attn", "build-flashmla", "build-cutlass",
+                                   "build-qutlass", "vllm-from-source"}
+    bad = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0", "--vllm-build", "egg"],
+                         capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert bad.returncode == 2 and "--vllm-build must be one of source, wheel" in bad.stderr
 
 
 def test_releases_command_lists_both():
@@ -157,3 +170,43 @@ def test_registry_cache_per_builder():
     plain, _ = p.build_command("docker", registry_cache=True)
     assert plain[plain.index("--cache-from") + 1] == "reg:5000/ml/gh200-vllm-tfa:v0.19.0-tfa"
     assert "BUILDKIT_INLINE_CACHE=1" in plain and plain[-1] == "."
+
+
+def test_wheel_mode_skips_the_source_build_stages_and_keeps_triton_kernels_choice():
+    m = load_release("v0.19.0-tfa")
+    src = make_plan(m, commit="0" * 40)
+    whl = make_plan(m, commit="0" * 40, overrides=Overrides(vllm_build="wheel"))
+    assert src.build_args["VLLM_BUILD"] == "source"  # the manifest's default
+    for stage in ("build-vllm", "build-flash-attn", "build-flashmla", "build-cutlass", "build-qutlass"):
+        assert stage in src.final_stages and stage not in whl.final_stages
+    # the tfa release still installs triton_kernels into site-packages, and DeepGEMM is still built
+    for stage in ("triton-kernels-site-packages", "build-triton-kernels", "build-deepgemm", "vllm-from-wheel"):
+        assert stage in whl.final_stages
+    assert whl.labels["io.gracectl.vllm-build"] == "wheel"
+
+
+def test_manifest_build_mode_is_read_and_a_commit_has_no_official_wheel(tmp_path):
+    text = (REPO / "releases" / "v0.19.0.toml").read_text().replace(
+        'ref = "v0.19.0"\n', 'ref = "v0.19.0"\nbuild = "wheel"\n', 1)
+    path = tmp_path / "v0.19.0.toml"
+    path.write_text(text)
+    m = load_manifest(path)
+    assert m.sources.vllm.build == "wheel"
+    assert make_plan(m, commit="0" * 40).build_args["VLLM_BUILD"] == "wheel"
+    with pytest.raises(UsageError, match="only a release tag has an official wheel"):
+        make_plan(m, commit="0" * 40, overrides=Overrides(vllm_ref="a" * 40))
+    # the operator's override wins over the manifest
+    assert make_plan(m, commit="0" * 40, overrides=Overrides(vllm_build="source")).build_args["VLLM_BUILD"] == "source"
+
+
+def test_mirror_versions_map_the_torch_pins_and_the_plan_names_them_standin():
+    mirror = Mirror(versions={"2.10.0+cu129": "2.10.0", "0.25.0+cu129": "0.25.0"},
+                    versions_reason="STAND-IN: CPU torch", downloads={
+                        "https://edge.urm.nvidia.com/artifactory/sw-kernelinferencelibrary-public-generic-local/": ""})
+    p = make_plan(load_release("v0.19.0"), mirror=mirror, commit="0" * 40)
+    assert p.build_args["TORCH_VERSION"] == "2.10.0" and p.build_args["TORCHVISION_VERSION"] == "0.25.0"
+    assert p.build_args["TORCHAUDIO_VERSION"] == "2.10.0"
+    assert p.labels["io.gracectl.torch"] == "2.10.0"
+    assert p.build_args["FLASHINFER_CUBINS_URL"] == ""
+    assert any(s.startswith("torch.version: 2.10.0+cu129 -> 2.10.0 (STAND-IN: CPU torch)") for s in p.standins)
+    assert any(s.startswith("flashinfer.cubins_url:") for s in p.standins)

@@ -90,14 +90,17 @@ def run(
     return proc
 
 
-def start_daemon(args: Sequence[str], log: str | os.PathLike[str]) -> subprocess.Popen:
+def start_daemon(args: Sequence[str], log: str | os.PathLike[str],
+                 env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """Start `args` in its own session (it outlives gracectl), output appended to `log`; not waited for.
-    The test bed's daemons (gracectl.testbed.processes) start here."""
+    `env`: variables added to this process's environment. The test bed's daemons (gracectl.testbed.processes)
+    start here."""
     args = [str(a) for a in args]
     args[0] = which(args[0])
     print(f"+ {format_command(args)}", file=sys.stderr, flush=True)
     with open(log, "ab") as out:
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                                env={**os.environ, **env} if env else None)
 
 
 def _run_streaming(args, input, env, cwd, timeout, on_line) -> subprocess.CompletedProcess[str]:

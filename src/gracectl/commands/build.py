@@ -13,7 +13,8 @@ from rich.table import Table
 from gracectl.adapters import docker
 from gracectl.build import BuildResult, compare, layers, read_record, shorten
 from gracectl.build import build as run_build
-from gracectl.commands.options import BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmRefOpt
+from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmBuildOpt,
+                                       VllmRefOpt)
 from gracectl.errors import GraceError, UsageError
 from gracectl.pipeline import BUILD_RECORD_FILE, DEFAULT_WORKDIR
 from gracectl.plan import plan_for
@@ -61,9 +62,10 @@ def build(
     build_number: BuildNumberOpt = 0,
     registry: RegistryOpt = "",
     record: Annotated[Optional[Path], typer.Option("--record", help="build record JSON")] = None,
+    vllm_build: VllmBuildOpt = "",
 ) -> None:
     """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record."""
-    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry)
+    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build)
     if platform:
         if platform not in ("linux/arm64", "linux/amd64"):
             raise UsageError(f"--platform must be linux/arm64 or linux/amd64, got {platform!r}")
@@ -80,14 +82,46 @@ def build(
               + f"; record {result.record_path}; log {rec['log']}", highlight=False)
 
 
+def package_diff(a: str, b: str) -> None:
+    """The Python package sets of two images (their SBOM records) side by side: what going from A to B changes."""
+    from gracectl import sbom
+
+    ra, rb = sbom.load(a), sbom.load(b)
+    d = sbom.diff(ra["bom"], rb["bom"])
+    table = Table("package", "A", "B", title=f"packages: A = {ra['image']} ({ra['packages']}), "
+                  f"B = {rb['image']} ({rb['packages']})", title_justify="left")
+    for name, version in d["removed"].items():
+        table.add_row(name, version, "-")
+    for name, version in d["added"].items():
+        table.add_row(name, "-", version)
+    for name, c in d["changed"].items():
+        cells = [c[side]["version"] + ("" if c["from"]["origin"] == c["to"]["origin"] else f" ({c[side]['origin']})")
+                 for side in ("from", "to")]
+        table.add_row(name, *cells)
+    report_out.print(table)
+    report_out.print(f"  {len(d['removed'])} only in A, {len(d['added'])} only in B, {len(d['changed'])} changed, "
+                     f"{d['same']} the same", highlight=False)
+
+
 @app.command()
 def report(
-    records: Annotated[List[Path], typer.Argument(help="build record JSON files (gracectl build --record)")],
+    records: Annotated[Optional[List[Path]], typer.Argument(help="build record JSON files (gracectl build --record)")]
+    = None,
     show_layers: Annotated[bool, typer.Option("--layers/--no-layers", help="final image size by layer")] = True,
+    packages: Annotated[Optional[List[str]], typer.Option(
+        "--packages", help="twice: A and B, each an SBOM record file or REGISTRY/REPO:TAG|@DIGEST; diffs their "
+        "Python packages (what a rollback from A to B changes)")] = None,
 ) -> None:
-    """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds."""
-    recs = [read_record(p) for p in records]
-    for path, rec in zip(records, recs):
+    """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds;
+    with --packages A --packages B, the two images' Python package sets."""
+    if packages is not None and len(packages) != 2:
+        raise UsageError(f"--packages takes exactly two images (A and B), got {len(packages)}")
+    if not records and not packages:
+        raise UsageError("give build record files, or --packages A --packages B")
+    if packages:
+        package_diff(*packages)
+    recs = [read_record(p) for p in records or []]
+    for path, rec in zip(records or [], recs):
         report_out.print(stage_table(rec, f"{path}: {rec['image']} {rec.get('status')} in {rec.get('seconds', 0):.1f}s, "
                                    f"{rec.get('size', 0) / 1e6:.1f} MB"))
         if show_layers and rec.get("image_id") and docker.inspect_image(rec["image_id"]):

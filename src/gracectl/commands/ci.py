@@ -17,7 +17,8 @@ from rich.table import Table
 from gracectl import pipeline
 from gracectl.commands.options import (CiActionOpt, CiBuildNumberOpt, CiImageTagOpt, CiMirrorOpt, CiPromoteOpt,
                                        CiPushOpt, CiRegistryOpt, CiReleaseOpt, CiRollbackToOpt, CiRunIdOpt,
-                                       CiSmokeLevelOpt, CiVllmRefOpt, JsonOpt, WorkdirOpt)
+                                       CiSmokeLevelOpt, CiVllmBuildOpt, CiVllmRefOpt, JsonOpt,
+                                       WorkdirOpt)
 from gracectl.errors import UsageError
 from gracectl.pipeline import DEFAULT_WORKDIR, Params
 
@@ -69,6 +70,7 @@ def _stage_command(stage: pipeline.Stage):
         workdir: WorkdirOpt = DEFAULT_WORKDIR,
         release: CiReleaseOpt = None,
         vllm_ref: CiVllmRefOpt = None,
+        vllm_build: CiVllmBuildOpt = None,
         image_tag: CiImageTagOpt = None,
         build_number: CiBuildNumberOpt = None,
         registry: CiRegistryOpt = None,
@@ -80,7 +82,8 @@ def _stage_command(stage: pipeline.Stage):
         push: CiPushOpt = None,
         promote: CiPromoteOpt = None,
     ) -> None:
-        params = Params.from_env(release=release, vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number,
+        params = Params.from_env(release=release, vllm_ref=vllm_ref, vllm_build=vllm_build, image_tag=image_tag,
+                                 build_number=build_number,
                                  registry=registry, smoke_level=smoke_level, rollback_to=rollback_to,
                                  run_id=run_id, mirror=mirror, action=action, push=push, promote=promote)
         err.print(f"[bold]ci {stage.name}[/bold]: {stage.description}", highlight=False, soft_wrap=True)

@@ -23,6 +23,8 @@ ReleaseArg = Annotated[str, typer.Argument(help="release name (see `gracectl rel
 MirrorOpt = Annotated[Optional[Path], typer.Option("--mirror", help="mirror file mapping upstream inputs")]
 VllmRefOpt = Annotated[str, typer.Option("--vllm-ref", help="override the vLLM ref (tag or full commit)")]
 ImageTagOpt = Annotated[str, typer.Option("--image-tag", help="override the moving tag")]
+VllmBuildOpt = Annotated[str, typer.Option("--vllm-build", help="source | wheel: build vLLM or install the "
+                                           "official wheel (default: the manifest's sources.vllm.build)")]
 BuildNumberOpt = Annotated[int, typer.Option("--build-number", help="CI build number for the immutable tag")]
 RegistryOpt = Annotated[str, typer.Option("--registry", envvar="GRACECTL_REGISTRY",
                                           help="registry: HOST, HOST:PORT or HOST:PORT/NAMESPACE")]
@@ -31,6 +33,7 @@ RegistryOpt = Annotated[str, typer.Option("--registry", envvar="GRACECTL_REGISTR
 WorkdirOpt = Annotated[Path, typer.Option("--workdir", help="stage inputs/outputs (plan.json, records...)")]
 CiReleaseOpt = Annotated[Optional[str], typer.Option("--release", help="release name (env RELEASE)")]
 CiVllmRefOpt = Annotated[Optional[str], typer.Option("--vllm-ref", help="override the vLLM ref (env VLLM_REF)")]
+CiVllmBuildOpt = Annotated[Optional[str], typer.Option("--vllm-build", help="source | wheel (env VLLM_BUILD)")]
 CiImageTagOpt = Annotated[Optional[str], typer.Option("--image-tag", help="override the moving tag (env IMAGE_TAG)")]
 CiBuildNumberOpt = Annotated[Optional[int], typer.Option("--build-number", help="(env BUILD_NUMBER)")]
 CiRegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="HOST:PORT/NAMESPACE (env REGISTRY)")]

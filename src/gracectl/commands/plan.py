@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, JsonOpt, MirrorOpt, RegistryOpt, ReleaseArg,
-                                       VllmRefOpt)
+                                       VllmBuildOpt, VllmRefOpt)
 from gracectl.manifest import load_release, release_names, releases_dir
 from gracectl.plan import lint_dockerfile, plan_for
 
@@ -47,9 +47,10 @@ def plan(
     image_tag: ImageTagOpt = "",
     build_number: BuildNumberOpt = 0,
     registry: RegistryOpt = "",
+    vllm_build: VllmBuildOpt = "",
 ) -> None:
     """Print the stage graph, build arguments, tags, labels and the exact build command."""
-    p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry).to_dict()
+    p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build).to_dict()
     if as_json:
         print(json.dumps(p, indent=2))
         return
@@ -58,9 +59,9 @@ def plan(
     for stage in p["final_stages"]:
         deps = p["stages"][stage]
         tree.add(f"{stage}" + (f"  <- {', '.join(deps)}" if deps else ""))
-    skipped = [s for s in p["stages"] if s not in p["final_stages"]]
-    if skipped:
-        tree.add(f"[dim]not built for this release: {', '.join(skipped)}[/dim]")
+    if p["not_built"]:
+        tree.add(f"[dim]not built for this release: {', '.join(p['not_built'])} (vLLM build "
+                 f"{p['build_args']['VLLM_BUILD']}, triton_kernels {p['build_args']['TRITON_KERNELS']})[/dim]")
     out.print(tree)
     for title, mapping in (("build arguments", p["build_args"]), ("labels", p["labels"]), ("tags", p["tags"])):
         table = Table(title=title, title_justify="left")

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gracectl.commands.options import JsonOpt
+from gracectl.errors import UsageError
 from gracectl.testbed import Testbed
+from gracectl.testbed.mirror_file import REAL, STACKS, STANDIN
 from gracectl.testbed.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, rehearse
 
 out = Console(width=None if sys.stdout.isatty() else 150)  # CI logs: no wrapping of digests at 80 columns
@@ -38,10 +40,11 @@ def up(
     registry_port: Annotated[Optional[int], typer.Option("--registry-port", help="default 5000")] = None,
     git_port: Annotated[Optional[int], typer.Option("--git-port", help="default 9418")] = None,
     index_port: Annotated[Optional[int], typer.Option("--index-port", help="default 5080")] = None,
+    proxy_port: Annotated[Optional[int], typer.Option("--proxy-port", help="the PyPI proxy's; default 5090")] = None,
 ) -> None:
     """Install, start and fill what is missing; a second `up` changes nothing."""
     bed = Testbed()
-    bed.up(registry_port, git_port, index_port)
+    bed.up(registry_port, git_port, index_port, proxy_port)
     print(bed.mirror_path)
 
 
@@ -79,15 +82,21 @@ def rehearse_command(
     release: Annotated[str, typer.Option("--release", help="release to rehearse")] = DEFAULT_RELEASE,
     workdir: Annotated[Path, typer.Option("--workdir", help="stage outputs, one folder per run")] = DEFAULT_WORKDIR,
     build_number: Annotated[int, typer.Option("--build-number", help="first build number (default: now)")] = 0,
+    stack: Annotated[str, typer.Option("--stack", help="standin: the stand-in packages (fast); real: the real "
+                                       "upstream packages from PyPI, both releases in vLLM wheel mode")] = STANDIN,
 ) -> None:
-    """On the test bed: build, smoke, push, promote; again with the vLLM ref changed; roll back; verify."""
+    """On the test bed: build, smoke, push, promote; again with the vLLM ref changed; roll back; verify.
+    With --stack real: both releases from the real upstream packages (see gracectl.testbed.rehearse)."""
+    if stack not in STACKS:
+        raise UsageError(f"--stack must be one of {', '.join(STACKS)}, got {stack!r}")
     def progress(row: Row) -> None:
         err.print(f"rehearse: {row.run} / {row.stage}: {row.status} in {row.seconds:.1f}s {row.detail}",
                   highlight=False)
 
     try:
-        rows = rehearse(release, workdir=workdir, build_number=build_number, on_row=progress)
+        rows = rehearse(release, workdir=workdir, build_number=build_number, on_row=progress, stack=stack)
     except RehearsalFailed as exc:
         out.print(rows_table(exc.rows, "rehearsal FAILED"))
         raise
-    out.print(rows_table(rows, f"rehearsal of {release}: passed in {sum(r.seconds for r in rows):.0f}s"))
+    what = "the real stack (v0.19.0-tfa, v0.19.0; vLLM wheel mode)" if stack == REAL else release
+    out.print(rows_table(rows, f"rehearsal of {what}: passed in {sum(r.seconds for r in rows):.0f}s"))

@@ -4,7 +4,10 @@
 whole pipeline for real: the packages it needs (host.py), dockerd when none answers, a docker-registry on
 127.0.0.1:<registry_port> (registry_server.py), binfmt for arm64, Debian base images for linux/arm64 and
 linux/amd64 (base_images.py), STAND-IN git repositories served by `git daemon` and a package index
-(standins.py), and the mirror file that maps every upstream input of the manifests there (mirror_file.py).
+(standins.py), a caching PyPI proxy (proxpi) on 127.0.0.1:<proxy_port> for the real-stack builds, and the mirror
+files that map every upstream input of the manifests there (mirror_file.py): mirror.toml (the stand-in stack)
+and mirror-real.toml (the real upstream packages from PyPI through the proxy; stand-ins only where this machine
+cannot reach the upstream: CUDA torch, flashinfer-jit-cache, the GPU-only sources).
 Every daemon is started, waited for and stopped by processes.py.
 
 State lives in `$GRACECTL_STATE_DIR`, else `.state/testbed/` of the checkout; state.json (state.py) records
@@ -23,8 +26,8 @@ from gracectl.errors import TestbedError
 from gracectl.testbed import host
 from gracectl.testbed.base_images import BaseImages
 from gracectl.manifest import load_release, release_names
-from gracectl.testbed.mirror_file import write_mirror
-from gracectl.testbed.upstream import vllm_sdist
+from gracectl.testbed.mirror_file import REAL, STANDIN, write_mirror
+from gracectl.testbed.upstream import vllm_sdist, vllm_wheel
 from gracectl.testbed.processes import HOST, http_ok, pid_alive, start_daemon, stop_pid
 from gracectl.testbed.progress import say, step
 from gracectl.testbed.registry_server import RegistryServer
@@ -33,8 +36,15 @@ from gracectl.testbed.state import State, state_dir
 
 # The daemons the test bed starts itself: pid name in state.json -> the program /proc shows for it
 # (the registry server keeps its own pid file).
-DAEMONS = {"dockerd": "dockerd", "git-daemon": "git", "index": "python"}
-PORTS = {"registry_port": "registry", "git_port": "git-daemon", "index_port": "index"}
+DAEMONS = {"dockerd": "dockerd", "git-daemon": "git", "index": "python", "proxy": "python"}
+PORTS = {"registry_port": "registry", "git_port": "git-daemon", "index_port": "index", "proxy_port": "proxy"}
+# proxpi (from PyPI, a test dependency): a small caching PyPI proxy, one process, files kept on disk across
+# restarts; chosen over devpi-server, which needs an initialised server directory and mirrors PyPI's whole
+# project list. Its own fetches use requests, so the host's CA bundle (REQUESTS_CA_BUNDLE) applies there and
+# never reaches an image. DOWNLOAD_TIMEOUT: wait for a file instead of redirecting the client to PyPI (a build
+# step trusts no CA of this host).
+PROXY_ENV = {"PROXPI_INDEX_URL": "https://pypi.org/simple/", "PROXPI_CACHE_SIZE": str(40 * 10**9),
+             "PROXPI_DOWNLOAD_TIMEOUT": "3600", "PROXPI_INDEX_TTL": "86400"}
 
 
 class Testbed:
@@ -50,12 +60,22 @@ class Testbed:
     def mirror_path(self) -> Path:
         return self.root / "mirror.toml"
 
+    @property
+    def real_mirror_path(self) -> Path:
+        """The real stack's mirror file: PyPI through the proxy, stand-ins only for what cannot be had here."""
+        return self.root / "mirror-real.toml"
+
+    def mirror_for(self, stack: str) -> Path:
+        return self.real_mirror_path if stack == REAL else self.mirror_path
+
     def registry_server(self) -> RegistryServer:
         return RegistryServer(root=self.root / "registry", port=self.state.registry_port)
 
-    def up(self, registry_port: int | None = None, git_port: int | None = None, index_port: int | None = None) -> State:
+    def up(self, registry_port: int | None = None, git_port: int | None = None, index_port: int | None = None,
+           proxy_port: int | None = None) -> State:
         st = self.state
-        for name, port in (("registry_port", registry_port), ("git_port", git_port), ("index_port", index_port)):
+        for name, port in (("registry_port", registry_port), ("git_port", git_port), ("index_port", index_port),
+                           ("proxy_port", proxy_port)):
             if port is not None and port != getattr(st, name):
                 if self.running(PORTS[name]):
                     raise TestbedError(f"the test bed runs with {name}={getattr(st, name)}: "
@@ -80,9 +100,14 @@ class Testbed:
         with step("package index"):
             self.make_index()
             self.start_index()
+        with step(f"caching PyPI proxy on {st.proxy_url}"):
+            self.start_proxy()
+        versions = sorted({load_release(n).sources.vllm.ref.removeprefix("v") for n in release_names()})
         with step("upstream vLLM source release"):
-            for version in sorted({load_release(n).sources.vllm.ref.removeprefix("v") for n in release_names()}):
+            for version in versions:
                 vllm_sdist(self.root, version)
+        with step("real stack: Triton's triton_kernels from the official vLLM wheel (through the proxy)"):
+            self.standins.make_real_triton(vllm_wheel(self.root, versions[-1], st.proxy_url))
         self.write_mirror()
         st.save(self.root)
         say(f"test bed up in {time.monotonic() - start:.1f}s; mirror file {self.mirror_path}")
@@ -96,13 +121,14 @@ class Testbed:
         pid = self.state.pids.get(name)
         return bool(pid) and pid_alive(pid, DAEMONS[name])
 
-    def _start(self, name: str, args: list[str], ready, what: str, *, timeout: float = 20.0, port: int = 0) -> None:
+    def _start(self, name: str, args: list[str], ready, what: str, *, timeout: float = 20.0, port: int = 0,
+               env: dict[str, str] | None = None) -> None:
         def record(pid: int) -> None:  # before waiting: `down` stops a daemon that hangs at start
             self.state.pids[name] = pid
             self.state.save(self.root)
 
         start_daemon(args, what=what, program=DAEMONS[name], log=self.root / f"{name}.log", ready=ready,
-                     timeout=timeout, port=port, record=record)
+                     timeout=timeout, port=port, record=record, env=env)
 
     def start_dockerd(self) -> None:
         if docker.answers():
@@ -129,6 +155,18 @@ class Testbed:
                                    f"--listen={HOST}", f"--port={self.state.git_port}", f"--base-path={git_root}",
                                    str(git_root)], lambda: git_answers(url), "git daemon", port=self.state.git_port)
 
+    def start_proxy(self) -> None:
+        url = f"http://{HOST}:{self.state.proxy_port}/health"
+        if self.running("proxy") and http_ok(url):
+            say(f"PyPI proxy already runs (pid {self.state.pids['proxy']})")
+            return
+        cache = self.root / "pypi-proxy-cache"  # kept across `down`/`up`: a warm CI downloads nothing
+        cache.mkdir(parents=True, exist_ok=True)
+        self._start("proxy", [sys.executable, "-m", "flask", "--app", "proxpi.server", "run", "--host", HOST,
+                              "--port", str(self.state.proxy_port)],
+                    lambda: http_ok(url), "PyPI proxy (proxpi)", port=self.state.proxy_port,
+                    env={**PROXY_ENV, "PROXPI_CACHE_DIR": str(cache)})
+
     def start_index(self) -> None:
         url = self.state.index_url + "/"
         if self.running("index") and http_ok(url):
@@ -150,7 +188,8 @@ class Testbed:
         self.standins.make_index()
 
     def write_mirror(self) -> Path:
-        return write_mirror(self.state, self.mirror_path)
+        write_mirror(self.state, self.real_mirror_path, REAL)
+        return write_mirror(self.state, self.mirror_path, STANDIN)
 
     # ----------------------------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -165,19 +204,21 @@ class Testbed:
             "git-daemon": {"running": self.running("git-daemon"), "pid": st.pids.get("git-daemon"),
                            "address": st.git_url()},
             "index": {"running": self.running("index"), "pid": st.pids.get("index"), "address": st.index_url},
+            "proxy": {"running": self.running("proxy"), "pid": st.pids.get("proxy"), "address": st.proxy_url},
             "binfmt-arm64": {"running": host.binfmt_enabled()},
         }
         registry_up = components["registry"]["running"]
         return {"state_dir": str(self.root), "components": components,
                 "images": {ref: registry_up and self.base_images.registry_has(ref) for ref in st.images},
                 "repos": st.repos, "vllm_alt_ref": st.vllm_alt_ref,
-                "mirror_file": str(self.mirror_path) if self.mirror_path.exists() else ""}
+                "mirror_file": str(self.mirror_path) if self.mirror_path.exists() else "",
+                "real_mirror_file": str(self.real_mirror_path) if self.real_mirror_path.exists() else ""}
 
     def down(self) -> list[str]:
         """Stop what `up` started (never a dockerd or registry somebody else runs); keeps caches and data."""
         stopped = []
         st = self.state
-        for name in ("index", "git-daemon"):
+        for name in ("proxy", "index", "git-daemon"):
             pid = st.pids.pop(name, None)
             if pid and stop_pid(pid, DAEMONS[name]):
                 stopped.append(f"{name} (pid {pid})")

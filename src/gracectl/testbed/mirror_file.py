@@ -1,5 +1,13 @@
-"""The mirror file (<state>/mirror.toml, read by gracectl.mirrors): every upstream input of every release
-manifest mapped to its place on the test bed."""
+"""The mirror files (<state>/mirror.toml and mirror-real.toml, read by gracectl.mirrors): every upstream input of
+every release manifest mapped to its place on the test bed, for one of two stacks:
+
+- STANDIN ("standin"): stand-in git repositories and the stand-in package index (fake torch/vLLM that claim
+  CUDA, real Triton): fast, what CI's integration tests and `gracectl rehearse` build.
+- REAL ("real"): the real upstream Python packages from PyPI through the test bed's caching proxy (the official
+  vLLM wheel, Triton, torch), the real triton_kernels in the Triton repository; stand-ins only where this
+  machine cannot reach the upstream, each named in the plan: PyPI's CPU torch for the CUDA build, the
+  flashinfer-jit-cache stand-in, no FlashInfer cubin download, the GPU-only sources' stand-in repositories.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +15,61 @@ from pathlib import Path
 
 from gracectl.manifest import load_release, release_names
 from gracectl.testbed.base_images import PYTHON_VERSION
-from gracectl.testbed.standins import STANDIN_REPOS
+from gracectl.testbed.standins import REAL_TRITON_PATH, STANDIN_REPOS
 from gracectl.testbed.state import State
 
+STANDIN, REAL = "standin", "real"
+STACKS = (STANDIN, REAL)
 CUDA_STANDIN_REASON = ("STAND-IN test bed: its Debian bases have no NVIDIA CUDA apt repository, "
                        "so the CUDA runtime packages are left out")
+REAL_STANDIN_REASON = ("STAND-IN test bed: no NVIDIA CUDA apt repository and no FlashInfer cubin repository "
+                       "can be reached from here")
+TORCH_STANDIN_REASON = ("STAND-IN: PyPI's aarch64 torch of the same public version, a CPU build; the CUDA build "
+                        "lives on the PyTorch index, which cannot be reached from here")
+TRITON_URL = "https://github.com/triton-lang/triton.git"
 
 
-def write_mirror(state: State, path: Path) -> Path:
-    """Write the mirror file (only when its text changes) and record it in `state`."""
-    images, repos, refs, indexes, downloads, packages = {}, {}, {}, {}, {}, {}
+def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
+    """Write the mirror file of `stack` (only when its text changes); the stand-in one is recorded in `state`."""
+    images, repos, refs, indexes, downloads, packages, versions = {}, {}, {}, {}, {}, {}, {}
     for name in release_names():
         m = load_release(name)
         images[m.base.build.ref] = state.base_image("build-base")
         images[m.base.runtime.ref] = state.base_image("runtime-base")
-        indexes[m.python.index_url] = state.index_url
-        indexes[m.torch.index_url] = state.index_url
-        indexes[m.flashinfer.jit_cache_index_url] = state.index_url
-        downloads[m.flashinfer.cubins_url] = state.index_url + "/"
         packages.update({p: "" for p in m.cuda.runtime_packages})
         for src in m.sources.pinned().values():
             repos[src.repo] = state.git_url(STANDIN_REPOS[src.repo][0])
             commit = state.repos[src.repo].get("commit")
             if commit and src.pin not in state.repos[src.repo]:
                 refs[src.pin] = commit  # pinned by an upstream commit the stand-in cannot have
-    lines = ["# Written by `gracectl testbed up`: every upstream input of releases/*.toml -> the test bed.",
+        if stack == REAL:
+            indexes[m.python.index_url] = state.proxy_url
+            indexes[m.torch.index_url] = state.proxy_url
+            indexes[m.flashinfer.jit_cache_index_url] = state.flashinfer_index_url
+            downloads[m.flashinfer.cubins_url] = ""
+            for pin in (m.torch.version, m.torch.torchvision, m.torch.torchaudio):
+                versions[pin] = pin.split("+")[0]
+            repos[TRITON_URL] = state.git_url(REAL_TRITON_PATH)
+        else:
+            indexes[m.python.index_url] = state.index_url
+            indexes[m.torch.index_url] = state.index_url
+            indexes[m.flashinfer.jit_cache_index_url] = state.index_url
+            downloads[m.flashinfer.cubins_url] = state.index_url + "/"
+    reason = REAL_STANDIN_REASON if stack == REAL else CUDA_STANDIN_REASON
+    lines = [f"# Written by `gracectl testbed up`: every upstream input of releases/*.toml -> the test bed ({stack} "
+             "stack).",
              'build_network = "host"  # build steps reach the mirrors on 127.0.0.1',
              f'python_version = "{PYTHON_VERSION}"  # the stand-in base images carry Debian\'s Python',
-             f'standin_reason = "{CUDA_STANDIN_REASON}"']
+             f'standin_reason = "{reason}"']
+    if versions:
+        lines.append(f'versions_reason = "{TORCH_STANDIN_REASON}"')
     for title, table in (("images", images), ("repos", repos), ("refs", refs), ("indexes", indexes),
-                         ("downloads", downloads), ("packages", packages)):
-        lines += ["", f"[{title}]"] + [f'"{k}" = "{v}"' for k, v in sorted(table.items())]
+                         ("downloads", downloads), ("packages", packages), ("versions", versions)):
+        if table or title != "versions":
+            lines += ["", f"[{title}]"] + [f'"{k}" = "{v}"' for k, v in sorted(table.items())]
     text = "\n".join(lines) + "\n"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
-    state.mirror_file = str(path)
+    if stack == STANDIN:
+        state.mirror_file = str(path)
     return path

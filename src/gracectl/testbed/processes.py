@@ -1,5 +1,5 @@
 """The one place the test bed starts, waits for and stops a daemon (dockerd, docker-registry, git daemon, the
-package index): each runs in its own session (it outlives the gracectl command that started it), its output
+stand-in package index, the caching PyPI proxy): each runs in its own session (it outlives the gracectl command that started it), its output
 goes to a log, and a pid counts as ours only while it still runs the program we started (pids are recycled).
 
 Where a pid is kept is the caller's business (state.json for the test bed's daemons, registry.pid for a
@@ -89,10 +89,10 @@ def pid_alive(pid: int, program: str) -> bool:
     return cmdline == [b""] and stat[stat.index("(") + 1:stat.rindex(")")].startswith(program[:15])
 
 
-def spawn(args: list[str], log: Path) -> int:
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     """Start a daemon in its own session (it outlives gracectl), output appended to `log`; returns its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    child = proc.start_daemon(args, log)
+    child = proc.start_daemon(args, log, env)
     _children[child.pid] = child
     return child.pid
 
@@ -146,12 +146,14 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float, log: Path |
 
 
 def start_daemon(args: list[str], *, what: str, program: str, log: Path, ready: Callable[[], bool],
-                 timeout: float = 20.0, port: int = 0, record: Callable[[int], None] = lambda pid: None) -> int:
-    """Start `args` as a daemon and wait until `ready()`; `record(pid)` stores its pid first. Returns the pid."""
+                 timeout: float = 20.0, port: int = 0, record: Callable[[int], None] = lambda pid: None,
+                 env: dict[str, str] | None = None) -> int:
+    """Start `args` as a daemon (`env` added to its environment) and wait until `ready()`; `record(pid)` stores
+    its pid first. Returns the pid."""
     if port:
         require_free_port(port, what)
     log_start = log.stat().st_size if log.exists() else 0  # the log is kept across restarts: this run's lines
-    pid = spawn(args, log)
+    pid = spawn(args, log, env)
     record(pid)
     wait_until(ready, what, timeout, log, pid, program, log_start)
     return pid

@@ -8,6 +8,14 @@ Walks the SAME ordered stage list as Jenkins (gracectl.pipeline.STAGES, via pipe
   4. verify in the registry that the moving tag points at the first run's digest again.
 
 Every step's time and digest go into a table; any failure stops the rehearsal with a non-zero exit.
+
+`--stack real` (rehearse_real) builds from the REAL upstream packages instead (mirror-real.toml: PyPI through
+the test bed's proxy), both releases in vLLM wheel mode:
+
+  0. the stand-in v0.19.0-tfa: build, smoke, push, promote (the tag's previous image, to roll back to)
+  1. the real v0.19.0-tfa, 2. the real v0.19.0: build, smoke (imports), `vllm serve --help` through the image's
+     ENTRYPOINT, push, promote; the table shows the triton_kernels real vLLM loaded in each
+  3. ACTION=rollback of v0.19.0-tfa, verified to point at run 0 again; the two real images' package diff (SBOMs).
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gracectl import pipeline
+from gracectl import pipeline, sbom
+from gracectl.adapters import docker, proc
 from gracectl.adapters.registry import Registry
 from gracectl.image_ref import ImageRef
 from gracectl.build import rebuilt_stages
@@ -24,12 +33,16 @@ from gracectl.errors import GraceError, TestbedError
 from gracectl.pipeline import Params
 from gracectl.release_ops import short
 from gracectl.testbed import Testbed
+from gracectl.testbed.mirror_file import REAL, STANDIN
+from gracectl.testbed.standins import STANDINS
 
 DEFAULT_RELEASE = "v0.19.0-tfa"
 DEFAULT_WORKDIR = Path("gracectl-out") / "rehearsal"
 
 
 FIRST, SECOND, ROLLBACK = "build 1", "build 2 (vllm ref changed)", "rollback"
+PREVIOUS, REAL_TFA, REAL_FALLBACK = "build 0 (stand-in stack)", "real v0.19.0-tfa", "real v0.19.0"
+REAL_RELEASES = {REAL_TFA: "v0.19.0-tfa", REAL_FALLBACK: "v0.19.0"}
 
 
 @dataclass
@@ -57,7 +70,11 @@ def detail(stage: str, record: dict) -> str:
         return f"{short(record.get('image_id'))}, rebuilt: {', '.join(rebuilt) or 'nothing (all cached)'}"
     if stage == "smoke":
         counts = record.get("counts", {})
-        return ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" ({record.get('level')})"
+        seen = record.get("versions", {})
+        where = (f"; triton_kernels from {seen['triton_kernels']} ({seen.get('triton_kernels_mode')})"
+                 if seen.get("triton_kernels") else "")
+        deselected = f", {len(record['deselected'])} deselected (STAND-IN)" if record.get("deselected") else ""
+        return ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f"{deselected} ({record.get('level')}){where}"
     if stage in ("push", "promote"):
         return short(record.get("digest"))
     if stage == "rollback":
@@ -78,25 +95,75 @@ def runs(release: str, registry: str, mirror: str, vllm_alt_ref: str, build_numb
     ]
 
 
+def real_runs(registry: str, mirrors: dict[str, str], build_number: int) -> list[tuple[str, Params]]:
+    """The real-stack rehearsal's runs (see the module's docstring)."""
+    common = dict(registry=registry, smoke_level="imports", smoke_gpus="none", push=True, promote=True)
+    out = [(PREVIOUS, Params(release=REAL_RELEASES[REAL_TFA], mirror=mirrors[STANDIN], build_number=build_number,
+                             run_id=f"rehearsal-{build_number}", **common))]
+    for i, (label, release) in enumerate(REAL_RELEASES.items(), start=1):
+        out.append((label, Params(release=release, mirror=mirrors[REAL], vllm_build="wheel",
+                                  build_number=build_number + i, run_id=f"rehearsal-{build_number + i}", **common)))
+    out.append((ROLLBACK, Params(release=REAL_RELEASES[REAL_TFA], action="rollback", registry=registry,
+                                 mirror=mirrors[STANDIN], smoke_gpus="none", build_number=build_number + 3,
+                                 run_id=f"rehearsal-{build_number + 3}")))
+    return out
+
+
+# STAND-IN (mounted at run time, never in an image): vLLM's CPU platform through vLLM's own platform plugin
+# group; without a GPU the official CUDA wheel detects no platform and cannot build its argument parser.
+PLATFORM_PLUGIN = STANDINS / "vllm-platform"
+PLUGIN_IN_CONTAINER = "/opt/gracectl-testbed/vllm-platform"
+
+
+def entrypoint_answers(image: str, timeout: float = 1200) -> str:
+    """`vllm serve --help` through the image's own ENTRYPOINT (only the argument given): its usage line."""
+    result = docker.run(["run", "--rm", "--pull", "never", "--network", "none",
+                         "-v", f"{PLATFORM_PLUGIN}:{PLUGIN_IN_CONTAINER}:ro", "-e", f"PYTHONPATH={PLUGIN_IN_CONTAINER}",
+                         image, "--help"], check=False, echo=False, timeout=timeout)
+    usage = next((line.strip() for line in result.stdout.splitlines() if line.lower().startswith("usage:")), "")
+    if result.returncode != 0 or not usage:
+        raise TestbedError(f"{image}: `vllm serve --help` through the ENTRYPOINT exited {result.returncode} "
+                           f"without a usage line: {proc.last_line(result.stdout)}")
+    return f"{usage} (STAND-IN platform plugin: vLLM's CPU platform, no GPU here)"
+
+
 def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR, build_number: int = 0,
-             on_row=None) -> list[Row]:
+             on_row=None, stack: str = STANDIN) -> list[Row]:
     """Run the rehearsal; returns the rows, or raises RehearsalFailed (carrying the rows so far)."""
     bed = Testbed()
     status = bed.status()
     if not status["mirror_file"] or not status["components"]["registry"]["running"]:
         raise TestbedError("the test bed is not up (no mirror file or registry): run `gracectl testbed up` first")
+    if stack == REAL and not (status["real_mirror_file"] and status["components"]["proxy"]["running"]):
+        raise TestbedError("the test bed has no real-stack mirror or PyPI proxy running: run `gracectl testbed up`")
     registry = bed.state.registry
     # Build tags are immutable: a fresh build number per rehearsal (seconds since the epoch) never collides.
     build_number = build_number or int(time.time())
     rows: list[Row] = []
     digests: dict[str, str] = {}
+    records: dict[str, dict] = {}
 
     def add(row: Row) -> None:
         rows.append(row)
         if on_row:
             on_row(row)
 
-    for label, params in runs(release, registry, str(bed.mirror_path), bed.state.vllm_alt_ref, build_number):
+    def check(label: str, what: str, fn) -> None:
+        start = time.monotonic()
+        try:
+            found = fn()
+        except GraceError as exc:
+            add(Row(label, what, time.monotonic() - start, "FAILED", str(exc)))
+            raise RehearsalFailed(f"rehearsal failed at {label} / {what}: {exc}", rows, exc.exit_code) from None
+        add(Row(label, what, time.monotonic() - start, "passed", found))
+
+    if stack == REAL:
+        plan = real_runs(registry, {STANDIN: str(bed.mirror_path), REAL: str(bed.real_mirror_path)}, build_number)
+        first, second = PREVIOUS, REAL_TFA
+    else:
+        plan = runs(release, registry, str(bed.mirror_path), bed.state.vllm_alt_ref, build_number)
+        first, second = FIRST, SECOND
+    for label, params in plan:
         wd = workdir / label.split(" (")[0].replace(" ", "-")
         for stage in pipeline.stages_for(params):
             start = time.monotonic()
@@ -107,16 +174,31 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
                 raise RehearsalFailed(f"rehearsal failed at {label} / {stage.name}: {exc}", rows,
                                       exc.exit_code) from None
             add(Row(label, stage.name, time.monotonic() - start, "passed", detail(stage.name, record)))
+            records[f"{label}/{stage.name}"] = record
             if stage.name == "push":
                 digests[label] = record["digest"]
-    first, second = digests[FIRST], digests[SECOND]
+            if stage.name == "smoke" and label in REAL_RELEASES:
+                image = records[f"{label}/build"]["image"]
+                check(label, "vllm serve --help", lambda: entrypoint_answers(image))
+    if stack == REAL:
+        def package_diff() -> str:
+            a, b = (sbom.load(str(workdir / label.replace(" ", "-") / pipeline.SBOM_RECORD_FILE))["bom"]
+                    for label in REAL_RELEASES)
+            d = sbom.diff(a, b)
+            removed = ", ".join(f"{k} {v}" for k, v in d["removed"].items()) or "nothing"
+            return (f"{REAL_TFA} -> {REAL_FALLBACK}: removed {removed}; added {', '.join(d['added']) or 'nothing'}; "
+                    f"{len(d['changed'])} changed, {d['same']} the same")
+        check("verify", "package diff (SBOMs)", package_diff)
+    first, second = digests[first], digests[second]
     moving = ImageRef.parse(pipeline.read_output(workdir / ROLLBACK, pipeline.stage("plan"))["moving_tag"])
     start = time.monotonic()
     found = Registry(moving.registry).head_manifest(moving.repository, moving.tag)
     now = found.digest if found else "(no tag)"
     ok = now == first and first != second
-    add(Row("verify", f"{moving.tag} = build 1", time.monotonic() - start, "passed" if ok else "FAILED", short(now)))
+    first_label = PREVIOUS.split(" (")[0] if stack == REAL else FIRST
+    add(Row("verify", f"{moving.tag} = {first_label}", time.monotonic() - start, "passed" if ok else "FAILED",
+            short(now)))
     if not ok:
         why = "both builds gave the same digest" if first == second else f"it points at {now}, not {first}"
-        raise RehearsalFailed(f"rehearsal: after the rollback {moving} should point at build 1: {why}", rows, 1)
+        raise RehearsalFailed(f"rehearsal: after the rollback {moving} should point at {first_label}: {why}", rows, 1)
     return rows

@@ -47,8 +47,12 @@ STANDIN_WHEELS = {"torch": "2.10.0+cu129", "torchvision": "0.25.0+cu129", "torch
                   "flashinfer_jit_cache": "0.6.6"}
 # Real platform wheels from PyPI for the images' Python on both arches (the images run the real Triton, so
 # Triton's own C-stub build runs in the smoke suite).
-REAL_PLATFORM_WHEELS = ["triton==3.6.0"]
-WHEEL_PLATFORMS = ("manylinux_2_27_aarch64", "manylinux_2_27_x86_64")
+# uv at the version vllm/Dockerfile pins: the final stage installs with it.
+REAL_PLATFORM_WHEELS = ["triton==3.6.0", "uv=={}".format(
+    re.search(r"^ARG UV_VERSION=(\S+)", DOCKERFILE.read_text(), re.M).group(1))]
+# Per arch, the platform tags pip may pick (an explicit --platform is not widened to older manylinux tags).
+WHEEL_PLATFORMS = (("manylinux_2_27_aarch64", "manylinux_2_17_aarch64"),
+                   ("manylinux_2_27_x86_64", "manylinux_2_17_x86_64"))
 
 
 # Fixed identity and dates: the stand-in repositories get the same commits on every machine, so the mirror
@@ -60,6 +64,24 @@ GIT_ENV = {
     "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
 }
 ALT_VLLM_FILE = "vllm/_testbed_change.py"  # the one file the second vLLM commit adds
+
+# The real stack's Triton repository: python/triton_kernels with the REAL triton_kernels v3.6.0 package (taken at
+# set-up time from the official vLLM wheel, which vendors it file for file), a pyproject.toml saying what Triton's
+# says (name, version 1.0.0, numpy and pytest), and the stand-in's tests/ (the real suite is not in the wheel).
+REAL_TRITON_PATH = "triton-lang/triton-real.git"
+REAL_TRITON_PYPROJECT = '''# As Triton's python/triton_kernels/pyproject.toml at v3.6.0 (written by the gracectl test bed).
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "triton_kernels"
+version = "1.0.0"
+dependencies = ["numpy", "pytest"]
+
+[tool.setuptools.packages.find]
+include = ["triton_kernels*"]
+'''
 
 
 class StandIns:
@@ -110,12 +132,46 @@ class StandIns:
         change = f'"""Test-bed change: {note}"""\nNOTE = {note!r}\n'
         return commit_tree(bare, STANDINS / "vllm", f"stand-in vLLM: {note}", extra={ALT_VLLM_FILE: change})
 
+    def make_real_triton(self, triton_kernels: Path) -> str:
+        """The real stack's Triton repository (tag v3.6.0) around the real triton_kernels package folder."""
+        bare = self.git_root / REAL_TRITON_PATH
+        stand_in_tests = STANDINS / "triton" / "python" / "triton_kernels" / "tests"
+        fingerprint = hashlib.sha256((tree_hash(triton_kernels) + tree_hash(stand_in_tests)
+                                      + REAL_TRITON_PYPROJECT).encode()).hexdigest()
+        if self.state.fingerprints.get("real-triton") == fingerprint and bare.is_dir():
+            say("real-stack Triton repository up to date")
+            return self.state.fingerprints["real-triton-commit"]
+        shutil.rmtree(bare, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            project = Path(tmp) / "python" / "triton_kernels"
+            shutil.copytree(triton_kernels, project / "triton_kernels")
+            shutil.copytree(stand_in_tests, project / "tests")
+            (project / "pyproject.toml").write_text(REAL_TRITON_PYPROJECT)
+            commit = commit_tree(bare, Path(tmp), "real triton_kernels v3.6.0 (from the vLLM 0.19.0 wheel)",
+                                 tag="v3.6.0")
+        self.state.fingerprints.update({"real-triton": fingerprint, "real-triton-commit": commit})
+        self.state.save(self.root)
+        return commit
+
+    def add_real_triton_commit(self, note: str) -> str:
+        """A new commit in the real-stack Triton repository (v3.6.0 plus one file in python/triton_kernels saying
+        `note`): one input changed for a wheel-mode rebuild (benchmarks/real_stack.py). Returns the commit."""
+        bare = self.git_root / REAL_TRITON_PATH
+        if not bare.is_dir():
+            raise TestbedError("the real-stack Triton repository is missing: run `gracectl testbed up`")
+        with tempfile.TemporaryDirectory() as tmp:
+            proc.run(["git", f"--git-dir={bare}", f"--work-tree={tmp}", "checkout", "-f", "v3.6.0", "--", "."],
+                     env=GIT_ENV, echo=False)
+            return commit_tree(bare, Path(tmp), f"real triton_kernels: {note}",
+                               extra={"python/triton_kernels/testbed_change.txt": note + "\n"})
+
     def make_index(self) -> None:
-        """PEP 503 layout: index/simple/<project>/{index.html, *.whl}."""
+        """PEP 503 layout: index/simple/<project>/{index.html, *.whl}; index/flashinfer/simple/ holds only the
+        flashinfer-jit-cache stand-in (the real stack's FlashInfer index: everything else comes from PyPI)."""
         simple = self.index_root / "simple"
         requirements = pypi_requirements()
         # Paths relative to the checkout: every clone (CI's fresh ones, worktrees) shares the same index.
-        fingerprint = hashlib.sha256((tree_hash(STANDINS / "wheels")
+        fingerprint = hashlib.sha256(("layout 2" + tree_hash(STANDINS / "wheels")
                                       + json.dumps(requirements).replace(str(REPO_ROOT), "")
                                       + json.dumps([REAL_PLATFORM_WHEELS, WHEEL_PLATFORMS])
                                       + (REPO_ROOT / "smoke_tests" / "requirements.txt").read_text()).encode()
@@ -129,10 +185,11 @@ class StandIns:
         for name, version in STANDIN_WHEELS.items():
             write_wheel(wheels, name, version, STANDINS / "wheels" / name,
                         summary=f"STAND-IN for {name} {version} (gracectl test bed): no real {name} inside")
-        for platform in WHEEL_PLATFORMS:  # cached outside the clone: ~176 MB each, downloaded once
+        for platforms in WHEEL_PLATFORMS:  # cached outside the clone: ~176 MB each, downloaded once
             cache = self.root / "wheel-cache"
             proc.run([sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
-                      "--platform", platform, "--python-version", PYTHON_VERSION, "--implementation", "cp",
+                      *(a for p in platforms for a in ("--platform", p)), "--python-version", PYTHON_VERSION,
+                      "--implementation", "cp",
                       "-d", str(cache), *REAL_PLATFORM_WHEELS], timeout=1800)
             for whl in cache.glob("*.whl"):
                 shutil.copyfile(whl, wheels / whl.name)
@@ -155,6 +212,10 @@ class StandIns:
                 links.append(f'<a href="{whl.name}#sha256={digest}">{whl.name}</a><br>')
             (d / "index.html").write_text(html(project, links))
         (simple / "index.html").write_text(html("simple", [f'<a href="{p}/">{p}</a><br>' for p in projects]))
+        flashinfer = self.index_root / "flashinfer" / "simple"
+        shutil.rmtree(flashinfer, ignore_errors=True)
+        shutil.copytree(simple / "flashinfer-jit-cache", flashinfer / "flashinfer-jit-cache")
+        (flashinfer / "index.html").write_text(html("simple", ['<a href="flashinfer-jit-cache/">flashinfer-jit-cache</a><br>']))
         self.state.fingerprints["index"] = fingerprint
         self.state.save(self.root)
 

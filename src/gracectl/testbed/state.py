@@ -24,6 +24,7 @@ class State:
     registry_port: int = 5000
     git_port: int = 9418
     index_port: int = 5080
+    proxy_port: int = 5090  # the caching PyPI proxy (proxpi)
     # component -> pid started by us (dockerd, git-daemon, index); the registry server keeps its own pid file
     pids: dict[str, int] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)  # pushed image ref -> cache key it was built from
@@ -55,6 +56,15 @@ class State:
     @property
     def index_url(self) -> str:
         return f"http://{HOST}:{self.index_port}/simple"
+
+    @property
+    def flashinfer_index_url(self) -> str:
+        """The stand-in index with nothing but flashinfer-jit-cache (the real stack's FlashInfer index)."""
+        return f"http://{HOST}:{self.index_port}/flashinfer/simple"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{HOST}:{self.proxy_port}/index"
 
     def git_url(self, path: str = "") -> str:
         return f"git://{HOST}:{self.git_port}/{path}"

@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tarfile
+import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
+from gracectl.adapters import proc
 from gracectl.errors import TestbedError
 from gracectl.testbed.progress import say
 
@@ -54,6 +58,38 @@ def vllm_sdist(root: Path, version: str) -> Path:
             m.name = m.name[len(prefix):]
         tar.extractall(partial, members=members, filter="data")
     tmp.unlink()
+    shutil.rmtree(dest, ignore_errors=True)
+    partial.rename(dest)
+    return dest
+
+
+def vllm_wheel(root: Path, version: str, index_url: str) -> Path:
+    """The triton_kernels package vendored in the official vLLM <version> aarch64 wheel (vllm/third_party/
+    triton_kernels: Triton's release/3.6.x python/triton_kernels/triton_kernels, file for file), extracted under
+    root/upstream/ once. The wheel comes through `index_url` (the test bed's PyPI proxy), which keeps it for the
+    real-stack image builds. Never committed: the real upstream code lives only in the state folder."""
+    dest = root / "upstream" / f"vllm-{version}-triton_kernels" / "triton_kernels"
+    if (dest / "matmul_ogs.py").is_file():
+        return dest
+    say(f"fetching the official vllm=={version} aarch64 wheel (~385 MB) through {index_url} for its triton_kernels")
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        proc.run([sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
+                  "--platform", "manylinux_2_31_aarch64", "--python-version", "3.12", "--implementation", "cp",
+                  "--index-url", index_url + "/", "-d", tmp, f"vllm=={version}"], timeout=3600)
+        wheels = list(Path(tmp).glob(f"vllm-{version}-*.whl"))
+        if not wheels:
+            raise TestbedError(f"pip downloaded no vllm-{version} wheel from {index_url}")
+        prefix = "vllm/third_party/triton_kernels/"
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        with zipfile.ZipFile(wheels[0]) as z:
+            for name in z.namelist():
+                if name.startswith(prefix) and name.endswith(".py"):
+                    target = partial / name[len(prefix):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(z.read(name))
+    if not (partial / "matmul_ogs.py").is_file():
+        raise TestbedError(f"the vllm {version} wheel has no {prefix}matmul_ogs.py")
     shutil.rmtree(dest, ignore_errors=True)
     partial.rename(dest)
     return dest

@@ -1,0 +1,65 @@
+"""`gracectl rehearse --stack real`: both releases built in vLLM wheel mode from the REAL upstream packages
+(the official vLLM 0.19.0 wheel, Triton 3.6.0, PyPI's CPU torch as the named stand-in), smoked, pushed,
+promoted and rolled back; checked in the registry itself. Its own CI tier (scripts/test.sh --real-stack)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gracectl.adapters import proc
+from gracectl.image_ref import ImageRef
+from gracectl.plan import REPO_ROOT
+from gracectl.records import get_records
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.real_stack]
+
+
+def output(workdir, run: str, name: str) -> dict:
+    return json.loads((workdir / run / name).read_text())
+
+
+def test_real_stack_rehearsal(bed, tmp_path):
+    workdir = tmp_path / "rehearsal"
+    done = subprocess.run([sys.executable, "-m", "gracectl", "rehearse", "--stack", "real", "--workdir",
+                           str(workdir)], capture_output=True, text=True, timeout=5400, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "rehearsal of the real stack" in done.stdout and "passed" in done.stdout
+
+    modes = {"real-v0.19.0-tfa": ("site-packages", "/site-packages/triton_kernels"),
+             "real-v0.19.0": ("vendored", "/site-packages/vllm/third_party/triton_kernels")}
+    for run, (mode, path) in modes.items():
+        smoke = output(workdir, run, "smoke-record.json")
+        # real vLLM's import_triton_kernels() chose this copy, and the table shows its path
+        assert smoke["versions"]["triton_kernels_mode"] == mode
+        assert smoke["versions"]["triton_kernels"].endswith(path)
+        assert smoke["versions"]["triton_kernels"] in "".join((done.stdout + done.stderr).split())  # wrapped table
+        assert smoke["versions"]["vllm"] == "0.19.0" and smoke["versions"]["triton"] == "3.6.0"
+        # only the test the CPU-torch stand-in breaks is deselected, with the plan's reason
+        assert list(smoke["deselected"]) == ["test_imports.py::test_torch_is_a_cuda_build_with_sm90"]
+        names = {t["name"].rsplit("::", 1)[-1]: t["outcome"] for t in smoke["tests"]}
+        for test in ("test_vllm_triton_kernels_moe_imports_without_error",
+                     "test_triton_kernels_has_every_name_vllm_imports",
+                     "test_triton_compiles_a_c_extension_with_the_images_compiler"):
+            assert names[test] == "passed", (run, test, names)
+        pushed = output(workdir, run, "push-record.json")
+        ref = ImageRef.parse(pushed["ref"])
+        labels = json.loads(proc.run(["skopeo", "inspect", "--tls-verify=false",
+                                      f"docker://{pushed['ref']}"]).stdout)["Labels"]
+        assert labels["io.gracectl.vllm-build"] == "wheel"
+        boms = get_records(ref, pushed["digest"], "sbom")
+        assert boms and boms[-1]["bom"]["bomFormat"] == "CycloneDX"
+        versions = {c["name"].lower(): c["version"] for c in boms[-1]["bom"]["components"]}
+        assert versions["vllm"] == "0.19.0" and versions["torch"] == "2.10.0"
+        assert ("triton_kernels" in versions or "triton-kernels" in versions) == (mode == "site-packages")
+    assert "vllm serve --help" in done.stdout and "usage:" in done.stdout.lower()
+
+    # after the rollback the tfa tag points at build 0 again
+    previous = output(workdir, "build-0", "push-record.json")["digest"]
+    moving = output(workdir, "rollback", "plan.json")["moving_tag"]
+    now = proc.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                    f"docker://{moving}"]).stdout.strip()
+    assert now == previous
