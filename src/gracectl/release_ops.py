@@ -32,10 +32,13 @@ import time
 from dataclasses import asdict, dataclass
 
 from gracectl import ci
+from gracectl.adapters import docker
 from gracectl.adapters.registry import EMPTY_CONFIG_TYPE, Registry, open_registry
 from gracectl.adapters.registry_auth import Credentials
+from gracectl.adapters.registry_tls import dockerd_trust_gap, tls_settings
 from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_ref
 from gracectl.errors import (
+    CommandFailedError,
     ConflictError,
     GraceError,
     Interrupted,
@@ -237,7 +240,19 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
         raise UsageError(f"{ref.tag!r} is one of gracectl's own bookkeeping tags")
     registry = open_registry(ref, credentials)
     source = transport_ref(local_image)
-    image_id = (skopeo_inspect_raw(source).get("config") or {}).get("digest", "")
+    # A dockerd image goes through dockerd's own push (it skips the layers the registry has) unless dockerd
+    # would verify the registry differently from gracectl; then skopeo, which exports the whole image.
+    trust_gap = dockerd_trust_gap(tls_settings(ref.registry)) if source.startswith("docker-daemon:") else "n/a"
+    if not trust_gap:
+        found = docker.inspect_image(local_image)
+        if found is None:
+            raise CommandFailedError(f"dockerd has no image {local_image}: build it first")
+        image_id = found["Id"]
+    else:
+        if trust_gap != "n/a":
+            print(f"pushing through skopeo (a full export of the image), not dockerd: {trust_gap}",
+                  file=sys.stderr, flush=True)
+        image_id = (skopeo_inspect_raw(source).get("config") or {}).get("digest", "")
     for record in attach:  # checked before anything is pushed
         if record.get("image_id") and record["image_id"] != image_id:
             raise UsageError(f"the {record.get('kind')} record is of image {short(record['image_id'])}, but "
@@ -250,7 +265,9 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
                                 "tags are immutable, publish under a new build number")
         digest, already = existing.digest, True
     else:
-        digest, already = skopeo_copy(source, ref, registry.credentials), False
+        digest = (docker.push(local_image, str(ref), ref.registry, registry.credentials) if not trust_gap
+                  else skopeo_copy(source, ref, registry.credentials))
+        already = False
     for record in attach:
         put_record(ref, digest, record.get("kind", ""), {**record, "digest": digest}, registry=registry)
     return Published(str(ref), digest, image_id, already)

@@ -14,8 +14,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import secrets
+import subprocess
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,18 @@ def oci_image(tmp_path):
         return write_oci_layout(tmp_path / f"image-{next(counter)}", content)
 
     return make
+
+
+@pytest.fixture
+def local_image(tmp_path):
+    """A fresh two-layer image in dockerd (unique content, so no registry has its layers yet)."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (context / name).write_text(uuid.uuid4().hex)
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /a.txt\nCOPY b.txt /b.txt\n")
+    name = f"gracectl-test-push:{uuid.uuid4().hex[:8]}"
+    subprocess.run(["/usr/bin/docker", "build", "-q", "-t", name, str(context)], check=True, capture_output=True,
+                   env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    yield name
+    subprocess.run(["/usr/bin/docker", "rmi", name], capture_output=True)

@@ -206,6 +206,16 @@ def test_cert_dir_option_and_site_ca_variable_reach_the_client_and_skopeo(site, 
     assert json.loads(again.stdout)["digest"] == json.loads(published.stdout)["digest"]
 
 
+def test_a_dockerd_image_goes_through_skopeo_when_dockerd_cannot_see_the_ca(site, repo, local_image):
+    # The site CA sits where gracectl looks (GRACECTL_CERTS_D) but not in /etc/docker/certs.d: dockerd would
+    # refuse the registry's certificate, so the push goes through skopeo, given the same CA, and says why.
+    published = gracectl("publish", local_image, "--to", f"{repo}:b1", "--json")
+    assert published.returncode == 0, published.stderr
+    assert "pushing through skopeo" in published.stderr and "GRACECTL_CERTS_D" in published.stderr
+    assert "+ dockerd push" not in published.stderr and "skopeo copy" in published.stderr
+    assert json.loads(published.stdout)["digest"] == tag_digest(repo, "b1")
+
+
 # -- TLS failures: one line, the host, what failed, where the CA goes ------------------------------------------
 def test_unknown_ca_is_one_line_naming_the_host_and_where_the_ca_goes(site, repo, oci_image, tmp_path,
                                                                       monkeypatch):

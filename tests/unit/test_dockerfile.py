@@ -93,9 +93,20 @@ def test_final_image_takes_triton_kernels_only_in_the_tfa_release():
 def test_final_stage_installs_the_choice_into_the_pinned_pythons_venv():
     final = DF.stages[FINAL_STAGE]
     assert final.base == "base"
-    install = next(r for r in final.runs if "pip install" in r)
-    assert "from=triton-kernels-choice,source=/wheels/triton_kernels" in install
-    assert "-r /wheels/triton_kernels/install.txt" in install
+    install = next(r for r in final.runs if "uv pip install" in r)
+    # The stack's install names nothing that differs between the tfa release and its fallback, so both images
+    # share that multi-GB layer; triton_kernels comes in a later step of its own.
+    assert "triton-kernels-choice" not in install and "TRITON_KERNELS" not in install
+    assert "--compile-bytecode" in install  # compiled once at build, not by every container start
+    kernels = [r for r in final.runs if "from=triton-kernels-choice,source=/wheels/triton_kernels" in r]
+    assert len(kernels) == 1 and "-r /wheels/triton_kernels/install.txt" in kernels[0]
+    assert final.runs.index(kernels[0]) > final.runs.index(install)
+    assert final.runs.index(kernels[0]) > next(i for i, r in enumerate(final.runs) if "flashinfer-prefetch" in r)
+    # No argument that differs between the two releases is declared before the triton_kernels step.
+    final_start = TEXT.index("FROM base AS vllm-openai")
+    before = TEXT[final_start:TEXT.index("from=triton-kernels-choice", final_start)]
+    for arg in ("TRITON_KERNELS", "RELEASE", "IMAGE_TITLE", "IMAGE_REVISION"):
+        assert f"ARG {arg}\n" not in before and f"ARG {arg}=" not in before, arg
     # pip is the venv's (PATH=/opt/venv/bin), and the venv is made by python${PYTHON_VERSION} in base.
     assert any('"python${PYTHON_VERSION}" -m venv /opt/venv' in r for r in DF.stages["base"].runs)
     assert "PATH=/opt/venv/bin:$PATH" in TEXT
@@ -165,7 +176,7 @@ def test_final_image_keeps_what_runtime_jit_and_serving_need_but_no_build_cache(
 
 
 def test_final_image_installs_flashinfer_jit_cache_and_deepgemm():
-    install = next(r for r in DF.stages[FINAL_STAGE].runs if "pip install" in r)
+    install = next(r for r in DF.stages[FINAL_STAGE].runs if "uv pip install" in r)
     assert '"flashinfer-jit-cache==${FLASHINFER_VERSION}"' in install
     assert '--extra-index-url "${FLASHINFER_INDEX_URL}"' in install
     assert "/wheels/deepgemm/*.whl" in install
@@ -175,10 +186,10 @@ def test_final_image_installs_flashinfer_jit_cache_and_deepgemm():
 
 def test_torch_comes_from_the_torch_index():
     runs = " ".join(DF.stages["build-base"].runs + DF.stages[FINAL_STAGE].runs)
-    assert '"torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in runs
+    assert '--index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"' in " ".join(" ".join(runs.split("\\")).split())
     assert '--extra-index-url "${TORCH_INDEX_URL}"' in runs
     # The self-built vLLM wheel no longer names them (use_existing_torch.py): the final stage pins them itself.
-    install = next(r for r in DF.stages[FINAL_STAGE].runs if "pip install" in r)
+    install = next(r for r in DF.stages[FINAL_STAGE].runs if "uv pip install" in r)
     assert '"torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCHAUDIO_VERSION}"' in install
     # With the local version, an index's CPU build of the same public version can never be picked.
     assert plan("v0.19.0-tfa").build_args["TORCH_VERSION"].endswith("+cu129")

@@ -142,3 +142,25 @@ def test_jenkins_insecure_registry_parameter_is_checked():
     assert Params(release="x", insecure_registry="reg.example:5000").insecure_registry == "reg.example:5000"
     with pytest.raises(UsageError, match="GRACECTL_INSECURE_REGISTRY"):
         Params(release="x", insecure_registry="http://reg.example")
+
+
+def test_dockerd_pushes_only_where_it_would_verify_the_registry_as_gracectl_does(tmp_path, monkeypatch):
+    from gracectl.adapters import registry_tls
+
+    gap = registry_tls.dockerd_trust_gap
+    monkeypatch.delenv("GRACECTL_CERTS_D")
+    assert gap(tls_settings("127.0.0.1:5000")) == ""  # loopback http: dockerd's default insecure range too
+    assert gap(tls_settings("registry.example.org")) == ""  # the system store, for both
+    monkeypatch.setattr(registry_tls, "CERTS_D", (str(tmp_path / "docker-certs.d"), str(tmp_path / "containers")))
+    (tmp_path / "docker-certs.d" / "a.example").mkdir(parents=True)
+    (tmp_path / "containers" / "b.example").mkdir(parents=True)
+    assert gap(tls_settings("a.example")) == ""  # docker's certs.d: dockerd reads it
+    assert "does not read" in gap(tls_settings("b.example"))  # containers' certs.d: skopeo only
+    monkeypatch.setenv("GRACECTL_INSECURE_REGISTRY", "c.example")
+    assert "insecure" in gap(tls_settings("c.example"))
+    for name in ("GRACECTL_REGISTRY_CA", "GRACECTL_CERTS_D"):
+        ca = tmp_path / "ca.pem"
+        ca.write_text("")
+        monkeypatch.setenv(name, str(ca if name == "GRACECTL_REGISTRY_CA" else tmp_path / "docker-certs.d"))
+        assert name in gap(tls_settings("a.example"))
+        monkeypatch.delenv(name)

@@ -111,6 +111,21 @@ def tls_settings(host: str) -> TlsSettings:
     return TlsSettings(host, "https", True, tuple(ca_files), client, tuple(dirs))
 
 
+def dockerd_trust_gap(settings: TlsSettings) -> str:
+    """Why dockerd would NOT verify this registry as gracectl does ("" when it would): dockerd reads only the
+    system store and /etc/docker/certs.d/HOST/, and treats only loopback registries as plain http."""
+    if settings.scheme == "http":
+        return ""  # loopback: dockerd's default insecure range (127.0.0.0/8) too
+    if not settings.verify:
+        return f"{settings.host} is an --insecure-registry for gracectl, which dockerd is not told"
+    for name in ("GRACECTL_CERT_DIR", "GRACECTL_CERTS_D", "GRACECTL_REGISTRY_CA"):
+        if os.environ.get(name):
+            return f"the CA comes from {name} (--cert-dir), which dockerd does not read"
+    if any(not str(d).startswith(CERTS_D[0] + "/") for d in settings.dirs):
+        return f"the CA is in {settings.dirs[0]}, which dockerd does not read (it reads {CERTS_D[0]})"
+    return ""
+
+
 @contextlib.contextmanager
 def skopeo_cert_dir(settings: TlsSettings, option: str) -> Iterator[list[str]]:
     """skopeo's --OPTION-cert-dir for `settings`: skopeo reads certs.d itself, so only an explicit folder or
@@ -167,7 +182,7 @@ def tls_error(host: str, error: ssl.SSLError) -> RegistryError:
     return RegistryError(f"TLS to registry {host} failed: {reason}: {ca_hint(host)}")
 
 
-# skopeo's (Go's) x509 messages -> the same words.
+# Go's x509 messages (skopeo, dockerd) -> the same words.
 _GO_FAILURES = (
     ("certificate signed by unknown authority", UNKNOWN_CA),
     ("certificate has expired", EXPIRED),
@@ -178,8 +193,9 @@ _GO_FAILURES = (
 )
 
 
-def skopeo_tls_error(host: str, output: str) -> RegistryError | None:
+def go_tls_error(host: str, output: str, tool: str = "skopeo") -> RegistryError | None:
+    """A TLS failure in the output of a Go program (skopeo, dockerd), in the words above; None if none."""
     for needle, what in _GO_FAILURES:
         if needle in output:
-            return RegistryError(f"TLS to registry {host} failed (skopeo): {what}: {ca_hint(host, what)}")
+            return RegistryError(f"TLS to registry {host} failed ({tool}): {what}: {ca_hint(host, what)}")
     return None

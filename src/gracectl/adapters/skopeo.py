@@ -10,7 +10,7 @@ import os
 
 from gracectl.adapters import proc
 from gracectl.adapters.registry_auth import Credentials, docker_config_json
-from gracectl.adapters.registry_tls import skopeo_cert_dir, skopeo_tls_error, tls_settings
+from gracectl.adapters.registry_tls import skopeo_cert_dir, go_tls_error, tls_settings
 from gracectl.errors import CommandFailedError
 from gracectl.image_ref import ImageRef
 
@@ -59,7 +59,7 @@ def skopeo_copy(source: str, dest: ImageRef, credentials: Credentials | None = N
                       "--digestfile", f"/dev/fd/{digest_fd}", source, target],
                      secrets=secrets, pass_fds=(auth_fd, digest_fd))
         except CommandFailedError as e:
-            raise skopeo_tls_error(dest.registry, e.output) or e from None
+            raise go_tls_error(dest.registry, e.output) or e from None
         return os.pread(digest_fd, 200, 0).decode().strip()
 
 
