@@ -26,7 +26,9 @@ def test_real_stack_rehearsal(bed, tmp_path):
     workdir = tmp_path / "rehearsal"
     done = subprocess.run([sys.executable, "-m", "gracectl", "rehearse", "--stack", "real", "--workdir",
                            str(workdir)], capture_output=True, text=True, timeout=5400, cwd=REPO_ROOT)
+    print(done.stdout[-8000:])  # the rehearsal's table, in the CI log (scripts/test.sh runs this tier with -s)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "(ran beside the smoke stage)" in done.stdout
     assert "rehearsal of the real stack" in done.stdout and "passed" in done.stdout
 
     modes = {"real-v0.19.0-tfa": ("site-packages", "/site-packages/triton_kernels"),
