@@ -8,7 +8,9 @@ from the real upstream packages (official vLLM 0.19.0 wheel, Triton 3.6.0, PyPI'
    real-stack rehearsal's build-record.json), reported as the cold build;
 2. rebuilds with one input changed: a new commit of the Triton repository's triton_kernels (TRITON_KERNELS_REF);
 3. weighs the final image against the stand-in stack's image of the same release and against the sum of the
-   wheels it installed (as downloaded, compressed: the PyPI proxy's files of each installed name and version).
+   wheels it installed (as downloaded, compressed: the PyPI proxy's files of each installed name and version);
+4. with the real-stack rehearsal's pushes (`--rehearsal DIR`, default gracectl-out/rehearsal): how much of the
+   fallback image (v0.19.0) a node holding the tfa image still pulls (compressed layers, from the registry).
 Prints the figures CLAWMINE.md quotes; --out writes them as JSON.
 """
 
@@ -24,7 +26,9 @@ from pathlib import Path
 
 from gracectl import sbom
 from gracectl.build import build, read_record, rebuilt_stages
+from gracectl.adapters.registry import Registry
 from gracectl.errors import GraceError, TestbedError
+from gracectl.image_ref import ImageRef
 from gracectl.plan import plan_for
 from gracectl.testbed import Testbed
 
@@ -45,11 +49,31 @@ def wheel_bytes(bom: dict, cache: Path) -> tuple[int, list[str]]:
     return total, missing
 
 
+def fallback_pull(rehearsal: Path) -> dict | None:
+    """Compressed bytes of the fallback image's layers, and of those the tfa image does not have: what a node
+    holding the tfa image pulls to roll back to the fallback. None without the rehearsal's push records."""
+    pushed = {}
+    for run in ("real-v0.19.0-tfa", "real-v0.19.0"):
+        path = rehearsal / run / "push-record.json"
+        if not path.exists():
+            return None
+        ref = ImageRef.parse(json.loads(path.read_text())["ref"])
+        manifest = Registry(ref.registry).get_manifest(ref.repository, ref.tag)
+        if manifest is None:
+            return None
+        pushed[run] = {layer["digest"]: layer["size"] for layer in json.loads(manifest[0])["layers"]}
+    tfa, fallback = pushed["real-v0.19.0-tfa"], pushed["real-v0.19.0"]
+    return {"fallback_bytes": sum(fallback.values()),
+            "fallback_bytes_not_in_tfa": sum(size for digest, size in fallback.items() if digest not in tfa)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", default="v0.19.0-tfa")
     parser.add_argument("--cold-record", type=Path, default=None, help="build record of a cold build")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--rehearsal", type=Path, default=Path("gracectl-out") / "rehearsal",
+                        help="the real-stack rehearsal's work dir (its push records)")
     args = parser.parse_args(argv)
     bed = Testbed()
     if not bed.real_mirror_path.exists():
@@ -96,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
           f"(x{result['final_vs_standin']}); {len(sbom.packages(bom))} distributions whose wheels weigh "
           f"{wheels / 1e9:.2f} GB compressed (x{result['final_vs_wheels']}; not in the proxy's cache: "
           f"{', '.join(missing) or 'none'})")
+    pull = fallback_pull(args.rehearsal)
+    result["fallback_pull"] = pull
+    if pull:
+        print(f"rolling back to the fallback on a node that holds the tfa image pulls "
+              f"{pull['fallback_bytes_not_in_tfa'] / 1e6:.1f} MB of its {pull['fallback_bytes'] / 1e9:.2f} GB "
+              f"(x{pull['fallback_bytes_not_in_tfa'] / pull['fallback_bytes']:.4f}; the rest is shared)")
+    else:
+        print(f"fallback pull: no real-stack rehearsal pushes in {args.rehearsal} (run `gracectl rehearse --stack "
+              "real --workdir DIR` first)")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
