@@ -83,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         plan = plan_for(args.release, real, build_number=1, vllm_build="wheel")
         warm = build(plan, record_path=tmp / "warm.json").record
+        # by image id, now: the stand-in build below is tagged with the same build tag
+        bom = sbom.bom_from_inspect(sbom.inspect_image(warm["image_id"]), warm["image"])
         commit = bed.standins.add_real_triton_commit(f"real-stack benchmark {time.time()}")
         changed_plan = dataclasses.replace(plan, build_args={**plan.build_args, "TRITON_KERNELS_REF": commit},
                                            build_tag=plan.build_tag + "-changed")
         changed = build(changed_plan, record_path=tmp / "changed.json").record
         standin_image = build(plan_for(args.release, standin, build_number=1), record_path=tmp / "standin.json").record
-        bom = sbom.bom_from_inspect(sbom.inspect_image(warm["image"]), warm["image"])
     wheels, missing = wheel_bytes(bom, bed.root / "pypi-proxy-cache")
     cold = read_record(args.cold_record) if args.cold_record else None
     with_steps = [name for name, s in changed["stages"].items() if s["steps"]]
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     result["fallback_pull"] = pull
     if pull:
         print(f"rolling back to the fallback on a node that holds the tfa image pulls "
-              f"{pull['fallback_bytes_not_in_tfa'] / 1e6:.1f} MB of its {pull['fallback_bytes'] / 1e9:.2f} GB "
-              f"(x{pull['fallback_bytes_not_in_tfa'] / pull['fallback_bytes']:.4f}; the rest is shared)")
+              f"{pull['fallback_bytes_not_in_tfa'] / 1e3:.1f} kB of its {pull['fallback_bytes'] / 1e9:.2f} GB "
+              f"(x{pull['fallback_bytes_not_in_tfa'] / pull['fallback_bytes']:.1e}; the rest is shared)")
     else:
         print(f"fallback pull: no real-stack rehearsal pushes in {args.rehearsal} (run `gracectl rehearse --stack "
               "real --workdir DIR` first)")

