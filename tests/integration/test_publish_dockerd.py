@@ -6,14 +6,17 @@ test_release_tls_token.py.)"""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 import uuid
 
 import pytest
 
 from gracectl.errors import RegistryError
 from gracectl.testbed.registry_server import RegistryServer
-from test_release_faults import ReadOnlyRegistry
+from fault_proxy import FaultProxy
+from test_release_faults import ReadOnlyRegistry, wait_for
 from test_release_ops_integration import gracectl, isolated_env, tag_digest  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -74,3 +77,24 @@ def test_read_only_registry_refuses_a_dockerd_push_by_name(tmp_path, local_image
         line = result.stderr.strip().splitlines()[-1]
         assert line.startswith("error: ") and "read-only" in line, line
 
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_dockerd_push_moves_no_tag(registry, local_image, sig):
+    repo = f"killed-{uuid.uuid4().hex[:6]}"
+    with FaultProxy(registry).start() as proxy:
+        proxy.add("POST", r"/blobs/uploads/$", "stall")  # dockerd's first upload hangs there
+        dest = f"{proxy.address}/{repo}:b1"
+        p = subprocess.Popen([sys.executable, "-m", "gracectl", "publish", local_image, "--to", dest],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        wait_for(lambda: proxy.count("stall") >= 1)
+        p.send_signal(sig)
+        rc = p.wait(timeout=30)
+    assert rc == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
+    assert tag_digest(f"{registry}/{repo}", "b1") is None  # the manifest is the push's last write: never made
+    names = subprocess.run([DOCKER, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    if sig == signal.SIGTERM:  # interrupted cleanly: the extra local name for the push is gone too
+        assert dest not in names
+    else:  # SIGKILL leaves only that local name in dockerd (nothing in the registry): remove it
+        subprocess.run([DOCKER, "rmi", dest], capture_output=True)

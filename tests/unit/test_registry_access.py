@@ -164,3 +164,22 @@ def test_dockerd_pushes_only_where_it_would_verify_the_registry_as_gracectl_does
         monkeypatch.setenv(name, str(ca if name == "GRACECTL_REGISTRY_CA" else tmp_path / "docker-certs.d"))
         assert name in gap(tls_settings("a.example"))
         monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("message, kind, words", [
+    # what dockerd 20.10 says (captured from real pushes against docker-registry 2.8)
+    ("error parsing HTTP 405 response body: invalid character 'M' looking for beginning of value: "
+     "\"Method not allowed\\n\"", "ReadOnlyRegistryError", "read-only"),
+    ("unauthorized: authentication required", "RegistryError", "refused dockerd's push credentials"),
+    ("denied: requested access to the resource is denied", "RegistryError", "denied the push"),
+    ("Get \"https://r.example:5000/v2/\": x509: certificate signed by unknown authority", "RegistryError",
+     "TLS to registry r.example:5000 failed (dockerd): its certificate is signed by an unknown CA"),
+    ("Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused", "RegistryError",
+     "is not reachable from dockerd"),
+    ("blob upload unknown: sha256:4054050405", "CommandFailedError", "dockerd's push to r.example:5000 failed"),
+])
+def test_dockerd_push_errors_become_one_typed_line(message, kind, words):
+    from gracectl.adapters.docker import _push_error
+
+    error = _push_error("r.example:5000", message)
+    assert type(error).__name__ == kind and words in str(error) and "\n" not in str(error)

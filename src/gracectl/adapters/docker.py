@@ -88,13 +88,13 @@ def _push_error(host: str, message: str) -> GraceError:
     low = message.lower()
     if "connection refused" in low or "no such host" in low or "i/o timeout" in low:
         return RegistryError(f"registry {host} is not reachable from dockerd: {message}")
-    if "unsupported" in low or "405" in low:
+    if "http 405" in low or "method not allowed" in low or low.startswith("unsupported:"):
         return ReadOnlyRegistryError(f"registry {host} refused the upload (read-only, maintenance?): {message}")
     if "unauthorized" in low or "authentication required" in low:
         return RegistryError(f"registry {host} refused dockerd's push credentials: {message}: log in or pass "
                              "--username/--password-stdin")
     if "denied" in low:
-        return RegistryError(f"registry {host} denied the push (does this user may push here?): {message}")
+        return RegistryError(f"registry {host} denied the push (may this user push to this repository?): {message}")
     return go_tls_error(host, message, "dockerd") or CommandFailedError(f"dockerd's push to {host} failed: {message}")
 
 
