@@ -13,7 +13,7 @@ import pytest
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_auth import credentials_for
 from gracectl.adapters.registry_tls import tls_error, tls_settings
-from gracectl.adapters.registry_token import _covers, needed_scope, parse_challenge
+from gracectl.adapters.registry_token import _covers, merge_scopes, needed_scope, parse_challenge
 from gracectl.errors import RegistryError, UsageError
 from gracectl.pipeline import Params
 
@@ -183,3 +183,12 @@ def test_dockerd_push_errors_become_one_typed_line(message, kind, words):
 
     error = _push_error("r.example:5000", message)
     assert type(error).__name__ == kind and words in str(error) and "\n" not in str(error)
+
+
+def test_scopes_of_one_resource_merge_whatever_order_the_registry_writes():
+    # docker-registry's challenge says `push,pull` where gracectl says `pull,push`: one need, one scope
+    assert merge_scopes("repository:a/b:push,pull", "repository:a/b:pull,push") == "repository:a/b:pull,push"
+    assert merge_scopes("repository:a:pull", "repository:a:delete", "repository:c:pull") == \
+        "repository:a:pull,delete repository:c:pull"
+    assert merge_scopes("registry:catalog:*", "") == "registry:catalog:*"
+    assert merge_scopes("", "") == ""

@@ -49,6 +49,21 @@ def needed_scope(method: str, path: str) -> str:
     return f"repository:{match.group(1)}:{actions}"
 
 
+ACTION_ORDER = ("pull", "push", "delete")
+
+
+def merge_scopes(*scopes: str) -> str:
+    """Space-separated scopes, the actions of each resource merged in one order: the registry's challenge may
+    say `push,pull` where gracectl says `pull,push` for the same need (one scope then, not two)."""
+    merged: dict[str, set[str]] = {}
+    for scope in " ".join(scopes).split():
+        resource, _, actions = scope.rpartition(":")
+        merged.setdefault(resource or scope, set()).update(a for a in actions.split(",") if a and resource)
+    order = {a: i for i, a in enumerate(ACTION_ORDER)}
+    return " ".join(f"{r}:{','.join(sorted(a, key=lambda x: (order.get(x, len(order)), x)))}" if a else r
+                    for r, a in merged.items())
+
+
 def _covers(have: str, need: str) -> bool:
     """Does a token granted for the scopes `have` (space separated) serve a request needing scope `need`?
     Yes when one of them names the same resource with at least the actions needed."""
@@ -111,7 +126,7 @@ class Authorizer:
             raise RegistryError(f"registry {self.host} asks for an authorization gracectl does not speak: "
                                 f"{challenge[:100]!r}")
         self.scheme, self.realm, self.service = "bearer", params["realm"], params.get("service", "")
-        scope = " ".join(filter(None, {params.get("scope", ""), needed_scope(method, path)}))
+        scope = merge_scopes(params.get("scope", ""), needed_scope(method, path))
         if first and params.get("error") != "insufficient_scope":
             # No token yet, or one the registry no longer takes (expired, revoked): fetch a fresh one.
             self.tokens = [t for t in self.tokens if not _covers(t.scope, needed_scope(method, path))]
