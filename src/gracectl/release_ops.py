@@ -242,16 +242,18 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
     source = transport_ref(local_image)
     # A dockerd image goes through dockerd's own push (it skips the layers the registry has) unless dockerd
     # would verify the registry differently from gracectl; then skopeo, which exports the whole image.
-    trust_gap = dockerd_trust_gap(tls_settings(ref.registry)) if source.startswith("docker-daemon:") else "n/a"
-    if not trust_gap:
+    daemon_image = source.startswith("docker-daemon:")
+    trust_gap = dockerd_trust_gap(tls_settings(ref.registry)) if daemon_image else ""
+    via_dockerd = daemon_image and not trust_gap
+    if trust_gap:
+        print(f"pushing through skopeo (a full export of the image), not dockerd: {trust_gap}", file=sys.stderr,
+              flush=True)
+    if via_dockerd:
         found = docker.inspect_image(local_image)
         if found is None:
             raise CommandFailedError(f"dockerd has no image {local_image}: build it first")
         image_id = found["Id"]
     else:
-        if trust_gap != "n/a":
-            print(f"pushing through skopeo (a full export of the image), not dockerd: {trust_gap}",
-                  file=sys.stderr, flush=True)
         image_id = (skopeo_inspect_raw(source).get("config") or {}).get("digest", "")
     for record in attach:  # checked before anything is pushed
         if record.get("image_id") and record["image_id"] != image_id:
@@ -265,7 +267,7 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
                                 "tags are immutable, publish under a new build number")
         digest, already = existing.digest, True
     else:
-        digest = (docker.push(local_image, str(ref), ref.registry, registry.credentials) if not trust_gap
+        digest = (docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
                   else skopeo_copy(source, ref, registry.credentials))
         already = False
     for record in attach:
