@@ -73,7 +73,7 @@ def test_triton_kernels_has_every_name_vllm_imports():
     print(f"triton_kernels loaded from {where}")
     problems = tkc.contract_problems()
     if problems:
-        pytest.fail(f"triton_kernels at {where} lacks what vLLM 0.19.0 imports - vLLM would log 'Failed to "
+        pytest.fail(f"triton_kernels at {where} lacks what this image's vLLM imports - vLLM would log 'Failed to "
                     f"import Triton kernels' and use its slow MoE path: {'; '.join(problems)}", pytrace=False)
 
 

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from gracectl.commands import bench, build, ci, doctor, plan, release, smoke, testbed
+from gracectl.commands import bench, build, ci, doctor, plan, release, release_train, smoke, testbed
 from gracectl.errors import GraceError, Interrupted
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 
 app.add_typer(plan.app)
+app.add_typer(release_train.app, name="release")
 release.register(app)  # still a register() function: commands/release.py is being reworked on another branch
 app.add_typer(smoke.app)
 app.add_typer(bench.app)

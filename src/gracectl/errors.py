@@ -106,3 +106,17 @@ class TestbedError(GraceError):
     __test__ = False  # not a pytest test class, despite the name
 
     exit_code = 10
+
+
+class UpstreamError(GraceError):
+    """A release's upstream truth cannot be read or does not hold: an index that cannot be reached, a file it
+    does not have, a requirement set that does not resolve."""
+
+    exit_code = 13
+
+
+class ReleaseCheckError(GraceError):
+    """A manifest differs from what its release's own sources say (drift), or its triton_kernels pairing would
+    fail: found before any build."""
+
+    exit_code = 14

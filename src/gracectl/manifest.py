@@ -108,36 +108,53 @@ class VllmSource(Source):
     build: Literal["source", "wheel"] = "source"
 
 
+ENV_NAME_RE = r"^[A-Z][A-Z0-9_]*_SRC_DIR$"
+
+
+class CmakeSource(Source):
+    """A source vLLM's cmake fetches itself (FetchContent), given to it instead through its `*_SRC_DIR`
+    environment override, so the build fetches nothing. Which ones exist is the release's own set (derived from
+    its CMakeLists.txt and cmake/external_projects/*.cmake by `gracectl release new`)."""
+
+    env: Annotated[str, Field(pattern=ENV_NAME_RE)]
+
+
 class Sources(_Strict):
     vllm: VllmSource
     triton: TritonSource
+    # What the tfa image installs at the top level of site-packages (release.triton_kernels): by default the
+    # triton_kernels of the Triton the image runs. vLLM's own vendored copy is cmake.triton_kernels.
+    triton_kernels: Source
+    # FetchContent sources with a stage of their own (vLLM's flash-attention fork and FlashMLA).
     flash_attn: Source
     flashmla: Source
-    # Both releases need it: vLLM's build vendors it as vllm/third_party/triton_kernels. Whether the final
-    # image also holds it at the top level of site-packages is release.triton_kernels.
-    triton_kernels: Source
-    # The two other FetchContent sources of vLLM's cmake (VLLM_CUTLASS_SRC_DIR, QUTLASS_SRC_DIR): pinned here so
-    # the vLLM build fetches nothing itself.
-    cutlass: Source
-    qutlass: Source
-    # DeepGEMM (Hopper FP8 block-scaled GEMMs, used by vLLM by default there): a wheel of its own, as upstream.
-    deepgemm: Source
+    # DeepGEMM as a wheel of its own, for releases whose docker/Dockerfile builds it so (0.19.0: DEEPGEMM_GIT_REF);
+    # later releases fetch it in their cmake (cmake.deepgemm) and ship it inside the vLLM wheel.
+    deepgemm: Source | None = None
+    # Every other FetchContent source of the release's cmake, by its FetchContent name (cutlass, qutlass, ...).
+    cmake: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], CmakeSource] = {}
 
     def pinned(self) -> dict[str, Source]:
         """Every source by its manifest key (labels, pins, the plan's 'pinned by tag only' list)."""
-        return {name: getattr(self, name) for name in type(self).model_fields}
+        named = {name: getattr(self, name) for name in type(self).model_fields if name != "cmake"}
+        return {**{k: v for k, v in named.items() if v is not None},
+                **{f"cmake.{k}": v for k, v in sorted(self.cmake.items())}}
 
 
-# torch, torchvision and torchaudio are pinned WITH their local version (+cu129): a CPU build that an index
-# also carries under the same public version can then never be picked.
-CUDA_LOCAL_VERSION = r"^\d+\.\d+\.\d+\+cu\d{3}$"
+# torch, torchvision and torchaudio from the PyTorch index are pinned WITH their local version (+cu129): a CPU
+# build that an index also carries under the same public version can then never be picked. From torch 2.11 on,
+# PyPI's aarch64 torch IS the CUDA build (it requires nvidia-*-cu13): pinned by public version, with
+# `cuda_build_on_index = true`, which `gracectl release check` verifies from the wheel's metadata.
+TORCH_VERSION_RE = r"^\d+\.\d+\.\d+(\+cu\d{3})?$"
 
 
 class Torch(_Strict):
-    version: Annotated[str, Field(pattern=CUDA_LOCAL_VERSION)]
-    torchvision: Annotated[str, Field(pattern=CUDA_LOCAL_VERSION)]
-    torchaudio: Annotated[str, Field(pattern=CUDA_LOCAL_VERSION)]
+    version: Annotated[str, Field(pattern=TORCH_VERSION_RE)]
+    torchvision: Annotated[str, Field(pattern=TORCH_VERSION_RE)]
+    torchaudio: Annotated[str, Field(pattern=TORCH_VERSION_RE)]
     index_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    # The index's wheel for the platform is the CUDA build under its public version (no +cuNNN to pin by).
+    cuda_build_on_index: bool = False
 
     @property
     def public_version(self) -> str:
@@ -157,14 +174,18 @@ class FlashInfer(_Strict):
     # flashinfer-python / flashinfer-cubin come with vLLM's requirements; the JIT cache (precompiled modules)
     # lives on FlashInfer's own per-CUDA index, and the TRTLLM headers its MoE JIT downloads at run time on
     # FlashInfer's cubin repository: both are fetched at build time so air-gapped sites need neither.
-    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
-    jit_cache_index_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+([.a-z0-9]*)$")]
+    # Empty: the release's own image installs no flashinfer-jit-cache (0.34.0 dropped it).
+    jit_cache_index_url: Annotated[str, Field(pattern=r"^(https?://\S+)?$")] = ""
     cubins_url: Annotated[str, Field(pattern=r"^https?://\S+/$")]
 
 
 class Python(_Strict):
     version: Annotated[str, Field(pattern=r"^3\.\d+$")]
     index_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = "https://pypi.org/simple"
+    # Requirement overrides (uv's --override) for a pin of the release that the index cannot serve, e.g.
+    # "flashinfer-python==0.7.4" where vLLM 0.34.0 requires 0.7.3; each needs its reason in [provenance].
+    overrides: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.+!-]+$")]] = []
 
 
 class Bases(_Strict):
@@ -204,6 +225,8 @@ class Release(_Strict):
 
 class Manifest(_Strict):
     schema_version: Literal[1]
+    # The fallback manifest names its tfa twin here and says only what differs ([release]); loading merges them.
+    extends: str = ""
     release: Release
     python: Python
     torch: Torch
@@ -212,6 +235,10 @@ class Manifest(_Strict):
     base: Bases
     build: BuildSettings = BuildSettings()
     sources: Sources
+    # Where each pin came from, by its dotted path: "requirements/cuda.txt:8" (a file of the release's sdist),
+    # "torch 2.14.0 metadata: ..." (a package the release pins), "chosen: ..." (a site decision) or
+    # "override: ..." (differs from upstream on purpose, with the reason). Written by `gracectl release new`.
+    provenance: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _cross_field(self) -> Manifest:
@@ -225,9 +252,18 @@ class Manifest(_Strict):
             raise ValueError("sources.triton.ref must be a release tag when sources.triton.build = 'wheel'")
         cu = "cu" + self.cuda.version.replace(".", "")
         for key in ("version", "torchvision", "torchaudio"):
-            local = getattr(self.torch, key).split("+")[1]
-            if local != cu:
+            version = getattr(self.torch, key)
+            if "+" not in version and not self.torch.cuda_build_on_index:
+                raise ValueError(f"torch.{key}: {version!r} has no +cuNNN local version, so a CPU build could be "
+                                 "picked (set torch.cuda_build_on_index = true only where the index's wheel is "
+                                 "the CUDA build)")
+            local = version.partition("+")[2]
+            if local and local != cu:
                 raise ValueError(f"torch.{key}: +{local} does not match cuda.version {self.cuda.version} (+{cu})")
+        for override in self.python.overrides:
+            if not self.provenance.get(f"python.overrides.{override.split('==')[0]}", "").startswith("override:"):
+                raise ValueError(f"python.overrides: {override} needs its reason in [provenance] as "
+                                 f"\"python.overrides.{override.split('==')[0]}\" = \"override: ...\"")
         return self
 
     @property
@@ -270,9 +306,33 @@ def load_release(name_or_path: str, directory: Path | None = None) -> Manifest:
     return load_manifest(path)
 
 
-def load_manifest(path: Path) -> Manifest:
+def _merge(parent: dict, child: dict) -> dict:
+    """child over parent, table by table; [release] is the child's alone (it names the image)."""
+    merged = dict(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(parent.get(key), dict) and key != "release":
+            merged[key] = _merge(parent[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _with_parent(path: Path, data: dict) -> dict:
+    parent_name = data.get("extends")
+    if not parent_name:
+        return data
+    if not isinstance(parent_name, str) or not RELEASE_NAME_RE.match(parent_name) or parent_name == path.stem:
+        raise ManifestError(f"{path}: extends: {parent_name!r} must name another release in {path.parent}")
+    parent_path = path.parent / f"{parent_name}.toml"
+    parent = _read_toml(parent_path)
+    if parent.get("extends"):
+        raise ManifestError(f"{path}: extends: {parent_name} extends {parent['extends']!r} itself (one level only)")
+    return _merge(parent, data)
+
+
+def _read_toml(path: Path) -> dict:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ManifestError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
@@ -281,6 +341,10 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_manifest(path: Path) -> Manifest:
+    data = _with_parent(path, _read_toml(path))
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
-from gracectl.manifest import COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, Manifest, Source, load_release
+from gracectl.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
+                               load_release)
 from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,11 +30,9 @@ STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "build-triton-kernels": ("build-base",),
     "build-flash-attn": ("build-base",),
     "build-flashmla": ("build-base",),
-    "build-cutlass": ("build-base",),
-    "build-qutlass": ("build-base",),
+    "build-cmake-sources": ("build-base",),
     "build-deepgemm": ("build-base",),
-    "build-vllm": ("build-base", "build-triton-kernels", "build-flash-attn", "build-flashmla", "build-cutlass",
-                   "build-qutlass"),
+    "build-vllm": ("build-base", "build-flash-attn", "build-flashmla", "build-cmake-sources"),
     "vllm-from-source": ("build-vllm",),
     "vllm-from-wheel": ("base",),
     "vllm-choice": ("vllm-from-{vllm_build}",),
@@ -86,6 +85,8 @@ class Plan:
     build_network: str
     unpinned: list[str] = field(default_factory=list)  # inputs pinned by tag only (no digest/commit yet)
     standins: list[str] = field(default_factory=list)  # upstream inputs the mirror drops (the test bed's)
+    # Stages in the final image's build that build nothing for this release (no DeepGEMM wheel, no cmake source).
+    empty_stages: list[str] = field(default_factory=list)
 
     def build_command(self, builder: str, *, tags: list[str] | None = None, push: bool = False,
                       registry_cache: bool = False,
@@ -131,7 +132,7 @@ class Plan:
             "target": self.target,
             "stages": self.stages,
             "final_stages": self.final_stages,
-            "not_built": [s for s in self.stages if s not in self.final_stages],
+            "not_built": [s for s in self.stages if s not in self.final_stages or s in self.empty_stages],
             "build_args": self.build_args,
             "labels": self.labels,
             "tags": {"moving": self.moving_tag, "build": self.build_tag, "fallback": self.fallback,
@@ -157,8 +158,15 @@ def source_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def _pin(mirror: Mirror, src: Source) -> str:
-    return f"{mirror.repo(src.repo)}@{mirror.ref(src.pin)}"
+def _pin(mirror: Mirror, src: Source | None) -> str:
+    """REPO@REF as the build fetches it; empty for a source the release does not have (sources.deepgemm)."""
+    return f"{mirror.repo(src.repo)}@{mirror.ref(src.pin)}" if src else ""
+
+
+def cmake_sources_arg(mirror: Mirror, cmake: dict[str, CmakeSource]) -> str:
+    """CMAKE_SOURCES: "ENV|REPO|REF|SUBDIR ..." (SUBDIR may be empty), one entry per sources.cmake, by name."""
+    return " ".join(f"{s.env}|{mirror.repo(s.repo)}|{mirror.ref(s.pin)}|{s.subdir}"
+                    for _, s in sorted(cmake.items()))
 
 
 def vllm_version(manifest: Manifest, vllm_ref: str) -> str:
@@ -213,7 +221,9 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "CUDA_VERSION": m.cuda.version,
         "CUDA_RUNTIME_PACKAGES": " ".join(p for p in cuda_packages if p),
         "FLASHINFER_VERSION": m.flashinfer.version,
-        "FLASHINFER_INDEX_URL": mirror.index(m.flashinfer.jit_cache_index_url),
+        # Empty: the release's own image installs no flashinfer-jit-cache, nor does this one.
+        "FLASHINFER_INDEX_URL": mirror.index(m.flashinfer.jit_cache_index_url) if m.flashinfer.jit_cache_index_url
+        else "",
         "FLASHINFER_CUBINS_URL": mirror.download(m.flashinfer.cubins_url),
         "GIT_URL_REWRITE": mirror.git_rewrite_arg(),
         "TORCH_CUDA_ARCH_LIST": m.build.cuda_arch_list,
@@ -232,16 +242,15 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "FLASH_ATTN_REF": mirror.ref(src.flash_attn.pin),
         "FLASHMLA_REPO": mirror.repo(src.flashmla.repo),
         "FLASHMLA_REF": mirror.ref(src.flashmla.pin),
-        "CUTLASS_REPO": mirror.repo(src.cutlass.repo),
-        "CUTLASS_REF": mirror.ref(src.cutlass.pin),
-        "QUTLASS_REPO": mirror.repo(src.qutlass.repo),
-        "QUTLASS_REF": mirror.ref(src.qutlass.pin),
-        "DEEPGEMM_REPO": mirror.repo(src.deepgemm.repo),
-        "DEEPGEMM_REF": mirror.ref(src.deepgemm.pin),
+        "CMAKE_SOURCES": cmake_sources_arg(mirror, src.cmake),
+        # Empty: the release has no DeepGEMM wheel of its own (its vLLM fetches DeepGEMM in cmake), none is built.
+        "DEEPGEMM_REPO": mirror.repo(src.deepgemm.repo) if src.deepgemm else "",
+        "DEEPGEMM_REF": mirror.ref(src.deepgemm.pin) if src.deepgemm else "",
         "VLLM_REPO": mirror.repo(vllm_src.repo),
         "VLLM_REF": mirror.ref(vllm_src.pin),
         "VLLM_VERSION": vllm_version(m, overrides.vllm_ref),
         "VLLM_BUILD": vllm_build,
+        "PIP_OVERRIDES": " ".join(m.python.overrides),
         # Final-stage metadata (labels and /opt/gracectl/image.json).
         "RELEASE": rel.name,
         "IMAGE_TITLE": rel.image,
@@ -254,9 +263,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "PIN_TRITON_KERNELS": _pin(mirror, src.triton_kernels),
         "PIN_FLASH_ATTN": _pin(mirror, src.flash_attn),
         "PIN_FLASHMLA": _pin(mirror, src.flashmla),
-        "PIN_CUTLASS": _pin(mirror, src.cutlass),
-        "PIN_QUTLASS": _pin(mirror, src.qutlass),
         "PIN_DEEPGEMM": _pin(mirror, src.deepgemm),
+        "PIN_CMAKE": " ".join(f"{name}={_pin(mirror, s)}" for name, s in sorted(src.cmake.items())),
     }
     labels = {
         "org.opencontainers.image.title": rel.image,
@@ -282,9 +290,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "io.gracectl.pin.triton_kernels": build_args["PIN_TRITON_KERNELS"],
         "io.gracectl.pin.flash_attn": build_args["PIN_FLASH_ATTN"],
         "io.gracectl.pin.flashmla": build_args["PIN_FLASHMLA"],
-        "io.gracectl.pin.cutlass": build_args["PIN_CUTLASS"],
-        "io.gracectl.pin.qutlass": build_args["PIN_QUTLASS"],
         "io.gracectl.pin.deepgemm": build_args["PIN_DEEPGEMM"],
+        "io.gracectl.pin.cmake": build_args["PIN_CMAKE"],
     }
 
     stages = {name: [d.format(mode=rel.triton_kernels, vllm_build=vllm_build) for d in deps]
@@ -301,6 +308,9 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
                  for k, v in torch_pins.items() if v != getattr(m.torch, k)]
     if not build_args["FLASHINFER_CUBINS_URL"]:
         standins.append(f"flashinfer.cubins_url: {m.flashinfer.cubins_url} (not fetched: {mirror.standin_reason})")
+    final_stages = stage_closure(stages, FINAL_STAGE)
+    empty_stages = [s for s, empty in (("build-deepgemm", not src.deepgemm), ("build-cmake-sources", not src.cmake))
+                    if empty and s in final_stages]
     return Plan(
         release=rel.name,
         platform=rel.platform,
@@ -309,7 +319,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         target=FINAL_STAGE,
         build_args=build_args,
         stages=stages,
-        final_stages=stage_closure(stages, FINAL_STAGE),
+        final_stages=final_stages,
         labels=labels,
         moving_tag=f"{prefix}{rel.image}:{tag}",
         build_tag=f"{prefix}{rel.image}:{tag}-b{overrides.build_number}-{commit[:7]}",
@@ -319,6 +329,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         build_network=mirror.build_network,
         unpinned=unpinned,
         standins=standins,
+        empty_stages=empty_stages,
     )
 
 

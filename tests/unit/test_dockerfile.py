@@ -46,9 +46,18 @@ def test_stage_graph_is_the_plans():
 
 
 def test_one_stage_per_component():
-    for stage in ("build-triton", "build-triton-kernels", "build-flash-attn", "build-flashmla", "build-cutlass",
-                  "build-qutlass", "build-deepgemm", "build-vllm"):
+    for stage in ("build-triton", "build-triton-kernels", "build-flash-attn", "build-flashmla", "build-cmake-sources",
+                  "build-deepgemm", "build-vllm"):
         assert stage in DF.stages
+    # The release's own set of cmake sources is data (CMAKE_SOURCES), not one stage each.
+    assert not {"build-cutlass", "build-qutlass"} & set(DF.stages)
+
+
+def test_header_lists_every_stage():
+    header = TEXT[:TEXT.index("\nARG ")]
+    for stage in DF.stages:
+        if not stage.startswith(("vllm-from-", "triton-kernels-")):
+            assert f"#   {stage} " in header, f"the header comment lacks {stage}"
 
 
 @pytest.mark.parametrize("release", ["v0.19.0-tfa", "v0.19.0"])
@@ -86,8 +95,10 @@ def test_final_image_takes_triton_kernels_only_in_the_tfa_release():
     assert "triton-kernels-vendored" not in tfa.final_stages
     assert "triton-kernels-vendored" in fallback.final_stages
     assert "triton-kernels-site-packages" not in fallback.final_stages
-    # Both releases still build triton_kernels' source: vLLM's build vendors it (TRITON_KERNELS_SRC_DIR).
-    assert "build-triton-kernels" in fallback.final_stages
+    # build-triton-kernels only feeds the site-packages wheel: the copy vLLM vendors is a cmake source of its own.
+    assert "build-triton-kernels" not in fallback.final_stages
+    assert "build-cmake-sources" in fallback.final_stages
+    assert "TRITON_KERNELS_SRC_DIR|" in fallback.build_args["CMAKE_SOURCES"]
 
 
 def test_final_stage_installs_the_choice_into_the_pinned_pythons_venv():
@@ -120,13 +131,56 @@ def test_final_stage_installs_the_choice_into_the_pinned_pythons_venv():
 
 def test_vllm_build_fetches_nothing_itself():
     # Every source vLLM's cmake would fetch comes from a pinned stage (tests/integration/test_vllm_sources.py
-    # checks this list against vLLM's real cmake files), and any other fetch fails the build.
+    # checks the manifest's list against vLLM's real cmake files), and any other fetch fails the build.
     step = next(r for r in DF.stages["build-vllm"].runs if "pip wheel" in r)
-    for env in ("TRITON_KERNELS_SRC_DIR=", "VLLM_FLASH_ATTN_SRC_DIR=", "FLASH_MLA_SRC_DIR=", "VLLM_CUTLASS_SRC_DIR=",
-                "QUTLASS_SRC_DIR="):
+    for env in ("VLLM_FLASH_ATTN_SRC_DIR=", "FLASH_MLA_SRC_DIR="):
         assert env in step
+    # Every cmake source: exported as <ENV>=/deps/cmake/<ENV> from build-cmake-sources, before the build.
+    assert "from=build-cmake-sources,source=/src/cmake,target=/deps/cmake" in step
+    assert 'for dir in /deps/cmake/*; do' in step and 'export "${dir##*/}=${dir}"' in step
+    assert step.index('export "${dir##*/}') < step.index("pip wheel")
     assert 'CMAKE_ARGS="-DFETCHCONTENT_FULLY_DISCONNECTED=ON"' in step
     assert "--no-build-isolation" in step
+    # build-vllm no longer takes triton_kernels from build-triton-kernels (that stage feeds site-packages only).
+    assert "build-triton-kernels" not in step
+
+
+def test_cmake_sources_stage_fetches_each_entry_into_its_env_dir():
+    fetch = DF.stages["build-cmake-sources"]
+    assert fetch.base == "build-base" and len(fetch.runs) == 1
+    run = fetch.runs[0]
+    assert "IFS='|' read -r env repo ref subdir" in run and "|| exit 1" in run  # a failed fetch fails the loop
+    assert 'fetch-source "$repo" "$ref" "/src/cmake/$env"' in run
+    assert 'mv "/tmp/$env/$subdir" "/src/cmake/$env"' in run
+    entries = [e.split("|") for e in plan("v0.19.0-tfa").build_args["CMAKE_SOURCES"].split()]
+    assert {e[0]: e[3] for e in entries} == {"VLLM_CUTLASS_SRC_DIR": "", "QUTLASS_SRC_DIR": "",
+                                            "TRITON_KERNELS_SRC_DIR": "python/triton_kernels/triton_kernels"}
+    assert all(len(e) == 4 for e in entries)
+
+
+def test_cmake_sources_stage_runs_the_way_the_dockerfile_says(tmp_path):
+    # The stage's shell loop, run with a fake fetch-source: every entry lands in its ENV directory, a subdir
+    # entry as that subdirectory with the fetched commit, and an empty list is an empty directory.
+    run = DF.stages["build-cmake-sources"].runs[0]
+    script = run.replace("/src/cmake", str(tmp_path / "cmake")).replace('"/tmp/$env', f'"{tmp_path}/tmp-$env')
+    fake = tmp_path / "bin" / "fetch-source"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/bash\nmkdir -p "$3/python/pkg/inner" && echo "$1@$2" > "$3/.fetched-commit"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin",
+           "CMAKE_SOURCES": "A_SRC_DIR|git://x/a.git|v1.0| B_SRC_DIR|git://x/b.git|" + "b" * 40 + "|python/pkg"}
+    subprocess.run(["bash", "-o", "pipefail", "-c", script], check=True, env=env, capture_output=True)
+    assert (tmp_path / "cmake" / "A_SRC_DIR" / ".fetched-commit").read_text() == "git://x/a.git@v1.0\n"
+    assert (tmp_path / "cmake" / "B_SRC_DIR" / "inner").is_dir()
+    assert (tmp_path / "cmake" / "B_SRC_DIR" / ".fetched-commit").is_file()
+    fake.write_text("#!/bin/bash\nexit 3\n")
+    failed = subprocess.run(["bash", "-o", "pipefail", "-c", script], env={**env, "CMAKE_SOURCES": "C_SRC_DIR|r|v1|"},
+                            capture_output=True)
+    assert failed.returncode != 0
+    empty = subprocess.run(["bash", "-o", "pipefail", "-c", script.replace(str(tmp_path / "cmake"),
+                                                                           str(tmp_path / "none"))],
+                           env={**env, "CMAKE_SOURCES": ""}, capture_output=True)
+    assert empty.returncode == 0 and not any((tmp_path / "none").iterdir())
 
 
 def test_vllm_build_is_release_with_the_manifests_parallelism():
@@ -141,7 +195,8 @@ def test_vllm_build_is_release_with_the_manifests_parallelism():
 
 def test_built_wheels_are_checked_for_what_optional_steps_drop():
     vllm_step = next(r for r in DF.stages["build-vllm"].runs if "pip wheel" in r)
-    assert "check-wheel /wheels/vllm vllm/third_party/triton_kernels/matmul_ogs.py" in vllm_step
+    # __init__.py: the triton_kernels vendored by different releases have no other module in common.
+    assert "check-wheel /wheels/vllm vllm/third_party/triton_kernels/__init__.py" in vllm_step
     assert "vllm/transformers_utils/chat_templates/*.jinja" in vllm_step
     # The vLLM source keeps its shallow .git for setuptools-scm's file finder.
     assert any(r.startswith('fetch-source --keep-git "$VLLM_REPO"') for r in DF.stages["build-vllm"].runs)
@@ -177,11 +232,25 @@ def test_final_image_keeps_what_runtime_jit_and_serving_need_but_no_build_cache(
 
 def test_final_image_installs_flashinfer_jit_cache_and_deepgemm():
     install = next(r for r in DF.stages[FINAL_STAGE].runs if "uv pip install" in r)
-    assert '"flashinfer-jit-cache==${FLASHINFER_VERSION}"' in install
-    assert '--extra-index-url "${FLASHINFER_INDEX_URL}"' in install
-    assert "/wheels/deepgemm/*.whl" in install
+    # The JIT cache and its index only when the release names one (FLASHINFER_INDEX_URL non-empty).
+    assert ('if [ -n "${FLASHINFER_INDEX_URL}" ]; then jit_cache=(--extra-index-url "${FLASHINFER_INDEX_URL}" '
+            '"flashinfer-jit-cache==${FLASHINFER_VERSION}")') in " ".join(install.split())
+    assert '"${jit_cache[@]}"' in install
+    # DeepGEMM through its requirements file, empty when the release has no DeepGEMM wheel (never a glob).
+    assert "-r /wheels/deepgemm/install.txt" in install and "/wheels/deepgemm/*.whl" not in install
+    deepgemm = DF.stages["build-deepgemm"].runs[-1]
+    assert deepgemm.index("touch /wheels/deepgemm/install.txt") < deepgemm.index('if [ -n "$DEEPGEMM_REF" ]')
+    assert "> /wheels/deepgemm/install.txt" in deepgemm
     assert any("flashinfer-prefetch.py" in r and 'FLASHINFER_CUBINS_REPOSITORY="${FLASHINFER_CUBINS_URL}"' in r
                for r in DF.stages[FINAL_STAGE].runs)
+
+
+def test_release_overrides_are_a_uv_override_file():
+    install = next(r for r in DF.stages[FINAL_STAGE].runs if "uv pip install" in r)
+    assert """tr ' ' '\\n' <<< "${PIP_OVERRIDES}" > /tmp/uv-overrides.txt""" in install
+    assert "--override /tmp/uv-overrides.txt" in install
+    assert install.index("> /tmp/uv-overrides.txt") < install.index("uv pip install")
+    assert DF.arg_defaults()["PIP_OVERRIDES"] == "" == plan("v0.19.0-tfa").build_args["PIP_OVERRIDES"]
 
 
 def test_torch_comes_from_the_torch_index():

@@ -14,10 +14,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "gracectl"
 FLOORS = [
     ("ground", ["gracectl.errors", "gracectl.ci", "gracectl.image_ref"]),
     ("adapters", ["gracectl.adapters"]),
-    ("inputs", ["gracectl.manifest", "gracectl.mirrors"]),
+    ("inputs", ["gracectl.manifest", "gracectl.mirrors", "gracectl.upstream"]),
     ("plan and records", ["gracectl.plan", "gracectl.records"]),
     ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
-              "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom"]),
+              "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom",
+              "gracectl.release_train"]),
     ("pipeline", ["gracectl.pipeline"]),
     ("node checks", ["gracectl.doctor"]),
     ("test bed", ["gracectl.testbed"]),

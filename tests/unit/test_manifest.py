@@ -16,10 +16,13 @@ FACTS_PINS = {  # as vLLM v0.19.0's cmake files and docker/Dockerfile pin them (
     "flash_attn": "29210221863736a08f71a866459e368ad1ac4a95",
     "flashmla": "692917b1cda61b93ac9ee2d846ec54e75afe87b1",
     "triton_kernels": "v3.6.0",
-    "cutlass": "v4.2.1",
-    "qutlass": "830d2c4537c7396e14a02a46fbddd18b5d107c65",
+    "cmake.cutlass": "v4.2.1",
+    "cmake.qutlass": "830d2c4537c7396e14a02a46fbddd18b5d107c65",
+    "cmake.triton_kernels": "v3.6.0",
     "deepgemm": "477618cd51baffca09c4b0b87e97c03fe827ef03",
 }
+CMAKE_ENVS = {"cutlass": ("VLLM_CUTLASS_SRC_DIR", ""), "qutlass": ("QUTLASS_SRC_DIR", ""),
+              "triton_kernels": ("TRITON_KERNELS_SRC_DIR", "python/triton_kernels/triton_kernels")}
 
 
 def test_shipped_releases():
@@ -37,8 +40,11 @@ def test_shipped_releases():
         assert m.build.cmake_build_type == "Release" and m.build.max_jobs // m.build.nvcc_threads == 33
         assert m.sources.triton_kernels.repo == m.sources.triton.repo
         assert m.sources.triton_kernels.subdir == "python/triton_kernels"
-        for name, ref in FACTS_PINS.items():
-            assert getattr(m.sources, name).ref == ref
+        assert {k: v.ref for k, v in m.sources.pinned().items() if k != "vllm" and k != "triton"} == FACTS_PINS
+        assert {k: (s.env, s.subdir) for k, s in m.sources.cmake.items()} == CMAKE_ENVS
+        assert m.flashinfer.jit_cache_index_url and not m.python.overrides and not m.torch.cuda_build_on_index
+    # The fallback says only what differs ([release]); everything else is its tfa twin's.
+    assert fallback.model_dump(exclude={"release", "extends"}) == tfa.model_dump(exclude={"release", "extends"})
 
 
 def write(tmp_path: Path, text: str, name: str = "v0.19.0-tfa") -> Path:
@@ -55,13 +61,35 @@ def write(tmp_path: Path, text: str, name: str = "v0.19.0-tfa") -> Path:
         (lambda t: t.replace('ref = "29210221863736a08f71a866459e368ad1ac4a95"', 'ref = "2921022"'),
          "sources.flash_attn.ref", "40-hex"),
         (lambda t: t.replace('version = "2.10.0+cu129"\n', ''), "torch.version", "Field required"),
-        # A public version alone could resolve to a CPU build: the local version (+cuNNN) is required.
-        (lambda t: t.replace('version = "2.10.0+cu129"', 'version = "2.10.0"'), "torch.version", "should match"),
+        # A public version alone could resolve to a CPU build: the local version (+cuNNN) is required unless
+        # the index's wheel is the CUDA build (torch.cuda_build_on_index).
+        (lambda t: t.replace('version = "2.10.0+cu129"', 'version = "2.10.0"'), "(top level)",
+         "torch.version: '2.10.0' has no +cuNNN local version"),
+        (lambda t: t.replace('version = "2.10.0+cu129"', 'version = "2.10.0-cuda"'), "torch.version",
+         "should match"),
         (lambda t: t.replace('torchaudio = "2.10.0+cu129"', 'torchaudio = "2.10.0+cu130"'), "(top level)",
          "does not match cuda.version 12.9"),
         (lambda t: t.replace('cmake_build_type = "Release"', 'cmake_build_type = "Fast"'), "build.cmake_build_type",
          "Release"),
-        (lambda t: t.replace('[sources.qutlass]', '[sources.other]'), "sources.qutlass", "Field required"),
+        (lambda t: t.replace('[sources.flashmla]', '[sources.other]'), "sources.flashmla", "Field required"),
+        # The old shape's top-level sources.qutlass is no key any more: cmake sources live in sources.cmake.
+        (lambda t: t.replace('[sources.deepgemm]', '[sources.qutlass]\nrepo = "https://github.com/IST-DASLab/'
+                             'qutlass.git"\nref = "v1.0.0"\n\n[sources.deepgemm]'), "sources.qutlass", "unknown key"),
+        (lambda t: t.replace('env = "QUTLASS_SRC_DIR"\n', ''), "sources.cmake.qutlass.env", "Field required"),
+        (lambda t: t.replace('env = "QUTLASS_SRC_DIR"', 'env = "QUTLASS_DIR"'), "sources.cmake.qutlass.env",
+         "should match"),
+        (lambda t: t.replace('[sources.cmake.qutlass]', '[sources.cmake.Qutlass]'), "sources.cmake.Qutlass.[key]",
+         "should match"),
+        (lambda t: t.replace('env = "QUTLASS_SRC_DIR"', 'env = "QUTLASS_SRC_DIR"\nflavour = "x"'),
+         "sources.cmake.qutlass.flavour", "unknown key"),
+        (lambda t: t.replace('index_url = "https://pypi.org/simple"',
+                             'index_url = "https://pypi.org/simple"\noverrides = ["flashinfer-python==0.7.4"]'),
+         "(top level)", "python.overrides: flashinfer-python==0.7.4 needs its reason in [provenance]"),
+        (lambda t: t.replace('index_url = "https://pypi.org/simple"',
+                             'index_url = "https://pypi.org/simple"\noverrides = ["flashinfer-python>=0.7.4"]'),
+         "python.overrides.0", "should match"),
+        (lambda t: t.replace('jit_cache_index_url = "https://flashinfer.ai/whl/cu129"', 'jit_cache_index_url = "x"'),
+         "flashinfer.jit_cache_index_url", "should match"),
         (lambda t: t.replace('digest = ""', 'digest = "sha256:abc"', 1), "base.build.digest", "sha256"),
         (lambda t: t.replace('platform = "linux/arm64"', 'platform = "linux/s390x"'), "release.platform", "linux/arm64"),
         (lambda t: t.replace('subdir = "python/triton_kernels"', 'subdir = "../etc"'), "sources.triton_kernels.subdir",
@@ -81,6 +109,57 @@ def test_bad_manifest_is_one_line_naming_file_and_field(tmp_path, mutate, field,
     assert msg.startswith(f"{path}: {field}:"), msg
     assert words in msg
     assert ManifestError.exit_code == 2
+
+
+def test_cmake_sources_are_the_releases_own_set_and_deepgemm_is_optional(tmp_path):
+    text = GOOD.replace('[sources.cmake.qutlass]', '[sources.cmake.deepselect]').replace(
+        'ref = "830d2c4537c7396e14a02a46fbddd18b5d107c65"\nenv = "QUTLASS_SRC_DIR"',
+        'ref = "' + "d" * 40 + '"\nenv = "DEEPSELECT_SRC_DIR"')
+    text = text.replace('[sources.deepgemm]\nrepo = "https://github.com/deepseek-ai/DeepGEMM.git"\n'
+                        'ref = "477618cd51baffca09c4b0b87e97c03fe827ef03"\n', '')
+    m = load_release(str(write(tmp_path, text)))
+    assert m.sources.deepgemm is None
+    assert list(m.sources.pinned()) == ["vllm", "triton", "triton_kernels", "flash_attn", "flashmla",
+                                        "cmake.cutlass", "cmake.deepselect", "cmake.triton_kernels"]
+    assert m.sources.cmake["deepselect"].env == "DEEPSELECT_SRC_DIR"
+
+
+def test_torch_public_version_only_where_the_index_has_the_cuda_build(tmp_path):
+    text = GOOD.replace('+cu129"', '"').replace(
+        'index_url = "https://download.pytorch.org/whl/cu129"',
+        'index_url = "https://pypi.org/simple"\ncuda_build_on_index = true')
+    m = load_release(str(write(tmp_path, text)))
+    assert (m.torch.version, m.torch.public_version, m.torch.cuda_build_on_index) == ("2.10.0", "2.10.0", True)
+
+
+def test_overrides_with_their_reason_and_no_jit_cache(tmp_path):
+    text = GOOD.replace('index_url = "https://pypi.org/simple"',
+                        'index_url = "https://pypi.org/simple"\noverrides = ["flashinfer-python==0.7.4"]').replace(
+        'jit_cache_index_url = "https://flashinfer.ai/whl/cu129"\n', '')
+    text += '"python.overrides.flashinfer-python" = "override: 0.7.3 is not on the index"\n'
+    m = load_release(str(write(tmp_path, text)))
+    assert m.python.overrides == ["flashinfer-python==0.7.4"] and m.flashinfer.jit_cache_index_url == ""
+
+
+def test_extends_merges_the_parent_and_refuses_a_missing_one_or_a_chain(tmp_path):
+    write(tmp_path, GOOD)
+    fallback = (releases_dir() / "v0.19.0.toml").read_text()
+    child = write(tmp_path, fallback + '\n[build]\nmax_jobs = 8\n', name="v0.19.0")
+    m = load_release(str(child))
+    assert m.release.name == "v0.19.0" and m.release.triton_kernels == "vendored"
+    assert m.build.max_jobs == 8 and m.build.nvcc_threads == 2  # table by table: the parent's other keys stay
+    assert m.sources.cmake["triton_kernels"].env == "TRITON_KERNELS_SRC_DIR"
+    missing = write(tmp_path, fallback.replace('extends = "v0.19.0-tfa"', 'extends = "v0.18.0-tfa"'), name="v0.19.0")
+    with pytest.raises(ManifestError) as exc:
+        load_release(str(missing))
+    assert "\n" not in str(exc.value) and "v0.18.0-tfa.toml: no such file" in str(exc.value)
+    write(tmp_path, fallback.replace('name = "v0.19.0"', 'name = "v0.19.1"'), name="v0.19.1")
+    chain = write(tmp_path, fallback.replace('extends = "v0.19.0-tfa"', 'extends = "v0.19.1"'), name="v0.19.0")
+    with pytest.raises(ManifestError, match="extends 'v0.19.0-tfa' itself"):
+        load_release(str(chain))
+    itself = write(tmp_path, fallback.replace('extends = "v0.19.0-tfa"', 'extends = "v0.19.0"'), name="v0.19.0")
+    with pytest.raises(ManifestError, match="must name another release"):
+        load_release(str(itself))
 
 
 def test_not_toml(tmp_path):

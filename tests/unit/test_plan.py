@@ -56,8 +56,8 @@ def test_cli_plan_wheel_mode_names_the_stages_it_does_not_build():
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
     assert p["build_args"]["VLLM_BUILD"] == "wheel" and p["labels"]["io.gracectl.vllm-build"] == "wheel"
-    assert set(p["not_built"]) >= {"build-vllm", "build-flash-attn", "build-flashmla", "build-cutlass",
-                                   "build-qutlass", "vllm-from-source"}
+    assert set(p["not_built"]) >= {"build-vllm", "build-flash-attn", "build-flashmla", "build-cmake-sources",
+                                   "vllm-from-source"}
     bad = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0", "--vllm-build", "egg"],
                          capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     assert bad.returncode == 2 and "--vllm-build must be one of source, wheel" in bad.stderr
@@ -177,7 +177,7 @@ def test_wheel_mode_skips_the_source_build_stages_and_keeps_triton_kernels_choic
     src = make_plan(m, commit="0" * 40)
     whl = make_plan(m, commit="0" * 40, overrides=Overrides(vllm_build="wheel"))
     assert src.build_args["VLLM_BUILD"] == "source"  # the manifest's default
-    for stage in ("build-vllm", "build-flash-attn", "build-flashmla", "build-cutlass", "build-qutlass"):
+    for stage in ("build-vllm", "build-flash-attn", "build-flashmla", "build-cmake-sources"):
         assert stage in src.final_stages and stage not in whl.final_stages
     # the tfa release still installs triton_kernels into site-packages, and DeepGEMM is still built
     for stage in ("triton-kernels-site-packages", "build-triton-kernels", "build-deepgemm", "vllm-from-wheel"):
@@ -186,10 +186,10 @@ def test_wheel_mode_skips_the_source_build_stages_and_keeps_triton_kernels_choic
 
 
 def test_manifest_build_mode_is_read_and_a_commit_has_no_official_wheel(tmp_path):
-    text = (REPO / "releases" / "v0.19.0.toml").read_text().replace(
-        'ref = "v0.19.0"\n', 'ref = "v0.19.0"\nbuild = "wheel"\n', 1)
+    # The fallback extends the tfa manifest: it says only what differs, here its vLLM build mode.
+    (tmp_path / "v0.19.0-tfa.toml").write_text((REPO / "releases" / "v0.19.0-tfa.toml").read_text())
     path = tmp_path / "v0.19.0.toml"
-    path.write_text(text)
+    path.write_text((REPO / "releases" / "v0.19.0.toml").read_text() + '\n[sources.vllm]\nbuild = "wheel"\n')
     m = load_manifest(path)
     assert m.sources.vllm.build == "wheel"
     assert make_plan(m, commit="0" * 40).build_args["VLLM_BUILD"] == "wheel"
@@ -210,3 +210,87 @@ def test_mirror_versions_map_the_torch_pins_and_the_plan_names_them_standin():
     assert p.build_args["FLASHINFER_CUBINS_URL"] == ""
     assert any(s.startswith("torch.version: 2.10.0+cu129 -> 2.10.0 (STAND-IN: CPU torch)") for s in p.standins)
     assert any(s.startswith("flashinfer.cubins_url:") for s in p.standins)
+
+
+def cmake_manifest(tmp_path, extra: str = "", **replace: str):
+    """v0.19.0-tfa with sources.cmake = {cutlass, deepselect}, and `replace` applied to its text."""
+    text = (REPO / "releases" / "v0.19.0-tfa.toml").read_text()
+    text = text[:text.index("[sources.cmake.cutlass]")] + (
+        '[sources.cmake.cutlass]\nrepo = "https://github.com/NVIDIA/cutlass.git"\nref = "v4.2.1"\n'
+        'env = "VLLM_CUTLASS_SRC_DIR"\n\n'
+        '[sources.cmake.deepselect]\nrepo = "https://github.com/example/DeepSelect.git"\nref = "' + "d" * 40 + '"\n'
+        'env = "DEEPSELECT_SRC_DIR"\nsubdir = "csrc"\n\n' + extra)
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "v0.19.0-tfa.toml"
+    path.write_text(text)
+    return load_manifest(path)
+
+
+def test_cmake_sources_are_the_manifests_own_set(tmp_path):
+    m = cmake_manifest(tmp_path)
+    mirror = Mirror(repos={"https://github.com/example/DeepSelect.git": "git://127.0.0.1/ds.git"},
+                    refs={"v4.2.1": "c" * 40})
+    p = make_plan(m, mirror=mirror, commit=COMMIT)
+    assert p.build_args["CMAKE_SOURCES"] == (
+        "VLLM_CUTLASS_SRC_DIR|https://github.com/NVIDIA/cutlass.git|" + "c" * 40 + "| "
+        "DEEPSELECT_SRC_DIR|git://127.0.0.1/ds.git|" + "d" * 40 + "|csrc")
+    assert p.labels["io.gracectl.pin.cmake"] == p.build_args["PIN_CMAKE"] == (
+        "cutlass=https://github.com/NVIDIA/cutlass.git@" + "c" * 40 + " deepselect=git://127.0.0.1/ds.git@" + "d" * 40)
+    assert "sources.cmake.cutlass: https://github.com/NVIDIA/cutlass.git@v4.2.1 (tag, no commit)" in p.unpinned
+    assert not any("deepselect" in u for u in p.unpinned)  # pinned by commit
+    # The wheel mode references none of them.
+    whl = make_plan(m, mirror=mirror, commit=COMMIT, overrides=Overrides(vllm_build="wheel"))
+    assert "build-cmake-sources" not in whl.final_stages
+
+
+def test_no_deepgemm_wheel_builds_nothing_and_passes_empty_args(tmp_path):
+    m = cmake_manifest(tmp_path, **{'[sources.deepgemm]\nrepo = "https://github.com/deepseek-ai/DeepGEMM.git"\n'
+                                    'ref = "477618cd51baffca09c4b0b87e97c03fe827ef03"\n': ""})
+    assert m.sources.deepgemm is None and "deepgemm" not in m.sources.pinned()
+    p = make_plan(m, commit=COMMIT)
+    assert p.build_args["DEEPGEMM_REF"] == p.build_args["DEEPGEMM_REPO"] == p.build_args["PIN_DEEPGEMM"] == ""
+    assert p.labels["io.gracectl.pin.deepgemm"] == ""
+    assert "build-deepgemm" in p.final_stages and "build-deepgemm" in p.to_dict()["not_built"]
+    assert "build-deepgemm" not in make_plan(load_release("v0.19.0-tfa"), commit=COMMIT).to_dict()["not_built"]
+
+
+def test_empty_jit_cache_index_and_overrides_are_passed_through(tmp_path):
+    extra = ('[provenance]\n"python.overrides.flashinfer-python" = "override: 0.7.3 is not on the index"\n'
+             '"python.overrides.foo" = "override: a test"\n')
+    m = cmake_manifest(tmp_path, extra, **{
+        'jit_cache_index_url = "https://flashinfer.ai/whl/cu129"\n': 'jit_cache_index_url = ""\n',
+        'index_url = "https://pypi.org/simple"\n': 'index_url = "https://pypi.org/simple"\n'
+                                                   'overrides = ["flashinfer-python==0.7.4", "foo==1.0"]\n'})
+    mirror = Mirror(indexes={"https://flashinfer.ai/whl/cu129": "http://127.0.0.1/simple"})
+    p = make_plan(m, mirror=mirror, commit=COMMIT)
+    assert p.build_args["FLASHINFER_INDEX_URL"] == ""
+    assert p.build_args["PIP_OVERRIDES"] == "flashinfer-python==0.7.4 foo==1.0"
+    cmd, _ = p.build_command("docker")
+    assert "FLASHINFER_INDEX_URL=" in cmd and "PIP_OVERRIDES=flashinfer-python==0.7.4 foo==1.0" in cmd
+
+
+def test_testbed_mirror_leaves_repos_without_a_standin_unmapped(tmp_path, monkeypatch):
+    # A release whose sources include repositories the test bed has no stand-in for (a later vLLM's DeepSelect)
+    # and no flashinfer-jit-cache: the mirror file maps what it can; such a release is built there as a wheel.
+    from gracectl.testbed.mirror_file import REAL, STANDIN, write_mirror
+    from gracectl.testbed.standins import STANDIN_REPOS
+    from gracectl.testbed.state import State
+
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    cmake_manifest(releases, **{'jit_cache_index_url = "https://flashinfer.ai/whl/cu129"\n': '', '+cu129"': '"',
+                                'index_url = "https://download.pytorch.org/whl/cu129"':
+                                'index_url = "https://pypi.org/simple"\ncuda_build_on_index = true'})
+    monkeypatch.setenv("GRACECTL_RELEASES_DIR", str(releases))
+    st = State(registry_port=5200, git_port=9618, index_port=5280, proxy_port=5290)
+    st.repos = {url: {"commit": "c" * 40} for url in STANDIN_REPOS}
+    for stack in (STANDIN, REAL):
+        mirror = load_mirror(write_mirror(st, tmp_path / f"{stack}.toml", stack))
+        assert "https://github.com/example/DeepSelect.git" not in mirror.repos and "" not in mirror.indexes
+        p = make_plan(load_release("v0.19.0-tfa", releases), mirror=mirror, commit=COMMIT,
+                      overrides=Overrides(vllm_build="wheel"))
+        assert p.build_args["FLASHINFER_INDEX_URL"] == ""
+        assert not mirror.versions and p.build_args["TORCH_VERSION"] == "2.10.0"  # only +cuNNN pins are mapped
+        assert p.build_args["VLLM_REPO"].startswith("git://127.0.0.1:9618/")

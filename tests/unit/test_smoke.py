@@ -26,6 +26,10 @@ SUITE = REPO / "smoke_tests"
 sys.path.insert(0, str(SUITE))
 import triton_kernels_contract as tkc  # noqa: E402  (lives in the suite: it runs inside the image)
 
+# No vLLM in these runs: the contract is derived from the test bed's stand-in vLLM (vLLM 0.19.0's imports).
+STANDIN_VLLM = REPO / "scripts" / "testbed" / "standins" / "vllm" / "vllm"
+STANDIN_NEEDS = tkc.required(tkc.derive_contract(STANDIN_VLLM), "3.6")
+
 
 # ---------------------------------------------------------------------------- command lines
 
@@ -241,7 +245,7 @@ def wrap_torch_tensor(*a):
 FAKE_MODULES = {
     "__init__.py": "",
     "swiglu.py": "",
-    "matmul_ogs.py": "".join(f"class {n}: pass\n" for n in tkc.VLLM_IMPORTS["matmul_ogs"]),
+    "matmul_ogs.py": "".join(f"class {n}: pass\n" for n in STANDIN_NEEDS["matmul_ogs"]),
     "tensor.py": FAKE_TENSOR_PY,
     "topk.py": "from triton_kernels.tensor import SparseMatrix\ndef topk(): pass\n",
     "numerics.py": "class InFlexData: pass\n",
@@ -277,7 +281,7 @@ def test_make_stale_copy_drops_only_sparse_matrix(fake_triton_kernels, tmp_path)
 def run_contract_tests(site: Path, expect: dict, tmp_path: Path, *, stale: bool) -> subprocess.CompletedProcess:
     expect_json = tmp_path / "expect.json"
     expect_json.write_text(json.dumps(expect))
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    env = {**os.environ, "PYTHONPATH": str(site), tkc.CONTRACT_ENV: str(STANDIN_VLLM)}
     env.pop(tkc.PLANT_STALE_ENV, None)
     if stale:
         env[tkc.PLANT_STALE_ENV] = "1"

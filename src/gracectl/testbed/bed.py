@@ -27,7 +27,7 @@ from gracectl.testbed import host
 from gracectl.testbed.base_images import BaseImages
 from gracectl.manifest import load_release, release_names
 from gracectl.testbed.mirror_file import REAL, STANDIN, write_mirror
-from gracectl.testbed.upstream import vllm_sdist, vllm_wheel
+from gracectl.testbed.upstream import vendored_triton_kernels, vllm_sdist
 from gracectl.testbed.processes import HOST, http_ok, pid_alive, start_daemon, stop_pid
 from gracectl.testbed.progress import say, step
 from gracectl.testbed.registry_server import RegistryServer
@@ -102,12 +102,17 @@ class Testbed:
             self.start_index()
         with step(f"caching PyPI proxy on {st.proxy_url}"):
             self.start_proxy()
-        versions = sorted({load_release(n).sources.vllm.ref.removeprefix("v") for n in release_names()})
-        with step("upstream vLLM source release"):
+        manifests = [load_release(n) for n in release_names()]
+        versions = sorted({m.sources.vllm.ref.removeprefix("v") for m in manifests})
+        with step("upstream vLLM source releases"):
             for version in versions:
                 vllm_sdist(self.root, version)
-        with step("real stack: Triton's triton_kernels from the official vLLM wheel (through the proxy)"):
-            self.standins.make_real_triton(vllm_wheel(self.root, versions[-1], st.proxy_url))
+        with step("real stack: the triton_kernels each release's official vLLM wheel vendors"):
+            # tag (the release's cmake pin) -> the tree; a tfa pin no wheel vendors (v3.8.0) is not here.
+            trees = {m.sources.cmake["triton_kernels"].ref: vendored_triton_kernels(self.root, version)
+                     for m in manifests if "triton_kernels" in m.sources.cmake
+                     for version in [m.sources.vllm.ref.removeprefix("v")]}
+            self.standins.make_real_triton(trees)
         self.write_mirror()
         st.save(self.root)
         say(f"test bed up in {time.monotonic() - start:.1f}s; mirror file {self.mirror_path}")

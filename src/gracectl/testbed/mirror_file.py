@@ -38,22 +38,30 @@ def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
         images[m.base.runtime.ref] = state.base_image("runtime-base")
         packages.update({p: "" for p in m.cuda.runtime_packages})
         for src in m.sources.pinned().values():
+            if src.repo not in STANDIN_REPOS:
+                # No stand-in (a later release's DeepSelect, ...): left unmapped, so the test bed builds such a
+                # release only with the official vLLM wheel (VLLM_BUILD=wheel), which never fetches it.
+                continue
             repos[src.repo] = state.git_url(STANDIN_REPOS[src.repo][0])
-            commit = state.repos[src.repo].get("commit")
+            commit = state.repos.get(src.repo, {}).get("commit")
             if commit and src.pin not in state.repos[src.repo]:
                 refs[src.pin] = commit  # pinned by an upstream commit the stand-in cannot have
+        jit_cache = m.flashinfer.jit_cache_index_url  # empty: the release installs no flashinfer-jit-cache
         if stack == REAL:
             indexes[m.python.index_url] = state.proxy_url
             indexes[m.torch.index_url] = state.proxy_url
-            indexes[m.flashinfer.jit_cache_index_url] = state.flashinfer_index_url
+            if jit_cache:
+                indexes[jit_cache] = state.flashinfer_index_url
             downloads[m.flashinfer.cubins_url] = ""
             for pin in (m.torch.version, m.torch.torchvision, m.torch.torchaudio):
-                versions[pin] = pin.split("+")[0]
+                if "+" in pin:  # a +cuNNN pin of the PyTorch index -> PyPI's CPU build of that public version
+                    versions[pin] = pin.split("+")[0]
             repos[TRITON_URL] = state.git_url(REAL_TRITON_PATH)
         else:
             indexes[m.python.index_url] = state.index_url
             indexes[m.torch.index_url] = state.index_url
-            indexes[m.flashinfer.jit_cache_index_url] = state.index_url
+            if jit_cache:
+                indexes[jit_cache] = state.index_url
             downloads[m.flashinfer.cubins_url] = state.index_url + "/"
     reason = REAL_STANDIN_REASON if stack == REAL else CUDA_STANDIN_REASON
     lines = [f"# Written by `gracectl testbed up`: every upstream input of releases/*.toml -> the test bed ({stack} "

@@ -65,9 +65,10 @@ GIT_ENV = {
 }
 ALT_VLLM_FILE = "vllm/_testbed_change.py"  # the one file the second vLLM commit adds
 
-# The real stack's Triton repository: python/triton_kernels with the REAL triton_kernels v3.6.0 package (taken at
-# set-up time from the official vLLM wheel, which vendors it file for file), a pyproject.toml saying what Triton's
-# says (name, version 1.0.0, numpy and pytest), and the stand-in's tests/ (the real suite is not in the wheel).
+# The real stack's Triton repository: one tagged commit per REAL triton_kernels package the releases' official vLLM
+# wheels vendor (v3.6.0 from 0.19.0's, v3.5.1 from 0.25.0's; taken at set-up time, file for file Triton's), each
+# with a pyproject.toml saying what Triton's says (name, version 1.0.0, numpy and pytest), and the stand-in's tests/
+# (the real suite is not in the wheel). `gracectl release check --mirror mirror-real.toml` reads its trees too.
 REAL_TRITON_PATH = "triton-lang/triton-real.git"
 REAL_TRITON_PYPROJECT = '''# As Triton's python/triton_kernels/pyproject.toml at v3.6.0 (written by the gracectl test bed).
 [build-system]
@@ -132,26 +133,32 @@ class StandIns:
         change = f'"""Test-bed change: {note}"""\nNOTE = {note!r}\n'
         return commit_tree(bare, STANDINS / "vllm", f"stand-in vLLM: {note}", extra={ALT_VLLM_FILE: change})
 
-    def make_real_triton(self, triton_kernels: Path) -> str:
-        """The real stack's Triton repository (tag v3.6.0) around the real triton_kernels package folder."""
+    def make_real_triton(self, trees: dict[str, Path]) -> str:
+        """The real stack's Triton repository: a tagged commit per real triton_kernels package folder
+        ({tag: folder}; oldest tag first, so the newest is HEAD). Returns the commit of v3.6.0 (the tfa pin)."""
         bare = self.git_root / REAL_TRITON_PATH
         stand_in_tests = STANDINS / "triton" / "python" / "triton_kernels" / "tests"
-        fingerprint = hashlib.sha256((tree_hash(triton_kernels) + tree_hash(stand_in_tests)
-                                      + REAL_TRITON_PYPROJECT).encode()).hexdigest()
+        ordered = sorted(trees.items(), key=lambda kv: [int(x) for x in re.findall(r"\d+", kv[0])])
+        fingerprint = hashlib.sha256("".join(tag + tree_hash(tree) for tag, tree in ordered).encode()
+                                     + (tree_hash(stand_in_tests) + REAL_TRITON_PYPROJECT).encode()).hexdigest()
         if self.state.fingerprints.get("real-triton") == fingerprint and bare.is_dir():
             say("real-stack Triton repository up to date")
             return self.state.fingerprints["real-triton-commit"]
         shutil.rmtree(bare, ignore_errors=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            project = Path(tmp) / "python" / "triton_kernels"
-            shutil.copytree(triton_kernels, project / "triton_kernels")
-            shutil.copytree(stand_in_tests, project / "tests")
-            (project / "pyproject.toml").write_text(REAL_TRITON_PYPROJECT)
-            commit = commit_tree(bare, Path(tmp), "real triton_kernels v3.6.0 (from the vLLM 0.19.0 wheel)",
-                                 tag="v3.6.0")
-        self.state.fingerprints.update({"real-triton": fingerprint, "real-triton-commit": commit})
+        commits = {}
+        for tag, triton_kernels in ordered:
+            with tempfile.TemporaryDirectory() as tmp:
+                project = Path(tmp) / "python" / "triton_kernels"
+                shutil.copytree(triton_kernels, project / "triton_kernels")
+                shutil.copytree(stand_in_tests, project / "tests")
+                (project / "pyproject.toml").write_text(REAL_TRITON_PYPROJECT)
+                commits[tag] = commit_tree(bare, Path(tmp), f"real triton_kernels {tag} (from {triton_kernels.parent.name})",
+                                           tag=tag)
+        if "v3.6.0" not in commits:
+            raise TestbedError("no release's vLLM wheel vendors triton_kernels v3.6.0 (the real stack's tfa pin)")
+        self.state.fingerprints.update({"real-triton": fingerprint, "real-triton-commit": commits["v3.6.0"]})
         self.state.save(self.root)
-        return commit
+        return commits["v3.6.0"]
 
     def add_real_triton_commit(self, note: str) -> str:
         """A new commit in the real-stack Triton repository (v3.6.0 plus one file in python/triton_kernels saying

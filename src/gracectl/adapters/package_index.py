@@ -1,0 +1,264 @@
+"""The site's Python package index (PEP 691 JSON simple API, PEP 658 metadata) and uv's resolver.
+
+`gracectl release new/check` read a release's truth from here: the vLLM sdist (its requirements, docker/ and
+cmake/ files and Python source), and the metadata of the wheels it pins (which Triton a torch brings, whether an
+aarch64 torch is the CUDA build). Everything fetched is checked against the sha256 the index publishes and kept in
+a cache folder, so a later `release check --offline` needs no network. uv (a gracectl dependency) resolves a
+requirement set for linux/aarch64 without installing anything.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import io
+import json
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+
+from gracectl.adapters import proc
+from gracectl.errors import CommandFailedError, UpstreamError
+
+JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
+# What `release new/check` read of an sdist: the build files, and vLLM's Python source (the triton_kernels
+# contract is read from it). Tests, docs, csrc (~70% of the archive) are not kept.
+SDIST_KEEP = ("CMakeLists.txt", "cmake/", "setup.py", "use_existing_torch.py", "requirements/", "docker/",
+              "pyproject.toml")
+AARCH64 = "aarch64-unknown-linux-gnu"
+
+
+def normalize(project: str) -> str:
+    return re.sub(r"[-_.]+", "-", project).lower()
+
+
+@dataclass(frozen=True)
+class PackageIndex:
+    url: str  # e.g. https://pypi.org/simple (a site's mirror in production)
+    cache: Path  # folder for index pages, sdists and metadata (outside the clone)
+    offline: bool = False  # only the cache: never the network
+
+    def _get(self, url: str, accept: str = "", timeout: float = 300) -> bytes:
+        if self.offline:
+            raise UpstreamError(f"offline: {url} is not in the cache {self.cache} (run once without --offline)")
+        req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.read()
+        except urllib.error.HTTPError as exc:
+            raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except OSError as exc:
+            raise UpstreamError(f"{url} cannot be reached ({getattr(exc, 'reason', exc)}): check --index-url, or "
+                                "use --offline with a filled cache") from None
+
+    def _cached(self, key: str, fetch) -> bytes:
+        path = self.cache / "index" / key
+        if path.is_file() and (self.offline or not key.endswith(".json")):
+            return path.read_bytes()
+        try:
+            data = fetch()
+        except UpstreamError:
+            if path.is_file():  # an index page: the cached one beats none when the index is down
+                return path.read_bytes()
+            raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return data
+
+    def project(self, name: str) -> dict:
+        """The index's JSON page of a project: {"files": [...], "versions": [...]}."""
+        key = f"{self._host()}/{normalize(name)}.json"
+        data = self._cached(key, lambda: self._get(f"{self.url.rstrip('/')}/{normalize(name)}/", JSON_SIMPLE, 60))
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise UpstreamError(f"{self.url}: the page of {name} is not PEP 691 JSON") from None
+
+    def versions(self, name: str) -> list[str]:
+        page = self.project(name)
+        if page.get("versions"):
+            return list(page["versions"])
+        # An index without PEP 700's list: the versions of its sdists.
+        prefix = f"{name}-"
+        return sorted({f["filename"][len(prefix):-len(".tar.gz")] for f in page["files"]
+                       if f["filename"].startswith(prefix) and f["filename"].endswith(".tar.gz")})
+
+    def _host(self) -> str:
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", self.url.split("://", 1)[-1]).strip("_")
+
+    def _file(self, name: str, filename: str) -> dict:
+        for f in self.project(name)["files"]:
+            if f["filename"] == filename:
+                return f
+        known = ", ".join(self.versions(name)[-8:]) or "none"
+        raise UpstreamError(f"{self.url} has no {filename} (its newest {name} versions: {known})")
+
+    def _download(self, name: str, filename: str, url_suffix: str = "", hash_key: str = "") -> bytes:
+        f = self._file(name, filename)
+        url = urllib.parse.urljoin(f"{self.url.rstrip('/')}/{normalize(name)}/", f["url"]) + url_suffix
+        data = self._cached(f"{self._host()}/files/{filename}{url_suffix}", lambda: self._get(url))
+        want = (f.get(hash_key) or {}).get("sha256") if hash_key else f["hashes"].get("sha256")
+        if want and hashlib.sha256(data).hexdigest() != want:
+            (self.cache / "index" / self._host() / "files" / f"{filename}{url_suffix}").unlink(missing_ok=True)
+            raise UpstreamError(f"{filename}{url_suffix} does not match the sha256 {self.url} publishes for it")
+        return data
+
+    def sdist(self, name: str, version: str) -> Path:
+        """The extracted build files and Python source of <name>-<version>.tar.gz, fetched once."""
+        dest = self.cache / "sdist" / f"{normalize(name)}-{version}"
+        if (dest / ".complete").is_file():
+            return dest
+        filename = f"{name}-{version}.tar.gz"
+        data = self._download(name, filename)
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            members = []
+            for m in tar.getmembers():
+                rel = m.name.split("/", 1)[1] if "/" in m.name else ""
+                if m.isfile() and (rel.startswith(SDIST_KEEP) or (rel.startswith(f"{name}/") and rel.endswith(".py"))):
+                    m.name = rel
+                    members.append(m)
+            tar.extractall(partial, members=members, filter="data")
+        (partial / ".complete").write_text(filename + "\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        partial.rename(dest)
+        return dest
+
+    def _wheel(self, name: str, version: str, platform: str, python: str) -> dict:
+        arch = platform.rsplit("_", 1)[-1]
+        cp = "cp" + python.replace(".", "")
+        prefix = f"{normalize(name).replace('-', '_')}-{version}-"
+        wheels = [f for f in self.project(name)["files"] if f["filename"].lower().startswith(prefix.lower())
+                  and f["filename"].endswith(f"_{arch}.whl") and "linux" in f["filename"]
+                  and (f"-{cp}-" in f["filename"] or "-abi3-" in f["filename"] or "-py3-none-" in f["filename"])]
+        if not wheels:
+            raise UpstreamError(f"{self.url} has no {name} {version} wheel for linux {arch} / Python {python}")
+        return sorted(wheels, key=lambda f: f["filename"])[-1]
+
+    def wheel_files(self, name: str, version: str, prefix: str, platform: str = "manylinux_aarch64",
+                    python: str = "3.12") -> tuple[str, dict[str, bytes]]:
+        """(wheel file name, {path: content}) of the files under `prefix` in the wheel, read with HTTP range
+        requests (e.g. the 41 files of vllm/third_party/triton_kernels/ out of a 385 MB vLLM wheel)."""
+        f = self._wheel(name, version, platform, python)
+        if self.offline:
+            raise UpstreamError(f"offline: reading {f['filename']} needs the index")
+        url = urllib.parse.urljoin(f"{self.url.rstrip('/')}/{normalize(name)}/", f["url"])
+        try:
+            with zipfile.ZipFile(_HttpRangeFile(url)) as wheel:
+                return f["filename"], {n: wheel.read(n) for n in wheel.namelist() if n.startswith(prefix)}
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise UpstreamError(f"cannot read {f['filename']} from {url} ({exc})") from None
+
+    def wheel_metadata(self, name: str, version: str, platform: str, python: str = "3.12") -> tuple[str, Message]:
+        """(wheel file name, its METADATA) for the wheel of name==version that pip would take on `platform`
+        (a wheel tag fragment such as "manylinux_2_28_aarch64" -> any manylinux aarch64 wheel), read through
+        PEP 658 without downloading the wheel."""
+        f = self._wheel(name, version, platform, python)
+        key = "core-metadata" if f.get("core-metadata") else "data-dist-info-metadata"
+        if f.get(key):
+            data = self._download(name, f["filename"], ".metadata", key)
+        else:  # no PEP 658 file (older uploads): METADATA read out of the wheel with HTTP range requests
+            url = urllib.parse.urljoin(f"{self.url.rstrip('/')}/{normalize(name)}/", f["url"])
+            data = self._cached(f"{self._host()}/files/{f['filename']}.metadata",
+                                lambda: self._ranged_metadata(url, f["filename"]))
+        return f["filename"], email.parser.BytesParser().parsebytes(data)
+
+    def _ranged_metadata(self, url: str, filename: str) -> bytes:
+        if self.offline:
+            raise UpstreamError(f"offline: the metadata of {filename} is not in the cache {self.cache}")
+        try:
+            with zipfile.ZipFile(_HttpRangeFile(url)) as wheel:
+                member = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+                return wheel.read(member)
+        except (OSError, zipfile.BadZipFile, StopIteration) as exc:
+            raise UpstreamError(f"cannot read the METADATA of {filename} from {url} ({exc})") from None
+
+
+class _HttpRangeFile(io.RawIOBase):
+    """A read-only, seekable view of a remote file through HTTP range requests: zipfile reads a wheel's central
+    directory and one member (a few hundred KB) instead of the whole wheel (torch: 400+ MB)."""
+
+    def __init__(self, url: str):
+        self.url, self.pos = url, 0
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
+            self.size = int(r.headers["Content-Length"])
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence] + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        end = self.size if n is None or n < 0 else min(self.size, self.pos + n)
+        if end <= self.pos:
+            return b""
+        req = urllib.request.Request(self.url, headers={"Range": f"bytes={self.pos}-{end - 1}"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            data = r.read()
+            if r.status != 206:  # a server without ranges sent the whole file: keep only what was asked
+                data = data[self.pos:end]
+        self.pos += len(data)
+        return data
+
+
+def resolve(requirements: list[str], *, index_url: str, extra_index_urls: list[str] = (), python: str = "3.12",
+            platform: str = AARCH64, overrides: list[str] = (), cache: Path | None = None) -> list[str]:
+    """The pinned set uv resolves for `requirements` on `platform` (nothing installed, nothing built).
+    An unresolvable set is an UpstreamError with uv's own explanation (which package, which versions exist)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req = Path(tmp) / "requirements.in"
+        req.write_text("\n".join(requirements) + "\n")
+        args = [_uv(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python-platform", platform,
+                "--python-version", python, "--index-url", index_url, "--index-strategy", "unsafe-best-match",
+                "--no-config", "--no-build", str(req)]
+        for url in extra_index_urls:
+            args += ["--extra-index-url", url]
+        if overrides:
+            over = Path(tmp) / "overrides.txt"
+            over.write_text("\n".join(overrides) + "\n")
+            args += ["--override", str(over)]
+        # Never a Python download (uv's default reaches for GitHub); its cache beside the index cache.
+        env = {"UV_PYTHON_DOWNLOADS": "never", **({"UV_CACHE_DIR": str(cache)} if cache else {})}
+        try:
+            out = proc.run(args, timeout=900, echo=False, env=env)
+        except CommandFailedError as exc:
+            raise UpstreamError(f"the requirements do not resolve for {platform} / Python {python} on {index_url}: "
+                                f"{_uv_reason(exc.output)}") from None
+    return [line.strip() for line in out.stdout.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _uv() -> str:
+    """uv's binary as its own package locates it (beside gracectl's Python even when that venv is not on PATH)."""
+    try:
+        import uv
+
+        return uv.find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return "uv"  # proc.which then says how to install it
+
+
+def _uv_reason(output: str) -> str:
+    """uv's explanation in one line (its 'Because ... we can conclude ...' paragraph)."""
+    text = " ".join(line.strip() for line in output.splitlines() if line.strip() and not line.startswith("+"))
+    text = re.sub(r"^(error|×)\s*:?\s*", "", text.replace("╰─▶", "").strip())
+    return re.sub(r"\s+", " ", text)[:600]
