@@ -172,26 +172,59 @@ def test_cuda_runtime_packages_installed(expected):
         assert out.returncode == 0, f"nvcc does not run: {out.stderr.strip()}"
 
 
-def test_flashinfer_jit_cache_matches_image(expected):
+def _overridden(expected: dict, dist: str) -> str:
+    """The version a python.overrides entry of the manifest installs instead of the release's pin, or ""."""
+    for req in expected.get("pip_overrides", "").split():
+        name, _, version = req.partition("==")
+        if name.lower() == dist:
+            return version
+    return ""
+
+
+def test_torch_is_the_manifests_cuda(expected):
+    import torch
+
+    want = expected.get("cuda", "")
+    if not torch.version.cuda:
+        pytest.skip("a CPU torch (covered by test_torch_is_a_cuda_build_with_sm90, deselected for a STAND-IN)")
+    assert ".".join(torch.version.cuda.split(".")[:2]) == want, (
+        f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, the image's CUDA is {want}")
+
+
+def test_flashinfer_matches_image(expected):
     want = expected.get("flashinfer")
     assert want, "the expectations give no flashinfer version"
+    want = _overridden(expected, "flashinfer-python") or want
     versions = {}
     for dist in ("flashinfer-jit-cache", "flashinfer-python", "flashinfer-cubin"):
         try:
             versions[dist] = _public(importlib.metadata.version(dist))
         except importlib.metadata.PackageNotFoundError:
             pass
+    if "flashinfer_jit_cache" in expected and not expected["flashinfer_jit_cache"]:
+        # The release's own image installs no JIT cache (0.34.0): FlashInfer compiles on first use.
+        assert versions.get("flashinfer-python") == want, f"flashinfer-python is not {want}: {versions}"
+        assert "flashinfer-jit-cache" not in versions, f"a JIT cache the release does not use: {versions}"
+        return
     assert versions.get("flashinfer-jit-cache") == want, f"flashinfer-jit-cache is not {want}: {versions}"
     # FlashInfer refuses a JIT cache of another version than the library itself.
     assert set(versions.values()) == {want}, f"FlashInfer distributions disagree: {versions}"
 
 
-def test_deepgemm_installed():
-    try:
-        importlib.metadata.version("deep_gemm")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.fail("DeepGEMM (deep_gemm) is not installed: vLLM's Hopper FP8 block-scaled GEMMs need it",
-                    pytrace=False)
+def test_deepgemm_installed(expected):
+    if expected.get("deepgemm", "wheel") == "wheel":  # a wheel of its own beside vLLM (0.19's image)
+        try:
+            importlib.metadata.version("deep_gemm")
+        except importlib.metadata.PackageNotFoundError:
+            pytest.fail("DeepGEMM (deep_gemm) is not installed: vLLM's Hopper FP8 block-scaled GEMMs need it",
+                        pytrace=False)
+        return
+    # Later releases build it in their cmake (DEEPGEMM_SRC_DIR) into vllm/third_party/deep_gemm.
+    if not tkc.vllm_installed():
+        pytest.skip("vLLM is not installed (suite run outside a vLLM image)")
+    files = [str(f) for f in importlib.metadata.files("vllm") or []]
+    assert any(f.startswith("vllm/third_party/deep_gemm/_C") for f in files), (
+        "the vLLM wheel carries no vllm/third_party/deep_gemm/_C*: vLLM's Hopper FP8 block-scaled GEMMs need it")
 
 
 def test_vllm_wheel_kept_its_package_files():

@@ -15,16 +15,21 @@ tests/unit/test_jenkinsfile.py runs the Jenkinsfile in a Groovy harness and chec
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gracectl import ci
-from gracectl.errors import GraceError, PromotionRefusedError, UsageError
+from gracectl.adapters.package_index import PackageIndex, default_cache
+from gracectl.errors import GraceError, PromotionRefusedError, ReleaseCheckError, UsageError
 from gracectl.image_ref import valid_host
+from gracectl.manifest import load_release
+from gracectl.mirrors import load_mirror
 from gracectl.plan import lint_dockerfile, plan_for
 from gracectl.records import write_json
+from gracectl.release_train import check_release
 from gracectl.smoke import LEVEL_CHOICES as SMOKE_LEVELS
 from gracectl.smoke import RUN_LABEL
 
@@ -77,6 +82,10 @@ class Params:
     smoke_gpus: str = "all"  # "none" on a machine without GPUs (the CPU test bed)
     # HOST[:PORT]s reached without TLS verification; read by adapters.registry_tls from the same variable.
     insecure_registry: str = ""
+    # The plan stage of a build checks the manifest against its release's sources first (pins and the
+    # triton_kernels pairing: gracectl.release_train); off only for a node that can reach no index.
+    release_check: bool = True
+    upstream_cache: str = ""  # where sdists and triton_kernels trees are kept (default ~/.cache/gracectl/upstream)
 
     def __post_init__(self):
         if not self.release:
@@ -100,7 +109,7 @@ class Params:
         """Fields from `env` (default os.environ) through the CI seam, then `overrides` that are not None win."""
         values: dict = ci.job_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for flag in ("push", "promote"):
+        for flag in ("push", "promote", "release_check"):
             if flag in values:
                 values[flag] = _truthy(values[flag])
         if "build_number" in values:
@@ -179,9 +188,25 @@ def run_plan(ctx: Context) -> dict:
     plan = ctx.plan(check=False)
     if p.action == "build":
         lint_dockerfile()
+        if p.release_check:
+            check_before_build(p)
     ctx.path(MOVING_TAG_FILE).write_text(plan.moving_tag + "\n")
     return {"params": asdict(p), "run_id": new_run_id(p), "plan": plan.to_dict(),
             "moving_tag": plan.moving_tag, "build_tag": plan.build_tag}
+
+
+def check_before_build(p: Params) -> None:
+    """The manifest's pins re-derived from its release's sources and its triton_kernels pairing, in seconds,
+    before a 40-minute build (resolving the full requirement set is `gracectl release check`'s, run by CI)."""
+    m = load_release(p.release)
+    index = PackageIndex(m.python.index_url, Path(p.upstream_cache) if p.upstream_cache else default_cache())
+    report = check_release(m, index, mirror=load_mirror(Path(p.mirror) if p.mirror else None), resolve_set=False)
+    for line in report.lines:
+        if line.status != "ok" or line.path.startswith("pairing"):
+            print(f"release check {p.release}: {line}", file=sys.stderr)
+    if report.failed:
+        raise ReleaseCheckError(f"{p.release}: {report.failed[0].path}: {report.failed[0].text} (`gracectl release "
+                                f"check {p.release}` lists every line; nothing was built)")
 
 
 def run_build(ctx: Context) -> dict:

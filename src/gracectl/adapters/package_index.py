@@ -36,6 +36,11 @@ SDIST_KEEP = ("CMakeLists.txt", "cmake/", "setup.py", "use_existing_torch.py", "
 AARCH64 = "aarch64-unknown-linux-gnu"
 
 
+def default_cache() -> Path:
+    """Where sdists, metadata and triton_kernels trees are kept unless told (GRACECTL_UPSTREAM_CACHE at the edges)."""
+    return Path.home() / ".cache" / "gracectl" / "upstream"
+
+
 def normalize(project: str) -> str:
     return re.sub(r"[-_.]+", "-", project).lower()
 

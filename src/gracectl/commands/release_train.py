@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gracectl.adapters.package_index import PackageIndex
+from gracectl.adapters.package_index import PackageIndex, default_cache
 from gracectl.errors import ReleaseCheckError, UsageError
 from gracectl.commands.options import MirrorOpt
 from gracectl.manifest import release_names
@@ -42,7 +42,7 @@ def _trees(specs: list[str] | None) -> dict[str, Path]:
 
 
 def _index(url: str, cache: Path | None, offline: bool) -> PackageIndex:
-    cache = cache or Path(os.environ.get("GRACECTL_UPSTREAM_CACHE") or Path.home() / ".cache/gracectl/upstream")
+    cache = cache or Path(os.environ.get("GRACECTL_UPSTREAM_CACHE") or default_cache())
     return PackageIndex(url.rstrip("/"), cache, offline)
 
 

@@ -36,6 +36,7 @@ from gracectl.release_ops import short
 from gracectl.testbed import Testbed
 from gracectl.testbed.mirror_file import REAL, STANDIN
 from gracectl.testbed.standins import STANDINS
+from gracectl.testbed.upstream import upstream_cache
 
 DEFAULT_RELEASE = "v0.19.0-tfa"
 DEFAULT_WORKDIR = Path("gracectl-out") / "rehearsal"
@@ -84,8 +85,10 @@ def detail(stage: str, record: dict) -> str:
     return ""
 
 
-def runs(release: str, registry: str, mirror: str, vllm_alt_ref: str, build_number: int) -> list[tuple[str, Params]]:
-    common = dict(release=release, registry=registry, mirror=mirror, smoke_level="imports", smoke_gpus="none")
+def runs(release: str, registry: str, mirror: str, vllm_alt_ref: str, build_number: int,
+         cache: str = "") -> list[tuple[str, Params]]:
+    common = dict(release=release, registry=registry, mirror=mirror, smoke_level="imports", smoke_gpus="none",
+                  upstream_cache=cache)
     return [
         (FIRST, Params(**common, push=True, promote=True, build_number=build_number,
                            run_id=f"rehearsal-{build_number}")),
@@ -96,9 +99,10 @@ def runs(release: str, registry: str, mirror: str, vllm_alt_ref: str, build_numb
     ]
 
 
-def real_runs(registry: str, mirrors: dict[str, str], build_number: int) -> list[tuple[str, Params]]:
+def real_runs(registry: str, mirrors: dict[str, str], build_number: int, cache: str = "") -> list[tuple[str, Params]]:
     """The real-stack rehearsal's runs (see the module's docstring)."""
-    common = dict(registry=registry, smoke_level="imports", smoke_gpus="none", push=True, promote=True)
+    common = dict(registry=registry, smoke_level="imports", smoke_gpus="none", push=True, promote=True,
+                  upstream_cache=cache)
     out = [(PREVIOUS, Params(release=REAL_RELEASES[REAL_TFA], mirror=mirrors[STANDIN], build_number=build_number,
                              run_id=f"rehearsal-{build_number}", **common))]
     for i, (label, release) in enumerate(REAL_RELEASES.items(), start=1):
@@ -185,10 +189,12 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
         add(Row(label, what, time.monotonic() - start, "passed", found))
 
     if stack == REAL:
-        plan = real_runs(registry, {STANDIN: str(bed.mirror_path), REAL: str(bed.real_mirror_path)}, build_number)
+        plan = real_runs(registry, {STANDIN: str(bed.mirror_path), REAL: str(bed.real_mirror_path)}, build_number,
+                         str(upstream_cache(bed.root)))
         first, second = PREVIOUS, REAL_TFA
     else:
-        plan = runs(release, registry, str(bed.mirror_path), bed.state.vllm_alt_ref, build_number)
+        plan = runs(release, registry, str(bed.mirror_path), bed.state.vllm_alt_ref, build_number,
+                    str(upstream_cache(bed.root)))
         first, second = FIRST, SECOND
     for label, params in plan:
         wd = workdir / label.split(" (")[0].replace(" ", "-")
