@@ -114,7 +114,7 @@ def _torch_facts(index: PackageIndex, torch: str, cuda: str) -> tuple[bool, str,
         where = f"{name} metadata (the CUDA build; the aarch64 wheel on the index is a CPU build)"
     if not triton:
         raise UpstreamError(f"torch {torch}: neither its aarch64 nor its x86_64 wheel names a triton version")
-    return cuda_build, triton, where
+    return cuda_build, triton.lstrip("=~"), where.replace(" metadata", f" metadata (Requires-Dist: triton{triton})", 1)
 
 
 def _on_linux(requires: list[str], machine: str, python: str = "3.12") -> list[Requirement]:
@@ -130,7 +130,7 @@ def _triton_of(requires: list[Requirement]) -> str:
     the release's, v3.8.0)."""
     for r in requires:
         if r.name == "triton" and len(r.specifier) == 1 and next(iter(r.specifier)).operator in ("==", "~="):
-            return next(iter(r.specifier)).version
+            return str(r.specifier)
     return ""
 
 
@@ -287,7 +287,7 @@ def compare(m: Manifest, d: Derived) -> list[Line]:
         if m.provenance.get(path, "").startswith("override:"):
             lines.append(Line("override", path, f"{mine} (upstream: {theirs or '-'}; {m.provenance[path]})"))
         elif mine == theirs:
-            lines.append(Line("ok", path, f"{mine}  ({origin})"))
+            lines.append(Line("ok", path, f"{mine}  ({origin or 'chosen'})"))
         elif not mine:
             lines.append(Line("DRIFT", path, f"upstream has {theirs} ({origin}); the manifest lacks it"))
         elif not theirs:
@@ -395,7 +395,9 @@ def _resolve_line(m: Manifest, d: Derived, mirror: Mirror, index: PackageIndex) 
     except UpstreamError as exc:
         return Line("FAIL", "resolve", f"{exc} (a manifest override is the way out: gracectl release new "
                     f"{d.version} --override NAME==VERSION --reason '...')")
-    stand_in = f"; STAND-IN versions from the mirror: {mirror.versions_reason}" if mirror.versions else ""
+    mapped = [t for t, p in zip(torch, (m.torch.version, m.torch.torchvision, m.torch.torchaudio))
+              if not t.endswith(f"=={p}")]
+    stand_in = f"; STAND-IN {', '.join(mapped)}: {mirror.versions_reason}" if mapped else ""
     return Line("ok", "resolve", f"{len(pins)} packages resolve for linux/aarch64 (glibc {glibc.replace('_', '.')}), "
                 f"Python {mirror.python_version or m.python.version}{stand_in}")
 
@@ -426,14 +428,14 @@ def render(d: Derived, choices: Choices) -> tuple[str, str]:
 
 def new_release(version: str, index: PackageIndex, choices: Choices, directory: Path | None = None, *,
                 mirror: Mirror = NO_MIRROR, trees: dict[str, Path] | None = None, force: bool = False,
-                on_line=print) -> list[Path]:
+                dry_run: bool = False, on_line=print) -> list[Path]:
     """Derive, check (pairing, resolution), then write releases/v<V>-tfa.toml and v<V>.toml and the Jenkinsfile's
-    release choices. Nothing is written when a check fails."""
+    release choices. Nothing is written when a check fails; `dry_run` prints the manifests instead of writing."""
     directory = directory or releases_dir()
     names = release_pair(version)
     paths = [directory / f"{n}.toml" for n in names]
     existing = [p for p in paths if p.exists()]
-    if existing and not force:
+    if existing and not force and not dry_run:
         raise UsageError(f"{existing[0]} exists: `gracectl release check {names[0]}` compares it with upstream; "
                          "--force rewrites it")
     d = derive(index, version, choices)
@@ -449,8 +451,13 @@ def new_release(version: str, index: PackageIndex, choices: Choices, directory: 
                 if line.status != "ok" or line.path.startswith(("pairing", "resolve")):
                     on_line(f"{m.release.name}: {line}")
             failed += report.failed
+        if dry_run:
+            for path, text in zip(paths, texts):
+                on_line(f"# ---- {path.name} (not written: --print)\n{text}")
         if failed:
             raise ReleaseCheckError(f"vllm {version}: {failed[0].path}: {failed[0].text} (nothing written)")
+        if dry_run:
+            return []
         directory.mkdir(parents=True, exist_ok=True)
         for path, text in zip(paths, texts):
             tmp_path = path.with_name(path.name + ".partial")

@@ -83,8 +83,8 @@ def docker_args(sdist: Path) -> dict[str, Pin]:
         text = versions.read_text()
         for name, entry in json.loads(text).get("variable", {}).items():
             if isinstance(entry, dict) and "default" in entry:
-                line = _line_of(text, '"' + name + '"')
-                args[name] = Pin(name, str(entry["default"]), f"docker/versions.json:{line}")
+                at = text.find('"default"', text.find('"' + name + '"'))  # the value's line, not the key's
+                args[name] = Pin(name, str(entry["default"]), f"docker/versions.json:{text.count(chr(10), 0, at) + 1}")
     return args
 
 
@@ -165,11 +165,15 @@ def fetch_sources(sdist: Path) -> list[FetchSource]:
                 opts = dict(zip(words[1::2], words[2::2])) if len(words) > 2 else {}
                 name = words[0].lower()
                 repo, ref, origin = "", "", line
+                def at(key: str) -> int:  # the line of an option inside the command (a literal pin's line)
+                    m = re.search(rf"\b{key}\b", args)
+                    return line + args[:m.start()].count("\n") if m else line
+
                 if "GIT_REPOSITORY" in opts:
                     repo, _ = expand(opts["GIT_REPOSITORY"], line)
-                    ref, origin = expand(opts.get("GIT_TAG", ""), line)
+                    ref, origin = expand(opts.get("GIT_TAG", ""), at("GIT_TAG"))
                 elif "URL" in opts:
-                    url, origin = expand(opts["URL"], line)
+                    url, origin = expand(opts["URL"], at("URL"))
                     m = re.match(r"^(https://github\.com/[^/]+/[^/]+?)(?:\.git)?/(?:tar\.gz|archive)/(.+?)"
                                  r"(?:\.tar\.gz)?$", url)
                     if not m:

@@ -91,7 +91,7 @@ def test_ci_plan_stage_for_real(tmp_path):
     """`gracectl ci plan` with Jenkins' environment: plan.json, the moving tag for the lock, lint passed;
     a later stage run with other parameters is refused (the run must be one plan)."""
     # No release check here (it reads the release's sources and triton_kernels from the network): the test bed's
-    # rehearsal and tests/integration/test_release_train.py run the plan stage with it.
+    # rehearsal and tests/integration/test_release_upstream.py run the plan stage with it.
     env = {"RELEASE": "v0.19.0-tfa", "BUILD_NUMBER": "7", "REGISTRY": REGISTRY, "PUSH": "true",
            "BUILD_TAG": "jenkins-gracectl-7", "GRACECTL_RELEASE_CHECK": "0"}
     stale = ["rollback-record.json", "smoke-junit.xml", "build.log", "summary.json"]  # an earlier run's files

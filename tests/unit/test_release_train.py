@@ -1,6 +1,6 @@
 """gracectl.release_train's pure parts: comparing a manifest with what upstream derives (drift, overrides,
 chosen values), the TOML it writes, and the one owner of the release list (releases/ -> the Jenkinsfile).
-Deriving from real sdists and indexes: tests/integration/test_release_train.py."""
+Deriving from real sdists and indexes: tests/integration/test_release_upstream.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """gracectl.upstream: what a vLLM release's own files pin, read from synthetic files laid out as vLLM lays them
 out (written here: the shapes 0.19 and 0.34 use - Declare and Populate, git and source archives, variables,
-ROCm branches, env overrides). The real sdists are read by tests/integration/test_release_train.py."""
+ROCm branches, env overrides). The real sdists are read by tests/integration/test_release_upstream.py."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_docker_args_prefer_versions_json(tmp_path):
                                                  "RUN uv pip install flashinfer-jit-cache==${V}\n",
                             "docker/versions.json": json.dumps(versions, indent=2)})
     args = docker_args(root)
-    assert args["CUDA_VERSION"].value == "13.0.3" and args["CUDA_VERSION"].origin == "docker/versions.json:4"
+    assert args["CUDA_VERSION"].value == "13.0.3" and args["CUDA_VERSION"].origin == "docker/versions.json:5"
     assert args["PYTHON_VERSION"].origin == "docker/Dockerfile:2"  # versions.json lacks it
     assert dockerfile_installs(root, "flashinfer-jit-cache") == "docker/Dockerfile:3"
     assert dockerfile_installs(root, "bitsandbytes") == ""

@@ -59,6 +59,8 @@ def new(
     ubuntu: Annotated[str, typer.Option("--ubuntu", help="Ubuntu of the CUDA base images")] = "24.04",
     vllm_build: Annotated[str, typer.Option("--vllm-build", help="source | wheel (the manifest's default)")] = "source",
     force: Annotated[bool, typer.Option("--force", help="rewrite manifests that exist")] = False,
+    print_only: Annotated[bool, typer.Option("--print", help="print the manifests and the checks; write nothing")]
+    = False,
     mirror: MirrorOpt = None,
     cache_dir: CacheOpt = None,
     tree: TreeOpt = None,
@@ -73,11 +75,12 @@ def new(
                       triton_kernels_ref=triton_kernels_ref, triton_kernels_reason=reason.strip(),
                       overrides=tuple((o, reason.strip()) for o in override or ()))
     paths = new_release(version, _index(index_url, cache_dir, False), choices, mirror=load_mirror(mirror),
-                        trees=_trees(tree), force=force)
+                        trees=_trees(tree), force=force, dry_run=print_only)
     for path in paths:
         print(f"wrote {path}")
-    print("review: the [provenance] of each pin, the STAND-IN lines of `gracectl plan`, then commit releases/ and "
-          "the Jenkinsfile")
+    if paths:
+        print("review: the [provenance] of each pin, the STAND-IN lines of `gracectl plan`, then commit releases/ and "
+              "the Jenkinsfile")
 
 
 @app.command("check")

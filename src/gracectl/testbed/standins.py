@@ -36,7 +36,7 @@ STANDIN_REPOS = {
     "https://github.com/triton-lang/triton.git": ("triton-lang/triton.git", "triton"),
     "https://github.com/vllm-project/flash-attention.git": ("vllm-project/flash-attention.git", "flash-attention"),
     "https://github.com/vllm-project/FlashMLA.git": ("vllm-project/FlashMLA.git", "flashmla"),
-    "https://github.com/NVIDIA/cutlass.git": ("NVIDIA/cutlass.git", "cutlass"),
+    "https://github.com/nvidia/cutlass.git": ("NVIDIA/cutlass.git", "cutlass"),  # as vLLM's CMakeLists.txt spells it
     "https://github.com/IST-DASLab/qutlass.git": ("IST-DASLab/qutlass.git", "qutlass"),
     "https://github.com/deepseek-ai/DeepGEMM.git": ("deepseek-ai/DeepGEMM.git", "deepgemm"),
 }
@@ -99,7 +99,7 @@ class StandIns:
 
     def make_repos(self) -> None:
         """Bare repositories with deterministic commits; rebuilt only when the stand-in sources change."""
-        fingerprint = tree_hash(STANDINS)
+        fingerprint = hashlib.sha256((tree_hash(STANDINS) + repr(sorted(STANDIN_REPOS.items()))).encode()).hexdigest()
         if self.state.fingerprints.get("repos") == fingerprint and all(
                 (self.git_root / path).is_dir() for path, _ in STANDIN_REPOS.values()):
             say("stand-in repositories up to date")
