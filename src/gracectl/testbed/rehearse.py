@@ -10,12 +10,14 @@ Walks the SAME ordered stage list as Jenkins (gracectl.pipeline.STAGES, via pipe
 Every step's time and digest go into a table; any failure stops the rehearsal with a non-zero exit.
 
 `--stack real` (rehearse_real) builds from the REAL upstream packages instead (mirror-real.toml: PyPI through
-the test bed's proxy), both releases in vLLM wheel mode:
+the test bed's proxy), a tfa release (--release, default v0.19.0-tfa) and its fallback in vLLM wheel mode:
 
-  0. the stand-in v0.19.0-tfa: build, smoke, push, promote (the tag's previous image, to roll back to)
-  1. the real v0.19.0-tfa, 2. the real v0.19.0: build, smoke (imports) with `vllm serve --help` through the image's
-     ENTRYPOINT beside it, push, promote; the table shows the triton_kernels real vLLM loaded in each
-  3. ACTION=rollback of v0.19.0-tfa, verified to point at run 0 again; the two real images' package diff (SBOMs).
+  0. the stand-in v0.19.0-tfa under the tfa release's tag: build, smoke, push, promote (the previous image)
+  1. the real tfa release, 2. its real fallback: build, smoke (imports) with `vllm serve --help` through the
+     image's ENTRYPOINT beside it, push, promote; the table shows the triton_kernels real vLLM loaded in each
+  3. ACTION=rollback of the tfa tag, verified to point at run 0 again; the two real images' package diff (SBOMs).
+For v0.19.0 the torch is PyPI's CPU build (the named STAND-IN: its CUDA build is on the PyTorch index); from
+v0.20 on (torch >= 2.11) it is the real CUDA torch and its nvidia-* libraries from PyPI.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from gracectl.adapters import docker, proc
 from gracectl.adapters.registry import Registry
 from gracectl.image_ref import ImageRef
 from gracectl.build import rebuilt_stages
-from gracectl.errors import GraceError, TestbedError
+from gracectl.errors import GraceError, TestbedError, UsageError
+from gracectl.manifest import load_release
 from gracectl.pipeline import Params
 from gracectl.release_ops import short
 from gracectl.testbed import Testbed
@@ -43,8 +46,15 @@ DEFAULT_WORKDIR = Path("gracectl-out") / "rehearsal"
 
 
 FIRST, SECOND, ROLLBACK = "build 1", "build 2 (vllm ref changed)", "rollback"
-PREVIOUS, REAL_TFA, REAL_FALLBACK = "build 0 (stand-in stack)", "real v0.19.0-tfa", "real v0.19.0"
-REAL_RELEASES = {REAL_TFA: "v0.19.0-tfa", REAL_FALLBACK: "v0.19.0"}
+PREVIOUS = "build 0 (stand-in stack)"
+
+
+def real_releases(release: str) -> dict[str, str]:
+    """{run label: release} of the real stack: the tfa release and its fallback (named by its manifest)."""
+    fallback = load_release(release).release.fallback.rpartition(":")[2]
+    if not fallback:
+        raise UsageError(f"--stack real rehearses a tfa release and its fallback; {release} names no fallback")
+    return {f"real {release}": release, f"real {fallback}": fallback}
 
 
 @dataclass
@@ -99,16 +109,20 @@ def runs(release: str, registry: str, mirror: str, vllm_alt_ref: str, build_numb
     ]
 
 
-def real_runs(registry: str, mirrors: dict[str, str], build_number: int, cache: str = "") -> list[tuple[str, Params]]:
-    """The real-stack rehearsal's runs (see the module's docstring)."""
+def real_runs(registry: str, mirrors: dict[str, str], build_number: int, cache: str = "",
+              release: str = DEFAULT_RELEASE) -> list[tuple[str, Params]]:
+    """The real-stack rehearsal's runs (see the module's docstring). The tag's previous image is the stand-in
+    stack's DEFAULT_RELEASE built under the real tfa release's tag (the stand-in index serves 0.19.0's inputs)."""
     common = dict(registry=registry, smoke_level="imports", smoke_gpus="none", push=True, promote=True,
                   upstream_cache=cache)
-    out = [(PREVIOUS, Params(release=REAL_RELEASES[REAL_TFA], mirror=mirrors[STANDIN], build_number=build_number,
-                             run_id=f"rehearsal-{build_number}", **common))]
-    for i, (label, release) in enumerate(REAL_RELEASES.items(), start=1):
+    pair = real_releases(release)
+    out = [(PREVIOUS, Params(release=DEFAULT_RELEASE, image_tag=load_release(release).release.tag,
+                             mirror=mirrors[STANDIN], build_number=build_number, run_id=f"rehearsal-{build_number}",
+                             **common))]
+    for i, (label, release) in enumerate(pair.items(), start=1):
         out.append((label, Params(release=release, mirror=mirrors[REAL], vllm_build="wheel",
                                   build_number=build_number + i, run_id=f"rehearsal-{build_number + i}", **common)))
-    out.append((ROLLBACK, Params(release=REAL_RELEASES[REAL_TFA], action="rollback", registry=registry,
+    out.append((ROLLBACK, Params(release=next(iter(pair.values())), action="rollback", registry=registry,
                                  mirror=mirrors[STANDIN], smoke_gpus="none", build_number=build_number + 3,
                                  run_id=f"rehearsal-{build_number + 3}")))
     return out
@@ -188,10 +202,11 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
             raise RehearsalFailed(f"rehearsal failed at {label} / {what}: {exc}", rows, exc.exit_code) from None
         add(Row(label, what, time.monotonic() - start, "passed", found))
 
+    pair = real_releases(release) if stack == REAL else {}
     if stack == REAL:
         plan = real_runs(registry, {STANDIN: str(bed.mirror_path), REAL: str(bed.real_mirror_path)}, build_number,
-                         str(upstream_cache(bed.root)))
-        first, second = PREVIOUS, REAL_TFA
+                         str(upstream_cache(bed.root)), release)
+        first, second = PREVIOUS, next(iter(pair))
     else:
         plan = runs(release, registry, str(bed.mirror_path), bed.state.vllm_alt_ref, build_number,
                     str(upstream_cache(bed.root)))
@@ -210,11 +225,11 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
             records[f"{label}/{stage.name}"] = record
             if stage.name == "push":
                 digests[label] = record["digest"]
-            if stage.name == "build" and label in REAL_RELEASES:
+            if stage.name == "build" and label in pair:
                 # Beside the smoke stage: each is one emulated Python importing vLLM (~1-2 min under qemu),
                 # single-threaded, so on two cores the pair takes the time of one.
                 entrypoint[label] = in_background(entrypoint_answers, record["image"])
-            if stage.name == "smoke" and label in REAL_RELEASES:
+            if stage.name == "smoke" and label in pair:
                 try:
                     seconds, usage = entrypoint.pop(label)()
                 except GraceError as exc:
@@ -225,10 +240,10 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
     if stack == REAL:
         def package_diff() -> str:
             a, b = (sbom.load(str(workdir / label.replace(" ", "-") / pipeline.SBOM_RECORD_FILE))["bom"]
-                    for label in REAL_RELEASES)
+                    for label in pair)
             d = sbom.diff(a, b)
             removed = ", ".join(f"{k} {v}" for k, v in d["removed"].items()) or "nothing"
-            return (f"{REAL_TFA} -> {REAL_FALLBACK}: removed {removed}; added {', '.join(d['added']) or 'nothing'}; "
+            return (f"{' -> '.join(pair)}: removed {removed}; added {', '.join(d['added']) or 'nothing'}; "
                     f"{len(d['changed'])} changed, {d['same']} the same")
         check("verify", "package diff (SBOMs)", package_diff)
     first, second = digests[first], digests[second]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from gracectl.adapters import proc
 from gracectl.errors import GraceError, TestbedError
+from gracectl.manifest import load_release, release_names
 from gracectl.plan import DOCKERFILE, REPO_ROOT
 from gracectl.testbed.base_images import PYTHON_VERSION
 from gracectl.testbed.progress import say
@@ -42,9 +43,17 @@ STANDIN_REPOS = {
 }
 # The release tag each stand-in repository carries (the others are pinned by commit, mapped in [refs]).
 STANDIN_TAGS = {"vllm": "v0.19.0", "triton": "v3.6.0", "cutlass": "v4.2.1"}
-# Only on indexes this machine cannot reach (PyTorch's, FlashInfer's): stand-in wheels of the same versions.
-STANDIN_WHEELS = {"torch": "2.10.0+cu129", "torchvision": "0.25.0+cu129", "torchaudio": "2.10.0+cu129",
-                  "flashinfer_jit_cache": "0.6.6"}
+# Only on indexes this machine cannot reach (PyTorch's, FlashInfer's): stand-in wheels of the versions the
+# manifests in releases/ pin there (a +cuNNN torch, a flashinfer-jit-cache). PyPI's CUDA torch needs none.
+def standin_wheels() -> list[tuple[str, str]]:
+    wheels = set()
+    for m in (load_release(n) for n in release_names()):
+        if "+" in m.torch.version:
+            wheels |= {("torch", m.torch.version), ("torchvision", m.torch.torchvision),
+                       ("torchaudio", m.torch.torchaudio)}
+        if m.flashinfer.jit_cache_index_url:
+            wheels.add(("flashinfer_jit_cache", m.flashinfer.version))
+    return sorted(wheels)
 # Real platform wheels from PyPI for the images' Python on both arches (the images run the real Triton, so
 # Triton's own C-stub build runs in the smoke suite).
 # uv at the version vllm/Dockerfile pins: the final stage installs with it.
@@ -178,7 +187,7 @@ class StandIns:
         simple = self.index_root / "simple"
         requirements = pypi_requirements()
         # Paths relative to the checkout: every clone (CI's fresh ones, worktrees) shares the same index.
-        fingerprint = hashlib.sha256(("layout 2" + tree_hash(STANDINS / "wheels")
+        fingerprint = hashlib.sha256(("layout 2" + tree_hash(STANDINS / "wheels") + repr(standin_wheels())
                                       + json.dumps(requirements).replace(str(REPO_ROOT), "")
                                       + json.dumps([REAL_PLATFORM_WHEELS, WHEEL_PLATFORMS])
                                       + (REPO_ROOT / "smoke_tests" / "requirements.txt").read_text()).encode()
@@ -189,7 +198,7 @@ class StandIns:
         wheels = self.root / "wheels"
         shutil.rmtree(wheels, ignore_errors=True)
         wheels.mkdir(parents=True)
-        for name, version in STANDIN_WHEELS.items():
+        for name, version in standin_wheels():
             write_wheel(wheels, name, version, STANDINS / "wheels" / name,
                         summary=f"STAND-IN for {name} {version} (gracectl test bed): no real {name} inside")
         for platforms in WHEEL_PLATFORMS:  # cached outside the clone: ~176 MB each, downloaded once
