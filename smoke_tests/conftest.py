@@ -37,7 +37,13 @@ EXPECT_KEYS = {
     "torchvision": ("torchvision", "io.gracectl.version.torchvision"),
     "torchaudio": ("torchaudio", "io.gracectl.version.torchaudio"),
     "flashinfer": ("flashinfer", "io.gracectl.version.flashinfer"),
-    "cuda_runtime_packages": ("cuda_runtime_packages",),  # image.json only: what the build installed
+    "cuda": ("cuda", "io.gracectl.cuda"),
+    # image.json only, where "" is an answer: what the build installed (no packages, no JIT cache, no
+    # overrides, DeepGEMM inside vLLM's wheel rather than a wheel of its own).
+    "cuda_runtime_packages": ("cuda_runtime_packages",),
+    "flashinfer_jit_cache": ("flashinfer_jit_cache",),
+    "pip_overrides": ("pip_overrides",),
+    "deepgemm": ("deepgemm",),
 }
 
 
@@ -89,7 +95,7 @@ def load_expectations(path: str) -> dict[str, str]:
     found = {}
     for key, names in EXPECT_KEYS.items():
         for name in names:
-            if isinstance(flat.get(name), str) and flat[name]:
+            if isinstance(flat.get(name), str) and (flat[name] or len(names) == 1):
                 found[key] = flat[name]
                 break
     return found

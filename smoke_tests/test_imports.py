@@ -185,6 +185,8 @@ def test_torch_is_the_manifests_cuda(expected):
     import torch
 
     want = expected.get("cuda", "")
+    if not want:
+        pytest.skip("the expectations give no CUDA version (an image built before image.json carried it)")
     if not torch.version.cuda:
         pytest.skip("a CPU torch (covered by test_torch_is_a_cuda_build_with_sm90, deselected for a STAND-IN)")
     assert ".".join(torch.version.cuda.split(".")[:2]) == want, (

@@ -266,6 +266,10 @@ class Manifest(_Strict):
                                  f"\"python.overrides.{override.split('==')[0]}\" = \"override: ...\"")
         return self
 
+    def overridden(self, dist: str) -> str:
+        """The version python.overrides installs for `dist` instead of the release's pin, or ""."""
+        return next((o.split("==")[1] for o in self.python.overrides if o.split("==")[0].lower() == dist), "")
+
     @property
     def with_triton_kernels(self) -> bool:
         return self.release.triton_kernels == "site-packages"

@@ -25,7 +25,7 @@ from gracectl import ci
 from gracectl.adapters.package_index import PackageIndex, default_cache
 from gracectl.errors import GraceError, PromotionRefusedError, ReleaseCheckError, UsageError
 from gracectl.image_ref import valid_host
-from gracectl.manifest import load_release
+from gracectl.manifest import TAG_RE, load_release
 from gracectl.mirrors import load_mirror
 from gracectl.plan import lint_dockerfile, plan_for
 from gracectl.records import write_json
@@ -199,8 +199,19 @@ def check_before_build(p: Params) -> None:
     """The manifest's pins re-derived from its release's sources and its triton_kernels pairing, in seconds,
     before a 40-minute build (resolving the full requirement set is `gracectl release check`'s, run by CI)."""
     m = load_release(p.release)
-    index = PackageIndex(m.python.index_url, Path(p.upstream_cache) if p.upstream_cache else default_cache())
-    report = check_release(m, index, mirror=load_mirror(Path(p.mirror) if p.mirror else None), resolve_set=False)
+    if p.vllm_ref and p.vllm_ref != m.sources.vllm.ref:
+        # Another vLLM than the manifest's: a release tag is checked as that release; a commit has no sdist.
+        if not TAG_RE.match(p.vllm_ref):
+            print(f"release check {p.release}: skipped: VLLM_REF {p.vllm_ref} is a commit (no release sources to "
+                  "check against; the build's own FETCHCONTENT_FULLY_DISCONNECTED and smoke levels still gate it)",
+                  file=sys.stderr)
+            return
+        m = m.model_copy(update={"sources": m.sources.model_copy(
+            update={"vllm": m.sources.vllm.model_copy(update={"ref": p.vllm_ref, "version": ""})})})
+    mirror = load_mirror(Path(p.mirror) if p.mirror else None)
+    index = PackageIndex(mirror.index(m.python.index_url),
+                         Path(p.upstream_cache) if p.upstream_cache else default_cache())
+    report = check_release(m, index, mirror=mirror, resolve_set=False)
     for line in report.lines:
         if line.status != "ok" or line.path.startswith("pairing"):
             print(f"release check {p.release}: {line}", file=sys.stderr)

@@ -220,7 +220,9 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "TORCHAUDIO_VERSION": torch_pins["torchaudio"],
         "CUDA_VERSION": m.cuda.version,
         "CUDA_RUNTIME_PACKAGES": " ".join(p for p in cuda_packages if p),
-        "FLASHINFER_VERSION": m.flashinfer.version,
+        # An override of flashinfer-python (the release's pin is not on the index) moves its JIT cache with it:
+        # FlashInfer refuses a JIT cache of another version than the library.
+        "FLASHINFER_VERSION": m.overridden("flashinfer-python") or m.flashinfer.version,
         # Empty: the release's own image installs no flashinfer-jit-cache, nor does this one.
         "FLASHINFER_INDEX_URL": mirror.index(m.flashinfer.jit_cache_index_url) if m.flashinfer.jit_cache_index_url
         else "",
@@ -260,7 +262,9 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "BASE_NAME": runtime_base,
         "PIN_VLLM": _pin(mirror, vllm_src),
         "PIN_TRITON": _pin(mirror, src.triton),
-        "PIN_TRITON_KERNELS": _pin(mirror, src.triton_kernels),
+        # The triton_kernels this image holds: site-packages' pin, or (the fallback) the copy vLLM vendors.
+        "PIN_TRITON_KERNELS": _pin(mirror, src.triton_kernels if m.with_triton_kernels
+                                   else src.cmake.get("triton_kernels") or src.triton_kernels),
         "PIN_FLASH_ATTN": _pin(mirror, src.flash_attn),
         "PIN_FLASHMLA": _pin(mirror, src.flashmla),
         "PIN_DEEPGEMM": _pin(mirror, src.deepgemm),
@@ -284,7 +288,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "io.gracectl.version.triton": build_args["TRITON_VERSION"],
         "io.gracectl.version.torchvision": torch_pins["torchvision"],
         "io.gracectl.version.torchaudio": torch_pins["torchaudio"],
-        "io.gracectl.version.flashinfer": m.flashinfer.version,
+        "io.gracectl.version.flashinfer": build_args["FLASHINFER_VERSION"],
         "io.gracectl.pin.vllm": build_args["PIN_VLLM"],
         "io.gracectl.pin.triton": build_args["PIN_TRITON"],
         "io.gracectl.pin.triton_kernels": build_args["PIN_TRITON_KERNELS"],

@@ -21,6 +21,7 @@ import importlib.util
 import re
 import shutil
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +29,7 @@ from types import ModuleType
 from packaging.requirements import Requirement
 
 from gracectl.adapters import proc
-from gracectl.adapters.package_index import PackageIndex, resolve
+from gracectl.adapters.package_index import PackageIndex, resolve, without_userinfo
 from gracectl.errors import CommandFailedError, ReleaseCheckError, UpstreamError, UsageError
 from gracectl.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
 from gracectl.mirrors import NO_MIRROR, Mirror
@@ -51,6 +52,7 @@ CUDA_RUNTIME_TEMPLATE = ("cuda-nvcc-{v}", "cuda-cudart-{v}", "cuda-nvrtc-{v}", "
 UBUNTU_GLIBC = {"20.04": "2_31", "22.04": "2_35", "24.04": "2_39"}
 # Paths a site chooses: never drift. Everything else in a manifest is derived and compared.
 CHOSEN = ("schema_version", "extends", "provenance", "release.", "build.", "base.build.image", "base.build.digest",
+          "cuda.runtime_packages",
           "base.runtime.image", "base.runtime.digest", "python.index_url", "python.overrides",
           "flashinfer.cubins_url", "sources.vllm.build", "sources.vllm.version", "sources.triton.build")
 
@@ -105,7 +107,8 @@ def _torch_facts(index: PackageIndex, torch: str, cuda: str) -> tuple[bool, str,
     """(is the index's aarch64 torch the CUDA build, the Triton it requires, where that was read)."""
     name, meta = index.wheel_metadata("torch", torch, "manylinux_aarch64")
     requires = _on_linux(meta.get_all("Requires-Dist") or [], "aarch64")
-    cuda_build = any(re.match(r"nvidia-[a-z-]+-cu\d+$", r.name) for r in requires)
+    # The CUDA build for THIS release's CUDA: its nvidia-* libraries carry the major (cu13 for CUDA 13.x).
+    cuda_build = any(re.match(rf"nvidia-[a-z-]+-cu{cuda.split('.')[0]}$", r.name) for r in requires)
     triton = _triton_of(requires)
     where = f"{name} metadata"
     if not triton:  # a CPU build names no Triton: the CUDA build's (x86_64 on the index) does
@@ -313,21 +316,25 @@ def triton_kernels_tree(repo: str, ref: str, subdir: str, cache: Path, mirror: M
                         offline: bool = False) -> Path:
     """The triton_kernels package folder at repo@ref (through the site's git mirror), fetched once into cache."""
     url, at = mirror.repo(repo), mirror.ref(ref)
-    key = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{url}@{at}")
+    key = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{without_userinfo(url)}@{at}")
     dest = cache / "triton_kernels" / key
     if (dest / "__init__.py").is_file():
         return dest
     if offline:
         raise UpstreamError(f"offline: the triton_kernels tree {repo}@{ref} is not in the cache {cache}")
-    package = subdir.rstrip("/") + "/triton_kernels" if not subdir.endswith("triton_kernels/triton_kernels") \
-        else subdir
+    subdir = subdir.strip("/")
+    package = subdir if subdir.endswith("triton_kernels/triton_kernels") else \
+        "/".join(p for p in (subdir, "triton_kernels") if p)
+    # The same prefix rewrites fetch-source.sh applies to every git fetch of the build (GIT_URL_REWRITE).
+    rewrites = [a for prefix, to in mirror.git_url_rewrite.items() for a in ("-c", f"url.{to}.insteadOf={prefix}")]
     with tempfile.TemporaryDirectory() as tmp:
         try:
             proc.run(["git", "init", "-q", tmp], echo=False)
-            proc.run(["git", "-C", tmp, "fetch", "-q", "--depth", "1", url, at], timeout=600)
+            proc.run(["git", *rewrites, "-C", tmp, "fetch", "-q", "--depth", "1", url, at], timeout=600,
+                     secrets=[urllib.parse.urlsplit(url).password or ""])
             proc.run(["git", "-C", tmp, "checkout", "-q", "FETCH_HEAD", "--", package], echo=False)
         except CommandFailedError as exc:
-            raise UpstreamError(f"cannot fetch triton_kernels {ref} from {url} ({exc}): give the tree with "
+            raise UpstreamError(f"cannot fetch triton_kernels {ref} from {without_userinfo(url)} ({exc}): give the tree with "
                                 f"--triton-kernels-tree {ref}=DIR, or a --mirror that serves this repository") from None
         partial = dest.with_name(dest.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -376,6 +383,8 @@ def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRRO
         report.lines.append(pairing(d.sdist, found, f"{what} {src.ref}"))
     except UpstreamError as exc:
         report.lines.append(Line("FAIL", f"pairing.{what}", str(exc)))
+    except (ValueError, SyntaxError, OSError) as exc:  # a vLLM generation the contract does not know, a bad tree
+        report.lines.append(Line("FAIL", f"pairing.{what}", f"cannot read the pairing: {type(exc).__name__}: {exc}"))
     if resolve_set:
         report.lines.append(_resolve_line(m, d, mirror, index))
     return report
@@ -459,18 +468,27 @@ def new_release(version: str, index: PackageIndex, choices: Choices, directory: 
         if dry_run:
             return []
         directory.mkdir(parents=True, exist_ok=True)
-        for path, text in zip(paths, texts):
-            tmp_path = path.with_name(path.name + ".partial")
-            tmp_path.write_text(text)
-            tmp_path.replace(path)
+        if JENKINSFILE.is_file():
+            jenkins_release_choices(JENKINSFILE.read_text())  # fails here, before anything is written
+        partials = [path.with_name(path.name + ".partial") for path in paths]
+        for partial, text in zip(partials, texts):  # both written before either replaces a manifest
+            partial.write_text(text)
+        for partial, path in zip(partials, paths):
+            partial.replace(path)
     sync_jenkinsfile(directory)
     return paths
 
 
-def check_releases(names: list[str], index: PackageIndex, *, mirror: Mirror = NO_MIRROR, resolve_set: bool = True,
+def check_releases(names: list[str], cache: Path, *, index_url: str = "", offline: bool = False,
+                   mirror: Mirror = NO_MIRROR, resolve_set: bool = True,
                    trees: dict[str, Path] | None = None) -> list[Report]:
-    return [check_release(load_release(n), index, mirror=mirror, resolve_set=resolve_set, trees=trees)
-            for n in names or release_names()]
+    """Each manifest checked against its own index (its python.index_url through the mirror), unless one is given."""
+    reports = []
+    for name in names or release_names():
+        m = load_release(name)
+        index = PackageIndex((index_url or mirror.index(m.python.index_url)).rstrip("/"), cache, offline)
+        reports.append(check_release(m, index, mirror=mirror, resolve_set=resolve_set, trees=trees))
+    return reports
 
 
 # --- one owner for the list of releases ----------------------------------------------------------------------
@@ -487,7 +505,7 @@ def jenkins_release_choices(text: str) -> list[str]:
 
 def sync_jenkinsfile(directory: Path | None = None, jenkinsfile: Path = JENKINSFILE) -> bool:
     """Rewrite the Jenkinsfile's RELEASE choices from releases/ (newest first, each tfa before its fallback).
-    Returns whether the file changed. releases/ is the owner; tests/unit/test_jenkinsfile.py holds the copy."""
+    Returns whether the file changed. releases/ is the owner; tests/unit/test_release_train.py holds the copy."""
     directory = directory or releases_dir()
     if not jenkinsfile.is_file() or directory.resolve() != (jenkinsfile.parent / "releases").resolve():
         return False  # releases kept elsewhere (GRACECTL_RELEASES_DIR) are not this Jenkinsfile's
@@ -496,7 +514,9 @@ def sync_jenkinsfile(directory: Path | None = None, jenkinsfile: Path = JENKINSF
     jenkins_release_choices(text)
     new = _CHOICE_LINE.sub(lambda m: m.group(1) + "[" + ", ".join(f"'{n}'" for n in names) + "]", text)
     if new != text:
-        jenkinsfile.write_text(new)
+        partial = jenkinsfile.with_name(jenkinsfile.name + ".partial")
+        partial.write_text(new)
+        partial.replace(jenkinsfile)
     return new != text
 
 

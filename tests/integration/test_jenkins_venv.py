@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gracectl.testbed import state_dir
+from gracectl.testbed.upstream import upstream_cache
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +68,16 @@ def test_the_venv_has_gracectl_and_hadolint_but_not_the_test_extra(agent):
     assert not (venv_bin / "pytest").exists()  # exactly `pip install --editable .`: no extras
 
 
-def test_plan_stage_runs_from_the_jenkins_venv(agent, tmp_path):
+def test_plan_stage_runs_from_the_jenkins_venv(agent, bed, tmp_path):
     checkout, env = agent
     done = subprocess.run(["gracectl", "ci", "plan", "--workdir", str(tmp_path)], cwd=checkout,
-                          env={**env, "RELEASE": "v0.19.0-tfa", "ACTION": "build", "BUILD_NUMBER": "7"},
+                          env={**env, "RELEASE": "v0.19.0-tfa", "ACTION": "build", "BUILD_NUMBER": "7",
+                               "GRACECTL_MIRROR": str(bed.mirror_path),
+                               "GRACECTL_UPSTREAM_CACHE": str(upstream_cache(bed.root))},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    # the release check ran before any build: the pairing of the site-packages triton_kernels, through the mirror
+    assert "release check v0.19.0-tfa: ok       pairing.site-packages v3.6.0" in done.stderr
     assert f"+ {checkout / '.venv' / 'bin' / 'hadolint'} vllm/Dockerfile" in done.stderr  # the venv's hadolint ran
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["stage_status"] == "passed" and plan["plan"]["dockerfile"].endswith("vllm/Dockerfile")

@@ -1,10 +1,13 @@
-"""`gracectl rehearse --stack real`: both releases built in vLLM wheel mode from the REAL upstream packages
-(the official vLLM 0.19.0 wheel, Triton 3.6.0, PyPI's CPU torch as the named stand-in), smoked, pushed,
-promoted and rolled back; checked in the registry itself. Its own CI tier (scripts/test.sh --real-stack)."""
+"""`gracectl rehearse --stack real`: a tfa release and its fallback built in vLLM wheel mode from the REAL
+upstream packages, smoked, pushed, promoted and rolled back; checked in the registry itself. Its own CI tier
+(scripts/test.sh --real-stack) rehearses v0.19.0-tfa (the official vLLM 0.19.0 wheel, Triton 3.6.0, PyPI's CPU
+torch as the named stand-in); GRACECTL_REAL_STACK_RELEASE=v0.25.0-tfa rehearses 0.25.0 on the REAL CUDA torch
+2.11.0 and its nvidia-* libraries from PyPI (no torch stand-in; CLAWMINE.md says what it costs)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,6 +15,7 @@ import pytest
 
 from gracectl.adapters import proc
 from gracectl.image_ref import ImageRef
+from gracectl.manifest import load_release
 from gracectl.plan import REPO_ROOT
 from gracectl.records import get_records
 
@@ -22,30 +26,43 @@ def output(workdir, run: str, name: str) -> dict:
     return json.loads((workdir / run / name).read_text())
 
 
+RELEASE = os.environ.get("GRACECTL_REAL_STACK_RELEASE", "v0.19.0-tfa")
+
+
 def test_real_stack_rehearsal(bed, tmp_path):
     workdir = tmp_path / "rehearsal"
-    done = subprocess.run([sys.executable, "-m", "gracectl", "rehearse", "--stack", "real", "--workdir",
-                           str(workdir)], capture_output=True, text=True, timeout=5400, cwd=REPO_ROOT)
+    tfa = load_release(RELEASE)
+    fallback = load_release(tfa.release.fallback.rpartition(":")[2])
+    done = subprocess.run([sys.executable, "-m", "gracectl", "rehearse", "--stack", "real", "--release", RELEASE,
+                           "--workdir", str(workdir)], capture_output=True, text=True, timeout=5400, cwd=REPO_ROOT)
     print(done.stdout[-8000:])  # the rehearsal's table, in the CI log (scripts/test.sh runs this tier with -s)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "(ranbesidethesmokestage)" in "".join(done.stdout.split())  # a wrapped table cell
     assert "rehearsal of the real stack" in done.stdout and "passed" in done.stdout
 
-    modes = {"real-v0.19.0-tfa": ("site-packages", "/site-packages/triton_kernels"),
-             "real-v0.19.0": ("vendored", "/site-packages/vllm/third_party/triton_kernels")}
+    modes = {f"real-{tfa.release.name}": ("site-packages", "/site-packages/triton_kernels"),
+             f"real-{fallback.release.name}": ("vendored", "/site-packages/vllm/third_party/triton_kernels")}
+    vllm, triton, torch = (tfa.sources.vllm.ref[1:], tfa.sources.triton.ref[1:], tfa.torch.version.split("+")[0])
+    cpu_torch_standin = not tfa.torch.cuda_build_on_index  # the mirror maps the +cuNNN pins to PyPI's CPU build
     for run, (mode, path) in modes.items():
         smoke = output(workdir, run, "smoke-record.json")
         # real vLLM's import_triton_kernels() chose this copy, and the table shows its path
         assert smoke["versions"]["triton_kernels_mode"] == mode
         assert smoke["versions"]["triton_kernels"].endswith(path)
         assert smoke["versions"]["triton_kernels"] in "".join((done.stdout + done.stderr).split())  # wrapped table
-        assert smoke["versions"]["vllm"] == "0.19.0" and smoke["versions"]["triton"] == "3.6.0"
-        # only the test the CPU-torch stand-in breaks is deselected, with the plan's reason
-        assert list(smoke["deselected"]) == ["test_imports.py::test_torch_is_a_cuda_build_with_sm90"]
+        assert smoke["versions"]["vllm"] == vllm and smoke["versions"]["triton"] == triton
         names = {t["name"].rsplit("::", 1)[-1]: t["outcome"] for t in smoke["tests"]}
-        for test in ("test_vllm_triton_kernels_moe_imports_without_error",
+        must_pass = ["test_vllm_triton_kernels_moe_imports_without_error",
                      "test_triton_kernels_has_every_name_vllm_imports",
-                     "test_triton_compiles_a_c_extension_with_the_images_compiler"):
+                     "test_triton_compiles_a_c_extension_with_the_images_compiler"]
+        if cpu_torch_standin:
+            # only the test the CPU-torch stand-in breaks is deselected, with the plan's reason
+            assert list(smoke["deselected"]) == ["test_imports.py::test_torch_is_a_cuda_build_with_sm90"]
+        else:
+            # the real CUDA torch: built for the image's CUDA, with sm_90 kernels (no GPU needed to read that)
+            assert not smoke["deselected"]
+            must_pass += ["test_torch_is_a_cuda_build_with_sm90", "test_torch_is_the_manifests_cuda"]
+        for test in must_pass:
             assert names[test] == "passed", (run, test, names)
         pushed = output(workdir, run, "push-record.json")
         ref = ImageRef.parse(pushed["ref"])
@@ -55,7 +72,9 @@ def test_real_stack_rehearsal(bed, tmp_path):
         boms = get_records(ref, pushed["digest"], "sbom")
         assert boms and boms[-1]["bom"]["bomFormat"] == "CycloneDX"
         versions = {c["name"].lower(): c["version"] for c in boms[-1]["bom"]["components"]}
-        assert versions["vllm"] == "0.19.0" and versions["torch"] == "2.10.0"
+        assert versions["vllm"] == vllm and versions["torch"] == torch
+        if not cpu_torch_standin:  # the CUDA libraries the torch wheel requires, from PyPI
+            assert any(name.startswith("nvidia-") and name.endswith("-cu13") for name in versions), sorted(versions)
         assert ("triton_kernels" in versions or "triton-kernels" in versions) == (mode == "site-packages")
     assert "vllm serve --help" in done.stdout and "usage:" in done.stdout.lower()
 

@@ -125,7 +125,7 @@ def test_cmake_sources_are_the_releases_own_set_and_deepgemm_is_optional(tmp_pat
 
 
 def test_torch_public_version_only_where_the_index_has_the_cuda_build(tmp_path):
-    text = GOOD.replace('+cu129"', '"').replace(
+    text = GOOD.replace('+cu129"', '"').replace('cuda_build_on_index = false\n', '').replace(
         'index_url = "https://download.pytorch.org/whl/cu129"',
         'index_url = "https://pypi.org/simple"\ncuda_build_on_index = true')
     m = load_release(str(write(tmp_path, text)))

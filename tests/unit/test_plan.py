@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -12,6 +13,7 @@ from gracectl.errors import UsageError
 from gracectl.manifest import load_manifest, load_release
 from gracectl.mirrors import Mirror, load_mirror
 from gracectl.plan import REPO_ROOT as REPO, Overrides, make_plan, vllm_version
+from gracectl.release_train import to_toml
 
 COMMIT = "1a2b3c4d5e6f" + "0" * 28
 
@@ -212,19 +214,17 @@ def test_mirror_versions_map_the_torch_pins_and_the_plan_names_them_standin():
     assert any(s.startswith("flashinfer.cubins_url:") for s in p.standins)
 
 
-def cmake_manifest(tmp_path, extra: str = "", **replace: str):
-    """v0.19.0-tfa with sources.cmake = {cutlass, deepselect}, and `replace` applied to its text."""
-    text = (REPO / "releases" / "v0.19.0-tfa.toml").read_text()
-    text = text[:text.index("[sources.cmake.cutlass]")] + (
-        '[sources.cmake.cutlass]\nrepo = "https://github.com/NVIDIA/cutlass.git"\nref = "v4.2.1"\n'
-        'env = "VLLM_CUTLASS_SRC_DIR"\n\n'
-        '[sources.cmake.deepselect]\nrepo = "https://github.com/example/DeepSelect.git"\nref = "' + "d" * 40 + '"\n'
-        'env = "DEEPSELECT_SRC_DIR"\nsubdir = "csrc"\n\n' + extra)
-    for old, new in replace.items():
-        assert old in text
-        text = text.replace(old, new)
+def cmake_manifest(tmp_path, edit=None):
+    """v0.19.0-tfa with sources.cmake = {cutlass, deepselect}, then `edit(data)` applied to its TOML data."""
+    data = tomllib.loads((REPO / "releases" / "v0.19.0-tfa.toml").read_text())
+    data["sources"]["cmake"] = {
+        "cutlass": {"repo": "https://github.com/NVIDIA/cutlass.git", "ref": "v4.2.1", "env": "VLLM_CUTLASS_SRC_DIR"},
+        "deepselect": {"repo": "https://github.com/example/DeepSelect.git", "ref": "d" * 40,
+                       "env": "DEEPSELECT_SRC_DIR", "subdir": "csrc"}}
+    if edit:
+        edit(data)
     path = tmp_path / "v0.19.0-tfa.toml"
-    path.write_text(text)
+    path.write_text(to_toml(data))
     return load_manifest(path)
 
 
@@ -246,8 +246,7 @@ def test_cmake_sources_are_the_manifests_own_set(tmp_path):
 
 
 def test_no_deepgemm_wheel_builds_nothing_and_passes_empty_args(tmp_path):
-    m = cmake_manifest(tmp_path, **{'[sources.deepgemm]\nrepo = "https://github.com/deepseek-ai/DeepGEMM.git"\n'
-                                    'ref = "477618cd51baffca09c4b0b87e97c03fe827ef03"\n': ""})
+    m = cmake_manifest(tmp_path, lambda d: d["sources"].pop("deepgemm"))
     assert m.sources.deepgemm is None and "deepgemm" not in m.sources.pinned()
     p = make_plan(m, commit=COMMIT)
     assert p.build_args["DEEPGEMM_REF"] == p.build_args["DEEPGEMM_REPO"] == p.build_args["PIN_DEEPGEMM"] == ""
@@ -257,16 +256,19 @@ def test_no_deepgemm_wheel_builds_nothing_and_passes_empty_args(tmp_path):
 
 
 def test_empty_jit_cache_index_and_overrides_are_passed_through(tmp_path):
-    extra = ('[provenance]\n"python.overrides.flashinfer-python" = "override: 0.7.3 is not on the index"\n'
-             '"python.overrides.foo" = "override: a test"\n')
-    m = cmake_manifest(tmp_path, extra, **{
-        'jit_cache_index_url = "https://flashinfer.ai/whl/cu129"\n': 'jit_cache_index_url = ""\n',
-        'index_url = "https://pypi.org/simple"\n': 'index_url = "https://pypi.org/simple"\n'
-                                                   'overrides = ["flashinfer-python==0.7.4", "foo==1.0"]\n'})
+    def edit(d):
+        d["flashinfer"]["jit_cache_index_url"] = ""
+        d["python"]["overrides"] = ["flashinfer-python==0.7.4", "foo==1.0"]
+        d["provenance"].update({"python.overrides.flashinfer-python": "override: 0.7.3 is not on the index",
+                                "python.overrides.foo": "override: a test"})
+
+    m = cmake_manifest(tmp_path, edit)
     mirror = Mirror(indexes={"https://flashinfer.ai/whl/cu129": "http://127.0.0.1/simple"})
     p = make_plan(m, mirror=mirror, commit=COMMIT)
     assert p.build_args["FLASHINFER_INDEX_URL"] == ""
     assert p.build_args["PIP_OVERRIDES"] == "flashinfer-python==0.7.4 foo==1.0"
+    # the JIT cache (where there is one) and the labels follow the overridden FlashInfer
+    assert p.build_args["FLASHINFER_VERSION"] == p.labels["io.gracectl.version.flashinfer"] == "0.7.4"
     cmd, _ = p.build_command("docker")
     assert "FLASHINFER_INDEX_URL=" in cmd and "PIP_OVERRIDES=flashinfer-python==0.7.4 foo==1.0" in cmd
 
@@ -280,9 +282,12 @@ def test_testbed_mirror_leaves_repos_without_a_standin_unmapped(tmp_path, monkey
 
     releases = tmp_path / "releases"
     releases.mkdir()
-    cmake_manifest(releases, **{'jit_cache_index_url = "https://flashinfer.ai/whl/cu129"\n': '', '+cu129"': '"',
-                                'index_url = "https://download.pytorch.org/whl/cu129"':
-                                'index_url = "https://pypi.org/simple"\ncuda_build_on_index = true'})
+    def edit(d):
+        d["flashinfer"].pop("jit_cache_index_url")
+        d["torch"].update({k: d["torch"][k].split("+")[0] for k in ("version", "torchvision", "torchaudio")})
+        d["torch"].update(index_url="https://pypi.org/simple", cuda_build_on_index=True)
+
+    cmake_manifest(releases, edit)
     monkeypatch.setenv("GRACECTL_RELEASES_DIR", str(releases))
     st = State(registry_port=5200, git_port=9618, index_port=5280, proxy_port=5290)
     st.repos = {url: {"commit": "c" * 40} for url in STANDIN_REPOS}

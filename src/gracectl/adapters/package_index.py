@@ -2,15 +2,19 @@
 
 `gracectl release new/check` read a release's truth from here: the vLLM sdist (its requirements, docker/ and
 cmake/ files and Python source), and the metadata of the wheels it pins (which Triton a torch brings, whether an
-aarch64 torch is the CUDA build). Everything fetched is checked against the sha256 the index publishes and kept in
-a cache folder, so a later `release check --offline` needs no network. uv (a gracectl dependency) resolves a
+aarch64 torch is the CUDA build). Whole files are checked against the sha256 the index publishes (a file without
+one is refused); a wheel's METADATA and files read out of it by HTTP range requests (no PEP 658 file) cannot be,
+and are read over the index's TLS only. All is kept in a cache folder, so `release check --offline` needs no
+network. Credentials in an index URL go in a Basic header and are never printed or part of a cache path. uv (a gracectl dependency) resolves a
 requirement set for linux/aarch64 without installing anything.
 """
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import hashlib
+import http.client
 import io
 import json
 import re
@@ -36,6 +40,25 @@ SDIST_KEEP = ("CMakeLists.txt", "cmake/", "setup.py", "use_existing_torch.py", "
 AARCH64 = "aarch64-unknown-linux-gnu"
 
 
+def without_userinfo(url: str) -> str:
+    """The URL as it may be printed or used as a cache key: no user or password (a site's index may carry them)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _request(url: str, headers: dict[str, str]) -> urllib.request.Request:
+    """A request whose credentials (https://user:pass@host/...) go in a Basic header, not the URL urllib sees."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None:
+        token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
+                                 f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()
+        headers = {**headers, "Authorization": f"Basic {token}"}
+        url = without_userinfo(url)
+    return urllib.request.Request(url, headers=headers)
+
+
 def default_cache() -> Path:
     """Where sdists, metadata and triton_kernels trees are kept unless told (GRACECTL_UPSTREAM_CACHE at the edges)."""
     return Path.home() / ".cache" / "gracectl" / "upstream"
@@ -54,22 +77,25 @@ class PackageIndex:
     def _get(self, url: str, accept: str = "", timeout: float = 300) -> bytes:
         if self.offline:
             raise UpstreamError(f"offline: {url} is not in the cache {self.cache} (run once without --offline)")
-        req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+        req = _request(url, {"Accept": accept} if accept else {})
+        shown = without_userinfo(url)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.read()
         except urllib.error.HTTPError as exc:
-            raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except OSError as exc:
-            raise UpstreamError(f"{url} cannot be reached ({getattr(exc, 'reason', exc)}): check --index-url, or "
+            raise UpstreamError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise UpstreamError(f"{shown} cannot be reached ({getattr(exc, 'reason', exc)}): check --index-url, or "
                                 "use --offline with a filled cache") from None
 
-    def _cached(self, key: str, fetch) -> bytes:
+    def _cached(self, key: str, fetch, valid=lambda data: True) -> bytes:
         path = self.cache / "index" / key
         if path.is_file() and (self.offline or not key.endswith(".json")):
             return path.read_bytes()
         try:
             data = fetch()
+            if not valid(data):  # never cache what cannot be read (an HTML error page for a JSON one)
+                raise UpstreamError(f"{without_userinfo(self.url)}: {key.rsplit('/', 1)[-1]} is not what was asked for")
         except UpstreamError:
             if path.is_file():  # an index page: the cached one beats none when the index is down
                 return path.read_bytes()
@@ -83,11 +109,13 @@ class PackageIndex:
     def project(self, name: str) -> dict:
         """The index's JSON page of a project: {"files": [...], "versions": [...]}."""
         key = f"{self._host()}/{normalize(name)}.json"
-        data = self._cached(key, lambda: self._get(f"{self.url.rstrip('/')}/{normalize(name)}/", JSON_SIMPLE, 60))
-        try:
-            return json.loads(data)
-        except ValueError:
-            raise UpstreamError(f"{self.url}: the page of {name} is not PEP 691 JSON") from None
+        data = self._cached(key, lambda: self._get(f"{self.url.rstrip('/')}/{normalize(name)}/", JSON_SIMPLE, 60),
+                            valid=lambda data: _page(data) is not None)
+        page = _page(data)
+        if page is None:
+            raise UpstreamError(f"{without_userinfo(self.url)}: the page of {name} is not PEP 691 JSON (an index "
+                                "that serves only HTML pages? the site's mirror must speak PEP 691)")
+        return page
 
     def versions(self, name: str) -> list[str]:
         page = self.project(name)
@@ -99,23 +127,26 @@ class PackageIndex:
                        if f["filename"].startswith(prefix) and f["filename"].endswith(".tar.gz")})
 
     def _host(self) -> str:
-        return re.sub(r"[^A-Za-z0-9.-]+", "_", self.url.split("://", 1)[-1]).strip("_")
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", without_userinfo(self.url).split("://", 1)[-1]).strip("_")
 
     def _file(self, name: str, filename: str) -> dict:
         for f in self.project(name)["files"]:
             if f["filename"] == filename:
                 return f
         known = ", ".join(self.versions(name)[-8:]) or "none"
-        raise UpstreamError(f"{self.url} has no {filename} (its newest {name} versions: {known})")
+        raise UpstreamError(f"{without_userinfo(self.url)} has no {filename} (its newest {name} versions: {known})")
 
     def _download(self, name: str, filename: str, url_suffix: str = "", hash_key: str = "") -> bytes:
         f = self._file(name, filename)
         url = urllib.parse.urljoin(f"{self.url.rstrip('/')}/{normalize(name)}/", f["url"]) + url_suffix
         data = self._cached(f"{self._host()}/files/{filename}{url_suffix}", lambda: self._get(url))
-        want = (f.get(hash_key) or {}).get("sha256") if hash_key else f["hashes"].get("sha256")
-        if want and hashlib.sha256(data).hexdigest() != want:
+        want = (f.get(hash_key) or {}).get("sha256") if hash_key else (f.get("hashes") or {}).get("sha256")
+        if not want:
+            raise UpstreamError(f"{without_userinfo(self.url)} publishes no sha256 for {filename}{url_suffix}: "
+                                "nothing is used unchecked")
+        if hashlib.sha256(data).hexdigest() != want:
             (self.cache / "index" / self._host() / "files" / f"{filename}{url_suffix}").unlink(missing_ok=True)
-            raise UpstreamError(f"{filename}{url_suffix} does not match the sha256 {self.url} publishes for it")
+            raise UpstreamError(f"{filename}{url_suffix} does not match the sha256 {without_userinfo(self.url)} publishes for it")
         return data
 
     def sdist(self, name: str, version: str) -> Path:
@@ -128,14 +159,19 @@ class PackageIndex:
         partial = dest.with_name(dest.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            members = []
-            for m in tar.getmembers():
-                rel = m.name.split("/", 1)[1] if "/" in m.name else ""
-                if m.isfile() and (rel.startswith(SDIST_KEEP) or (rel.startswith(f"{name}/") and rel.endswith(".py"))):
-                    m.name = rel
-                    members.append(m)
-            tar.extractall(partial, members=members, filter="data")
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                members = []
+                for m in tar.getmembers():
+                    rel = m.name.split("/", 1)[1] if "/" in m.name else ""
+                    if m.isfile() and (rel.startswith(SDIST_KEEP)
+                                       or (rel.startswith(f"{name}/") and rel.endswith(".py"))):
+                        m.name = rel
+                        members.append(m)
+                tar.extractall(partial, members=members, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise UpstreamError(f"{filename} cannot be unpacked ({exc})") from None
         (partial / ".complete").write_text(filename + "\n")
         shutil.rmtree(dest, ignore_errors=True)
         partial.rename(dest)
@@ -149,7 +185,7 @@ class PackageIndex:
                   and f["filename"].endswith(f"_{arch}.whl") and "linux" in f["filename"]
                   and (f"-{cp}-" in f["filename"] or "-abi3-" in f["filename"] or "-py3-none-" in f["filename"])]
         if not wheels:
-            raise UpstreamError(f"{self.url} has no {name} {version} wheel for linux {arch} / Python {python}")
+            raise UpstreamError(f"{without_userinfo(self.url)} has no {name} {version} wheel for linux {arch} / Python {python}")
         return sorted(wheels, key=lambda f: f["filename"])[-1]
 
     def wheel_files(self, name: str, version: str, prefix: str, platform: str = "manylinux_aarch64",
@@ -163,8 +199,8 @@ class PackageIndex:
         try:
             with zipfile.ZipFile(_HttpRangeFile(url)) as wheel:
                 return f["filename"], {n: wheel.read(n) for n in wheel.namelist() if n.startswith(prefix)}
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise UpstreamError(f"cannot read {f['filename']} from {url} ({exc})") from None
+        except (OSError, zipfile.BadZipFile, http.client.HTTPException) as exc:
+            raise UpstreamError(f"cannot read {f['filename']} from {without_userinfo(url)} ({exc})") from None
 
     def wheel_metadata(self, name: str, version: str, platform: str, python: str = "3.12") -> tuple[str, Message]:
         """(wheel file name, its METADATA) for the wheel of name==version that pip would take on `platform`
@@ -187,8 +223,8 @@ class PackageIndex:
             with zipfile.ZipFile(_HttpRangeFile(url)) as wheel:
                 member = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
                 return wheel.read(member)
-        except (OSError, zipfile.BadZipFile, StopIteration) as exc:
-            raise UpstreamError(f"cannot read the METADATA of {filename} from {url} ({exc})") from None
+        except (OSError, zipfile.BadZipFile, StopIteration, http.client.HTTPException) as exc:
+            raise UpstreamError(f"cannot read the METADATA of {filename} from {without_userinfo(url)} ({exc})") from None
 
 
 class _HttpRangeFile(io.RawIOBase):
@@ -197,7 +233,12 @@ class _HttpRangeFile(io.RawIOBase):
 
     def __init__(self, url: str):
         self.url, self.pos = url, 0
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
+        self.request = _request(url, {})
+        head = _request(url, {})
+        head.method = "HEAD"
+        with urllib.request.urlopen(head, timeout=60) as r:
+            if not r.headers.get("Content-Length", "").isdigit():
+                raise OSError(f"{without_userinfo(url)} gives no Content-Length: ranges cannot be read")
             self.size = int(r.headers["Content-Length"])
 
     def seekable(self) -> bool:
@@ -217,13 +258,25 @@ class _HttpRangeFile(io.RawIOBase):
         end = self.size if n is None or n < 0 else min(self.size, self.pos + n)
         if end <= self.pos:
             return b""
-        req = urllib.request.Request(self.url, headers={"Range": f"bytes={self.pos}-{end - 1}"})
-        with urllib.request.urlopen(req, timeout=120) as r:
-            data = r.read()
+        req = urllib.request.Request(self.request.full_url, headers={**self.request.headers,
+                                                                        "Range": f"bytes={self.pos}-{end - 1}"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                data = r.read()
+        except http.client.HTTPException as exc:  # a cut answer (IncompleteRead) is not an OSError
+            raise OSError(f"range {self.pos}-{end - 1} cut short ({exc})") from None
             if r.status != 206:  # a server without ranges sent the whole file: keep only what was asked
                 data = data[self.pos:end]
         self.pos += len(data)
         return data
+
+
+def _page(data: bytes) -> dict | None:
+    try:
+        page = json.loads(data)
+    except ValueError:
+        return None
+    return page if isinstance(page, dict) and isinstance(page.get("files"), list) else None
 
 
 def resolve(requirements: list[str], *, index_url: str, extra_index_urls: list[str] = (), python: str = "3.12",
@@ -245,9 +298,11 @@ def resolve(requirements: list[str], *, index_url: str, extra_index_urls: list[s
         # Never a Python download (uv's default reaches for GitHub); its cache beside the index cache.
         env = {"UV_PYTHON_DOWNLOADS": "never", **({"UV_CACHE_DIR": str(cache)} if cache else {})}
         try:
-            out = proc.run(args, timeout=900, echo=False, env=env)
+            out = proc.run(args, timeout=900, echo=False, env=env,
+                           secrets=[urllib.parse.urlsplit(u).password or "" for u in (index_url, *extra_index_urls)])
         except CommandFailedError as exc:
-            raise UpstreamError(f"the requirements do not resolve for {platform} / Python {python} on {index_url}: "
+            raise UpstreamError(f"the requirements do not resolve for {platform} / Python {python} on "
+                                f"{without_userinfo(index_url)}: "
                                 f"{_uv_reason(exc.output)}") from None
     return [line.strip() for line in out.stdout.splitlines() if line.strip() and not line.startswith("#")]
 

@@ -20,7 +20,8 @@ app = typer.Typer(help="Add a vLLM release (every pin derived from its own sourc
                   "upstream.", no_args_is_help=True)
 
 IndexOpt = Annotated[str, typer.Option("--index-url", help="the package index holding vLLM's sdist and the wheels "
-                                       "it pins (a site's mirror)")]
+                                       "it pins (a site's mirror; check: default each manifest's python.index_url "
+                                       "through --mirror)")]
 CacheOpt = Annotated[Optional[Path], typer.Option(
     "--cache-dir", help="where sdists, metadata and triton_kernels trees are kept (env GRACECTL_UPSTREAM_CACHE, "
     "default ~/.cache/gracectl/upstream)")]
@@ -97,8 +98,8 @@ def check(
     """Re-derive every pin of each manifest from its release's sources: one line per drift, the triton_kernels
     pairing and the resolution; exit 14 when any fails."""
     failed = 0
-    for report in check_releases(list(names or release_names()), _index(index_url or "https://pypi.org/simple",
-                                                                        cache_dir, offline),
+    cache = cache_dir or Path(os.environ.get("GRACECTL_UPSTREAM_CACHE") or default_cache())
+    for report in check_releases(list(names or release_names()), cache, index_url=index_url, offline=offline,
                                  mirror=load_mirror(mirror), resolve_set=not no_resolve, trees=_trees(tree)):
         shown = [line for line in report.lines if verbose or line.status != "ok"
                  or line.path.startswith(("pairing", "resolve"))]

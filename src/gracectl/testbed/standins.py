@@ -52,7 +52,7 @@ def standin_wheels() -> list[tuple[str, str]]:
             wheels |= {("torch", m.torch.version), ("torchvision", m.torch.torchvision),
                        ("torchaudio", m.torch.torchaudio)}
         if m.flashinfer.jit_cache_index_url:
-            wheels.add(("flashinfer_jit_cache", m.flashinfer.version))
+            wheels.add(("flashinfer_jit_cache", m.overridden("flashinfer-python") or m.flashinfer.version))
     return sorted(wheels)
 # Real platform wheels from PyPI for the images' Python on both arches (the images run the real Triton, so
 # Triton's own C-stub build runs in the smoke suite).
