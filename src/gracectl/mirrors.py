@@ -28,6 +28,10 @@ git.internal) and the local test bed (everything on 127.0.0.1). A mirror file is
     "cuda-nvcc-12-9" = ""                        # (a STAND-IN site: `standin_reason` says why)
     standin_reason = "..."                       # (top-level key) shown by the plan for every dropped input
 
+    sources_index = "http://127.0.0.1:5090/index" # where `release check` reads a release's sources (sdist, wheel
+                                                 # metadata) when [indexes] maps the build's index to a STAND-IN
+                                                 # one that has no sdists (the test bed's); default: [indexes]
+
     [versions]                                   # a pinned Python package version -> the one the mirror has
     "2.10.0+cu129" = "2.10.0"                    # (STAND-IN: PyPI's CPU torch for the CUDA build; the plan
                                                  #  lists each with `versions_reason`)
@@ -63,6 +67,7 @@ class Mirror(BaseModel):
     standin_reason: str = ""
     versions: dict[str, str] = {}
     versions_reason: str = ""
+    sources_index: str = ""
 
     def image(self, ref: str) -> str:
         return self.images.get(ref, ref)
@@ -75,6 +80,10 @@ class Mirror(BaseModel):
 
     def index(self, url: str) -> str:
         return self.indexes.get(url, url)
+
+    def sources_index_for(self, url: str) -> str:
+        """The index `release check` reads the release's own sources from (sdists, wheel metadata)."""
+        return self.sources_index or self.index(url)
 
     def download(self, url: str) -> str:
         return self.downloads.get(url, url)

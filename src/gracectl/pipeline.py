@@ -209,7 +209,7 @@ def check_before_build(p: Params) -> None:
         m = m.model_copy(update={"sources": m.sources.model_copy(
             update={"vllm": m.sources.vllm.model_copy(update={"ref": p.vllm_ref, "version": ""})})})
     mirror = load_mirror(Path(p.mirror) if p.mirror else None)
-    index = PackageIndex(mirror.index(m.python.index_url),
+    index = PackageIndex(mirror.sources_index_for(m.python.index_url),
                          Path(p.upstream_cache) if p.upstream_cache else default_cache())
     report = check_release(m, index, mirror=mirror, resolve_set=False)
     for line in report.lines:

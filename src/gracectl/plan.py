@@ -216,6 +216,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "PIP_INDEX_URL": mirror.index(m.python.index_url),
         "TORCH_INDEX_URL": mirror.index(m.torch.index_url),
         "TORCH_VERSION": torch_pins["version"],
+        # build-base's torch, for what compiles against it: the vLLM source build and a DeepGEMM wheel.
+        "BUILD_TORCH": "1" if vllm_build == "source" or src.deepgemm else "",
         "TORCHVISION_VERSION": torch_pins["torchvision"],
         "TORCHAUDIO_VERSION": torch_pins["torchaudio"],
         "CUDA_VERSION": m.cuda.version,

@@ -486,7 +486,7 @@ def check_releases(names: list[str], cache: Path, *, index_url: str = "", offlin
     reports = []
     for name in names or release_names():
         m = load_release(name)
-        index = PackageIndex((index_url or mirror.index(m.python.index_url)).rstrip("/"), cache, offline)
+        index = PackageIndex((index_url or mirror.sources_index_for(m.python.index_url)).rstrip("/"), cache, offline)
         reports.append(check_release(m, index, mirror=mirror, resolve_set=resolve_set, trees=trees))
     return reports
 

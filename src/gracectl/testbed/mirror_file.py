@@ -71,6 +71,8 @@ def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
              f'standin_reason = "{reason}"']
     if versions:
         lines.append(f'versions_reason = "{TORCH_STANDIN_REASON}"')
+    if stack == STANDIN:  # the stand-in index has no sdists: release checks read the real ones (PyPI, proxied)
+        lines.append(f'sources_index = "{state.proxy_url}"')
     for title, table in (("images", images), ("repos", repos), ("refs", refs), ("indexes", indexes),
                          ("downloads", downloads), ("packages", packages), ("versions", versions)):
         if table or title != "versions":
