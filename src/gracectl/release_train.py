@@ -103,17 +103,17 @@ def _cu(cuda: str) -> str:
     return cuda.replace(".", "")
 
 
-def _torch_facts(index: PackageIndex, torch: str, cuda: str) -> tuple[bool, str, str]:
+def _torch_facts(index: PackageIndex, torch: str, cuda: str, python: str) -> tuple[bool, str, str]:
     """(is the index's aarch64 torch the CUDA build, the Triton it requires, where that was read)."""
-    name, meta = index.wheel_metadata("torch", torch, "manylinux_aarch64")
-    requires = _on_linux(meta.get_all("Requires-Dist") or [], "aarch64")
+    name, meta = index.wheel_metadata("torch", torch, "manylinux_aarch64", python)
+    requires = _on_linux(meta.get_all("Requires-Dist") or [], "aarch64", python)
     # The CUDA build for THIS release's CUDA: its nvidia-* libraries carry the major (cu13 for CUDA 13.x).
     cuda_build = any(re.match(rf"nvidia-[a-z-]+-cu{cuda.split('.')[0]}$", r.name) for r in requires)
     triton = _triton_of(requires)
     where = f"{name} metadata"
     if not triton:  # a CPU build names no Triton: the CUDA build's (x86_64 on the index) does
-        name, meta = index.wheel_metadata("torch", torch, "manylinux_x86_64")
-        triton = _triton_of(_on_linux(meta.get_all("Requires-Dist") or [], "x86_64"))
+        name, meta = index.wheel_metadata("torch", torch, "manylinux_x86_64", python)
+        triton = _triton_of(_on_linux(meta.get_all("Requires-Dist") or [], "x86_64", python))
         where = f"{name} metadata (the CUDA build; the aarch64 wheel on the index is a CPU build)"
     if not triton:
         raise UpstreamError(f"torch {torch}: neither its aarch64 nor its x86_64 wheel names a triton version")
@@ -158,7 +158,7 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
         if dist not in reqs:
             raise UpstreamError(f"vllm {version}: requirements/cuda.txt pins no {dist}")
     torch_v = reqs["torch"].value
-    cuda_build, triton, triton_where = _torch_facts(index, torch_v, cuda)
+    cuda_build, triton, triton_where = _torch_facts(index, torch_v, cuda, args["PYTHON_VERSION"].value)
     if cuda_build:
         torch_index, local = choices.index_url, ""
         index_origin = f"{torch_v} on the index is the CUDA build for aarch64 (its metadata requires nvidia-*)"

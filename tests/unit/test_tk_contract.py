@@ -17,9 +17,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO / "smoke_tests"
 sys.path.insert(0, str(SUITE))
+from gracectl.testbed import state_dir  # noqa: E402
 import triton_kernels_contract as tkc  # noqa: E402  (lives in the suite: it runs inside the image)
 
-SDISTS = Path("/var/cache/gracectl/sdists/x")
+# The test bed's upstream cache (`gracectl testbed up`, and the release checks of the integration tier, fill it).
+SDISTS = state_dir() / "upstream" / "sdist"
 STANDIN_VLLM = REPO / "scripts" / "testbed" / "standins" / "vllm" / "vllm"
 
 
