@@ -101,7 +101,10 @@ def test_vllm_triton_kernels_moe_imports_without_error():
     handler = Collect(level=logging.DEBUG)
     vllm_logger = logging.getLogger("vllm")
     vllm_logger.addHandler(handler)
-    name = "vllm.model_executor.layers.fused_moe.gpt_oss_triton_kernels_moe"
+    # vLLM's triton_kernels MoE module, wherever this release keeps it (fused_moe/ in 0.19, fused_moe/experts/ later).
+    found = sorted(tkc.installed_vllm_dir().rglob("gpt_oss_triton_kernels_moe.py"))
+    assert found, "the installed vLLM has no gpt_oss_triton_kernels_moe.py (its triton_kernels MoE path)"
+    name = ".".join(("vllm", *found[0].relative_to(tkc.installed_vllm_dir()).with_suffix("").parts))
     try:
         if name in sys.modules:
             importlib.reload(sys.modules[name])
