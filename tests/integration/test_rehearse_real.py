@@ -60,7 +60,7 @@ def test_real_stack_rehearsal(bed, tmp_path):
             assert list(smoke["deselected"]) == ["test_imports.py::test_torch_is_a_cuda_build_with_sm90"]
         else:
             # the real CUDA torch: built for the image's CUDA, with sm_90 kernels (no GPU needed to read that)
-            assert not smoke["deselected"]
+            assert not smoke.get("deselected")  # the record has the key only when something was
             must_pass += ["test_torch_is_a_cuda_build_with_sm90", "test_torch_is_the_manifests_cuda"]
         for test in must_pass:
             assert names[test] == "passed", (run, test, names)

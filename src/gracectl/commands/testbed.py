@@ -17,7 +17,7 @@ from gracectl.commands.options import JsonOpt
 from gracectl.errors import UsageError
 from gracectl.testbed import Testbed
 from gracectl.testbed.mirror_file import REAL, STACKS, STANDIN
-from gracectl.testbed.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, rehearse
+from gracectl.testbed.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, real_releases, rehearse
 
 out = Console(width=None if sys.stdout.isatty() else 150)  # CI logs: no wrapping of digests at 80 columns
 err = Console(stderr=True)
@@ -100,6 +100,7 @@ def rehearse_command(
     except RehearsalFailed as exc:
         out.print(rows_table(exc.rows, "rehearsal FAILED"))
         raise
-    what = "the real stack (v0.19.0-tfa, v0.19.0; vLLM wheel mode)" if stack == REAL else release
+    what = (f"the real stack ({', '.join(real_releases(release).values())}; vLLM wheel mode)" if stack == REAL
+            else release)
     # wall time: some rows ran side by side (`vllm serve --help` beside the smoke stage)
     out.print(rows_table(rows, f"rehearsal of {what}: passed in {time.monotonic() - started:.0f}s"))
