@@ -14,7 +14,6 @@ package sets of two images: what a rollback from A to B changes, before running 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from cyclonedx.model import Property
@@ -22,6 +21,7 @@ from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
+from packaging.utils import canonicalize_name as normalize  # PEP 503 names
 
 from gracectl.adapters import docker, proc
 from gracectl.adapters.registry import open_registry
@@ -34,9 +34,6 @@ FORMAT = "CycloneDX 1.6 JSON"
 ORIGIN = "gracectl:origin"
 INDEX_ORIGIN = "package index"
 
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def inspect_image(image: str, timeout: float = 900) -> dict:

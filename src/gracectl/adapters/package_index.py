@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 
+from packaging.utils import canonicalize_name as normalize  # PEP 503 names
+
 from gracectl.adapters import proc
 from gracectl.errors import CommandFailedError, UpstreamError
 
@@ -63,9 +65,6 @@ def default_cache() -> Path:
     """Where sdists, metadata and triton_kernels trees are kept unless told (GRACECTL_UPSTREAM_CACHE at the edges)."""
     return Path.home() / ".cache" / "gracectl" / "upstream"
 
-
-def normalize(project: str) -> str:
-    return re.sub(r"[-_.]+", "-", project).lower()
 
 
 @dataclass(frozen=True)

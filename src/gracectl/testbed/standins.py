@@ -22,6 +22,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from packaging.utils import canonicalize_name as normalize  # PEP 503 names
+
 from gracectl.adapters import proc
 from gracectl.errors import GraceError, TestbedError
 from gracectl.manifest import load_release, release_names
@@ -284,9 +286,6 @@ def commit_tree(bare: Path, tree: Path, message: str, tag: str = "", extra: dict
         proc.run(["git", "-C", str(bare), "tag", tag], env=env, echo=False)
     return proc.run(["git", "-C", str(bare), "rev-parse", "HEAD"], env=env, echo=False).stdout.strip()
 
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def html(title: str, links: list[str]) -> str:
