@@ -29,7 +29,7 @@ from types import ModuleType
 from packaging.requirements import Requirement
 
 from gracectl.adapters import proc
-from gracectl.adapters.package_index import PackageIndex, resolve, without_userinfo
+from gracectl.adapters.package_index import PackageIndex, cache_key, resolve, without_userinfo
 from gracectl.errors import CommandFailedError, ReleaseCheckError, UpstreamError, UsageError
 from gracectl.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
 from gracectl.mirrors import NO_MIRROR, Mirror
@@ -316,7 +316,7 @@ def triton_kernels_tree(repo: str, ref: str, subdir: str, cache: Path, mirror: M
                         offline: bool = False) -> Path:
     """The triton_kernels package folder at repo@ref (through the site's git mirror), fetched once into cache."""
     url, at = mirror.repo(repo), mirror.ref(ref)
-    key = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{without_userinfo(url)}@{at}")
+    key = cache_key(f"{url}@{at}")
     dest = cache / "triton_kernels" / key
     if (dest / "__init__.py").is_file():
         return dest

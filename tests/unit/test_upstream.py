@@ -156,3 +156,14 @@ def test_docker_args_prefer_versions_json(tmp_path):
     assert args["PYTHON_VERSION"].origin == "docker/Dockerfile:2"  # versions.json lacks it
     assert dockerfile_installs(root, "flashinfer-jit-cache") == "docker/Dockerfile:3"
     assert dockerfile_installs(root, "bitsandbytes") == ""
+
+
+def test_index_credentials_never_reach_a_cache_path_or_a_message(tmp_path):
+    from gracectl.adapters.package_index import PackageIndex, cache_key, without_userinfo
+
+    url = "https://robot:s3cret@pypi.example:8443/simple"
+    assert without_userinfo(url) == "https://pypi.example:8443/simple"
+    assert "s3cret" not in PackageIndex(url, tmp_path)._host() and "s3cret" not in cache_key(url + "@v1")
+    with pytest.raises(UpstreamError) as err:
+        PackageIndex(url, tmp_path, offline=True).project("vllm")
+    assert "s3cret" not in str(err.value) and "robot" not in str(err.value)

@@ -61,6 +61,11 @@ def _request(url: str, headers: dict[str, str]) -> urllib.request.Request:
     return urllib.request.Request(url, headers=headers)
 
 
+def cache_key(url: str) -> str:
+    """A URL as one folder name of the cache (its credentials left out)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", without_userinfo(url))
+
+
 def default_cache() -> Path:
     """Where sdists, metadata and triton_kernels trees are kept unless told (GRACECTL_UPSTREAM_CACHE at the edges)."""
     return Path.home() / ".cache" / "gracectl" / "upstream"
@@ -126,7 +131,7 @@ class PackageIndex:
                        if f["filename"].startswith(prefix) and f["filename"].endswith(".tar.gz")})
 
     def _host(self) -> str:
-        return re.sub(r"[^A-Za-z0-9.-]+", "_", without_userinfo(self.url).split("://", 1)[-1]).strip("_")
+        return cache_key(without_userinfo(self.url).split("://", 1)[-1]).strip("_")
 
     def _file(self, name: str, filename: str) -> dict:
         for f in self.project(name)["files"]:
