@@ -80,7 +80,7 @@ class PackageIndex:
 
     def _get(self, url: str, accept: str = "", timeout: float = 300) -> bytes:
         if self.offline:
-            raise UpstreamError(f"offline: {url} is not in the cache {self.cache} (run once without --offline)")
+            raise UpstreamError(f"offline: {without_userinfo(url)} is not in the cache {self.cache} (run once without --offline)")
         req = _request(url, {"Accept": accept} if accept else {})
         shown = without_userinfo(url)
         try:
