@@ -6,7 +6,10 @@
 - With GRACECTL_PLANT_STALE_TRITON_KERNELS=1 a stale copy of the image's triton_kernels (no SparseMatrix) is
   put first on sys.path before any test imports it: the imports level must then fail, naming SparseMatrix.
   With GRACECTL_PLANT_MX_SCALE_OFF_BY_ONE=1 the copy's Hopper MXFP4 upcast is one scale exponent off: the
-  MXFP4 kernels tests and the upstream level must then fail.
+  MXFP4 kernels tests and the upstream level must then fail; so must they with GRACECTL_PLANT_FP4_DECODE_FAULT=1
+  (the upcast's PTX drops the e2m1 mantissa bit of every fourth value). With GRACECTL_PLANT_TOPK_SOFTMAX_FAULT=1
+  topk's softmax runs at the wrong temperature: the bf16 and MXFP4 kernels tests and the upstream topk group
+  must then fail.
 - The versions and the GPU seen are written into the JUnit XML as testsuite properties; gracectl reads them
   into the smoke record.
 """

@@ -165,9 +165,13 @@ def test_cuda_runtime_packages_installed(expected):
     # such as the STAND-IN test bed, builds with none and the plan says so).
     import subprocess
 
-    packages = expected.get("cuda_runtime_packages", "").split()
+    if "cuda_runtime_packages" not in expected:
+        pytest.skip("the expectations carry no cuda_runtime_packages list (an image.json from before it was "
+                    "written, or an --expect-json without it): nothing to check the image against")
+    packages = expected["cuda_runtime_packages"].split()
     if not packages:
-        pytest.skip("this image was built without the CUDA runtime packages (the plan lists them as STAND-IN)")
+        pytest.skip("the expectations say this image was built with no CUDA runtime packages "
+                    "(cuda_runtime_packages is empty: a mirror without NVIDIA's apt repository, the STAND-IN)")
     missing = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
     assert not missing, f"CUDA runtime packages missing from the image: {missing}"
     if any(p.startswith("cuda-nvcc") for p in packages):
@@ -189,7 +193,8 @@ def test_torch_is_the_manifests_cuda(expected):
 
     want = expected.get("cuda", "")
     if not want:
-        pytest.skip("the expectations give no CUDA version (an image built before image.json carried it)")
+        pytest.skip("the expectations carry no CUDA version (no 'cuda' / io.gracectl.cuda in image.json or "
+                    "--expect-json): nothing to compare torch's CUDA with")
     if not torch.version.cuda:
         pytest.skip("a CPU torch (covered by test_torch_is_a_cuda_build_with_sm90, deselected for a STAND-IN)")
     assert ".".join(torch.version.cuda.split(".")[:2]) == want, (
@@ -226,7 +231,7 @@ def test_deepgemm_installed(expected):
         return
     # Later releases build it in their cmake (DEEPGEMM_SRC_DIR) into vllm/third_party/deep_gemm.
     if not tkc.vllm_installed():
-        pytest.skip("vLLM is not installed (suite run outside a vLLM image)")
+        pytest.skip("vLLM is not installed here (test_vllm_version_matches_image fails where vLLM is expected)")
     files = [str(f) for f in importlib.metadata.files("vllm") or []]
     assert any(f.startswith("vllm/third_party/deep_gemm/_C") for f in files), (
         "the vLLM wheel carries no vllm/third_party/deep_gemm/_C*: vLLM's Hopper FP8 block-scaled GEMMs need it")
@@ -235,7 +240,7 @@ def test_deepgemm_installed(expected):
 def test_vllm_wheel_kept_its_package_files():
     # setuptools-scm ships these only when the source's .git was present at build time.
     if not tkc.vllm_installed():
-        pytest.skip("vLLM is not installed (suite run outside a vLLM image)")
+        pytest.skip("vLLM is not installed here (test_vllm_version_matches_image fails where vLLM is expected)")
     files = [str(f) for f in importlib.metadata.files("vllm") or []]
     templates = [f for f in files if f.startswith("vllm/transformers_utils/chat_templates/") and f.endswith(".jinja")]
     assert templates, "the vLLM wheel lacks vllm/transformers_utils/chat_templates/*.jinja (built without .git?)"

@@ -53,7 +53,8 @@ def test_moe_topk_matmul_ogs_matches_per_expert_loop(gpu, mr, n_tokens):
 @pytest.mark.parametrize("n_tokens", [16, 2048])
 def test_moe_mxfp4_matmul_ogs_matches_dequantized_reference(gpu, mr, n_tokens):
     """gpt-oss's path on Hopper: bf16 activations x MXFP4 weights (w4a16) in triton_kernels' sm_90 layouts,
-    gather GEMM1 with fused SwiGLU, scatter GEMM2 with gate weights, against PyTorch on the dequantized weights."""
+    gather GEMM1 with fused SwiGLU, scatter GEMM2 with gate weights, against PyTorch on the dequantized weights
+    routed by PyTorch (torch.topk + softmax), so routing, weight decoding and the GEMMs are all checked."""
     import torch
 
     tkc.load_triton_kernels()
@@ -67,10 +68,13 @@ def test_moe_mxfp4_matmul_ogs_matches_dequantized_reference(gpu, mr, n_tokens):
         h = mr.mxfp4_gemm1(x, w, r)
         y = mr.mxfp4_gemm2(h, w, r)
     ref_w = mr.mxfp4_reference_weights(w)
+    # The routing of the reference is PyTorch's own (torch.topk + softmax), not triton_kernels': a fault in
+    # triton_kernels.topk must show in this test's figures, not cancel out between kernel and reference.
+    ref_idx, ref_gate = mr.torch_routing(logits)
     h_tokens = h[r.to_token_order].view(n_tokens, mr.TOP_K, -1)
-    ref_h = mr.swiglu_reference(mr.loop_gemm1(x, ref_w, r.expert_idx))
-    ref_y_own_h = mr.loop_gemm2(h_tokens, ref_w, r.expert_idx, r.gate)
-    ref_y = mr.loop_gemm2(ref_h, ref_w, r.expert_idx, r.gate)  # from x alone, as vLLM's test compares
+    ref_h = mr.swiglu_reference(mr.loop_gemm1(x, ref_w, ref_idx))
+    ref_y_own_h = mr.loop_gemm2(h_tokens, ref_w, ref_idx, ref_gate)
+    ref_y = mr.loop_gemm2(ref_h, ref_w, ref_idx, ref_gate)  # from x alone, as vLLM's test compares
     figures = {"GEMM1+SwiGLU": mr.mx_errors(h_tokens, ref_h), "GEMM2": mr.mx_errors(y, ref_y_own_h),
                "MoE": mr.mx_errors(y, ref_y)}
     print(f"{n_tokens} tokens, {w.value_layout}/{w.scale_layout}: " +

@@ -455,6 +455,17 @@ _TOPK_ANCHOR = "tl.softmax(y_values.to(tl.float32), dim=1"
 _TOPK_FAULT = "tl.softmax(y_values.to(tl.float32) * 1.5, dim=1"  # PLANTED FAULT
 
 
+# The planted FP4 decode fault, inside the PTX of the Hopper MXFP4 -> bf16 upcast: the mask that keeps sign,
+# exponent and mantissa bits of the first of each four e2m1 values drops the mantissa bit, so 0.5, 1.5, 3 and 6
+# of a quarter of the weights decode as 0, 1, 2 and 4 (scales untouched).
+_FP4_DECODE_ANCHOR = "and.b32 $0, $4, 0b10000001110000001000000111000000;"
+_FP4_DECODE_FAULT = "and.b32 $0, $4, 0b10000001100000001000000110000000; // PLANTED FAULT: mantissa bit dropped"
+
+
+def make_fp4_decode_fault_copy(source: Path, dest_root: Path) -> Path:
+    return make_patched_copy(source, dest_root, MX_SCALE_FILE, _FP4_DECODE_ANCHOR, _FP4_DECODE_FAULT)
+
+
 def make_mx_scale_fault_copy(source: Path, dest_root: Path) -> Path:
     return make_patched_copy(source, dest_root, MX_SCALE_FILE, _MX_SCALE_ANCHOR, _MX_SCALE_ANCHOR + _MX_SCALE_FAULT)
 
@@ -464,9 +475,14 @@ def make_topk_fault_copy(source: Path, dest_root: Path) -> Path:
 
 
 PLANT_TOPK_ENV = "GRACECTL_PLANT_TOPK_SOFTMAX_FAULT"
+# Set to 1 to run against a copy whose Hopper MXFP4 upcast decodes e2m1 values wrongly (an in-kernel fault):
+# the MXFP4 kernels tests and the upstream level must then fail.
+PLANT_FP4_DECODE_ENV = "GRACECTL_PLANT_FP4_DECODE_FAULT"
 # Planted-fault switches (env var -> how the faulty copy is made), for conftest.py.
 PLANTED_FAULTS = {
     PLANT_STALE_ENV: ("stale triton_kernels without SparseMatrix", make_stale_copy),
     PLANT_MX_SCALE_ENV: ("triton_kernels whose Hopper MXFP4 upcast is one scale exponent off", make_mx_scale_fault_copy),
     PLANT_TOPK_ENV: ("triton_kernels whose topk softmax runs at temperature 1/1.5", make_topk_fault_copy),
+    PLANT_FP4_DECODE_ENV: ("triton_kernels whose Hopper MXFP4 upcast drops the e2m1 mantissa bit of every "
+                           "fourth value", make_fp4_decode_fault_copy),
 }

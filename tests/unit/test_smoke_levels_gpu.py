@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -43,51 +42,7 @@ def test_upstream_property_prefix_is_the_suites():
     assert smoke.UPSTREAM_PREFIX == sel.PROPERTY_PREFIX
 
 
-# ---------------------------------------------------------------------------- upstream selection and counts
-
-
-def test_thin_keeps_first_spreads_evenly_and_respects_the_limit():
-    ids = [f"t.py::test[{i}]" for i in range(100)]
-    chosen = sel.thin(ids, 10)
-    assert chosen == [f"t.py::test[{i}]" for i in range(0, 100, 10)]
-    assert sel.thin(ids[:3], 10) == ids[:3]
-    assert sel.thin(ids, 0) == []
-    assert len(sel.thin(ids, 7)) == 7 and sel.thin(ids, 7) == sorted(set(sel.thin(ids, 7)), key=ids.index)
-
-
-def test_groups_cover_topk_routing_and_mxfp4_matmul_within_the_time_budget():
-    names = {g.name for g in sel.GROUPS}
-    assert {"topk", "routing-metadata", "matmul_ogs-mxfp4"} <= names
-    mxfp4 = next(g for g in sel.GROUPS if g.name == "matmul_ogs-mxfp4")
-    assert "mxfloat4" in mxfp4.keyword and mxfp4.path.startswith("test_matmul.py")
-    # Bounded: a few hundred upstream tests at most (the full suite is tens of thousands).
-    assert sum(g.limit for g in sel.GROUPS) <= 250
-
-
-def test_parse_collect_only_takes_node_ids_only():
-    out = textwrap.dedent("""\
-        test_topk.py::test_topk[float16-True-3-13-1]
-        test_topk.py::test_topk[float16-True-3-13-7]
-        test_tensor_details/test_layout_hopper.py::test_upcast_mxfp4_to_bf16[0-4]
-
-        3 tests collected in 0.51s
-        """)
-    assert sel.parse_collect_only(out) == [
-        "test_topk.py::test_topk[float16-True-3-13-1]", "test_topk.py::test_topk[float16-True-3-13-7]",
-        "test_tensor_details/test_layout_hopper.py::test_upcast_mxfp4_to_bf16[0-4]"]
-
-
-def test_count_junit_outcomes(tmp_path):
-    path = tmp_path / "j.xml"
-    path.write_text("""<testsuites><testsuite name="pytest">
-      <testcase classname="test_topk" name="test_topk[a]" time="0.1"/>
-      <testcase classname="test_topk" name="test_topk[b]" time="0.1"><failure message="assert 1 == 2">x</failure></testcase>
-      <testcase classname="test_topk" name="test_topk[c]" time="0.1"><skipped message="needs Blackwell"/></testcase>
-      <testcase classname="test_topk" name="test_topk[d]" time="0.1"><error message="fixture">e</error></testcase>
-    </testsuite></testsuites>""")
-    results = sel.count_junit(str(path))
-    assert sel.counts([r["outcome"] for r in results.values()]) == {"passed": 1, "failed": 1, "error": 1, "skipped": 1}
-    assert results["test_topk::test_topk[b]"]["message"] == "assert 1 == 2"
+# ---------------------------------------------------------------------------- upstream counts (the selection: test_upstream_selection.py)
 
 
 def test_upstream_counts_go_into_the_smoke_record(tmp_path):
@@ -123,3 +78,19 @@ def test_mx_scale_fault_copy_changes_only_the_hopper_upcast(tmp_path):
     (tmp_path / "other" / "triton_kernels" / tkc.MX_SCALE_FILE).write_text("no anchor here\n")
     with pytest.raises(RuntimeError, match="expected one '# upcast scale to bfloat16'"):
         tkc.make_mx_scale_fault_copy(tmp_path / "other" / "triton_kernels", tmp_path / "again")
+
+
+def test_fp4_decode_fault_copy_drops_the_mantissa_bit_in_the_upcast_ptx(tmp_path):
+    src = tmp_path / "site" / "triton_kernels"
+    upcast = src / tkc.MX_SCALE_FILE
+    upcast.parent.mkdir(parents=True)
+    original = ('asm=f"""{{\n    and.b32 $0, $4, 0b10000001110000001000000111000000;\n'
+                '    and.b32 $1, b,  0b10000001110000001000000111000000;\n"""\n')
+    upcast.write_text(original)
+    dest = tkc.make_fp4_decode_fault_copy(src, tmp_path / "planted")
+    text = (dest / "triton_kernels" / tkc.MX_SCALE_FILE).read_text()
+    # Bit 6 of each bf16 half (where the e2m1 mantissa lands) cleared for the first value pair only.
+    assert "and.b32 $0, $4, 0b10000001100000001000000110000000;" in text
+    assert "and.b32 $1, b,  0b10000001110000001000000111000000;" in text
+    assert upcast.read_text() == original
+    assert tkc.PLANTED_FAULTS[tkc.PLANT_FP4_DECODE_ENV][1] is tkc.make_fp4_decode_fault_copy
