@@ -22,7 +22,13 @@ from gracectl.smoke import OUT_IN_CONTAINER, SUITE_IN_IMAGE, run_in_image
 
 BENCH_SCRIPT = f"{SUITE_IN_IMAGE}/bench_moe.py"
 DEFAULT_TOKENS = (16, 256, 2048, 8192)
-RESULT_COLUMNS = ("name", "median_ms", "tflops", "ratio_vs_dense", "ratio_vs_loop", "tokens_per_s", "skipped")
+RESULT_COLUMNS = ("name", "median_ms", "tflops", "ratio_vs_dense", "hbm_gbps", "ratio_vs_hbm_peak", "ratio_vs_loop",
+                  "tokens_per_s", "skipped")
+# The figures a floor can hold the MoE GEMM rows to: the FLOP ratio to a dense cuBLAS matmul (meaningful where
+# the GEMMs are compute-bound, ~2048 tokens and up) and the achieved HBM bandwidth over the GPU's peak
+# (meaningful where they are memory-bound: decode sizes). The promotion gate's median_ms comparison already
+# covers both on one GPU model (for fixed shapes both are proportional to 1 / median_ms).
+GATE_FIGURES = ("ratio_vs_dense", "ratio_vs_hbm_peak")
 ENGINE_SCRIPT = f"{SUITE_IN_IMAGE}/bench_engine.py"
 PARTS = ("moe", "engine", "all")
 
@@ -47,6 +53,23 @@ def merge_script_records(part: str, records: Sequence[dict]) -> dict:
     for rec in records:
         merged.update(rec)
     return {**merged, "part": part, "results": [r for rec in records for r in rec.get("results") or []]}
+
+
+def figure_findings(record: dict, floors: dict[str, float], *, name_prefix: str = "moe_") -> list[str]:
+    """What falls below a floor: {figure: floor} over GATE_FIGURES, for each result row whose name starts with
+    name_prefix and carries that figure (a row without it, such as routing for either figure, is not judged).
+    A floor no row carries is a finding too: the record cannot show the figure held."""
+    unknown = sorted(set(floors) - set(GATE_FIGURES))
+    if unknown:
+        raise UsageError(f"no gate on {', '.join(unknown)}: a floor can hold {', '.join(GATE_FIGURES)}")
+    findings = []
+    for figure, floor in floors.items():
+        rows = [r for r in record.get("results") or [] if str(r.get("name", "")).startswith(name_prefix)
+                and isinstance(r.get(figure), (int, float))]
+        if not rows:
+            findings.append(f"no {name_prefix}* result carries {figure}: the floor {floor} cannot be checked")
+        findings += [f"{r['name']}: {figure} {r[figure]} below the floor {floor}" for r in rows if r[figure] < floor]
+    return findings
 
 
 def bench_record(image: str, iid: str, script_record: dict, created: str | None = None) -> dict:
