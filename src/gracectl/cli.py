@@ -24,7 +24,7 @@ app = typer.Typer(
 
 app.add_typer(plan.app)
 app.add_typer(release_train.app, name="release")
-release.register(app)  # still a register() function: commands/release.py is being reworked on another branch
+app.add_typer(release.app)
 app.add_typer(smoke.app)
 app.add_typer(bench.app)
 app.add_typer(testbed.app)

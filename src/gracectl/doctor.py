@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gracectl import pipeline
 from gracectl.adapters import docker, proc, tools
 from gracectl.adapters.registry import open_registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import ImageRef
 from gracectl.errors import GraceError, ToolMissingError, UsageError
 from gracectl.plan import detect_builder
@@ -29,6 +30,7 @@ class Settings:
     registry: str = ""  # HOST[:PORT][/NAMESPACE]; empty: the registry check is skipped
     min_free_gb: float = DEFAULT_MIN_FREE_GB
     smoke_gpus: str = "all"  # "none": the smoke stage runs without GPUs (the CPU test bed)
+    access: RegistryAccess = field(default_factory=RegistryAccess)  # how the stages would reach the registry
 
 
 @dataclass
@@ -137,7 +139,7 @@ def check_registry(settings: Settings) -> str:
         return ""
     ref = ImageRef.parse(f"{settings.registry.rstrip('/')}/probe:x")
     try:
-        open_registry(ref, deadline_s=10)  # pings /v2/ with the node's docker login
+        open_registry(ref, replace(settings.access, deadline_s=10))  # pings /v2/ with the node's docker login
     except GraceError as exc:
         raise Missing(str(exc)) from None
     return f"{ref.registry} answers /v2/"

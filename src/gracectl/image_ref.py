@@ -1,15 +1,15 @@
 """Image references and the naming rules of image tags, repositories and digests (the ground floor:
-imports nothing of gracectl but errors, so manifests, records, the registry client and the CLI share it).
+imports nothing of gracectl but errors and environment, so manifests, records, the registry client and the CLI share it).
 
     ImageRef.parse("127.0.0.1:5000/gh200-vllm-tfa:v0.19.0-tfa")   # registry, repository, tag, digest
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
+from gracectl import environment
 from gracectl.errors import UsageError
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -46,7 +46,7 @@ class ImageRef:
         if remainder and ("." in first or ":" in first or first == "localhost"):
             registry, repository = first, remainder
         else:
-            default = os.environ.get("GRACECTL_REGISTRY", "").strip("/")
+            default = environment.default_registry()
             if not default:
                 raise UsageError(f"{text[:200]!r} names no registry: write HOST[:PORT]/REPOSITORY[:TAG] "
                                  "(or set GRACECTL_REGISTRY=HOST[:PORT][/NAMESPACE])")

@@ -6,7 +6,6 @@ unknown release) becomes a one-line ManifestError naming the file and the field 
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gracectl import environment
 from gracectl.errors import ManifestError
 from gracectl.image_ref import DIGEST_RE
 from gracectl.image_ref import TAG_RE as TAG_NAME_RE  # image tags and release names share the tag rule
@@ -281,9 +281,9 @@ class Manifest(_Strict):
 
 def releases_dir() -> Path:
     """`$GRACECTL_RELEASES_DIR`, else `releases/` of the checkout this package runs from, else ./releases."""
-    env = os.environ.get("GRACECTL_RELEASES_DIR")
-    if env:
-        return Path(env)
+    chosen = environment.releases_dir()
+    if chosen:
+        return chosen
     repo_root = Path(__file__).resolve().parents[2]
     if (repo_root / "releases").is_dir():
         return repo_root / "releases"

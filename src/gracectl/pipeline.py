@@ -4,8 +4,8 @@
 
 ACTION=build runs plan, build, smoke, then push (PUSH) and promote (PUSH and PROMOTE), then archive;
 ACTION=rollback runs plan, rollback, archive. Each stage is `gracectl ci <stage>` (commands/ci.py) and
-keeps its output in a work directory (default ./gracectl-out), one JSON file per stage, marked
-"stage_status": "passed" | "failed". A stage refuses to start unless the outputs it needs exist and passed, so a
+keeps its output in a work directory (gracectl.workdir: default ./gracectl-out), one JSON file per stage,
+marked "stage_status": "passed" | "failed". A stage refuses to start unless the outputs it needs exist and passed, so a
 failed or missing smoke can never be followed by a push or a promotion, whoever calls the stages.
 
 tests/unit/test_jenkinsfile.py runs the Jenkinsfile in a Groovy harness and checks that its stages, their
@@ -15,41 +15,24 @@ tests/unit/test_jenkinsfile.py runs the Jenkinsfile in a Groovy harness and chec
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gracectl import ci
-from gracectl.adapters.package_index import PackageIndex, default_cache
-from gracectl.errors import GraceError, PromotionRefusedError, ReleaseCheckError, UsageError
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.errors import GraceError, PromotionRefusedError, UsageError
 from gracectl.image_ref import valid_host
-from gracectl.manifest import TAG_RE, load_release
-from gracectl.mirrors import load_mirror
 from gracectl.plan import lint_dockerfile, plan_for
 from gracectl.records import write_json
-from gracectl.release_train import check_release
+from gracectl.release_train import check_before_build
 from gracectl.smoke import LEVEL_CHOICES as SMOKE_LEVELS
-from gracectl.smoke import RUN_LABEL
+from gracectl.workdir import (BUILD_LOG_FILE, DEFAULT_WORKDIR, EXTRA_FILES, FAILED, MOVING_TAG_FILE, OUTPUTS, PASSED,
+                              PLAN_FILE, SBOM_RECORD_FILE, SMOKE_JUNIT_FILE, read_json, read_output, status_of,
+                              without_envelope)
 
 ACTIONS = ("build", "rollback")
-PASSED, FAILED = "passed", "failed"
-
-# The work directory and its files: the stages write them, Jenkins archives them, and `gracectl build`,
-# `smoke` and `bench` default their outputs to them. (The Jenkinsfile's copies: tests/unit/test_shared_lists.py.)
-DEFAULT_WORKDIR = Path("gracectl-out")
-PLAN_FILE = "plan.json"
-BUILD_RECORD_FILE = "build-record.json"
-BUILD_LOG_FILE = "build.log"
-SMOKE_RECORD_FILE = "smoke-record.json"
-SMOKE_JUNIT_FILE = "smoke-junit.xml"
-SBOM_RECORD_FILE = "sbom-record.json"  # the build stage's CycloneDX SBOM of the image (gracectl.sbom)
-BENCH_RECORD_FILE = "bench-record.json"
-# Plain-text file naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to take
-# `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.
-MOVING_TAG_FILE = "moving-tag"
-
 
 def _truthy(value: str | bool | None) -> bool:
     if isinstance(value, bool):
@@ -80,7 +63,7 @@ class Params:
     run_id: str = ""  # labels the containers this run starts (default: the CI's, see gracectl.ci)
     mirror: str = ""  # mirror file (gracectl.mirrors), empty for upstream
     smoke_gpus: str = "all"  # "none" on a machine without GPUs (the CPU test bed)
-    # HOST[:PORT]s reached without TLS verification; read by adapters.registry_tls from the same variable.
+    # HOST[:PORT]s reached without TLS verification: part of the stages' RegistryAccess (Context.access).
     insecure_registry: str = ""
     # The plan stage of a build checks the manifest against its release's sources first (pins and the
     # triton_kernels pairing: gracectl.release_train); off only for a node that can reach no index.
@@ -104,6 +87,11 @@ class Params:
 
     ENV = ci.PARAMETERS  # environment variable -> field (the job's parameters; gracectl.ci reads them)
 
+    def registry_access(self, env: Mapping[str, str] | None = None) -> RegistryAccess:
+        """The stages' RegistryAccess: this job's insecure hosts over the documented GRACECTL_* variables (the
+        node's docker login gives the credentials)."""
+        return RegistryAccess.from_environment(env, insecure=self.insecure_registry.replace(",", " ").split())
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Params:
         """Fields from `env` (default os.environ) through the CI seam, then `overrides` that are not None win."""
@@ -122,17 +110,18 @@ class Params:
 
 @dataclass
 class Context:
-    """What a stage function gets: the parameters and the work directory of this run."""
+    """What a stage function gets: the parameters, the work directory of this run and its registry access."""
 
     params: Params
     workdir: Path
+    access: RegistryAccess = field(default_factory=RegistryAccess)
 
     def path(self, name: str) -> Path:
         return self.workdir / name
 
     def output(self, stage_name: str) -> dict:
         """The recorded output of an earlier stage (which must exist and have passed)."""
-        return read_output(self.workdir, stage(stage_name))
+        return read_output(self.workdir, stage(stage_name).name)
 
     def plan(self, *, check: bool = True):
         """The build plan for these parameters; `check`: it must be the one the plan stage recorded."""
@@ -160,7 +149,7 @@ def new_run_id(params: Params) -> str:
 
 def find_run_id(run_id: str = "", workdir: Path = DEFAULT_WORKDIR) -> str:
     """The run id to clean up after: given, else the job's environment, else the one the plan stage recorded."""
-    return run_id or ci.run_id() or _read_json(workdir / PLAN_FILE).get("run_id", "")
+    return run_id or ci.run_id() or read_json(workdir / PLAN_FILE).get("run_id", "")
 
 
 @dataclass(frozen=True)
@@ -170,9 +159,12 @@ class Stage:
     run: Callable[[Context], dict]  # does the work, returns the JSON written to `output`
     applies: Callable[[Params], bool]  # the Jenkinsfile's `when` for this stage says the same
     needs: tuple[str, ...] = ()  # earlier stages whose outputs must exist and have passed
-    output: str = ""
     moves_tag: bool = False  # Jenkins holds the tag's lock around it
     node_needs: tuple[str, ...] = ()  # what the node must have: `gracectl doctor` checks (gracectl.doctor.CHECKS)
+
+    @property
+    def output(self) -> str:
+        return OUTPUTS[self.name]
 
     @property
     def command(self) -> str:
@@ -182,45 +174,20 @@ class Stage:
 # --- the stage functions: thin calls into the modules that own the work ---------------------------------
 
 
-def run_plan(ctx: Context) -> dict:
+def stage_plan(ctx: Context) -> dict:
     """Resolve the release into the build plan; lint the Dockerfile for a build."""
     p = ctx.params
     plan = ctx.plan(check=False)
     if p.action == "build":
         lint_dockerfile()
         if p.release_check:
-            check_before_build(p)
+            check_before_build(p.release, vllm_ref=p.vllm_ref, mirror_file=p.mirror, upstream_cache=p.upstream_cache)
     ctx.path(MOVING_TAG_FILE).write_text(plan.moving_tag + "\n")
     return {"params": asdict(p), "run_id": new_run_id(p), "plan": plan.to_dict(),
             "moving_tag": plan.moving_tag, "build_tag": plan.build_tag}
 
 
-def check_before_build(p: Params) -> None:
-    """The manifest's pins re-derived from its release's sources and its triton_kernels pairing, in seconds,
-    before a 40-minute build (resolving the full requirement set is `gracectl release check`'s, run by CI)."""
-    m = load_release(p.release)
-    if p.vllm_ref and p.vllm_ref != m.sources.vllm.ref:
-        # Another vLLM than the manifest's: a release tag is checked as that release; a commit has no sdist.
-        if not TAG_RE.match(p.vllm_ref):
-            print(f"release check {p.release}: skipped: VLLM_REF {p.vllm_ref} is a commit (no release sources to "
-                  "check against; the build's own FETCHCONTENT_FULLY_DISCONNECTED and smoke levels still gate it)",
-                  file=sys.stderr)
-            return
-        m = m.model_copy(update={"sources": m.sources.model_copy(
-            update={"vllm": m.sources.vllm.model_copy(update={"ref": p.vllm_ref, "version": ""})})})
-    mirror = load_mirror(Path(p.mirror) if p.mirror else None)
-    index = PackageIndex(mirror.sources_index_for(m.python.index_url),
-                         Path(p.upstream_cache) if p.upstream_cache else default_cache())
-    report = check_release(m, index, mirror=mirror, resolve_set=False)
-    for line in report.lines:
-        if line.status != "ok" or line.path.startswith("pairing"):
-            print(f"release check {p.release}: {line}", file=sys.stderr)
-    if report.failed:
-        raise ReleaseCheckError(f"{p.release}: {report.failed[0].path}: {report.failed[0].text} (`gracectl release "
-                                f"check {p.release}` lists every line; nothing was built)")
-
-
-def run_build(ctx: Context) -> dict:
+def stage_build(ctx: Context) -> dict:
     """Build the plan into a local image; build.py writes the build record (and its log) into the work dir."""
     from gracectl import build
 
@@ -234,7 +201,7 @@ def run_build(ctx: Context) -> dict:
     return {**record, "sbom": {"file": SBOM_RECORD_FILE, "format": bom["format"], "packages": bom["packages"]}}
 
 
-def run_smoke(ctx: Context) -> dict:
+def stage_smoke(ctx: Context) -> dict:
     """Smoke the image the build stage made; smoke.py writes the record and the JUnit XML itself."""
     from gracectl import smoke
 
@@ -247,7 +214,7 @@ def run_smoke(ctx: Context) -> dict:
                            run_id=ctx.run_id(), deselect=deselect)
 
 
-def run_push(ctx: Context) -> dict:
+def stage_push(ctx: Context) -> dict:
     """Push the smoked image under its immutable build tag, its smoke record attached to the pushed digest."""
     from gracectl import release_ops
 
@@ -261,27 +228,27 @@ def run_push(ctx: Context) -> dict:
     # The SBOM (what is in the image) is stored beside the smoke record; builds recorded before SBOMs have none.
     sbom_path = ctx.path(SBOM_RECORD_FILE)
     sboms = [json.loads(sbom_path.read_text())] if built.get("sbom") and sbom_path.exists() else []
-    published = release_ops.publish(built["image"], dest, attach=[without_envelope(smoked), *sboms])
+    published = release_ops.publish(built["image"], dest, access=ctx.access, attach=[without_envelope(smoked), *sboms])
     return {"image": published.ref, **published.to_dict(), "smoke_passed": True}
 
 
-def run_promote(ctx: Context) -> dict:
+def stage_promote(ctx: Context) -> dict:
     """Move the release's tag to the pushed digest; release_ops checks the registry's smoke record again."""
     from gracectl import release_ops
     from gracectl.image_ref import ImageRef
 
     pushed, moving = ctx.output("push"), ctx.output("plan")["moving_tag"]
     source = str(ImageRef.parse(pushed["ref"]).with_digest(pushed["digest"]))
-    entry = release_ops.promote(source, ImageRef.parse(moving).tag, reason=_reason(ctx))
+    entry = release_ops.promote(source, ImageRef.parse(moving).tag, reason=_reason(ctx), access=ctx.access)
     return {"tag": moving, "digest": pushed["digest"], "moved": entry is not None,
             "history_entry": entry.to_dict() if entry else None}
 
 
-def run_rollback(ctx: Context) -> dict:
+def stage_rollback(ctx: Context) -> dict:
     from gracectl import release_ops
 
     moving = ctx.output("plan")["moving_tag"]
-    entry = release_ops.rollback(moving, to=ctx.params.rollback_to, reason=_reason(ctx))
+    entry = release_ops.rollback(moving, to=ctx.params.rollback_to, reason=_reason(ctx), access=ctx.access)
     return {"tag": moving, "to": ctx.params.rollback_to or "(undo the last promotion)", "moved": entry is not None,
             "history_entry": entry.to_dict() if entry else None}
 
@@ -290,7 +257,7 @@ def _reason(ctx: Context) -> str:
     return f"gracectl ci, run {ctx.run_id()}"
 
 
-def run_archive(ctx: Context) -> dict:
+def stage_archive(ctx: Context) -> dict:
     """Summarise this run's outputs (Jenkins then archives the work dir with fingerprints)."""
     outputs = {}
     for s in stages_for(ctx.params):
@@ -309,25 +276,22 @@ def _build(p: Params) -> bool:
 
 STAGES: tuple[Stage, ...] = (
     Stage("plan", "resolve the release manifest into the build plan (tags, pins, build command); lint the "
-          "Dockerfile", run_plan, lambda p: True, output=PLAN_FILE, node_needs=("git", "hadolint", "docker")),
+          "Dockerfile", stage_plan, lambda p: True, node_needs=("git", "hadolint", "docker")),
     Stage("build", "build the linux/arm64 image locally (BuildKit, cache shared through the registry); write "
           "the build record and log",
-          run_build, _build, needs=("plan",), output=BUILD_RECORD_FILE,
-          node_needs=("docker", "buildkit", "disk", "registry")),
+          stage_build, _build, needs=("plan",), node_needs=("docker", "buildkit", "disk", "registry")),
     Stage("smoke", "run the smoke suite in the built image on the GPU at SMOKE_LEVEL; smoke record + JUnit XML",
-          run_smoke, _build, needs=("plan", "build"), output=SMOKE_RECORD_FILE,
-          node_needs=("docker", "nvidia-runtime", "gpu")),
+          stage_smoke, _build, needs=("plan", "build"), node_needs=("docker", "nvidia-runtime", "gpu")),
     Stage("push", "push under the immutable build tag; store the smoke record with the pushed digest",
-          run_push, lambda p: _build(p) and p.push, needs=("plan", "build", "smoke"), output="push-record.json",
+          stage_push, lambda p: _build(p) and p.push, needs=("plan", "build", "smoke"),
           node_needs=("docker", "skopeo", "registry")),
     Stage("promote", "move the release's tag to the pushed digest (needs a passing smoke record for it)",
-          run_promote, lambda p: _build(p) and p.push and p.promote, needs=("plan", "smoke", "push"),
-          output="promote-record.json", moves_tag=True, node_needs=("registry",)),
-    Stage("rollback", "move the release's tag back to ROLLBACK_TO (or the previous digest in its history)",
-          run_rollback, lambda p: p.action == "rollback", needs=("plan",), output="rollback-record.json",
+          stage_promote, lambda p: _build(p) and p.push and p.promote, needs=("plan", "smoke", "push"),
           moves_tag=True, node_needs=("registry",)),
-    Stage("archive", "summarise the run's records for archiving", run_archive, lambda p: True,
-          output="summary.json"),
+    Stage("rollback", "move the release's tag back to ROLLBACK_TO (or the previous digest in its history)",
+          stage_rollback, lambda p: p.action == "rollback", needs=("plan",), moves_tag=True,
+          node_needs=("registry",)),
+    Stage("archive", "summarise the run's records for archiving", stage_archive, lambda p: True),
 )
 
 
@@ -343,37 +307,8 @@ def stages_for(params: Params) -> list[Stage]:
     return [s for s in STAGES if s.applies(params)]
 
 
-# --- work directory records -------------------------------------------------------------------------------
-
-
-def status_of(record: dict) -> str:
-    """passed/failed of a stage output, as run_stage marked it; anything else counts as failed."""
-    return PASSED if record.get("stage_status") == PASSED else FAILED
-
-
-def without_envelope(record: dict) -> dict:
-    """The record as its owner wrote it (what goes into the registry), without run_stage's fields."""
-    return {k: v for k, v in record.items() if k not in ("stage", "stage_status", "stage_error")}
-
-
-def read_output(workdir: Path, of: Stage, *, for_stage: str = "") -> dict:
-    """The output of stage `of`; a one-line refusal when it is missing, unreadable or failed."""
-    who = f"ci {for_stage}: " if for_stage else ""
-    refusal = PromotionRefusedError if for_stage in ("push", "promote") else UsageError
-    path = workdir / of.output
-    if not path.exists():
-        raise refusal(f"{who}{path} is missing: run `gracectl ci {of.name}` first (same --workdir)")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise refusal(f"{who}{path} is unreadable ({exc}): run `gracectl ci {of.name}` again") from None
-    if status_of(record) != PASSED:
-        reason = record.get("stage_error") or "no stage_status passed"
-        raise refusal(f"{who}stage {of.name} failed ({reason}): refusing to continue")
-    return record
-
-
-def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dict:
+def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR, access: RegistryAccess | None = None
+              ) -> dict:
     """Run one stage: check its inputs, clear its own and later outputs, run it, write its output.
 
     Every output gets "stage_status": "passed" | "failed" (and "stage_error"); on failure whatever the stage
@@ -382,15 +317,15 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dic
     this = stage(name)
     workdir.mkdir(parents=True, exist_ok=True)
     for needed in this.needs:
-        read_output(workdir, stage(needed), for_stage=name)
+        read_output(workdir, stage(needed).name, for_stage=name)
     for stale in files_from(this):  # results of an earlier run must not pass for (or be archived with) this one
         (workdir / stale).unlink(missing_ok=True)
     out = workdir / this.output
     try:
-        record = this.run(Context(params, workdir))
+        record = this.run(Context(params, workdir, access or params.registry_access()))
     except GraceError as exc:
         # Keep what the stage itself recorded (a failed smoke or build record), marked failed for later stages.
-        written = _read_json(out) if out.exists() else {}
+        written = read_json(out) if out.exists() else {}
         write_json(out, {"stage": name, **written, "stage_status": FAILED, "stage_error": str(exc)})
         raise
     record = {"stage": name, **record, "stage_status": PASSED}
@@ -400,27 +335,4 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR) -> dic
 
 def files_from(this: Stage) -> list[str]:
     """The work-dir files that `this` stage and the stages after it write (plan: every file of a run)."""
-    extra = {"plan": [MOVING_TAG_FILE], "build": [BUILD_LOG_FILE, SBOM_RECORD_FILE], "smoke": [SMOKE_JUNIT_FILE]}
-    later = STAGES[STAGES.index(this):]
-    return [name for s in later for name in (s.output, *extra.get(s.name, []))]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def cleanup(run_id: str) -> list[str]:
-    """Remove the containers labelled with this run's id (whatever stage started them). Returns their ids."""
-    from gracectl.adapters import docker
-
-    if not run_id:
-        raise UsageError("ci cleanup needs the run id: set GRACECTL_RUN_ID (Jenkins: BUILD_TAG) or --run-id")
-    found = docker.run(["ps", "--all", "--quiet", "--filter", f"label={RUN_LABEL}={run_id}"])
-    ids = found.stdout.split()
-    if ids:
-        docker.run(["rm", "--force", "--volumes", *ids])
-    return ids
+    return [name for s in STAGES[STAGES.index(this):] for name in (s.output, *EXTRA_FILES.get(s.name, []))]

@@ -1,13 +1,13 @@
 """The lock of one moving tag, so that one promotion or rollback at a time changes it.
 
 Three layers (distribution v2 has no conditional PUT, so the registry part is made safe by reading back):
-  - a local flock per tag (GRACECTL_LOCK_DIR, default /tmp/gracectl-locks): two gracectl processes on
+  - a local flock per tag (access.lock_dir, default /tmp/gracectl-locks): two gracectl processes on
     one host never overlap, the second fails at once with ConflictError;
   - the registry lock `<tag>.gracectl-lock`: an artifact naming the holder (who, host, boot id, pid and
     its start time, since, expires). Claimed by writing it with a unique nonce, then read back after a
-    settle delay (GRACECTL_LOCK_SETTLE_S, default 1 s): of writers that overlap, only the last PUT
-    reads back its own nonce. A background thread renews it every TTL/4 (GRACECTL_LOCK_TTL_S, default
-    120 s), so a slow but live holder keeps it;
+    settle delay (access.lock_settle_s, default 1 s): of writers that overlap, only the last PUT
+    reads back its own nonce. A background thread renews it every TTL/4 (access.lock_ttl_s,
+    default 120 s), so a slow but live holder keeps it;
   - fencing: check() right before the tag write and each history write reads the lock back and raises
     ConflictError unless it still holds our nonce with at least FENCE_MARGIN of its life left (renewing
     first when less is left). A holder that was stalled past its lock's life writes nothing more.
@@ -26,7 +26,6 @@ import re
 import secrets
 import socket
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,10 +34,6 @@ from gracectl.adapters.registry import Registry
 from gracectl.errors import ConflictError, GraceError, RegistryError
 from gracectl.records import artifact_type, utc_now
 from gracectl.release_history import LOCK_SUFFIX
-
-
-def lock_ttl_s() -> float:
-    return float(os.environ.get("GRACECTL_LOCK_TTL_S", "120"))
 
 
 def _boot_id() -> str:
@@ -81,16 +76,18 @@ def describe(lock: dict) -> str:
 
 
 class TagLock:
-    """`with TagLock(registry, repository, tag, actor) as lock:` ... `lock.check()` before each write."""
+    """`with TagLock(registry, repository, tag) as lock:` ... `lock.check()` before each write. Its timings,
+    folder and owner are the registry's RegistryAccess."""
 
     FENCE_MARGIN_S = 30.0  # a write must be able to land (or time out) well inside the lock's life
 
-    def __init__(self, registry: Registry, repository: str, tag: str, owner: str):
-        self.registry, self.repository, self.tag, self.owner = registry, repository, tag, owner
+    def __init__(self, registry: Registry, repository: str, tag: str):
+        access = registry.access
+        self.registry, self.repository, self.tag, self.owner = registry, repository, tag, access.who
         self.lock_tag = tag + LOCK_SUFFIX
-        self.lock_dir = Path(os.environ.get("GRACECTL_LOCK_DIR") or Path(tempfile.gettempdir()) / "gracectl-locks")
-        self.settle_s = float(os.environ.get("GRACECTL_LOCK_SETTLE_S", "1.0"))
-        self.ttl_s = lock_ttl_s()
+        self.lock_dir = Path(access.lock_dir)
+        self.settle_s = access.lock_settle_s
+        self.ttl_s = access.lock_ttl_s
         self.margin_s = min(self.FENCE_MARGIN_S, self.ttl_s / 4)
         self.host_id = f"{socket.gethostname()}:{self.lock_dir.resolve()}"
         self.nonce = secrets.token_hex(16)
@@ -221,9 +218,10 @@ class TagLock:
             self._file.close()
 
 
-def unlock(registry: Registry, repository: str, tag: str, who: str, reason: str) -> dict | None:
+def unlock(registry: Registry, repository: str, tag: str, reason: str) -> dict | None:
     """Release the lock of `tag` whoever holds it; returns the holder's lock (None when it was not held)."""
-    held = TagLock(registry, repository, tag, who).read()
+    who = registry.access.who
+    held = TagLock(registry, repository, tag).read()
     if not held or held[1].get("released"):
         return None
     released = {"released": True, "unlocked_by": who, "reason": reason, "since": utc_now(),

@@ -15,27 +15,23 @@ A move (promote or rollback), all under the tag's lock:
      "failed" if not (the error's exit code, the message says "was NOT moved"), "unknown" if it cannot be
      read (OutcomeUnknownError, exit 11: "could not tell", with the command to check). Readers settle
      "pending"/"unknown" entries against the registry, so the history never lies either.
-Every operation has an overall deadline (GRACECTL_DEADLINE_S / --deadline, default 180 s) besides the
-per-request timeout; clean-up (reading the tag back, releasing the lock) gets a few seconds more.
+Every operation takes its registry settings as one RegistryAccess value (adapters.registry_access: credentials,
+TLS, the per-request timeout, the overall deadline (default 180 s), the lock's timings, who acts); clean-up
+(reading the tag back, releasing the lock) gets a few seconds past the deadline.
 Jenkins also wraps promote/rollback in `lock("<registry>/<repo>:<tag>")`.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import math
-import os
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
 
-from gracectl import ci
 from gracectl.adapters import docker
 from gracectl.adapters.registry import EMPTY_CONFIG_TYPE, Registry, open_registry
-from gracectl.adapters.registry_auth import Credentials
-from gracectl.adapters.registry_tls import dockerd_trust_gap, tls_settings
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.adapters.registry_tls import dockerd_trust_gap
 from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_ref
 from gracectl.errors import (
     CommandFailedError,
@@ -63,27 +59,8 @@ from gracectl.release_history import (
 from gracectl.release_gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, gate_findings
 from gracectl.release_lock import TagLock, describe, unlock as unlock_lock
 
-DEFAULT_DEADLINE_S = 180.0  # an incident rollback should fail fast and say so, not hang
 READ_BACK_ATTEMPTS = 3
 CLEANUP_S = 15.0
-
-
-def deadline_s(value: float | None = None) -> float:
-    """The overall deadline of one operation: `value`, else GRACECTL_DEADLINE_S, else 180 s."""
-    if value is None:
-        try:
-            value = float(os.environ.get("GRACECTL_DEADLINE_S") or DEFAULT_DEADLINE_S)
-        except ValueError:
-            raise UsageError("GRACECTL_DEADLINE_S must be a number of seconds") from None
-    if not math.isfinite(value) or not 1 <= value <= 86400:
-        raise UsageError(f"the deadline must be 1 to 86400 seconds, got {value!r}")
-    return value
-
-
-def actor() -> str:
-    """Who does it: GRACECTL_ACTOR, else user@host; a CI build adds its URL (gracectl.ci)."""
-    who = os.environ.get("GRACECTL_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
-    return f"{who} ({ci.build_url()})" if ci.build_url() else who
 
 
 def moving_tag_name(tag: str) -> str:
@@ -228,7 +205,7 @@ class Published:
         return asdict(self)
 
 
-def publish(local_image: str, dest: str, *, credentials: Credentials | None = None,
+def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None,
             attach: list[dict] = ()) -> Published:
     """Push `local_image` (a dockerd image name, or a skopeo transport ref such as oci:DIR:TAG) to the
     IMMUTABLE tag `dest`; refuse (ConflictError) if the tag already holds another image. Each dict in
@@ -238,12 +215,13 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
         raise UsageError(f"--to must be REGISTRY/REPO:TAG (an immutable build tag), got {dest!r}")
     if is_bookkeeping_tag(ref.tag):
         raise UsageError(f"{ref.tag!r} is one of gracectl's own bookkeeping tags")
-    registry = open_registry(ref, credentials)
+    access = access or RegistryAccess()
+    registry = open_registry(ref, access, bounded=False)  # moving layers takes as long as it takes
     source = transport_ref(local_image)
     # A dockerd image goes through dockerd's own push (it skips the layers the registry has) unless dockerd
     # would verify the registry differently from gracectl; then skopeo, which exports the whole image.
     daemon_image = source.startswith("docker-daemon:")
-    trust_gap = dockerd_trust_gap(tls_settings(ref.registry)) if daemon_image else ""
+    trust_gap = dockerd_trust_gap(registry.tls) if daemon_image else ""
     via_dockerd = daemon_image and not trust_gap
     if trust_gap:
         print(f"pushing through skopeo (a full export of the image), not dockerd: {trust_gap}", file=sys.stderr,
@@ -254,7 +232,7 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
             raise CommandFailedError(f"dockerd has no image {local_image}: build it first")
         image_id = found["Id"]
     else:
-        image_id = (skopeo_inspect_raw(source).get("config") or {}).get("digest", "")
+        image_id = (skopeo_inspect_raw(source, access).get("config") or {}).get("digest", "")
     for record in attach:  # checked before anything is pushed
         if record.get("image_id") and record["image_id"] != image_id:
             raise UsageError(f"the {record.get('kind')} record is of image {short(record['image_id'])}, but "
@@ -268,7 +246,7 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
         digest, already = existing.digest, True
     else:
         digest = (docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
-                  else skopeo_copy(source, ref, registry.credentials))
+                  else skopeo_copy(source, ref, access))
         already = False
     for record in attach:
         put_record(ref, digest, record.get("kind", ""), {**record, "digest": digest}, registry=registry)
@@ -276,8 +254,7 @@ def publish(local_image: str, dest: str, *, credentials: Credentials | None = No
 
 
 def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
-            max_regression: float = DEFAULT_MAX_REGRESSION, credentials: Credentials | None = None,
-            deadline: float | None = None) -> Entry | None:
+            max_regression: float = DEFAULT_MAX_REGRESSION, access: RegistryAccess | None = None) -> Entry | None:
     """Move `tag` (in the source's repository) to the digest `source` names, if the gates pass.
 
     Returns the history entry, or None when the tag already points there. Raises PromotionRefusedError
@@ -287,7 +264,7 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
     moving_tag_name(tag)
     _check_force(force, reason)
     check_max_regression(max_regression)
-    registry = open_registry(ref, credentials, deadline_s=deadline_s(deadline))
+    registry = open_registry(ref, access)
     candidate = resolve(registry, ref)
     check_image(registry, ref, candidate)
     current = registry.head_manifest(ref.repository, tag)
@@ -298,9 +275,9 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
     if findings and not force:
         raise PromotionRefusedError(f"refusing to promote {ref} to {tag}: " + "; ".join(findings)
                                     + " (override: --force --reason TEXT)")
-    entry = Entry("promote", candidate, current_digest, who=actor(), when=utc_now(), reason=reason.strip(),
+    entry = Entry("promote", candidate, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
                   forced=bool(findings) and force, source=str(ref), gate=findings)
-    with TagLock(registry, ref.repository, tag, actor()) as lock:
+    with TagLock(registry, ref.repository, tag) as lock:
         return _apply(registry, ref.repository, tag, entry, lock)
 
 
@@ -313,8 +290,7 @@ def _moving_ref(target: str, command: str) -> ImageRef:
 
 
 def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False,
-             max_regression: float = DEFAULT_MAX_REGRESSION, credentials: Credentials | None = None,
-             deadline: float | None = None) -> Entry | None:
+             max_regression: float = DEFAULT_MAX_REGRESSION, access: RegistryAccess | None = None) -> Entry | None:
     """Move REGISTRY/REPO:TAG back to the digest it held before its last promotion, or to `to` (a digest or
     tag of the same repository, which must pass the same gates as a promotion, or --force --reason).
     Returns the history entry, or None when already there."""
@@ -323,7 +299,7 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
     _check_force(force, reason)
     check_max_regression(max_regression)
     named = target_ref(ref, to) if to else None
-    registry = open_registry(ref, credentials, deadline_s=deadline_s(deadline))
+    registry = open_registry(ref, access)
     findings: list[str] = []
     explicit = ""
     if named:
@@ -334,7 +310,7 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
         if findings and not force:
             raise PromotionRefusedError(f"refusing to roll {tag} back to {named}: " + "; ".join(findings)
                                         + " (override: --force --reason TEXT)")
-    with TagLock(registry, ref.repository, tag, actor()) as lock:
+    with TagLock(registry, ref.repository, tag) as lock:
         # Decided under the lock, from the settled history, so no concurrent move can slip in between.
         current = registry.head_manifest(ref.repository, tag)
         current_digest = current.digest if current else None
@@ -354,36 +330,35 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
             dest, undoes = last.from_, last.id
         if dest == current_digest:
             return None
-        entry = Entry("rollback", dest, current_digest, who=actor(), when=utc_now(), reason=reason.strip(),
+        entry = Entry("rollback", dest, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
                       forced=bool(findings) and force, source=to or f"undo of {undoes}", undoes=undoes,
                       gate=findings)
         return _apply(registry, ref.repository, tag, entry, lock)
 
 
-def history(target: str, *, credentials: Credentials | None = None, deadline: float | None = None) -> list[Entry]:
+def history(target: str, *, access: RegistryAccess | None = None) -> list[Entry]:
     """Every promotion, rollback and unlock of REGISTRY/REPO:TAG, oldest first (unsettled entries settled)."""
     ref = ImageRef.parse(target)
     if not ref.tag or ref.digest:
         raise UsageError(f"history needs REGISTRY/REPO:TAG, got {target[:200]!r}")
-    registry = open_registry(ref, credentials, deadline_s=deadline_s(deadline))
+    registry = open_registry(ref, access)
     current = registry.head_manifest(ref.repository, ref.tag)
     return settle(load(registry, ref.repository, ref.tag), current.digest if current else None)
 
 
-def unlock(target: str, *, reason: str, credentials: Credentials | None = None,
-           deadline: float | None = None) -> tuple[str, Entry | None]:
+def unlock(target: str, *, reason: str, access: RegistryAccess | None = None) -> tuple[str, Entry | None]:
     """Release the lock of REGISTRY/REPO:TAG whoever holds it (a dead holder on another host); recorded in
     the history. Returns (the holder as text, the history entry); ("", None) when it was not locked."""
     ref = _moving_ref(target, "unlock")
     if not reason.strip():
         raise UsageError("unlock needs --reason TEXT: it is recorded in the tag's history")
-    registry = open_registry(ref, credentials, deadline_s=deadline_s(deadline))
-    holder = unlock_lock(registry, ref.repository, ref.tag, actor(), reason.strip())
+    registry = open_registry(ref, access)
+    holder = unlock_lock(registry, ref.repository, ref.tag, reason.strip())
     if holder is None:
         return "", None
     current = registry.head_manifest(ref.repository, ref.tag)
     digest = current.digest if current else None
-    entry = Entry("unlock", digest or "", digest, who=actor(), when=utc_now(), reason=reason.strip(),
+    entry = Entry("unlock", digest or "", digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
                   source=describe(holder), status="done")
     append(registry, ref.repository, ref.tag, entry)
     return describe(holder), entry

@@ -3,7 +3,7 @@
 A release's pins are DERIVED from its own sources on the site's package index (gracectl.upstream reads the
 sdist; adapters.package_index fetches it and the metadata of what it pins), never typed by hand:
 
-  derive(version)  -> the tfa manifest's data + where each value came from ([provenance])
+  derive(version)  -> the tfa manifest's data + where each value came from (gracectl.release_derive)
   new_release      -> releases/v<V>-tfa.toml and its fallback releases/v<V>.toml (`extends` the tfa one),
                       after the checks below pass; the Jenkinsfile's RELEASE choices follow releases/
   check_release    -> every derived pin of a manifest against upstream (drift, one line each), the requirement set
@@ -20,223 +20,28 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import sys
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from packaging.requirements import Requirement
-
 from gracectl.adapters import proc
-from gracectl.adapters.package_index import PackageIndex, cache_key, resolve, without_userinfo
+from gracectl.adapters.package_index import PackageIndex, cache_key, default_cache, resolve, without_userinfo
 from gracectl.errors import CommandFailedError, ReleaseCheckError, UpstreamError, UsageError
 from gracectl.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
-from gracectl.mirrors import NO_MIRROR, Mirror
-from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, fetch_sources, \
-    requirement_pins
+from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
+from gracectl.release_derive import REPO_ROOT, UBUNTU_GLIBC, Choices, Derived, derive
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_MODULE = REPO_ROOT / "smoke_tests" / "triton_kernels_contract.py"
 JENKINSFILE = REPO_ROOT / "Jenkinsfile"
-TRITON_REPO = "https://github.com/triton-lang/triton.git"
-TRITON_KERNELS_SUBDIR = "python/triton_kernels"
-PYTORCH_INDEX = "https://download.pytorch.org/whl/cu{cu}"
-FLASHINFER_INDEX = "https://flashinfer.ai/whl/cu{cu}"
-FLASHINFER_CUBINS = "https://edge.urm.nvidia.com/artifactory/sw-kernelinferencelibrary-public-generic-local/"
-# The CUDA pieces vLLM's own final stage keeps for runtime JIT (FlashInfer, DeepGEMM, Triton) and NCCL's
-# allocator (nccl.h); the names carry the CUDA version. (Issue 21 derives the rest of the final stage.)
-CUDA_RUNTIME_TEMPLATE = ("cuda-nvcc-{v}", "cuda-cudart-{v}", "cuda-nvrtc-{v}", "cuda-cuobjdump-{v}",
-                         "libcurand-dev-{v}", "libcublas-{v}", "libnccl-dev")
-# The glibc of the base image's Ubuntu: the newest manylinux wheels the image can install.
-UBUNTU_GLIBC = {"20.04": "2_31", "22.04": "2_35", "24.04": "2_39"}
 # Paths a site chooses: never drift. Everything else in a manifest is derived and compared.
 CHOSEN = ("schema_version", "extends", "provenance", "release.", "build.", "base.build.image", "base.build.digest",
           "cuda.runtime_packages",
           "base.runtime.image", "base.runtime.digest", "python.index_url", "python.overrides",
           "flashinfer.cubins_url", "sources.vllm.build", "sources.vllm.version", "sources.triton.build")
 
-
-@dataclass(frozen=True)
-class Choices:
-    """What the site decides for a new release (the defaults are this project's GH200 choices)."""
-
-    index_url: str = "https://pypi.org/simple"
-    tfa_image: str = "gh200-vllm-tfa"
-    fallback_image: str = "gh200-vllm"
-    platform: str = "linux/arm64"
-    base_image: str = "nvcr.io/nvidia/cuda"  # NVIDIA's registry (upstream's versions.json names Docker Hub's)
-    ubuntu: str = "24.04"  # Python 3.12 from Ubuntu's own archive
-    cuda_arch_list: str = "9.0a"
-    max_jobs: int = 66
-    nvcc_threads: int = 2
-    vllm_build: str = "source"
-    triton_kernels_ref: str = ""  # empty: the tag of the Triton the image runs
-    triton_kernels_reason: str = ""
-    overrides: tuple[tuple[str, str], ...] = ()  # (name==version, reason)
-
-    @classmethod
-    def of(cls, m: Manifest) -> Choices:
-        """The choices a manifest already holds (so that `check` re-derives exactly what it should contain)."""
-        tk = m.provenance.get("sources.triton_kernels.ref", "")
-        return cls(index_url=m.python.index_url, platform=m.release.platform, base_image=m.base.build.image,
-                   ubuntu=m.base.build.tag.rpartition("ubuntu")[2] or "24.04",
-                   cuda_arch_list=m.build.cuda_arch_list, max_jobs=m.build.max_jobs,
-                   nvcc_threads=m.build.nvcc_threads, vllm_build=m.sources.vllm.build,
-                   triton_kernels_ref=m.sources.triton_kernels.ref if tk.startswith("override:") else "",
-                   triton_kernels_reason=tk.removeprefix("override:").strip(),
-                   overrides=tuple((o, m.provenance.get(f"python.overrides.{o.split('==')[0]}", "")
-                                    .removeprefix("override:").strip()) for o in m.python.overrides))
-
-
-@dataclass
-class Derived:
-    version: str
-    data: dict  # the tfa manifest, as TOML data
-    provenance: dict[str, str]
-    sdist: Path
-    requirements: list[str] = field(default_factory=list)  # the full set to resolve (release check)
-    vendored: FetchSource | None = None  # the triton_kernels vLLM's build vendors
-
-
-def _cu(cuda: str) -> str:
-    return cuda.replace(".", "")
-
-
-def _torch_facts(index: PackageIndex, torch: str, cuda: str, python: str) -> tuple[bool, str, str]:
-    """(is the index's aarch64 torch the CUDA build, the Triton it requires, where that was read)."""
-    name, meta = index.wheel_metadata("torch", torch, "manylinux_aarch64", python)
-    requires = _on_linux(meta.get_all("Requires-Dist") or [], "aarch64", python)
-    # The CUDA build for THIS release's CUDA: its nvidia-* libraries carry the major (cu13 for CUDA 13.x).
-    cuda_build = any(re.match(rf"nvidia-[a-z-]+-cu{cuda.split('.')[0]}$", r.name) for r in requires)
-    triton = _triton_of(requires)
-    where = f"{name} metadata"
-    if not triton:  # a CPU build names no Triton: the CUDA build's (x86_64 on the index) does
-        name, meta = index.wheel_metadata("torch", torch, "manylinux_x86_64", python)
-        triton = _triton_of(_on_linux(meta.get_all("Requires-Dist") or [], "x86_64", python))
-        where = f"{name} metadata (the CUDA build; the aarch64 wheel on the index is a CPU build)"
-    if not triton:
-        raise UpstreamError(f"torch {torch}: neither its aarch64 nor its x86_64 wheel names a triton version")
-    return cuda_build, triton.lstrip("=~"), where.replace(" metadata", f" metadata (Requires-Dist: triton{triton})", 1)
-
-
-def _on_linux(requires: list[str], machine: str, python: str = "3.12") -> list[Requirement]:
-    """The requirements that apply on Linux `machine` (markers evaluated, extras left out)."""
-    env = {"platform_machine": machine, "platform_system": "Linux", "sys_platform": "linux", "os_name": "posix",
-           "python_version": python, "python_full_version": python + ".0", "extra": ""}
-    reqs = [Requirement(r) for r in requires]
-    return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
-
-
-def _triton_of(requires: list[Requirement]) -> str:
-    """The Triton a torch pins: `triton==3.6.0`, or `triton~=3.8.0` (3.8.x from 3.8.0: its triton_kernels tag is
-    the release's, v3.8.0)."""
-    for r in requires:
-        if r.name == "triton" and len(r.specifier) == 1 and next(iter(r.specifier)).operator in ("==", "~="):
-            return str(r.specifier)
-    return ""
-
-
-def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> Derived:
-    """The tfa manifest of vLLM `version`, every pin from its own sources, with their origins."""
-    if not re.match(r"^\d+\.\d+\.\d+([a-z0-9.]*)$", version):
-        raise UsageError(f"{version!r} is not a vLLM release version (e.g. 0.34.0)")
-    sdist = index.sdist("vllm", version)
-    reqs, args = requirement_pins(sdist), docker_args(sdist)
-    prov: dict[str, str] = {}
-
-    def pin(path: str, value, origin: str):
-        prov[path] = origin
-        return value
-
-    for key in ("CUDA_VERSION", "PYTHON_VERSION"):
-        if key not in args:
-            raise UpstreamError(f"vllm {version}: docker/versions.json and docker/Dockerfile name no {key}")
-    cuda_full = args["CUDA_VERSION"].value
-    cuda = ".".join(cuda_full.split(".")[:2])
-    for dist in ("torch", "torchvision", "torchaudio", "flashinfer-python"):
-        if dist not in reqs:
-            raise UpstreamError(f"vllm {version}: requirements/cuda.txt pins no {dist}")
-    torch_v = reqs["torch"].value
-    cuda_build, triton, triton_where = _torch_facts(index, torch_v, cuda, args["PYTHON_VERSION"].value)
-    if cuda_build:
-        torch_index, local = choices.index_url, ""
-        index_origin = f"{torch_v} on the index is the CUDA build for aarch64 (its metadata requires nvidia-*)"
-    else:
-        torch_index, local = PYTORCH_INDEX.format(cu=_cu(cuda)), f"+cu{_cu(cuda)}"
-        index_origin = (f"chosen: the index's aarch64 torch {torch_v} is a CPU build, so the PyTorch index of "
-                        f"CUDA {cuda} (docker/versions.json CUDA_VERSION)")
-    tk_ref = choices.triton_kernels_ref or f"v{triton}"
-    tk_origin = (f"override: {choices.triton_kernels_reason}" if choices.triton_kernels_ref
-                 else f"the triton_kernels of triton {triton}, which {triton_where} requires")
-    sources = fetch_sources(sdist)
-    by_key = {s.key: s for s in sources}
-    for needed in ("flash_attn", "flashmla", "cmake.triton_kernels"):
-        if needed not in by_key:
-            raise UpstreamError(f"vllm {version}: its cmake fetches no {needed.removeprefix('cmake.')}: not a "
-                                "layout this reader knows")
-    jit = dockerfile_installs(sdist, "flashinfer-jit-cache")
-    o = args["CUDA_VERSION"].origin
-    data: dict = {
-        "schema_version": 1,
-        "release": {},
-        "python": {"version": pin("python.version", args["PYTHON_VERSION"].value, args["PYTHON_VERSION"].origin),
-                   "index_url": choices.index_url},
-        "torch": {
-            "version": pin("torch.version", torch_v + local, reqs["torch"].origin),
-            "torchvision": pin("torch.torchvision", reqs["torchvision"].value + local, reqs["torchvision"].origin),
-            "torchaudio": pin("torch.torchaudio", reqs["torchaudio"].value + local, reqs["torchaudio"].origin),
-            "index_url": pin("torch.index_url", torch_index, index_origin),
-        },
-        "cuda": {"version": pin("cuda.version", cuda, o),
-                 "runtime_packages": pin("cuda.runtime_packages",
-                                         [p.format(v=cuda.replace(".", "-")) for p in CUDA_RUNTIME_TEMPLATE],
-                                         f"{o} (the JIT set vLLM's own final stage installs)")},
-        "flashinfer": {"version": pin("flashinfer.version", reqs["flashinfer-python"].value,
-                                      reqs["flashinfer-python"].origin),
-                       "jit_cache_index_url": pin("flashinfer.jit_cache_index_url",
-                                                  FLASHINFER_INDEX.format(cu=_cu(cuda)) if jit else "",
-                                                  jit or "docker/Dockerfile installs no flashinfer-jit-cache"),
-                       "cubins_url": FLASHINFER_CUBINS},
-        "base": {kind: {"image": choices.base_image,
-                        "tag": pin(f"base.{kind}.tag", f"{cuda_full}-{flavour}-ubuntu{choices.ubuntu}", o),
-                        "digest": ""} for kind, flavour in (("build", "devel"), ("runtime", "base"))},
-        "build": {"max_jobs": choices.max_jobs, "nvcc_threads": choices.nvcc_threads,
-                  "cuda_arch_list": choices.cuda_arch_list, "cmake_build_type": "Release"},
-        "sources": {
-            "vllm": {"repo": "https://github.com/vllm-project/vllm.git",
-                     "ref": pin("sources.vllm.ref", f"v{version}", f"the release: vllm-{version}.tar.gz"),
-                     "build": choices.vllm_build},
-            "triton": {"repo": TRITON_REPO, "ref": pin("sources.triton.ref", f"v{triton}", triton_where),
-                       "build": "wheel"},
-            "triton_kernels": {"repo": TRITON_REPO, "ref": pin("sources.triton_kernels.ref", tk_ref, tk_origin),
-                               "subdir": TRITON_KERNELS_SUBDIR},
-        },
-    }
-    data["torch"]["cuda_build_on_index"] = pin("torch.cuda_build_on_index", cuda_build, index_origin)
-    for key, src in by_key.items():
-        entry = {"repo": pin(f"sources.{key}.repo", src.repo, src.origin),
-                 "ref": pin(f"sources.{key}.ref", src.ref, src.origin)}
-        if key.startswith("cmake."):
-            entry["env"] = pin(f"sources.{key}.env", src.env, src.origin)
-            if src.subdir:
-                entry["subdir"] = pin(f"sources.{key}.subdir", src.subdir, src.origin)
-            data["sources"].setdefault("cmake", {})[key.removeprefix("cmake.")] = entry
-        else:
-            data["sources"][key] = entry
-    if "cmake.deepgemm" not in by_key and "DEEPGEMM_GIT_REF" in args:  # a DeepGEMM wheel beside vLLM (0.19)
-        ref = args["DEEPGEMM_GIT_REF"]
-        data["sources"]["deepgemm"] = {"repo": pin("sources.deepgemm.repo", DEEPGEMM_REPO, ref.origin),
-                                       "ref": pin("sources.deepgemm.ref", ref.value, ref.origin)}
-    if choices.overrides:
-        data["python"]["overrides"] = [o for o, _ in choices.overrides]
-        for o, reason in choices.overrides:
-            prov[f"python.overrides.{o.split('==')[0]}"] = f"override: {reason}"
-    requirements = [f"-r {sdist / 'requirements' / 'cuda.txt'}", f"triton=={triton}"]
-    return Derived(version, data, prov, sdist, requirements, by_key["cmake.triton_kernels"])
-
-
-# --- comparing ------------------------------------------------------------------------------------------------
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -489,6 +294,32 @@ def check_releases(names: list[str], cache: Path, *, index_url: str = "", offlin
         index = PackageIndex((index_url or mirror.sources_index_for(m.python.index_url)).rstrip("/"), cache, offline)
         reports.append(check_release(m, index, mirror=mirror, resolve_set=resolve_set, trees=trees))
     return reports
+
+
+def check_before_build(release: str, *, vllm_ref: str = "", mirror_file: str = "", upstream_cache: str = "") -> None:
+    """The manifest's pins re-derived from its release's sources and its triton_kernels pairing, in seconds,
+    before a 40-minute build (resolving the full requirement set is `gracectl release check`'s, run by CI).
+    The pipeline's plan stage runs it."""
+    m = load_release(release)
+    if vllm_ref and vllm_ref != m.sources.vllm.ref:
+        # Another vLLM than the manifest's: a release tag is checked as that release; a commit has no sdist.
+        if not TAG_RE.match(vllm_ref):
+            print(f"release check {release}: skipped: VLLM_REF {vllm_ref} is a commit (no release sources to "
+                  "check against; the build's own FETCHCONTENT_FULLY_DISCONNECTED and smoke levels still gate it)",
+                  file=sys.stderr)
+            return
+        m = m.model_copy(update={"sources": m.sources.model_copy(
+            update={"vllm": m.sources.vllm.model_copy(update={"ref": vllm_ref, "version": ""})})})
+    mirror = load_mirror(Path(mirror_file) if mirror_file else None)
+    index = PackageIndex(mirror.sources_index_for(m.python.index_url),
+                         Path(upstream_cache) if upstream_cache else default_cache())
+    report = check_release(m, index, mirror=mirror, resolve_set=False)
+    for line in report.lines:
+        if line.status != "ok" or line.path.startswith("pairing"):
+            print(f"release check {release}: {line}", file=sys.stderr)
+    if report.failed:
+        raise ReleaseCheckError(f"{release}: {report.failed[0].path}: {report.failed[0].text} (`gracectl release "
+                                f"check {release}` lists every line; nothing was built)")
 
 
 # --- one owner for the list of releases ----------------------------------------------------------------------

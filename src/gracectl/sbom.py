@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name as normalize  # PEP 503 names
 
 from gracectl.adapters import docker, proc
 from gracectl.adapters.registry import open_registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import ImageRef
 from gracectl.errors import CommandFailedError, UsageError
 from gracectl.records import get_records, utc_now
@@ -95,7 +96,7 @@ def diff(a: dict, b: dict) -> dict:
     }
 
 
-def load(source: str) -> dict:
+def load(source: str, access: RegistryAccess | None = None) -> dict:
     """The SBOM record of `source`: a record file (sbom-record.json), or an image in a registry
     (REGISTRY/REPO:TAG or @sha256:...), whose newest stored SBOM record is read."""
     path = Path(source)
@@ -105,7 +106,7 @@ def load(source: str) -> dict:
             raise UsageError(f"{source} is not an SBOM record (kind {record.get('kind')!r})")
         return record
     ref = ImageRef.parse(source)
-    registry = open_registry(ref)
+    registry = open_registry(ref, access)
     found = registry.head_manifest(ref.repository, ref.reference or "latest")
     if found is None:
         raise UsageError(f"{source}: no such image in the registry")

@@ -203,3 +203,14 @@ def run_smoke(image: str, *, level: str = "imports", junit_path: str | os.PathLi
         what = f"failed: {', '.join(failed)}" if failed else "no test passed"
         raise SmokeFailedError(f"smoke level {level} of {image} {what} (record: {record_path})")
     return record
+
+
+def remove_run_containers(run_id: str) -> list[str]:
+    """Remove the containers labelled with this run's id (whatever stage started them). Returns their ids."""
+    if not run_id:
+        raise UsageError("ci cleanup needs the run id: set GRACECTL_RUN_ID (Jenkins: BUILD_TAG) or --run-id")
+    found = docker.run(["ps", "--all", "--quiet", "--filter", f"label={RUN_LABEL}={run_id}"])
+    ids = found.stdout.split()
+    if ids:
+        docker.run(["rm", "--force", "--volumes", *ids])
+    return ids

@@ -17,11 +17,17 @@ from pathlib import Path
 import pytest
 
 from gracectl import smoke
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.skopeo import skopeo_inspect_raw
 from gracectl.image_ref import ImageRef
 
 pytestmark = pytest.mark.integration
+
+
+def env_access() -> RegistryAccess:
+    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
+    return RegistryAccess.from_environment()
 
 
 def ci(stage: str, workdir: Path, env: dict) -> subprocess.CompletedProcess:
@@ -32,7 +38,7 @@ def ci(stage: str, workdir: Path, env: dict) -> subprocess.CompletedProcess:
 
 def fake_build_and_smoke(workdir: Path, image: str, passed: bool = True) -> None:
     """What the build and smoke stages leave behind, for a real (OCI layout) image."""
-    image_id = skopeo_inspect_raw(image)["config"]["digest"]
+    image_id = skopeo_inspect_raw(image, env_access())["config"]["digest"]
     outcome = "passed" if passed else "failed"
     record = smoke.smoke_record(image, image_id, "kernels", smoke.JunitResult(
         tests=[{"name": "test_kernels::test_moe", "outcome": outcome, "time": 1.0}]))
@@ -44,7 +50,7 @@ def fake_build_and_smoke(workdir: Path, image: str, passed: bool = True) -> None
 
 def tag_digest(moving: str) -> str | None:
     ref = ImageRef.parse(moving)
-    found = Registry(ref.registry).head_manifest(ref.repository, ref.tag)
+    found = Registry(ref.registry, env_access()).head_manifest(ref.repository, ref.tag)
     return found.digest if found else None
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from fault_proxy import FaultProxy
 from gracectl import release_ops
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.errors import (
     ConflictError,
@@ -41,6 +42,11 @@ from test_release_ops_integration import TAG, gracectl, isolated_env, publish, s
 pytestmark = pytest.mark.integration
 
 
+def env_access() -> RegistryAccess:
+    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
+    return RegistryAccess.from_environment()
+
+
 @pytest.fixture
 def names(registry, fault_proxy):
     """(repository path, the repo through the proxy, the repo direct)."""
@@ -49,13 +55,13 @@ def names(registry, fault_proxy):
 
 
 def moves(repo: str) -> list[tuple[str, str | None, str, str]]:
-    return [(e.action, e.from_, e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}")]
+    return [(e.action, e.from_, e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())]
 
 
 def two_images(oci_image, direct: str) -> tuple[str, str]:
     a = publish(oci_image, direct, "a-" + uuid.uuid4().hex, smoke())
     b = publish(oci_image, direct, "b-" + uuid.uuid4().hex, smoke())
-    release_ops.promote(f"{direct}@{a}", TAG)
+    release_ops.promote(f"{direct}@{a}", TAG, access=env_access())
     return a, b
 
 
@@ -168,7 +174,7 @@ def test_concurrent_promotions_with_every_request_slow_keep_one_chain(names, fau
 # -- 3. stale locks ----------------------------------------------------------------------------------------------
 def write_lock(direct: str, holder: dict) -> None:
     ref = ImageRef.parse(direct)
-    Registry(ref.registry).push_artifact(ref.repository, f"{TAG}.gracectl-lock", artifact_type("lock"),
+    Registry(ref.registry, env_access()).push_artifact(ref.repository, f"{TAG}.gracectl-lock", artifact_type("lock"),
                                          json.dumps(holder).encode())
 
 
@@ -187,7 +193,7 @@ def test_lock_of_a_dead_holder_on_another_host_names_it_and_unlock_releases_it(n
     freed = gracectl("unlock", f"{direct}:{TAG}", "--reason", "agent-7 died, INC-9")
     assert freed.returncode == 0 and "jenkins@agent-7" in freed.stdout
     assert gracectl("promote", f"{direct}@{b}", "--to", TAG).returncode == 0
-    entries = release_ops.history(f"{direct}:{TAG}")
+    entries = release_ops.history(f"{direct}:{TAG}", access=env_access())
     assert [(e.action, e.status) for e in entries] == [("promote", "done"), ("unlock", "done"), ("promote", "done")]
     assert entries[1].reason == "agent-7 died, INC-9" and "jenkins@agent-7" in entries[1].source
     assert gracectl("rollback", f"{direct}:{TAG}").returncode == 0 and tag_digest(direct) == a  # unlock is no move
@@ -243,7 +249,7 @@ def test_sigterm_during_the_tag_write_reports_the_move_and_releases_the_lock(nam
 def test_rollback_to_passes_the_promote_gates_or_is_forced(names, oci_image):
     _, _, direct = names
     a, b = two_images(oci_image, direct)
-    release_ops.promote(f"{direct}@{b}", TAG)
+    release_ops.promote(f"{direct}@{b}", TAG, access=env_access())
     failed = publish(oci_image, direct, "failed", smoke(passed=False))
     untested = publish(oci_image, direct, "untested")
     rerun_failed = publish(oci_image, direct, "rerun", smoke(), smoke(passed=False))  # latest record failed
@@ -257,7 +263,7 @@ def test_rollback_to_passes_the_promote_gates_or_is_forced(names, oci_image):
     forced = gracectl("rollback", f"{direct}:{TAG}", "--to", failed, "--force", "--reason", "INC-7: known good")
     assert forced.returncode == 0, forced.stderr
     assert "FORCED" in forced.stdout
-    last = release_ops.history(f"{direct}:{TAG}")[-1]
+    last = release_ops.history(f"{direct}:{TAG}", access=env_access())[-1]
     assert last.forced and last.reason == "INC-7: known good" and last.to == failed and last.gate
     assert tag_digest(direct) == failed
 
@@ -265,9 +271,9 @@ def test_rollback_to_passes_the_promote_gates_or_is_forced(names, oci_image):
 def test_rollback_refuses_bookkeeping_tags_artifacts_and_paths(names, oci_image):
     path, _, direct = names
     a, b = two_images(oci_image, direct)
-    release_ops.promote(f"{direct}@{b}", TAG)
+    release_ops.promote(f"{direct}@{b}", TAG, access=env_access())
     ref = ImageRef.parse(direct)
-    registry = Registry(ref.registry)
+    registry = Registry(ref.registry, env_access())
     record_index = record_tag(b, "smoke")
     history_digest = registry.head_manifest(path, f"{TAG}.gracectl-history").digest
     record_digest = json.loads(registry.get_manifest(path, record_index)[0])["manifests"][0]["digest"]
@@ -374,7 +380,7 @@ def test_moves_leave_no_superseded_lock_or_history_manifest(tmp_path, oci_image)
         a, b = two_images(oci_image, repo)  # publishes and the first promotion (creates lock and history)
         count = len(list(revisions.glob("*/link")))  # a deleted manifest loses its link (the folder stays)
         for _ in range(3):
-            release_ops.promote(f"{repo}@{b}", TAG)
-            release_ops.rollback(f"{repo}:{TAG}")
+            release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
+            release_ops.rollback(f"{repo}:{TAG}", access=env_access())
         assert len(list(revisions.glob("*/link"))) == count  # before: about 6 more per move
         assert [m[3] for m in moves(repo)] == ["done"] * 7

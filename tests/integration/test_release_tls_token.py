@@ -26,8 +26,8 @@ import pytest
 import trustme
 
 from gracectl import release_ops
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
-from gracectl.adapters.registry_auth import credentials_for
 from gracectl.errors import ConflictError, PromotionRefusedError, RegistryError
 from gracectl.image_ref import ImageRef
 from gracectl.records import get_records
@@ -59,6 +59,11 @@ elif action == "list":
 else:
     sys.exit("unsupported: " + action)
 """
+
+
+def env_access() -> RegistryAccess:
+    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
+    return RegistryAccess.from_environment()
 
 
 class Site:
@@ -137,17 +142,18 @@ def repo(site):
 
 
 def registry_of(site) -> Registry:
-    return Registry(site.address, credentials_for(site.address))
+    return Registry(site.address, env_access())
 
 
 def tag_digest(repo: str, tag: str = TAG) -> str | None:
     ref = ImageRef.parse(repo)
-    found = Registry(ref.registry, credentials_for(ref.registry)).head_manifest(ref.repository, tag)
+    found = Registry(ref.registry, env_access()).head_manifest(ref.repository, tag)
     return found.digest if found else None
 
 
 def publish(oci_image, repo: str, content: str, *records: dict) -> str:
-    return release_ops.publish(oci_image(content), f"{repo}:b-{uuid.uuid4().hex[:6]}", attach=list(records)).digest
+    return release_ops.publish(oci_image(content), f"{repo}:b-{uuid.uuid4().hex[:6]}", attach=list(records),
+                               access=env_access()).digest
 
 
 # -- the site as it should work -----------------------------------------------------------------------------
@@ -158,7 +164,7 @@ def test_publish_promote_rollback_history_over_tls_and_tokens(site, repo, oci_im
     slow = publish(oci_image, repo, "site-slow", smoke(), bench("NVIDIA GH200 480GB", 20.0))
     untested = publish(oci_image, repo, "site-untested")
     assert site.helper_calls() > calls  # the credentials came from the helper
-    assert get_records(ImageRef.parse(repo), a, "smoke")[0]["passed"] is True
+    assert get_records(ImageRef.parse(repo), a, "smoke", registry=registry_of(site))[0]["passed"] is True
 
     # The CLI, as an operator runs it: no credentials or TLS flags, both found where docker finds them.
     first = gracectl("promote", f"{repo}@{a}", "--to", TAG)
@@ -275,7 +281,7 @@ def test_bad_certificate_of_a_trusted_ca(site, tmp_path, fault):
 # -- token auth faults -----------------------------------------------------------------------------------------
 def test_wrong_credentials_are_refused_by_the_token_server_and_never_printed(site, repo, oci_image):
     a = publish(oci_image, repo, "wrong-a", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG)
+    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
     b = publish(oci_image, repo, "wrong-b", smoke())
     wrong = "wrong-" + uuid.uuid4().hex
     site.use(WRITER, wrong)
@@ -295,7 +301,7 @@ def test_wrong_credentials_are_refused_by_the_token_server_and_never_printed(sit
 def test_pull_only_user_reads_but_gets_a_clean_refusal_and_no_tag_moves(site, repo, oci_image):
     a = publish(oci_image, repo, "ro-a", smoke())
     b = publish(oci_image, repo, "ro-b", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG)
+    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
     site.use(READER)
     assert gracectl("history", f"{repo}:{TAG}").returncode == 0
     for args in (("promote", f"{repo}@{b}", "--to", TAG), ("rollback", f"{repo}:{TAG}", "--to", b)):
@@ -307,7 +313,7 @@ def test_pull_only_user_reads_but_gets_a_clean_refusal_and_no_tag_moves(site, re
         assert "Traceback" not in result.stderr
     site.use(WRITER)
     assert tag_digest(repo) == a
-    assert [(e.action, e.to) for e in release_ops.history(f"{repo}:{TAG}")] == [("promote", a)]
+    assert [(e.action, e.to) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [("promote", a)]
     # The reader's tokens held pull only: the issuer granted a subset of what was asked.
     for user, asked, access in site.issuer.requests:
         if user == READER:
@@ -316,7 +322,7 @@ def test_pull_only_user_reads_but_gets_a_clean_refusal_and_no_tag_moves(site, re
 
 def test_anonymous_token_for_public_pulls(site, repo, oci_image, tmp_path, monkeypatch):
     a = publish(oci_image, repo, "anon-a", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG)
+    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
     (tmp_path / "empty-config").mkdir()
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty-config"))  # no credentials at all
     site.issuer.anonymous = {"site/": "pull"}
@@ -334,7 +340,7 @@ def test_token_expiring_mid_run_is_fetched_again(site, repo, oci_image):
     3 s (lock settle) between reads and writes: its tokens die mid-run and must be fetched again."""
     a = publish(oci_image, repo, "exp-a", smoke())
     b = publish(oci_image, repo, "exp-b", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG)
+    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
     site.issuer.registry_lifetime, site.issuer.claimed_expires_in = 2, 300
     before = len(site.issuer.requests)
     result = gracectl("promote", f"{repo}@{b}", "--to", TAG, env={"GRACECTL_LOCK_SETTLE_S": "3"})
@@ -343,22 +349,22 @@ def test_token_expiring_mid_run_is_fetched_again(site, repo, oci_image):
     assert tag_digest(repo) == b
     asked = [tuple(scopes) for user, scopes, _ in site.issuer.requests[before:]]
     assert len(asked) > len(set(asked)), asked  # the same scope asked again: a refresh
-    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}")] == [(a, "done"), (b, "done")]
+    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "done")]
 
 
 # -- the same faults as on the plain registry --------------------------------------------------------------------
 def test_registry_killed_mid_promotion_leaves_nothing_half_moved(site, repo, oci_image):
     a = publish(oci_image, repo, "kill-a", smoke())
     b = publish(oci_image, repo, "kill-b", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG)
+    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
     with killed_during(site.server, Registry, "tag_digest", lambda args: args[3] == TAG):
         with pytest.raises(RegistryError, match="not reachable"):
-            release_ops.promote(f"{repo}@{b}", TAG)
+            release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
     site.server.start()
     assert tag_digest(repo) == a
-    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}")] == [(a, "done"), (b, "failed")]
-    assert release_ops.promote(f"{repo}@{b}", TAG).status == "done"
-    assert release_ops.rollback(f"{repo}:{TAG}").to == a
+    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "failed")]
+    assert release_ops.promote(f"{repo}@{b}", TAG, access=env_access()).status == "done"
+    assert release_ops.rollback(f"{repo}:{TAG}", access=env_access()).to == a
 
 
 def test_two_promotions_at_once_exactly_one_wins(site, repo, oci_image, tmp_path):
@@ -376,7 +382,7 @@ def test_two_promotions_at_once_exactly_one_wins(site, repo, oci_image, tmp_path
     assert sorted(rc for rc, _ in results) == [0, ConflictError.exit_code], results
     winner = (a, b)[[rc for rc, _ in results].index(0)]
     assert tag_digest(repo) == winner
-    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}")] == [(winner, "done")]
+    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [(winner, "done")]
 
 
 def test_basic_credentials_go_only_to_the_realm_and_tokens_only_to_the_registry(site, repo, oci_image,
@@ -391,7 +397,7 @@ def test_basic_credentials_go_only_to_the_realm_and_tokens_only_to_the_registry(
 
     monkeypatch.setattr(Registry, "_send", observed)
     a = publish(oci_image, repo, "seen-a", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG)
+    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
     realm_host = site.issuer.realm.split("/")[2]
     assert {scheme for host, scheme in sent if host == realm_host} == {"Basic"}
     assert {scheme for host, scheme in sent if host == site.address} == {"", "Bearer"}
@@ -415,7 +421,7 @@ def test_tokens_are_reused_until_their_expires_in_then_fetched_anew(site, repo, 
 def test_an_insecure_registry_named_so_may_speak_plain_http(registry, monkeypatch):
     """--insecure-registry: https without verification, and plain http when that is all it speaks."""
     monkeypatch.setenv("GRACECTL_INSECURE_REGISTRY", registry)
-    plain = Registry(registry)
+    plain = Registry(registry, env_access())
     assert plain.scheme == "https" and not plain.tls.verify
     plain.ping()
     assert plain.scheme == "http"

@@ -12,13 +12,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "gracectl"
 
 # Lowest first. A module not named here fails the test below: give it its floor.
 FLOORS = [
-    ("ground", ["gracectl.errors", "gracectl.ci", "gracectl.image_ref"]),
+    ("ground", ["gracectl.errors", "gracectl.ci", "gracectl.environment", "gracectl.image_ref"]),
     ("adapters", ["gracectl.adapters"]),
     ("inputs", ["gracectl.manifest", "gracectl.mirrors", "gracectl.upstream"]),
-    ("plan and records", ["gracectl.plan", "gracectl.records"]),
+    ("plan and records", ["gracectl.plan", "gracectl.records", "gracectl.workdir"]),
     ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
               "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom",
-              "gracectl.release_train"]),
+              "gracectl.release_derive", "gracectl.release_train"]),
     ("pipeline", ["gracectl.pipeline"]),
     ("node checks", ["gracectl.doctor"]),
     ("test bed", ["gracectl.testbed"]),
@@ -64,3 +64,22 @@ def test_only_the_testbed_command_imports_the_test_bed():
     users = {module_name(p) for p in MODULES if not module_name(p).startswith("gracectl.testbed")
              and any(m == "gracectl.testbed" or m.startswith("gracectl.testbed.") for m in imports(p))}
     assert users == {"gracectl.commands.testbed"}
+
+
+def readme_layout() -> str:
+    text = (PACKAGE.parents[1] / "README.md").read_text()
+    return text.split("## How it is laid out", 1)[1].split("```", 2)[1]
+
+
+def test_readme_layout_names_every_module_and_helper():
+    """README's layout section matches the tree: every module, the Dockerfile's helpers, the scripts."""
+    layout = readme_layout()
+    root = PACKAGE.parents[1]
+    files = [p.name for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")
+             and p.parent.name != "commands"]  # commands/ is one module per area, named as a group
+    files += [p.name for p in (root / "vllm").iterdir() if p.is_file() and p.name != "Dockerfile.dockerignore"]
+    files += [p.name for p in (root / "scripts").glob("*.sh")] + [p.name for p in (root / "benchmarks").glob("*.py")]
+    missing = sorted(name for name in files if name not in layout)
+    assert not missing, f"README's layout section does not name: {missing}"
+    for entry in ("releases/", "smoke_tests/", "Jenkinsfile", ".ci/run", "CLAWMINE.md", "tests/unit"):
+        assert entry in layout

@@ -1,5 +1,6 @@
-"""How gracectl reaches a registry: TLS settings per host (registry_tls), the token spec's challenge and
-scopes (registry_token), and credentials in docker's order (registry_auth), with a real helper program."""
+"""How gracectl reaches a registry: one RegistryAccess value (registry_access) and its TLS settings per host,
+the token spec's challenge and scopes (registry_token), and credentials in docker's order (registry_auth),
+with a real helper program."""
 
 from __future__ import annotations
 
@@ -11,55 +12,84 @@ import sys
 import pytest
 
 from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_auth import credentials_for
-from gracectl.adapters.registry_tls import tls_error, tls_settings
+from gracectl.adapters.registry_tls import tls_error
 from gracectl.adapters.registry_token import _covers, merge_scopes, needed_scope, parse_challenge
 from gracectl.errors import RegistryError, UsageError
 from gracectl.pipeline import Params
 
 
-@pytest.fixture(autouse=True)
-def no_site(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRACECTL_CERTS_D", str(tmp_path / "certs.d"))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+@pytest.fixture()
+def site(tmp_path):
+    """A RegistryAccess with no site CA anywhere (its own empty certs.d) and its own docker config."""
     (tmp_path / "docker").mkdir()
-    for name in ("GRACECTL_CERT_DIR", "GRACECTL_REGISTRY_CA", "GRACECTL_INSECURE_REGISTRY"):
-        monkeypatch.delenv(name, raising=False)
+    return RegistryAccess(certs_d=(tmp_path / "certs.d",), docker_config=tmp_path / "docker")
 
 
-def test_https_everywhere_but_the_loopback_test_bed_and_never_insecure_unless_named(tmp_path, monkeypatch):
-    assert tls_settings("127.0.0.1:5000").scheme == "http"
-    assert Registry("localhost:5000").scheme == "http"
-    site = tls_settings("registry.example.org")
-    assert (site.scheme, site.verify) == ("https", True)
-    assert site.context().verify_mode == ssl.CERT_REQUIRED and site.context().check_hostname
+def test_https_everywhere_but_the_loopback_test_bed_and_never_insecure_unless_named(tmp_path, site):
+    assert site.tls("127.0.0.1:5000").scheme == "http"
+    assert Registry("localhost:5000", site).scheme == "http"
+    plain = site.tls("registry.example.org")
+    assert (plain.scheme, plain.verify) == ("https", True)
+    assert plain.context().verify_mode == ssl.CERT_REQUIRED and plain.context().check_hostname
     # A loopback registry with a certificate folder is https (the TLS tests' registry).
     (tmp_path / "certs.d" / "127.0.0.1:5443").mkdir(parents=True)
-    assert tls_settings("127.0.0.1:5443").scheme == "https"
-    monkeypatch.setenv("GRACECTL_INSECURE_REGISTRY", "other.example:5000, registry.example.org")
-    insecure = tls_settings("registry.example.org")
+    assert site.tls("127.0.0.1:5443").scheme == "https"
+    env = {"GRACECTL_INSECURE_REGISTRY": "other.example:5000, registry.example.org",
+           "GRACECTL_CERTS_D": str(tmp_path / "certs.d")}
+    lax = RegistryAccess.from_environment(env)
+    insecure = lax.tls("registry.example.org")
     assert not insecure.verify and insecure.skopeo_flags("dest-") == ["--dest-tls-verify=false"]
-    assert tls_settings("registry.example.org:443").verify  # the port is part of the name, as in docker
-    monkeypatch.setenv("GRACECTL_INSECURE_REGISTRY", "not a host!")
+    assert lax.tls("registry.example.org:443").verify  # the port is part of the name, as in docker
+    # Two operations in one process, two settings: the value each was given, nothing global.
+    assert site.tls("registry.example.org").verify and not lax.tls("registry.example.org").verify
     with pytest.raises(UsageError, match="is not a registry HOST"):
-        tls_settings("x.example")
+        RegistryAccess.from_environment({"GRACECTL_INSECURE_REGISTRY": "not a host!"})
+    with pytest.raises(UsageError, match="is not a registry HOST"):
+        RegistryAccess(insecure_hosts={"http://x.example"})
 
 
-def test_ca_and_client_certificate_from_the_host_folder(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, value", [("GRACECTL_REQUEST_TIMEOUT_S", "soon"), ("GRACECTL_DEADLINE_S", "-1"),
+                                         ("GRACECTL_LOCK_TTL_S", "inf"), ("GRACECTL_LOCK_SETTLE_S", "1e9"),
+                                         ("GRACECTL_LOCK_TTL_S", "nan")])
+def test_timings_from_the_environment_are_numbers_in_bounds(name, value):
+    with pytest.raises(UsageError, match=name):
+        RegistryAccess.from_environment({name: value})
+    assert RegistryAccess.from_environment({name: "2"}) != RegistryAccess.from_environment({})
+
+
+def test_settings_are_read_at_the_edge_only(tmp_path):
+    """The environment reaches an operation only through from_environment: a value built without it ignores it."""
+    env = {"GRACECTL_LOCK_DIR": str(tmp_path / "locks"), "GRACECTL_ACTOR": "ci-bot", "BUILD_URL": "https://ci/1/",
+           "GRACECTL_REQUEST_TIMEOUT_S": "7", "DOCKER_CONFIG": str(tmp_path / "d")}
+    access = RegistryAccess.from_environment(env)
+    assert (access.lock_dir, access.who, access.request_timeout_s, access.docker_config) == (
+        tmp_path / "locks", "ci-bot (https://ci/1/)", 7.0, tmp_path / "d")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="GRACECTL_LOCK_DIR.*is a file"):
+        RegistryAccess.from_environment({"GRACECTL_LOCK_DIR": str(tmp_path / "file")})
+    from gracectl import environment
+    with pytest.raises(KeyError, match="GRACECTL_LOCK_TTL is not one of"):  # a typo is a bug, not a silent ""
+        environment.get("GRACECTL_LOCK_TTL")
+
+
+def test_ca_and_client_certificate_from_the_host_folder(tmp_path, site):
     folder = tmp_path / "certs.d" / "reg.example:5000"
     folder.mkdir(parents=True)
     (folder / "ca.crt").write_text("not a certificate")
     with pytest.raises(UsageError, match="ca.crt for registry reg.example:5000 is not a readable PEM"):
-        tls_settings("reg.example:5000").context()
+        site.tls("reg.example:5000").context()
     (folder / "client.cert").write_text("x")
     with pytest.raises(UsageError, match="has no client.key beside it"):
-        tls_settings("reg.example:5000")
+        site.tls("reg.example:5000")
     (folder / "client.key").write_text("x")
-    settings = tls_settings("reg.example:5000")
+    settings = site.tls("reg.example:5000")
     assert settings.client_cert == (folder / "client.cert", folder / "client.key")
-    monkeypatch.setenv("GRACECTL_REGISTRY_CA", str(tmp_path / "missing.pem"))
     with pytest.raises(UsageError, match="GRACECTL_REGISTRY_CA"):
-        tls_settings("reg.example:5000")
+        RegistryAccess(registry_ca=tmp_path / "missing.pem")
+    with pytest.raises(UsageError, match="--cert-dir"):
+        RegistryAccess(cert_dir=tmp_path / "missing")
 
 
 def test_tls_errors_name_host_failure_and_remedy():
@@ -105,7 +135,7 @@ print(json.dumps({{"ServerURL": server, "Username": "robot$ci", "Secret": "s3cre
 """
 
 
-def test_credentials_in_dockers_order_with_a_real_helper(tmp_path, monkeypatch):
+def test_credentials_in_dockers_order_with_a_real_helper(tmp_path, monkeypatch, site):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     helper = bin_dir / "docker-credential-unit"
@@ -118,52 +148,49 @@ def test_credentials_in_dockers_order_with_a_real_helper(tmp_path, monkeypatch):
     auths = {"reg.example:5000": {"auth": base64.b64encode(b"file-user:file-pw").decode()},
              "other.example": {"auth": base64.b64encode(b"o:p").decode()}}
     config.write_text(json.dumps({"auths": auths, "credHelpers": {"reg.example:5000": "unit"}}))
-    found = credentials_for("reg.example:5000")
+    found = site.credentials_for("reg.example:5000")
     assert (found.username, found.password) == ("robot$ci", "s3cret-from-helper")  # credHelpers first
     assert "s3cret" not in repr(found)
-    assert credentials_for("other.example").username == "o"  # no helper for it: auths
+    assert site.credentials_for("other.example").username == "o"  # no helper for it: auths
     # credsStore for every registry; a miss falls back to auths.
     config.write_text(json.dumps({"auths": auths, "credsStore": "unit"}))
-    assert credentials_for("reg.example:5000").username == "robot$ci"
-    assert credentials_for("other.example").username == "o"
+    assert site.credentials_for("reg.example:5000").username == "robot$ci"
+    assert site.credentials_for("other.example").username == "o"
     # A helper that is not installed, or that fails, is one line naming it.
     config.write_text(json.dumps({"credHelpers": {"reg.example:5000": "missing"}}))
     with pytest.raises(Exception, match="docker-credential-missing"):
-        credentials_for("reg.example:5000")
+        site.credentials_for("reg.example:5000")
     helper.write_text("#!/bin/sh\necho boom >&2\nexit 3\n")
     config.write_text(json.dumps({"credHelpers": {"reg.example:5000": "unit"}}))
     with pytest.raises(RegistryError, match="credential helper docker-credential-unit failed for reg.example:5000"):
-        credentials_for("reg.example:5000")
+        site.credentials_for("reg.example:5000")
     # Explicit --username/--password-stdin win over everything.
     assert credentials_for("reg.example:5000", "me", "pw").username == "me"
 
 
-def test_jenkins_insecure_registry_parameter_is_checked():
-    assert Params(release="x", insecure_registry="reg.example:5000").insecure_registry == "reg.example:5000"
+def test_jenkins_insecure_registry_parameter_is_checked_and_reaches_the_stages():
+    params = Params(release="x", insecure_registry="reg.example:5000")
+    assert params.registry_access({}).insecure_hosts == {"reg.example:5000"}
     with pytest.raises(UsageError, match="GRACECTL_INSECURE_REGISTRY"):
         Params(release="x", insecure_registry="http://reg.example")
 
 
-def test_dockerd_pushes_only_where_it_would_verify_the_registry_as_gracectl_does(tmp_path, monkeypatch):
-    from gracectl.adapters import registry_tls
+def test_dockerd_pushes_only_where_it_would_verify_the_registry_as_gracectl_does(tmp_path):
+    from gracectl.adapters.registry_tls import dockerd_trust_gap as gap
 
-    gap = registry_tls.dockerd_trust_gap
-    monkeypatch.delenv("GRACECTL_CERTS_D")
-    assert gap(tls_settings("127.0.0.1:5000")) == ""  # loopback http: dockerd's default insecure range too
-    assert gap(tls_settings("registry.example.org")) == ""  # the system store, for both
-    monkeypatch.setattr(registry_tls, "CERTS_D", (str(tmp_path / "docker-certs.d"), str(tmp_path / "containers")))
-    (tmp_path / "docker-certs.d" / "a.example").mkdir(parents=True)
-    (tmp_path / "containers" / "b.example").mkdir(parents=True)
-    assert gap(tls_settings("a.example")) == ""  # docker's certs.d: dockerd reads it
-    assert "does not read" in gap(tls_settings("b.example"))  # containers' certs.d: skopeo only
-    monkeypatch.setenv("GRACECTL_INSECURE_REGISTRY", "c.example")
-    assert "insecure" in gap(tls_settings("c.example"))
-    for name in ("GRACECTL_REGISTRY_CA", "GRACECTL_CERTS_D"):
-        ca = tmp_path / "ca.pem"
-        ca.write_text("")
-        monkeypatch.setenv(name, str(ca if name == "GRACECTL_REGISTRY_CA" else tmp_path / "docker-certs.d"))
-        assert name in gap(tls_settings("a.example"))
-        monkeypatch.delenv(name)
+    docker_d, containers_d = tmp_path / "docker-certs.d", tmp_path / "containers"
+    (docker_d / "a.example").mkdir(parents=True)
+    (containers_d / "b.example").mkdir(parents=True)
+    default = RegistryAccess()
+    assert gap(default.tls("127.0.0.1:5000")) == ""  # loopback http: dockerd's default insecure range too
+    assert gap(default.tls("registry.example.org")) == ""  # the system store, for both
+    moved = RegistryAccess(certs_d=(docker_d, containers_d))  # certs.d elsewhere: dockerd does not read it
+    assert "GRACECTL_CERTS_D" in gap(moved.tls("a.example"))
+    assert "insecure" in gap(RegistryAccess(insecure_hosts={"c.example"}).tls("c.example"))
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    assert "GRACECTL_REGISTRY_CA" in gap(RegistryAccess(registry_ca=ca).tls("a.example"))
+    assert "--cert-dir" in gap(RegistryAccess(cert_dir=docker_d / "a.example").tls("a.example"))
 
 
 @pytest.mark.parametrize("message, kind, words", [

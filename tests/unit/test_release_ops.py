@@ -171,15 +171,14 @@ def test_loopback_registries_use_http_others_https():
     assert Registry("registry.example.org").scheme == "https"
 
 
-def test_credentials_from_docker_config_and_never_in_repr(tmp_path, monkeypatch):
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    assert credentials_for("127.0.0.1:5000") is None
+def test_credentials_from_docker_config_and_never_in_repr(tmp_path):
+    assert credentials_for("127.0.0.1:5000", config_dir=tmp_path) is None
     token = base64.b64encode(b"ci:s3cret:with:colons").decode()
     (tmp_path / "config.json").write_text(json.dumps({"auths": {
         "http://127.0.0.1:5000": {"auth": token}, "other:5000": {"username": "u", "password": "p"}}}))
-    assert credentials_for("127.0.0.1:5000") == Credentials("ci", "s3cret:with:colons")
-    assert credentials_for("other:5000") == Credentials("u", "p")
-    assert credentials_for("127.0.0.1:5000", "me", "pw") == Credentials("me", "pw")  # explicit wins
-    assert "s3cret" not in repr(credentials_for("127.0.0.1:5000"))
+    assert credentials_for("127.0.0.1:5000", config_dir=tmp_path) == Credentials("ci", "s3cret:with:colons")
+    assert credentials_for("other:5000", config_dir=tmp_path) == Credentials("u", "p")
+    assert credentials_for("127.0.0.1:5000", "me", "pw", config_dir=tmp_path) == Credentials("me", "pw")  # explicit wins
+    assert "s3cret" not in repr(credentials_for("127.0.0.1:5000", config_dir=tmp_path))
     with pytest.raises(UsageError, match="--password-stdin"):
-        credentials_for("127.0.0.1:5000", "me", "")
+        credentials_for("127.0.0.1:5000", "me", "", config_dir=tmp_path)

@@ -7,7 +7,7 @@ import configparser
 import re
 from pathlib import Path
 
-from gracectl import pipeline, smoke
+from gracectl import pipeline, smoke, workdir
 
 REPO = Path(__file__).resolve().parents[2]
 JENKINSFILE = (REPO / "Jenkinsfile").read_text()
@@ -36,10 +36,11 @@ def test_jenkins_action_choices_are_the_pipelines():
 
 
 def test_work_dir_files_the_jenkinsfile_reads_are_the_pipelines():
-    for name in (pipeline.MOVING_TAG_FILE, pipeline.SMOKE_JUNIT_FILE):
-        assert f"'{pipeline.DEFAULT_WORKDIR}/{name}'" in JENKINSFILE
-    assert f"'{pipeline.DEFAULT_WORKDIR}/**'" in JENKINSFILE  # stashed and archived whole
+    for name in (workdir.MOVING_TAG_FILE, workdir.SMOKE_JUNIT_FILE):
+        assert f"'{workdir.DEFAULT_WORKDIR}/{name}'" in JENKINSFILE
+    assert f"'{workdir.DEFAULT_WORKDIR}/**'" in JENKINSFILE  # stashed and archived whole
     outputs = [s.output for s in pipeline.STAGES]
     assert len(set(outputs)) == len(outputs), "two stages write the same file"
-    for name in (pipeline.PLAN_FILE, pipeline.BUILD_RECORD_FILE, pipeline.SMOKE_RECORD_FILE):
+    assert set(workdir.OUTPUTS) == {s.name for s in pipeline.STAGES}  # every stage has its one file
+    for name in (workdir.PLAN_FILE, workdir.BUILD_RECORD_FILE, workdir.SMOKE_RECORD_FILE):
         assert name in outputs

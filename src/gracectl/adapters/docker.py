@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from gracectl import environment
 from gracectl.adapters import proc
 from gracectl.errors import CommandFailedError, GraceError, ReadOnlyRegistryError, RegistryError
 
@@ -20,7 +21,7 @@ BUILDKIT_ENV = {"DOCKER_BUILDKIT": "1"}
 
 
 def binary() -> str:
-    override = os.environ.get("GRACECTL_DOCKER")
+    override = environment.docker_binary()
     if override:
         return override
     return "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"

@@ -8,10 +8,11 @@ OCI 1.1 support (distribution 2.8, Debian's docker-registry) still accept and st
 
 Every request is bounded whole (`timeout`), and by the operation's overall deadline when one is set.
 
-Transport (adapters.registry_tls): https verified against the system store plus the site CA, plain http
-only for the loopback test bed, no verification only for --insecure-registry hosts. Auth
-(adapters.registry_token): whatever the registry's 401 challenge asks, HTTP basic or distribution tokens,
-with the credentials of adapters.registry_auth. Image copies (layers) go through adapters.skopeo.
+Every setting (credentials, TLS, timeout, deadline) comes from the operation's RegistryAccess
+(adapters.registry_access). Transport (adapters.registry_tls): https verified against the system store plus
+the site CA, plain http only for the loopback test bed, no verification only for insecure hosts. Auth
+(adapters.registry_token): whatever the registry's 401 challenge asks, HTTP basic or distribution tokens.
+Image copies (layers) go through adapters.skopeo.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import contextlib
 import hashlib
 import http.client
 import json
-import os
 import re
 import socket
 import ssl
@@ -29,8 +29,8 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
-from gracectl.adapters.registry_auth import Credentials, credentials_for
-from gracectl.adapters.registry_tls import tls_error, tls_settings
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.adapters.registry_tls import tls_error
 from gracectl.adapters.registry_token import Authorizer
 from gracectl.errors import DeadlineError, ReadOnlyRegistryError, RegistryError
 from gracectl.image_ref import DIGEST_RE, ImageRef
@@ -71,22 +71,23 @@ def _cut(connection: http.client.HTTPConnection, cut_off: threading.Event) -> No
 class Registry:
     """One registry host. Methods take the repository path (e.g. "gh200-vllm-tfa") and a tag or digest.
 
-    `timeout`: the most one request may take, whole (default GRACECTL_REQUEST_TIMEOUT_S, else 15 s) (a registry that drips its answer a byte at a time
-    is cut off too). `deadline`: a time.monotonic() instant after which no request starts and running
-    ones are cut off (the operation's overall deadline); None for none.
+    `access`: the operation's settings (credentials, TLS, the per-request timeout: the most one request may
+    take, whole, so a registry that drips its answer a byte at a time is cut off too). `deadline`: a
+    time.monotonic() instant after which no request starts and running ones are cut off (the operation's
+    overall deadline); None for none.
     """
 
-    def __init__(self, host: str, credentials: Credentials | None = None, timeout: float | None = None,
-                 deadline: float | None = None):
+    def __init__(self, host: str, access: RegistryAccess | None = None, *, deadline: float | None = None):
         self.host = host
-        self.credentials = credentials
-        self.timeout = timeout or float(os.environ.get("GRACECTL_REQUEST_TIMEOUT_S") or 15)
+        self.access = access or RegistryAccess()
+        self.credentials = self.access.credentials_for(host)
+        self.timeout = self.access.request_timeout_s
         self.deadline = deadline
         self.deadline_s = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        self.tls = tls_settings(host)
+        self.tls = self.access.tls(host)
         self.scheme = self.tls.scheme
         self._ssl = self.tls.context() if self.scheme == "https" else None
-        self.auth = Authorizer(host, credentials)
+        self.auth = Authorizer(host, self.credentials, insecure=host in self.access.insecure_hosts)
 
     def extend_deadline(self, seconds: float) -> None:
         """Give clean-up work (the lock release, reading a tag back) `seconds` more, past the deadline."""
@@ -326,13 +327,14 @@ class Registry:
         return descriptor, manifest, self.get_blob(repo, layers[0]["digest"])
 
 
-def open_registry(ref: ImageRef, credentials: Credentials | None = None, *, ping: bool = True,
-                  deadline_s: float | None = None) -> Registry:
-    """The one way to open the registry `ref` names: the given credentials, else the docker config's;
-    pinged first (unless ping=False) so that an unreachable registry or refused login fails at once;
-    `deadline_s`: the overall deadline of the operation, from now."""
-    deadline = None if deadline_s is None else time.monotonic() + deadline_s
-    registry = Registry(ref.registry, credentials or credentials_for(ref.registry), deadline=deadline)
+def open_registry(ref: ImageRef, access: RegistryAccess | None = None, *, ping: bool = True,
+                  bounded: bool = True) -> Registry:
+    """The one way to open the registry `ref` names, with `access` (default: no explicit settings: the
+    docker config's credentials, certs.d); pinged first (unless ping=False) so that an unreachable registry
+    or refused login fails at once; `bounded`: the operation has access.deadline_s from now."""
+    access = access or RegistryAccess()
+    deadline = time.monotonic() + access.deadline_s if bounded else None
+    registry = Registry(ref.registry, access, deadline=deadline)
     if ping:
         registry.ping()
     return registry

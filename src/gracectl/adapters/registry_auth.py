@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +31,14 @@ class Credentials:
         return base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
 
-def docker_config_path() -> Path:
-    return Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+def docker_config_path(config_dir: Path | None = None) -> Path:
+    """config.json in `config_dir` (docker's DOCKER_CONFIG, read at the edge), else in ~/.docker."""
+    return (config_dir or Path.home() / ".docker") / "config.json"
 
 
-def _config() -> dict:
+def _config(config_dir: Path | None) -> dict:
     try:
-        config = json.loads(docker_config_path().read_text())
+        config = json.loads(docker_config_path(config_dir).read_text())
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
@@ -71,14 +71,15 @@ def helper_credentials(helper: str, registry: str) -> Credentials | None:
     return Credentials(username, secret) if username or secret else None
 
 
-def credentials_for(registry: str, username: str = "", password: str = "") -> Credentials | None:
+def credentials_for(registry: str, username: str = "", password: str = "", *,
+                    config_dir: Path | None = None) -> Credentials | None:
     """Explicit credentials (from --password-stdin) win; else docker's order: the registry's credential
     helper (`credHelpers`), the default store (`credsStore`), the `auths` entry. None: anonymous."""
     if username or password:
         if not (username and password):
             raise UsageError("give both --username and a password on stdin (--password-stdin)")
         return Credentials(username, password)
-    config = _config()
+    config = _config(config_dir)
     helpers = config.get("credHelpers") or {}
     helper = next((name for key, name in helpers.items() if _host_of(key) == registry), None)
     if helper:
@@ -94,7 +95,7 @@ def credentials_for(registry: str, username: str = "", password: str = "") -> Cr
             try:
                 user, _, pw = base64.b64decode(entry["auth"]).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError, ValueError):
-                raise UsageError(f"{docker_config_path()}: the auth entry of {registry} is not base64 of "
+                raise UsageError(f"{docker_config_path(config_dir)}: the auth entry of {registry} is not base64 of "
                                  f"USER:PASSWORD: log in again with `docker login {registry}`") from None
             return Credentials(user, pw)
         if entry.get("username") and entry.get("password"):

@@ -1,14 +1,8 @@
 """How gracectl speaks to a registry host: https verified against the system store plus the site CA where
 docker and skopeo look for it, plain http only for the loopback test bed, and no verification only for a
-host named by --insecure-registry / GRACECTL_INSECURE_REGISTRY (never implied).
-
-Where the site CA and client certificates come from, per registry HOST[:PORT]:
-  1. --cert-dir DIR / GRACECTL_CERT_DIR: a folder as skopeo's --cert-dir reads it (*.crt CAs,
-     client.cert + client.key), for the registry this command talks to;
-  2. else /etc/docker/certs.d/HOST[:PORT]/ and /etc/containers/certs.d/HOST[:PORT]/ (what docker and
-     skopeo read by default; GRACECTL_CERTS_D replaces these two roots, for tests);
-  3. plus GRACECTL_REGISTRY_CA=FILE: one more CA bundle trusted for every registry.
-A loopback registry with a certificate folder (1 or 2) is spoken to over https too.
+host named insecure (never implied). Which CA, client certificate and insecure hosts apply is the
+operation's RegistryAccess (adapters.registry_access); this module turns its answer for one host into an
+SSL context and skopeo flags, and TLS failures into one line that says where the CA goes.
 """
 
 from __future__ import annotations
@@ -22,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gracectl.errors import RegistryError, UsageError
-from gracectl.image_ref import valid_host
 
 CERTS_D = ("/etc/docker/certs.d", "/etc/containers/certs.d")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -33,28 +26,6 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.rsplit(":", 1)[0] in LOOPBACK_HOSTS
 
 
-def insecure_hosts() -> set[str]:
-    """GRACECTL_INSECURE_REGISTRY: HOST[:PORT] names, comma or space separated (--insecure-registry sets it)."""
-    hosts = set(os.environ.get("GRACECTL_INSECURE_REGISTRY", "").replace(",", " ").split())
-    for host in hosts:
-        if not valid_host(host):
-            raise UsageError(f"--insecure-registry / GRACECTL_INSECURE_REGISTRY: {host[:100]!r} is not a "
-                             "registry HOST[:PORT]")
-    return hosts
-
-
-def cert_dirs(host: str) -> list[Path]:
-    """The certificate folders that apply to `host`, first the explicit one."""
-    explicit = os.environ.get("GRACECTL_CERT_DIR", "")
-    if explicit:
-        if not Path(explicit).is_dir():
-            raise UsageError(f"--cert-dir / GRACECTL_CERT_DIR {explicit!r} is not a folder")
-        return [Path(explicit)]
-    roots = os.environ.get("GRACECTL_CERTS_D", "").split(os.pathsep) if os.environ.get("GRACECTL_CERTS_D") \
-        else CERTS_D
-    return [Path(root) / host for root in roots if (Path(root) / host).is_dir()]
-
-
 @dataclass(frozen=True)
 class TlsSettings:
     host: str
@@ -63,6 +34,7 @@ class TlsSettings:
     ca_files: tuple[Path, ...] = ()
     client_cert: tuple[Path, Path] | None = None
     dirs: tuple[Path, ...] = field(default=())
+    explicit: str = ""  # the setting the CA came from when dockerd does not read it ("--cert-dir", ...)
 
     def context(self) -> ssl.SSLContext:
         """System store + the site CAs (+ the client certificate), or no verification for an insecure host."""
@@ -93,24 +65,6 @@ class TlsSettings:
         return []
 
 
-def tls_settings(host: str) -> TlsSettings:
-    if host in insecure_hosts():
-        return TlsSettings(host, "https", verify=False)
-    dirs = cert_dirs(host)
-    ca_files = [p for d in dirs for p in sorted(d.glob("*.crt"))]
-    client = next(((d / "client.cert", d / "client.key") for d in dirs if (d / "client.cert").is_file()), None)
-    if client and not client[1].is_file():
-        raise UsageError(f"{client[0]} has no {client[1].name} beside it (client certificate for {host})")
-    site_ca = os.environ.get("GRACECTL_REGISTRY_CA", "")
-    if site_ca:
-        if not Path(site_ca).is_file():
-            raise UsageError(f"GRACECTL_REGISTRY_CA={site_ca!r} is not a file")
-        ca_files.append(Path(site_ca))
-    if is_loopback(host) and not dirs:
-        return TlsSettings(host, "http", verify=False)
-    return TlsSettings(host, "https", True, tuple(ca_files), client, tuple(dirs))
-
-
 def dockerd_trust_gap(settings: TlsSettings) -> str:
     """Why dockerd would NOT verify this registry as gracectl does ("" when it would): dockerd reads only the
     system store and /etc/docker/certs.d/HOST/, and treats only loopback registries as plain http."""
@@ -118,9 +72,8 @@ def dockerd_trust_gap(settings: TlsSettings) -> str:
         return ""  # loopback: dockerd's default insecure range (127.0.0.0/8) too
     if not settings.verify:
         return f"{settings.host} is an --insecure-registry for gracectl, which dockerd is not told"
-    for name in ("GRACECTL_CERT_DIR", "GRACECTL_CERTS_D", "GRACECTL_REGISTRY_CA"):
-        if os.environ.get(name):
-            return f"the CA comes from {name} (--cert-dir), which dockerd does not read"
+    if settings.explicit:
+        return f"the CA comes from {settings.explicit}, which dockerd does not read"
     if any(not str(d).startswith(CERTS_D[0] + "/") for d in settings.dirs):
         return f"the CA is in {settings.dirs[0]}, which dockerd does not read (it reads {CERTS_D[0]})"
     return ""
@@ -128,13 +81,12 @@ def dockerd_trust_gap(settings: TlsSettings) -> str:
 
 @contextlib.contextmanager
 def skopeo_cert_dir(settings: TlsSettings, option: str) -> Iterator[list[str]]:
-    """skopeo's --OPTION-cert-dir for `settings`: skopeo reads certs.d itself, so only an explicit folder or
-    GRACECTL_REGISTRY_CA need one: a temporary folder of links (public CAs and the client pair, no copies)."""
+    """skopeo's --OPTION-cert-dir for `settings`: skopeo reads certs.d itself, so only a CA from an explicit
+    setting (--cert-dir, GRACECTL_REGISTRY_CA) needs one: a temporary folder of links (public CAs and the client pair, no copies)."""
     if not settings.verify or settings.scheme == "http":
         yield settings.skopeo_flags(option.replace("cert-dir", ""))
         return
-    explicit = os.environ.get("GRACECTL_CERT_DIR") or os.environ.get("GRACECTL_CERTS_D")
-    if not (explicit or os.environ.get("GRACECTL_REGISTRY_CA")):
+    if not settings.explicit:
         yield []
         return
     with tempfile.TemporaryDirectory(prefix="gracectl-certs-") as folder:

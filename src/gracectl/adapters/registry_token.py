@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gracectl.adapters.registry_auth import Credentials, login_hint
-from gracectl.adapters.registry_tls import insecure_hosts, is_loopback
+from gracectl.adapters.registry_tls import is_loopback
 from gracectl.errors import RegistryError
 
 # How a path names its repository, and the actions a method needs (what distribution checks).
@@ -87,9 +87,10 @@ Send = Callable[[str, str, dict], tuple]
 
 
 class Authorizer:
-    def __init__(self, host: str, credentials: Credentials | None):
+    def __init__(self, host: str, credentials: Credentials | None, *, insecure: bool = False):
         self.host = host
         self.credentials = credentials
+        self.insecure = insecure  # an insecure registry's realm may be plain http too
         self.scheme = ""  # "", "basic" or "bearer": learnt from the first 401
         self.realm = ""
         self.service = ""
@@ -139,7 +140,7 @@ class Authorizer:
 
     def _fetch(self, scope: str, send: Send) -> _Token:
         realm = urllib.parse.urlsplit(self.realm)
-        safe = realm.scheme == "https" or is_loopback(realm.netloc) or self.host in insecure_hosts()
+        safe = realm.scheme == "https" or is_loopback(realm.netloc) or self.insecure
         headers = {"Accept": "application/json"}
         if self.credentials:
             if not safe:

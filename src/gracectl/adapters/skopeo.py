@@ -9,8 +9,9 @@ import json
 import os
 
 from gracectl.adapters import proc
-from gracectl.adapters.registry_auth import Credentials, docker_config_json
-from gracectl.adapters.registry_tls import skopeo_cert_dir, go_tls_error, tls_settings
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.adapters.registry_auth import docker_config_json
+from gracectl.adapters.registry_tls import skopeo_cert_dir, go_tls_error
 from gracectl.errors import CommandFailedError
 from gracectl.image_ref import ImageRef
 
@@ -23,11 +24,11 @@ def transport_ref(image: str) -> str:
     return image if image.startswith(TRANSPORTS) else f"docker-daemon:{image}"
 
 
-def _tls_flags(option: str, ref: str) -> list[str]:
-    """skopeo's TLS flags for a docker:// `ref` (same rules as the HTTP client, adapters.registry_tls)."""
+def _tls_flags(option: str, ref: str, access: RegistryAccess) -> list[str]:
+    """skopeo's TLS flags for a docker:// `ref` (same settings as the HTTP client's)."""
     if not ref.startswith("docker://"):
         return []
-    return tls_settings(ref[len("docker://"):].split("/", 1)[0]).skopeo_flags(option.replace("tls-verify", ""))
+    return access.tls(ref[len("docker://"):].split("/", 1)[0]).skopeo_flags(option.replace("tls-verify", ""))
 
 
 @contextlib.contextmanager
@@ -42,20 +43,21 @@ def memory_file(name: str, content: bytes = b""):
         os.close(fd)
 
 
-def skopeo_copy(source: str, dest: ImageRef, credentials: Credentials | None = None) -> str:
+def skopeo_copy(source: str, dest: ImageRef, access: RegistryAccess) -> str:
     """Copy `source` (a skopeo transport ref, see transport_ref) to `dest`; returns the pushed manifest digest.
 
     The credentials reach skopeo as a docker-config authfile in memory (never --creds, which shows in `ps`,
     and never a file on disk), and its digest comes back the same way: nothing to clean up after a kill.
     """
     target = f"docker://{dest}"
+    credentials = access.credentials_for(dest.registry)
     auth_json = docker_config_json(dest.registry, credentials) if credentials else b""
     with memory_file("gracectl-auth", auth_json) as auth_fd, memory_file("gracectl-digest") as digest_fd, \
-            skopeo_cert_dir(tls_settings(dest.registry), "dest-cert-dir") as dest_tls:
+            skopeo_cert_dir(access.tls(dest.registry), "dest-cert-dir") as dest_tls:
         auth = ["--authfile", f"/dev/fd/{auth_fd}"] if credentials else []
         secrets = [credentials.password] if credentials else []
         try:
-            proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source), *dest_tls,
+            proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source, access), *dest_tls,
                       "--digestfile", f"/dev/fd/{digest_fd}", source, target],
                      secrets=secrets, pass_fds=(auth_fd, digest_fd))
         except CommandFailedError as e:
@@ -63,7 +65,8 @@ def skopeo_copy(source: str, dest: ImageRef, credentials: Credentials | None = N
         return os.pread(digest_fd, 200, 0).decode().strip()
 
 
-def skopeo_inspect_raw(source: str) -> dict:
+def skopeo_inspect_raw(source: str, access: RegistryAccess) -> dict:
     """The manifest of a local image `source` as skopeo sees it (the manifest it would push)."""
-    out = proc.run(["skopeo", "inspect", "--raw", *_tls_flags("tls-verify", source), source], echo=False).stdout
+    out = proc.run(["skopeo", "inspect", "--raw", *_tls_flags("tls-verify", source, access), source],
+                   echo=False).stdout
     return json.loads(out)

@@ -13,7 +13,7 @@ from rich.table import Table
 from gracectl.bench import DEFAULT_TOKENS, PARTS, RESULT_COLUMNS, run_bench
 from gracectl.commands.options import GpusOpt
 from gracectl.errors import UsageError
-from gracectl.pipeline import BENCH_RECORD_FILE, DEFAULT_WORKDIR
+from gracectl.workdir import BENCH_RECORD_FILE, DEFAULT_WORKDIR
 
 out = Console()
 

@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from gracectl.adapters import docker
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.build import BuildResult, compare, layers, read_record, shorten
 from gracectl.build import build as run_build
 from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmBuildOpt,
                                        VllmRefOpt)
 from gracectl.errors import GraceError, UsageError
-from gracectl.pipeline import BUILD_RECORD_FILE, DEFAULT_WORKDIR
+from gracectl.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
 from gracectl.plan import plan_for
 from gracectl.records import write_json
 from gracectl.release_ops import publish
@@ -38,7 +39,7 @@ def push_build(result: BuildResult) -> None:
     """Push the build under its immutable build tag (release_ops.publish, by digest); the record says so."""
     rec = result.record
     try:
-        published = publish(rec["image"], rec["image"])
+        published = publish(rec["image"], rec["image"], access=RegistryAccess.from_environment())
         rec.update(digest=published.digest, pushed=f"{published.ref.rsplit(':', 1)[0]}@{published.digest}",
                    status="pushed")
     except GraceError as exc:
@@ -86,7 +87,8 @@ def package_diff(a: str, b: str) -> None:
     """The Python package sets of two images (their SBOM records) side by side: what going from A to B changes."""
     from gracectl import sbom
 
-    ra, rb = sbom.load(a), sbom.load(b)
+    access = RegistryAccess.from_environment()
+    ra, rb = sbom.load(a, access), sbom.load(b, access)
     d = sbom.diff(ra["bom"], rb["bom"])
     table = Table("package", "A", "B", title=f"packages: A = {ra['image']} ({ra['packages']}), "
                   f"B = {rb['image']} ({rb['packages']})", title_justify="left")

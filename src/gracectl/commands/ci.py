@@ -20,7 +20,9 @@ from gracectl.commands.options import (CiActionOpt, CiBuildNumberOpt, CiImageTag
                                        CiSmokeLevelOpt, CiVllmBuildOpt, CiVllmRefOpt, JsonOpt,
                                        WorkdirOpt)
 from gracectl.errors import UsageError
-from gracectl.pipeline import DEFAULT_WORKDIR, Params
+from gracectl.pipeline import Params
+from gracectl.smoke import RUN_LABEL, remove_run_containers
+from gracectl.workdir import DEFAULT_WORKDIR
 
 err = Console(stderr=True)
 
@@ -61,8 +63,8 @@ def stages(
 def cleanup(workdir: WorkdirOpt = DEFAULT_WORKDIR, run_id: CiRunIdOpt = None) -> None:
     """Remove the containers this run started (label io.gracectl.run=<run id>)."""
     run_id = pipeline.find_run_id(run_id or "", workdir)
-    removed = pipeline.cleanup(run_id)
-    err.print(f"ci cleanup: removed {len(removed)} container(s) labelled {pipeline.RUN_LABEL}={run_id}")
+    removed = remove_run_containers(run_id)
+    err.print(f"ci cleanup: removed {len(removed)} container(s) labelled {RUN_LABEL}={run_id}")
 
 
 def _stage_command(stage: pipeline.Stage):
@@ -87,7 +89,7 @@ def _stage_command(stage: pipeline.Stage):
                                  registry=registry, smoke_level=smoke_level, rollback_to=rollback_to,
                                  run_id=run_id, mirror=mirror, action=action, push=push, promote=promote)
         err.print(f"[bold]ci {stage.name}[/bold]: {stage.description}", highlight=False, soft_wrap=True)
-        pipeline.run_stage(stage.name, params, workdir)
+        pipeline.run_stage(stage.name, params, workdir, params.registry_access())
         err.print(f"ci {stage.name}: passed ({workdir / stage.output})", highlight=False)
 
     command.__doc__ = stage.description[0].upper() + stage.description[1:] + "."

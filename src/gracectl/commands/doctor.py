@@ -6,13 +6,13 @@ stages that run with them are checked: a rollback never waits on the build's dis
 
 from __future__ import annotations
 
-import os
+
 from typing import Annotated, List, Optional
 
 import typer
 
 from gracectl import doctor as checks
-from gracectl import pipeline
+from gracectl import ci, environment, pipeline
 from gracectl.errors import UsageError
 from gracectl.pipeline import Params
 
@@ -31,22 +31,19 @@ app = typer.Typer()
 def doctor(stage: StageOpt = None, registry: RegistryOpt = None, min_free_gb: MinFreeOpt = None) -> None:
     """Check that this node has what the given pipeline stages need; one line per finding, what to install."""
     wanted = [pipeline.stage(name) for name in stage] if stage else list(pipeline.STAGES)
-    env = os.environ
+    job = ci.job_values()
     try:
-        params = Params.from_env(registry=registry) if env.get("RELEASE") else None
+        params = Params.from_env(registry=registry) if job.get("release") else None
     except UsageError as exc:
         raise UsageError(f"doctor: the job's parameters in the environment are wrong: {exc}") from None
     runs = [s for s in wanted if params is None or s.applies(params)]
     for s in wanted:
         if s not in runs:
             print(f"{checks.SKIPPED:<8} {'stage ' + s.name:<15} does not run with these parameters")
-    try:
-        free = float(min_free_gb if min_free_gb is not None else env.get(checks.MIN_FREE_ENV) or
-                     checks.DEFAULT_MIN_FREE_GB)
-    except ValueError:
-        raise UsageError(f"{checks.MIN_FREE_ENV} must be a number of GB, got {env[checks.MIN_FREE_ENV]!r}") from None
-    settings = checks.Settings(registry=registry if registry is not None else env.get("REGISTRY", ""),
-                               min_free_gb=free, smoke_gpus=env.get("GRACECTL_SMOKE_GPUS") or "all")
+    free = min_free_gb if min_free_gb is not None else environment.min_free_gb(checks.DEFAULT_MIN_FREE_GB)
+    settings = checks.Settings(registry=registry if registry is not None else job.get("registry", ""),
+                               min_free_gb=free, smoke_gpus=job.get("smoke_gpus") or "all",
+                               access=(params or Params(release="doctor")).registry_access())
     findings = checks.examine(runs, settings)
     for finding in findings:
         print(finding.line(), flush=True)

@@ -7,11 +7,17 @@ Two families: the operator's options (`gracectl plan`, `build`: a value or its d
 
 from __future__ import annotations
 
+import functools
+import inspect
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.adapters.registry_auth import Credentials
+from gracectl.errors import UsageError
 from gracectl.pipeline import ACTIONS
 from gracectl.smoke import GPUS, LEVEL_CHOICES
 
@@ -47,3 +53,57 @@ CiActionOpt = Annotated[Optional[str], typer.Option("--action", help=f"{'|'.join
 CiPushOpt = Annotated[Optional[bool], typer.Option("--push/--no-push", help="(env PUSH)", show_default=False)]
 CiPromoteOpt = Annotated[Optional[bool], typer.Option("--promote/--no-promote", help="(env PROMOTE)",
                                                       show_default=False)]
+
+
+# -- registry access: the options every command that speaks to a registry takes, declared once -----------------
+# `@registry_options` adds them to a command and hands the command ONE value, `access` (a RegistryAccess built
+# from them over the documented GRACECTL_* variables, gracectl.environment), in their place.
+UserOpt = Annotated[str, typer.Option("--username", help="registry user (with --password-stdin)")]
+PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the registry password from stdin")]
+InsecureOpt = Annotated[Optional[list[str]], typer.Option(
+    "--insecure-registry", help="HOST[:PORT] to reach without TLS verification (repeatable; "
+    "env GRACECTL_INSECURE_REGISTRY)")]
+CertDirOpt = Annotated[Optional[Path], typer.Option(
+    "--cert-dir", help="folder with the registry's CA (*.crt) and client.cert/client.key, as skopeo's "
+    "(default /etc/docker/certs.d/HOST[:PORT]; env GRACECTL_CERT_DIR)")]
+DeadlineOpt = Annotated[Optional[float], typer.Option(
+    "--deadline", help="give up after this many seconds overall (default: GRACECTL_DEADLINE_S or 180)")]
+
+_REGISTRY_PARAMS = {"username": (UserOpt, ""), "password_stdin": (PasswordStdinOpt, False),
+                    "insecure_registry": (InsecureOpt, None), "cert_dir": (CertDirOpt, None)}
+
+
+def read_access(username: str = "", password_stdin: bool = False, insecure_registry: list[str] | None = None,
+                cert_dir: Path | None = None, deadline: float | None = None) -> RegistryAccess:
+    """The command's RegistryAccess: its options over the environment's settings (gracectl.environment)."""
+    credentials = None
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+        if not (username and password):
+            raise UsageError("give both --username and a password on stdin (--password-stdin)")
+        credentials = Credentials(username, password)
+    elif username:
+        raise UsageError("--username needs --password-stdin (passwords never go on the command line)")
+    return RegistryAccess.from_environment(credentials=credentials, insecure=insecure_registry or (),
+                                           cert_dir=cert_dir, deadline_s=deadline)
+
+
+def registry_options(*, deadline: bool = True):
+    """Decorator: the command gets --username/--password-stdin/--insecure-registry/--cert-dir (and --deadline
+    unless deadline=False: publish moves layers for as long as that takes) and receives `access` instead."""
+    def wrap(command):
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "access"]
+        extra = dict(_REGISTRY_PARAMS, **({"deadline": (DeadlineOpt, None)} if deadline else {}))
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
+                 for name, (kind, default) in extra.items()]
+
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            options = {name: kwargs.pop(name) for name in extra}
+            return command(*args, access=read_access(**options), **kwargs)
+
+        run.__signature__ = signature.replace(parameters=[
+            *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own), *added])
+        return run
+    return wrap

@@ -1,30 +1,30 @@
-"""`gracectl publish | promote | rollback | history | records`: release operations by digest (release_ops.py).
+"""`gracectl publish | promote | rollback | history | unlock | records`: release operations by digest
+(release_ops.py).
 
-Credentials: --username USER --password-stdin, else the docker config (credHelpers, credsStore, auths).
-TLS: the site CA from /etc/docker/certs.d/HOST[:PORT]/, --cert-dir or GRACECTL_REGISTRY_CA; --insecure-registry
-HOST for a registry without a valid certificate (adapters.registry_tls).
+Registry access (credentials, TLS, deadline) comes from the shared registry options (commands/options.py,
+`@registry_options`): --username USER --password-stdin, else the docker config (credHelpers, credsStore, auths);
+the site CA from /etc/docker/certs.d/HOST[:PORT]/, --cert-dir or GRACECTL_REGISTRY_CA; --insecure-registry HOST
+for a registry without a valid certificate.
 Image references always name the registry: HOST[:PORT]/REPO[:TAG|@DIGEST] (or set GRACECTL_REGISTRY).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from gracectl.adapters.registry import open_registry
-from gracectl.adapters.registry_auth import Credentials, credentials_for
-from gracectl.image_ref import ImageRef
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.commands.options import JsonOpt, registry_options
 from gracectl.errors import UsageError
+from gracectl.image_ref import ImageRef
 from gracectl.records import get_records
 from gracectl.release_ops import (
     DEFAULT_MAX_REGRESSION,
     Entry,
-    deadline_s,
     history,
     promote,
     publish,
@@ -36,37 +36,12 @@ from gracectl.release_ops import (
 
 # Plain print, not rich: a digest must stay on one line in a Jenkins log (rich wraps at 80 columns).
 
-UserOpt = Annotated[str, typer.Option("--username", help="registry user (with --password-stdin)")]
-PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the registry password from stdin")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-DeadlineOpt = Annotated[Optional[float], typer.Option(
-    "--deadline", help="give up after this many seconds overall (default: GRACECTL_DEADLINE_S or 180)")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="move despite the gates (needs --reason; recorded FORCED)")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="why (recorded in the history)")]
 MaxRegressionOpt = Annotated[float, typer.Option(
     "--max-regression", help="allowed benchmark slowdown, percent (0 to 1000)")]
-InsecureOpt = Annotated[Optional[list[str]], typer.Option(
-    "--insecure-registry", help="HOST[:PORT] to reach without TLS verification (repeatable; "
-    "env GRACECTL_INSECURE_REGISTRY)")]
-CertDirOpt = Annotated[Optional[Path], typer.Option(
-    "--cert-dir", help="folder with the registry's CA (*.crt) and client.cert/client.key, as skopeo's "
-    "(default /etc/docker/certs.d/HOST[:PORT]; env GRACECTL_CERT_DIR)")]
 
-
-def credentials(username: str, password_stdin: bool, insecure: list[str] | None = None,
-                cert_dir: Path | None = None) -> Credentials | None:
-    # The TLS options travel as the environment adapters.registry_tls reads (the same as Jenkins sets).
-    if insecure:
-        os.environ["GRACECTL_INSECURE_REGISTRY"] = " ".join(
-            [os.environ.get("GRACECTL_INSECURE_REGISTRY", ""), *insecure]).strip()
-    if cert_dir:
-        os.environ["GRACECTL_CERT_DIR"] = str(cert_dir)
-    if password_stdin:
-        password = sys.stdin.read().rstrip("\r\n")
-        return credentials_for("", username, password)  # checks both are given
-    if username:
-        raise UsageError("--username needs --password-stdin (passwords never go on the command line)")
-    return None
+app = typer.Typer()
 
 
 def _print_entry(entry: Entry | None, tag: str, as_json: bool) -> None:
@@ -79,123 +54,109 @@ def _print_entry(entry: Entry | None, tag: str, as_json: bool) -> None:
         print(f"{entry.action}: {tag} {short(entry.from_)} -> {entry.to}{forced}")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("publish")
-    def publish_cmd(
-        image: Annotated[str, typer.Argument(help="local dockerd image (NAME:TAG), or a skopeo ref (oci:DIR:TAG)")],
-        to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO:IMMUTABLE_TAG (never overwritten)")],
-        attach: Annotated[Optional[list[Path]], typer.Option(
-            "--attach", help="record JSON to store with the pushed digest (smoke-record.json); repeatable")] = None,
-        username: UserOpt = "",
-        password_stdin: PasswordStdinOpt = False,
-        insecure_registry: InsecureOpt = None,
-        cert_dir: CertDirOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Push a local image under an immutable tag; print its manifest digest."""
-        records = []
-        for path in attach or []:
-            try:
-                records.append(json.loads(path.read_text()))
-            except (OSError, ValueError) as e:
-                raise UsageError(f"--attach {path}: not a readable JSON record ({e})") from None
-        result = publish(image, to, credentials=credentials(username, password_stdin, insecure_registry, cert_dir), attach=records)
-        if as_json:
-            print(json.dumps(result.to_dict(), indent=2))
-        else:
-            note = " (already there: nothing pushed)" if result.already else ""
-            print(f"published {result.ref}@{result.digest}{note}")
+@app.command("publish")
+@registry_options(deadline=False)
+def publish_cmd(
+    image: Annotated[str, typer.Argument(help="local dockerd image (NAME:TAG), or a skopeo ref (oci:DIR:TAG)")],
+    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO:IMMUTABLE_TAG (never overwritten)")],
+    attach: Annotated[Optional[list[Path]], typer.Option(
+        "--attach", help="record JSON to store with the pushed digest (smoke-record.json); repeatable")] = None,
+    as_json: JsonOpt = False,
+    access: RegistryAccess = RegistryAccess(),
+) -> None:
+    """Push a local image under an immutable tag; print its manifest digest."""
+    records = []
+    for path in attach or []:
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--attach {path}: not a readable JSON record ({e})") from None
+    result = publish(image, to, access=access, attach=records)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        note = " (already there: nothing pushed)" if result.already else ""
+        print(f"published {result.ref}@{result.digest}{note}")
 
-    @app.command("promote")
-    def promote_cmd(
-        source: Annotated[str, typer.Argument(help="REGISTRY/REPO@DIGEST or REGISTRY/REPO:BUILD_TAG")],
-        to: Annotated[str, typer.Option("--to", help="the moving tag to point at it (same repository)")],
-        force: ForceOpt = False,
-        reason: ReasonOpt = "",
-        max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
-        username: UserOpt = "",
-        password_stdin: PasswordStdinOpt = False,
-        insecure_registry: InsecureOpt = None,
-        cert_dir: CertDirOpt = None,
-        as_json: JsonOpt = False,
-        deadline: DeadlineOpt = None,
-    ) -> None:
-        """Move TAG to the image's digest: only with a passing smoke record and no benchmark regression."""
-        entry = promote(source, to, force=force, reason=reason, max_regression=max_regression / 100,
-                        credentials=credentials(username, password_stdin, insecure_registry, cert_dir), deadline=deadline)
-        _print_entry(entry, to, as_json)
 
-    @app.command("rollback")
-    def rollback_cmd(
-        target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG to move back")],
-        to: Annotated[str, typer.Option("--to", help="a digest or tag of the same repository "
-                                        "(default: where the tag was before its last promotion)")] = "",
-        reason: ReasonOpt = "",
-        force: ForceOpt = False,
-        max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
-        username: UserOpt = "",
-        password_stdin: PasswordStdinOpt = False,
-        insecure_registry: InsecureOpt = None,
-        cert_dir: CertDirOpt = None,
-        as_json: JsonOpt = False,
-        deadline: DeadlineOpt = None,
-    ) -> None:
-        """Move TAG back to the digest it held before its last promotion (or --to, through the same gates
-        as a promotion)."""
-        entry = rollback(target, to=to, reason=reason, force=force, max_regression=max_regression / 100,
-                         credentials=credentials(username, password_stdin, insecure_registry, cert_dir), deadline=deadline)
-        _print_entry(entry, ImageRef.parse(target).tag, as_json)
+@app.command("promote")
+@registry_options()
+def promote_cmd(
+    source: Annotated[str, typer.Argument(help="REGISTRY/REPO@DIGEST or REGISTRY/REPO:BUILD_TAG")],
+    to: Annotated[str, typer.Option("--to", help="the moving tag to point at it (same repository)")],
+    force: ForceOpt = False,
+    reason: ReasonOpt = "",
+    max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
+    as_json: JsonOpt = False,
+    access: RegistryAccess = RegistryAccess(),
+) -> None:
+    """Move TAG to the image's digest: only with a passing smoke record and no benchmark regression."""
+    entry = promote(source, to, force=force, reason=reason, max_regression=max_regression / 100,
+                    access=access)
+    _print_entry(entry, to, as_json)
 
-    @app.command("history")
-    def history_cmd(
-        target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG")],
-        username: UserOpt = "",
-        password_stdin: PasswordStdinOpt = False,
-        insecure_registry: InsecureOpt = None,
-        cert_dir: CertDirOpt = None,
-        as_json: JsonOpt = False,
-        deadline: DeadlineOpt = None,
-    ) -> None:
-        """Every promotion, rollback and unlock of TAG, oldest first."""
-        entries = history(target, credentials=credentials(username, password_stdin, insecure_registry, cert_dir), deadline=deadline)
-        if as_json:
-            print(json.dumps([e.to_dict() for e in entries], indent=2))
-            return
-        if not entries:
-            print(f"{target}: no promotions recorded")
-        for e in entries:  # one plain line per entry: readable in a Jenkins log, greppable
-            flags = " FORCED" if e.forced else ""
-            why = f"  reason: {e.reason}" if e.reason else ""
-            print(f"{e.when}  {e.action:<8} {e.status:<7} {short(e.from_):<19} -> {short(e.to):<19}  "
-                  f"by {e.who}{flags}{why}")
 
-    @app.command("unlock")
-    def unlock_cmd(
-        target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG whose lock to release")],
-        reason: ReasonOpt = "",
-        username: UserOpt = "",
-        password_stdin: PasswordStdinOpt = False,
-        insecure_registry: InsecureOpt = None,
-        cert_dir: CertDirOpt = None,
-        deadline: DeadlineOpt = None,
-    ) -> None:
-        """Release a tag's lock held by a dead process on another host (shows the holder; recorded)."""
-        holder, _ = unlock(target, reason=reason, credentials=credentials(username, password_stdin, insecure_registry, cert_dir),
-                           deadline=deadline)
-        print(f"unlocked {target}: it was held by {holder}" if holder else f"{target} was not locked: nothing to do")
+@app.command("rollback")
+@registry_options()
+def rollback_cmd(
+    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG to move back")],
+    to: Annotated[str, typer.Option("--to", help="a digest or tag of the same repository "
+                                    "(default: where the tag was before its last promotion)")] = "",
+    reason: ReasonOpt = "",
+    force: ForceOpt = False,
+    max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
+    as_json: JsonOpt = False,
+    access: RegistryAccess = RegistryAccess(),
+) -> None:
+    """Move TAG back to the digest it held before its last promotion (or --to, through the same gates
+    as a promotion)."""
+    entry = rollback(target, to=to, reason=reason, force=force, max_regression=max_regression / 100,
+                     access=access)
+    _print_entry(entry, ImageRef.parse(target).tag, as_json)
 
-    @app.command("records")
-    def records_cmd(
-        image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
-        kind: Annotated[str, typer.Option("--kind", help="smoke, bench, build...")] = "smoke",
-        username: UserOpt = "",
-        password_stdin: PasswordStdinOpt = False,
-        insecure_registry: InsecureOpt = None,
-        cert_dir: CertDirOpt = None,
-    ) -> None:
-        """Print the records stored with an image in the registry (JSON list)."""
-        ref = ImageRef.parse(image)
-        registry = open_registry(ref, credentials(username, password_stdin, insecure_registry, cert_dir), ping=False,
-                                 deadline_s=deadline_s(None))
-        digest = resolve(registry, ref)
-        print(json.dumps(get_records(ref, digest, kind, registry=registry), indent=2))
+
+@app.command("history")
+@registry_options()
+def history_cmd(
+    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG")],
+    as_json: JsonOpt = False,
+    access: RegistryAccess = RegistryAccess(),
+) -> None:
+    """Every promotion, rollback and unlock of TAG, oldest first."""
+    entries = history(target, access=access)
+    if as_json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return
+    if not entries:
+        print(f"{target}: no promotions recorded")
+    for e in entries:  # one plain line per entry: readable in a Jenkins log, greppable
+        flags = " FORCED" if e.forced else ""
+        why = f"  reason: {e.reason}" if e.reason else ""
+        print(f"{e.when}  {e.action:<8} {e.status:<7} {short(e.from_):<19} -> {short(e.to):<19}  "
+              f"by {e.who}{flags}{why}")
+
+
+@app.command("unlock")
+@registry_options()
+def unlock_cmd(
+    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG whose lock to release")],
+    reason: ReasonOpt = "",
+    access: RegistryAccess = RegistryAccess(),
+) -> None:
+    """Release a tag's lock held by a dead process on another host (shows the holder; recorded)."""
+    holder, _ = unlock(target, reason=reason, access=access)
+    print(f"unlocked {target}: it was held by {holder}" if holder else f"{target} was not locked: nothing to do")
+
+
+@app.command("records")
+@registry_options()
+def records_cmd(
+    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
+    kind: Annotated[str, typer.Option("--kind", help="smoke, bench, build...")] = "smoke",
+    access: RegistryAccess = RegistryAccess(),
+) -> None:
+    """Print the records stored with an image in the registry (JSON list)."""
+    ref = ImageRef.parse(image)
+    registry = open_registry(ref, access, ping=False)
+    digest = resolve(registry, ref)
+    print(json.dumps(get_records(ref, digest, kind, registry=registry), indent=2))

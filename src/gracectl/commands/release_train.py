@@ -3,12 +3,12 @@ sources on the site's package index (gracectl.release_train), checked before any
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from gracectl import environment
 from gracectl.adapters.package_index import PackageIndex, default_cache
 from gracectl.errors import ReleaseCheckError, UsageError
 from gracectl.commands.options import MirrorOpt
@@ -43,7 +43,7 @@ def _trees(specs: list[str] | None) -> dict[str, Path]:
 
 
 def _index(url: str, cache: Path | None, offline: bool) -> PackageIndex:
-    cache = cache or Path(os.environ.get("GRACECTL_UPSTREAM_CACHE") or default_cache())
+    cache = cache or environment.upstream_cache() or default_cache()
     return PackageIndex(url.rstrip("/"), cache, offline)
 
 
@@ -98,7 +98,7 @@ def check(
     """Re-derive every pin of each manifest from its release's sources: one line per drift, the triton_kernels
     pairing and the resolution; exit 14 when any fails."""
     failed = 0
-    cache = cache_dir or Path(os.environ.get("GRACECTL_UPSTREAM_CACHE") or default_cache())
+    cache = cache_dir or environment.upstream_cache() or default_cache()
     for report in check_releases(list(names or release_names()), cache, index_url=index_url, offline=offline,
                                  mirror=load_mirror(mirror), resolve_set=not no_resolve, trees=_trees(tree)):
         shown = [line for line in report.lines if verbose or line.status != "ok"

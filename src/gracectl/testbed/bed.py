@@ -10,7 +10,7 @@ and mirror-real.toml (the real upstream packages from PyPI through the proxy; st
 cannot reach the upstream: CUDA torch, flashinfer-jit-cache, the GPU-only sources).
 Every daemon is started, waited for and stopped by processes.py.
 
-State lives in `$GRACECTL_STATE_DIR`, else `.state/testbed/` of the checkout; state.json (state.py) records
+State lives in `$GRACECTL_STATE_DIR`, else one folder per machine (state.default_state_dir); state.json (state.py) records
 what `up` started, so that `down` stops exactly that and a second `up` changes nothing (warm: under a second).
 """
 

@@ -40,6 +40,7 @@ from gracectl.testbed import Testbed
 from gracectl.testbed.mirror_file import REAL, STANDIN
 from gracectl.testbed.standins import STANDINS
 from gracectl.testbed.upstream import upstream_cache
+from gracectl.workdir import SBOM_RECORD_FILE, read_output
 
 DEFAULT_RELEASE = "v0.19.0-tfa"
 DEFAULT_WORKDIR = Path("gracectl-out") / "rehearsal"
@@ -239,7 +240,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
                 add(Row(label, "vllm serve --help", seconds, "passed", f"{usage} (ran beside the smoke stage)"))
     if stack == REAL:
         def package_diff() -> str:
-            a, b = (sbom.load(str(workdir / label.replace(" ", "-") / pipeline.SBOM_RECORD_FILE))["bom"]
+            a, b = (sbom.load(str(workdir / label.replace(" ", "-") / SBOM_RECORD_FILE))["bom"]
                     for label in pair)
             d = sbom.diff(a, b)
             removed = ", ".join(f"{k} {v}" for k, v in d["removed"].items()) or "nothing"
@@ -247,7 +248,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
                     f"{len(d['changed'])} changed, {d['same']} the same")
         check("verify", "package diff (SBOMs)", package_diff)
     first, second = digests[first], digests[second]
-    moving = ImageRef.parse(pipeline.read_output(workdir / ROLLBACK, pipeline.stage("plan"))["moving_tag"])
+    moving = ImageRef.parse(read_output(workdir / ROLLBACK, "plan")["moving_tag"])
     start = time.monotonic()
     found = Registry(moving.registry).head_manifest(moving.repository, moving.tag)
     now = found.digest if found else "(no tag)"

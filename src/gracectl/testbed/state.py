@@ -8,15 +8,22 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gracectl import environment
 from gracectl.errors import TestbedError
-from gracectl.plan import REPO_ROOT
 from gracectl.testbed.processes import HOST
 
 SUITE = "bookworm"  # Debian suite of the base images
 
 
+def default_state_dir() -> Path:
+    """One test bed per machine, whichever clone runs it (scripts/cache-dirs.sh says the same for the scripts)."""
+    if os.geteuid() == 0 or os.access("/var/cache/gracectl", os.W_OK):
+        return Path("/var/cache/gracectl/testbed")
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gracectl" / "testbed"
+
+
 def state_dir() -> Path:
-    return Path(os.environ.get("GRACECTL_STATE_DIR") or REPO_ROOT / ".state" / "testbed")
+    return environment.state_dir() or default_state_dir()
 
 
 @dataclass
