@@ -166,8 +166,9 @@ def test_the_groups_reach_vllms_hopper_path_and_stay_bounded():
     mx = groups["matmul_ogs-bf16xmxfp4-hopper"]
     for pick in mx.picks:
         assert pick.where["hbm_swizzling"] == (True,) and pick.where["act_dtype_str"] == ("bfloat16",)
-        assert pick.where["weight_dtype_str"] == ("mxfloat4_e2m1",) and pick.where["mode"] == ("ragged",)
-    assert {(p.where["do_gather"], p.where["do_scatter"], p.where["has_y_gammas"]) for p in mx.picks} == {
+        assert pick.where["weight_dtype_str"] == ("mxfloat4_e2m1",) and pick.where["split_k"] == (1,)
+    routed = [p for p in mx.picks if p.where["mode"] == ("ragged",)]
+    assert {(p.where["do_gather"], p.where["do_scatter"], p.where["has_y_gammas"]) for p in routed} == {
         ((True,), (False,), (False,)), ((False,), (True,), (True,))}
     hopper_tests = {p.test for p in groups["hopper-mx-layouts"].picks}
     assert "test_tensor_details/test_layout_hopper.py::test_upcast_mxfp4_to_bf16" in hopper_tests
