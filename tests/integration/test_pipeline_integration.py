@@ -103,7 +103,7 @@ def test_push_promote_rollback_archive_through_ci(registry, oci_image, tmp_path)
 def test_cleanup_removes_only_this_runs_containers(tmp_path):
     """`gracectl ci cleanup` removes the containers labelled with its run id, and nothing else."""
     from gracectl.adapters import docker
-    from gracectl.pipeline import RUN_LABEL
+    from gracectl.smoke import RUN_LABEL
 
     if not docker.answers():
         pytest.fail("no docker daemon answers: start the test bed (`gracectl testbed up`)")

@@ -258,13 +258,14 @@ def test_benchmark_gate_compares_only_the_same_gpu_model(repo, oci_image):
 RACE = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
+    from gracectl.adapters.registry_access import RegistryAccess
     from gracectl.errors import GraceError
     from gracectl.release_ops import promote
     go = Path(sys.argv[3])
     while not go.exists():
         time.sleep(0.005)
     try:
-        promote(sys.argv[1], sys.argv[2])
+        promote(sys.argv[1], sys.argv[2], access=RegistryAccess.from_environment())  # as the CLI builds it
     except GraceError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -391,7 +392,7 @@ def test_credentials_refused_cleanly_and_never_printed(auth_registry, oci_image,
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     Path(os.environ["DOCKER_CONFIG"], "config.json").write_text(json.dumps({"auths": {address: {"auth": token}}}))
     digest = json.loads(ok.stdout)["digest"]
-    put_record(repo, digest, "smoke", smoke())
+    put_record(repo, digest, "smoke", smoke(), registry=Registry(address, env_access()))
     promoted = gracectl("promote", f"{repo}:b1", "--to", TAG)
     assert promoted.returncode == 0, promoted.stderr
     assert gracectl("history", f"{repo}:{TAG}").returncode == 0
