@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gracectl import environment
 from gracectl.errors import ManifestError
 from gracectl.image_ref import DIGEST_RE
+from gracectl.image_ref import TAG_PATTERN
 from gracectl.image_ref import TAG_RE as TAG_NAME_RE  # image tags and release names share the tag rule
 
 # A git ref we accept as a pin: a release tag (v1.2.3, v0.19.0rc1) or a full 40-hex commit.
@@ -34,7 +35,7 @@ class BaseImage(_Strict):
     """An image reference split so that the tag and digest pins are visible and checkable."""
 
     image: Annotated[str, Field(min_length=1)]
-    tag: Annotated[str, Field(pattern=TAG_NAME_RE.pattern)]
+    tag: Annotated[str, Field(pattern=TAG_PATTERN)]
     digest: str = ""  # sha256:... once resolved; empty means "pin by tag only" and `plan` says so
 
     @field_validator("digest")
@@ -203,11 +204,46 @@ class BuildSettings(_Strict):
     cmake_build_type: Literal["Release", "RelWithDebInfo", "Debug"] = "Release"
 
 
+RUNTIME_EXTRA_KINDS = ("pip", "apt", "build", "download")
+
+
+class RuntimeExtra(_Strict):
+    """One thing vLLM's own final image installs (read from the release's docker/Dockerfile by `gracectl release
+    new`), and what THIS image does about it: exactly one of `install` (from the site's mirrors: a pip
+    requirement, an apt package, or the module a build stage makes), `covered` (installed by another part of
+    this manifest or of vllm/Dockerfile, named) or `excluded` (why it is left out). `release check` fails when
+    upstream's final stage installs something the manifest has no entry for."""
+
+    kind: Literal["pip", "apt", "build", "download"]
+    upstream: Annotated[str, Field(min_length=1)]  # as upstream's Dockerfile installs it
+    install: str = ""
+    covered: str = ""
+    excluded: str = ""
+    # Derived pins of what upstream builds or downloads (DeepEP, NVSHMEM, gdrcopy).
+    repo: str = ""
+    ref: Annotated[str, Field(pattern=r"^([0-9a-f]{7,40}|v\d[\w.+-]*)?$")] = ""  # upstream pins DeepEP abbreviated
+    version: str = ""
+    nvshmem: str = ""
+    arch_list: str = ""
+    url: Annotated[str, Field(pattern=r"^(https?://\S+)?$")] = ""
+
+    @model_validator(mode="after")
+    def _one_decision(self) -> RuntimeExtra:
+        chosen = [k for k in ("install", "covered", "excluded") if getattr(self, k)]
+        if len(chosen) != 1:
+            raise ValueError(f"give exactly one of install, covered, excluded (has {', '.join(chosen) or 'none'})")
+        return self
+
+    @property
+    def status(self) -> str:
+        return "installed" if self.install else "covered" if self.covered else "excluded"
+
+
 class Release(_Strict):
-    name: Annotated[str, Field(pattern=RELEASE_NAME_RE.pattern)]
+    name: Annotated[str, Field(pattern=TAG_PATTERN)]  # release names follow the tag rule
     description: str = ""
     image: Annotated[str, Field(pattern=IMAGE_NAME_RE.pattern)]
-    tag: Annotated[str, Field(pattern=TAG_NAME_RE.pattern)]
+    tag: Annotated[str, Field(pattern=TAG_PATTERN)]
     # The image:tag operators roll back to when this one misbehaves (empty for the fallback itself).
     fallback: str = ""
     platform: Literal["linux/arm64", "linux/amd64"] = "linux/arm64"
@@ -235,6 +271,9 @@ class Manifest(_Strict):
     base: Bases
     build: BuildSettings = BuildSettings()
     sources: Sources
+    # What vLLM's own final image installs beyond vLLM and its requirements, each installed, covered or excluded
+    # (RuntimeExtra), by a stable key: the package's name, "deepep", "gdrcopy".
+    runtime_extras: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._+-]*$")], RuntimeExtra] = {}
     # Where each pin came from, by its dotted path: "requirements/cuda.txt:8" (a file of the release's sdist),
     # "torch 2.14.0 metadata: ..." (a package the release pins), "chosen: ..." (a site decision) or
     # "override: ..." (differs from upstream on purpose, with the reason). Written by `gracectl release new`.
@@ -269,6 +308,16 @@ class Manifest(_Strict):
     def overridden(self, dist: str) -> str:
         """The version python.overrides installs for `dist` instead of the release's pin, or ""."""
         return next((o.split("==")[1] for o in self.python.overrides if o.split("==")[0].lower() == dist), "")
+
+    def runtime_pip_requirements(self) -> list[str]:
+        """What the final install adds for [runtime_extras]: the pip installs, and for DeepEP the NVSHMEM host
+        library its extension loads (nvidia-nvshmem-cuNN, at least the version it was built with; torch's own pin
+        wins where torch has one, as in upstream's image)."""
+        reqs = [e.install for e in self.runtime_extras.values() if e.kind == "pip" and e.install]
+        deepep = self.runtime_extras.get("deepep")
+        if deepep and deepep.install and deepep.nvshmem:
+            reqs.append(f"nvidia-nvshmem-cu{self.cuda.version.split('.')[0]}>={deepep.nvshmem}")
+        return reqs
 
     @property
     def with_triton_kernels(self) -> bool:

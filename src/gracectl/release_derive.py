@@ -18,8 +18,8 @@ from packaging.requirements import Requirement
 from gracectl.adapters.package_index import PackageIndex
 from gracectl.errors import UpstreamError, UsageError
 from gracectl.manifest import Manifest
-from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, fetch_sources, \
-    requirement_pins
+from gracectl.upstream import DEEPGEMM_REPO, FinalInstall, FetchSource, docker_args, dockerfile_installs, \
+    fetch_sources, final_stage_installs, requirement_pins
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRITON_REPO = "https://github.com/triton-lang/triton.git"
@@ -31,6 +31,88 @@ FLASHINFER_CUBINS = "https://edge.urm.nvidia.com/artifactory/sw-kernelinferencel
 # allocator (nccl.h); the names carry the CUDA version. (Issue 21 derives the rest of the final stage.)
 CUDA_RUNTIME_TEMPLATE = ("cuda-nvcc-{v}", "cuda-cudart-{v}", "cuda-nvrtc-{v}", "cuda-cuobjdump-{v}",
                          "libcurand-dev-{v}", "libcublas-{v}", "libnccl-dev")
+# What this image does about each thing vLLM's own final image installs (gracectl.upstream.final_stage_installs):
+# the rule `release new` applies (pip and apt packages: installed as upstream pins them, from the site's mirrors;
+# built and downloaded things: only what a stage here builds). A key upstream adds that is a build or a download
+# gets a "not reviewed" exclusion, which `release check` fails: add a stage for it or a reasoned exclusion here.
+BASE_STAGE = "vllm/Dockerfile base stage"
+EXTRAS_COVERED = {
+    "requirements-cuda": "vLLM's requirements: resolved with the vLLM wheel in the final install (torch.*, "
+                         "flashinfer.version)",
+    "flashinfer-jit-cache": "flashinfer.jit_cache_index_url",
+    "vllm": "sources.vllm",
+    "deepgemm": "sources.deepgemm",
+    "ffmpeg": BASE_STAGE + " (media inputs)", "libsm6": BASE_STAGE + " (media inputs)",
+    "libxext6": BASE_STAGE + " (media inputs)", "libgl1": BASE_STAGE + " (media inputs)",
+    "ca-certificates": BASE_STAGE,
+}
+EXTRAS_EXCLUDED = {
+    "software-properties-common": "upstream adds the deadsnakes PPA with it (add-apt-repository) to get its Python "
+                                  "on Ubuntu 22.04; this image's Ubuntu 24.04 carries python3.12 itself",
+    "sudo": "upstream's own build step uses it once (chmod of the deadsnakes key); the image runs as root and "
+            "nothing at run time calls sudo",
+    "libibverbs-dev": "the development files (headers, libibverbs.so link); what NCCL and NVSHMEM dlopen at run "
+                      "time is the library itself, which the base stage installs (libibverbs1 + ibverbs-providers)",
+    "uv": "upstream's installer; this image installs with uv too (UV_VERSION) and removes it after the install",
+    "nvidia-cutlass-dsl-libs-cu13": "upstream's workaround (a forced reinstall after the install, NVIDIA/cutlass#3259) "
+                                    "for uv extracting -libs-base over -libs-cu13; not applied here: this image "
+                                    "installs the stack in one uv transaction. NOT VERIFIED on a GH200 (CUDA 13 "
+                                    "CuTe DSL JIT)",
+}
+# Built and downloaded: what this image installs for them (the stage that makes it).
+EXTRAS_BUILT = {"deepep": "deep_ep", "gdrcopy": "libgdrapi"}
+NOT_REVIEWED = "not reviewed"
+
+
+def _python_apt(key: str, python: str) -> bool:
+    return key in (f"python{python}", f"python{python}-dev", f"python{python}-venv")
+
+
+def runtime_extras(installs: list[FinalInstall], python: str, cuda_packages: list[str]) -> tuple[dict, dict]:
+    """The manifest's [runtime_extras] for upstream's final-stage installs, and the provenance of each."""
+    extras, prov = {}, {}
+    for item in installs:
+        key = item.key.replace("requirements/", "requirements-").removesuffix(".txt")
+        entry: dict = {"kind": item.kind, "upstream": item.spec}
+        for field_, value, origin in item.details:
+            if value:
+                entry[field_] = value
+                prov[f"runtime_extras.{key}.{field_}"] = origin
+        if item.key == "deepep":
+            entry["upstream"] = (f"DeepEP {entry.get('ref', '?')} wheel with NVSHMEM {entry.get('nvshmem', '?')} "
+                                 f"(TORCH_CUDA_ARCH_LIST {entry.get('arch_list', '?')})")
+        elif item.key == "gdrcopy":
+            entry["upstream"] = f"libgdrapi {entry.get('version', '?')} .deb from NVIDIA's gdrcopy redist"
+        if key in EXTRAS_COVERED:
+            entry["covered"] = EXTRAS_COVERED[key]
+        elif item.kind == "apt" and item.key in cuda_packages:
+            entry["covered"] = "cuda.runtime_packages"
+        elif item.kind == "apt" and _python_apt(item.key, python):
+            entry["covered"] = f"python.version ({BASE_STAGE}: python${{PYTHON_VERSION}}, -dev, -venv)"
+        elif key in EXTRAS_EXCLUDED:
+            entry["excluded"] = EXTRAS_EXCLUDED[key]
+        elif key in EXTRAS_BUILT:
+            entry["install"] = EXTRAS_BUILT[key]
+        elif item.kind in ("pip", "apt"):
+            entry["install"] = item.spec
+        else:
+            entry["excluded"] = (f"{NOT_REVIEWED}: upstream's final image {'builds' if item.kind == 'build' else 'downloads'}"
+                                 f" it ({item.origin}); no stage here makes it yet")
+        extras[key] = entry
+        prov[f"runtime_extras.{key}.upstream"] = item.origin
+    return dict(sorted(extras.items())), prov
+
+
+def cuda_runtime_packages(installs: list[FinalInstall], cuda: str) -> tuple[list[str], str]:
+    """The CUDA pieces upstream's final stage installs for runtime JIT (names carrying the CUDA version, NCCL's),
+    in its order, and the step's origin; the template where its Dockerfile names none."""
+    dash = cuda.replace(".", "-")
+    found = [i for i in installs if i.kind == "apt" and (i.key.endswith(f"-{dash}") or i.key.startswith("libnccl"))]
+    if not found:
+        return [p.format(v=dash) for p in CUDA_RUNTIME_TEMPLATE], ""
+    return [i.key for i in found], found[0].origin
+
+
 # The glibc of the base image's Ubuntu: the newest manylinux wheels the image can install.
 UBUNTU_GLIBC = {"20.04": "2_31", "22.04": "2_35", "24.04": "2_39"}
 
@@ -155,6 +237,10 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
                                 "layout this reader knows")
     jit = dockerfile_installs(sdist, "flashinfer-jit-cache")
     o = args["CUDA_VERSION"].origin
+    installs = final_stage_installs(sdist)
+    cuda_packages, cuda_packages_at = cuda_runtime_packages(installs, cuda)
+    extras, extras_prov = runtime_extras(installs, args["PYTHON_VERSION"].value, cuda_packages)
+    prov.update(extras_prov)
     data: dict = {
         "schema_version": 1,
         "release": {},
@@ -167,9 +253,10 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
             "index_url": pin("torch.index_url", torch_index, index_origin),
         },
         "cuda": {"version": pin("cuda.version", cuda, o),
-                 "runtime_packages": pin("cuda.runtime_packages",
-                                         [p.format(v=cuda.replace(".", "-")) for p in CUDA_RUNTIME_TEMPLATE],
-                                         f"{o} (the JIT set vLLM's own final stage installs)")},
+                 "runtime_packages": pin("cuda.runtime_packages", cuda_packages,
+                                         f"{cuda_packages_at} (the JIT set vLLM's own final stage installs)"
+                                         if cuda_packages_at else f"{o} (the JIT set vLLM's own final stage "
+                                         "installs, named for this CUDA)")},
         "flashinfer": {"version": pin("flashinfer.version", reqs["flashinfer-python"].value,
                                       reqs["flashinfer-python"].origin),
                        "jit_cache_index_url": pin("flashinfer.jit_cache_index_url",
@@ -206,6 +293,7 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
         ref = args["DEEPGEMM_GIT_REF"]
         data["sources"]["deepgemm"] = {"repo": pin("sources.deepgemm.repo", DEEPGEMM_REPO, ref.origin),
                                        "ref": pin("sources.deepgemm.ref", ref.value, ref.origin)}
+    data["runtime_extras"] = extras
     if choices.overrides:
         data["python"]["overrides"] = [o for o, _ in choices.overrides]
         for o, reason in choices.overrides:

@@ -32,13 +32,12 @@ from gracectl.adapters.package_index import PackageIndex, cache_key, default_cac
 from gracectl.errors import CommandFailedError, ReleaseCheckError, UpstreamError, UsageError
 from gracectl.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
 from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
-from gracectl.release_derive import REPO_ROOT, UBUNTU_GLIBC, Choices, Derived, derive
+from gracectl.release_derive import NOT_REVIEWED, REPO_ROOT, UBUNTU_GLIBC, Choices, Derived, derive
 
 CONTRACT_MODULE = REPO_ROOT / "smoke_tests" / "triton_kernels_contract.py"
 JENKINSFILE = REPO_ROOT / "Jenkinsfile"
 # Paths a site chooses: never drift. Everything else in a manifest is derived and compared.
 CHOSEN = ("schema_version", "extends", "provenance", "release.", "build.", "base.build.image", "base.build.digest",
-          "cuda.runtime_packages",
           "base.runtime.image", "base.runtime.digest", "python.index_url", "python.overrides",
           "flashinfer.cubins_url", "sources.vllm.build", "sources.vllm.version", "sources.triton.build")
 
@@ -58,8 +57,30 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# What this image does about an upstream final-stage install is the site's decision (release_derive's rule
+# when written); what upstream installs (kind, spec, pins) is derived and compared.
+EXTRA_DECISIONS = (".install", ".covered", ".excluded")
+
+
 def _chosen(path: str) -> bool:
-    return any(path == c or path.startswith(c) for c in CHOSEN) or path.endswith(".commit")
+    return (any(path == c or path.startswith(c) for c in CHOSEN) or path.endswith(".commit")
+            or (path.startswith("runtime_extras.") and path.endswith(EXTRA_DECISIONS)))
+
+
+def _extras_lines(m: Manifest, d: Derived) -> list[Line]:
+    """Per upstream final-stage install: one the manifest neither installs nor excludes fails (as drift), and so
+    does an exclusion left "not reviewed"."""
+    lines = []
+    for key, entry in sorted(d.data.get("runtime_extras", {}).items()):
+        if key not in m.runtime_extras:
+            lines.append(Line("DRIFT", f"runtime_extras.{key}", f"upstream's final image installs {entry['upstream']} "
+                              f"({entry['kind']}, {d.provenance.get(f'runtime_extras.{key}.upstream', '?')}); the "
+                              "manifest neither installs nor excludes it"))
+    for key, extra in sorted(m.runtime_extras.items()):
+        if extra.excluded.startswith(NOT_REVIEWED):
+            lines.append(Line("FAIL", f"runtime_extras.{key}", f"{extra.upstream}: {extra.excluded}: build it in a "
+                              "stage or exclude it with a reason (release_derive.EXTRAS_EXCLUDED)"))
+    return lines
 
 
 @dataclass
@@ -86,9 +107,10 @@ def compare(m: Manifest, d: Derived) -> list[Line]:
     """One line per derived pin: equal (ok), different (DRIFT) or deliberately different (override)."""
     have = flatten(m.model_dump(mode="json", exclude_defaults=False))
     want = flatten(d.data)
-    lines = []
+    lines = _extras_lines(m, d)
+    missing_extras = {f"runtime_extras.{k}." for k in d.data.get("runtime_extras", {}) if k not in m.runtime_extras}
     for path in sorted(set(have) | set(want)):
-        if _chosen(path):
+        if _chosen(path) or path.startswith(tuple(missing_extras)):
             continue
         origin = d.provenance.get(path, "")
         mine, theirs = have.get(path, ""), want.get(path, "")
@@ -203,7 +225,7 @@ def _resolve_line(m: Manifest, d: Derived, mirror: Mirror, index: PackageIndex) 
     extra = [mirror.index(m.torch.index_url)] if m.torch.index_url != m.python.index_url else []
     glibc = UBUNTU_GLIBC.get(m.base.runtime.tag.rpartition("ubuntu")[2], "2_28")
     try:
-        pins = resolve(d.requirements + torch, index_url=mirror.index(m.python.index_url), extra_index_urls=extra,
+        pins = resolve(d.requirements + torch + m.runtime_pip_requirements(), index_url=mirror.index(m.python.index_url), extra_index_urls=extra,
                        python=mirror.python_version or m.python.version, overrides=m.python.overrides,
                        platform=f"aarch64-manylinux_{glibc}", cache=index.cache / "uv")
     except UpstreamError as exc:

@@ -38,7 +38,7 @@ JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
 # What `release new/check` read of an sdist: the build files, and vLLM's Python source (the triton_kernels
 # contract is read from it). Tests, docs, csrc (~70% of the archive) are not kept.
 SDIST_KEEP = ("CMakeLists.txt", "cmake/", "setup.py", "use_existing_torch.py", "requirements/", "docker/",
-              "pyproject.toml")
+              "pyproject.toml", "tools/ep_kernels/install_python_libraries.sh", "tools/install_gdrcopy.sh")
 AARCH64 = "aarch64-unknown-linux-gnu"
 
 
@@ -156,7 +156,9 @@ class PackageIndex:
     def sdist(self, name: str, version: str) -> Path:
         """The extracted build files and Python source of <name>-<version>.tar.gz, fetched once."""
         dest = self.cache / "sdist" / f"{normalize(name)}-{version}"
-        if (dest / ".complete").is_file():
+        marker = dest / ".complete"
+        # An extraction made with another SDIST_KEEP is re-made (online): it may lack files read now.
+        if marker.is_file() and (self.offline or marker.read_text().splitlines()[1:] == [" ".join(SDIST_KEEP)]):
             return dest
         filename = f"{name}-{version}.tar.gz"
         data = self._download(name, filename)
@@ -176,7 +178,7 @@ class PackageIndex:
         except (tarfile.TarError, OSError) as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise UpstreamError(f"{filename} cannot be unpacked ({exc})") from None
-        (partial / ".complete").write_text(filename + "\n")
+        (partial / ".complete").write_text(filename + "\n" + " ".join(SDIST_KEEP) + "\n")
         shutil.rmtree(dest, ignore_errors=True)
         partial.rename(dest)
         return dest
