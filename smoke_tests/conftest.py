@@ -47,6 +47,8 @@ EXPECT_KEYS = {
     "flashinfer_jit_cache": ("flashinfer_jit_cache",),
     "pip_overrides": ("pip_overrides",),
     "deepgemm": ("deepgemm",),
+    # What of the manifest's [runtime_extras] the build installed ("KIND:KEY ..."): the imports level checks each.
+    "runtime_extras": ("runtime_extras", "io.gracectl.runtime-extras"),
 }
 
 

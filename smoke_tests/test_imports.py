@@ -244,3 +244,173 @@ def test_vllm_wheel_kept_its_package_files():
     files = [str(f) for f in importlib.metadata.files("vllm") or []]
     templates = [f for f in files if f.startswith("vllm/transformers_utils/chat_templates/") and f.endswith(".jinja")]
     assert templates, "the vLLM wheel lacks vllm/transformers_utils/chat_templates/*.jinja (built without .git?)"
+
+
+# ---- what vLLM's own final image installs beyond vLLM's requirements ([runtime_extras]) ---------------------------
+# The list is the image's own record of what its build installed (image.json's / the label's "KIND:KEY ..."), so a
+# package that the build dropped, or that was removed from the image afterwards, fails here by name.
+
+# How vLLM uses each: the module (and name) it imports. A pip extra not listed is checked by importing its
+# top-level modules.
+EXTRA_USES = {
+    "accelerate": ["accelerate:init_empty_weights"],  # bitsandbytes / big-model loading paths
+    "bitsandbytes": ["bitsandbytes:functional"],  # --quantization bitsandbytes
+    "hf-transfer": ["hf_transfer:download"],  # HF_HUB_ENABLE_HF_TRANSFER=1
+    "modelscope": ["modelscope.hub.snapshot_download:snapshot_download"],  # VLLM_USE_MODELSCOPE=True
+    "runai-model-streamer": ["runai_model_streamer:SafetensorsStreamer"],  # --load-format runai_streamer, s3://
+    "timm": ["timm:create_model"],  # timm-based vision towers (MiniCPM-V, DeepSeek-VL2, ...)
+}
+# Packages whose every shared library is loaded when used (checked with ldd); the distributions an extra brings
+# (runai-model-streamer-s3, ...) are always checked.
+LDD_CHECKED = {"runai-model-streamer", "hf-transfer"}
+# apt packages whose program is what is used (health checks run curl), else `dpkg -s` is the check.
+EXTRA_PROGRAMS = {"curl": ["curl", "--version"], "numactl": ["numactl", "--show"]}
+
+
+def _recorded_extras(expected) -> list[str]:
+    return expected.get("runtime_extras", "").split()
+
+
+def _ldd_missing(path: str, extra_dirs: list[str]) -> list[str]:
+    """The shared libraries `path` needs that the dynamic loader cannot find (`ldd`), with the directories
+    `import torch` makes available (torch/lib, nvidia/*/lib) on the search path."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*extra_dirs, os.environ.get("LD_LIBRARY_PATH", "")])}
+    out = subprocess.run(["ldd", path], capture_output=True, text=True, env=env)
+    return [line.split()[0] for line in out.stdout.splitlines() if "not found" in line]
+
+
+def _torch_library_dirs() -> list[str]:
+    import glob
+    import os
+    import site
+
+    dirs = []
+    for sp in site.getsitepackages():
+        dirs += glob.glob(os.path.join(sp, "torch", "lib")) + glob.glob(os.path.join(sp, "nvidia", "*", "lib"))
+    return dirs
+
+
+def _dist_shared_libraries(dist: str) -> list[str]:
+    files = importlib.metadata.files(dist) or []
+    return [str(f.locate()) for f in files if ".so" in f.name and "/tests/" not in str(f)]
+
+
+def _check_pip_extra(key: str) -> list[str]:
+    problems = []
+    try:
+        dist = importlib.metadata.distribution(key)
+    except importlib.metadata.PackageNotFoundError:
+        return [f"{key} is not installed (pip)"]
+    uses = EXTRA_USES.get(key) or [
+        f"{m}:" for m in (dist.read_text("top_level.txt") or "").split() if not m.startswith("_")]
+    for use in uses:
+        module, _, name = use.partition(":")
+        try:
+            mod = importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - the import error is the finding
+            problems.append(f"{key}: import {module} failed: {type(exc).__name__}: {exc}")
+            continue
+        if name and not hasattr(mod, name):
+            problems.append(f"{key}: {module} has no {name}")
+    # The distributions its requested extras bring (runai-model-streamer[s3,gcs,azure]), and every shared library
+    # of the package and of those, resolved.
+    dists = [key]
+    for req in dist.requires or []:
+        if "extra ==" in req:
+            dists.append(req.split(";")[0].split("(")[0].split("=")[0].split(">")[0].strip())
+    for name in dists:
+        if name == key and key not in LDD_CHECKED:
+            continue  # its libraries are chosen at run time (bitsandbytes: one per CUDA version, one loaded)
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{key}: {name} (of its extras) is not installed")
+            continue
+        for lib in _dist_shared_libraries(name):
+            missing = _ldd_missing(lib, _torch_library_dirs())
+            if missing:
+                problems.append(f"{key}: {lib} needs {', '.join(missing)}, not found")
+    return problems
+
+
+def _check_apt_extra(key: str) -> list[str]:
+    import shutil
+    import subprocess
+
+    if subprocess.run(["dpkg", "-s", key], capture_output=True).returncode != 0:
+        return [f"{key} is not installed (apt)"]
+    program = EXTRA_PROGRAMS.get(key)
+    if program:
+        if not shutil.which(program[0]):
+            return [f"{key}: {program[0]} is not on PATH"]
+        out = subprocess.run(program, capture_output=True, text=True)
+        if out.returncode != 0:
+            return [f"{key}: `{' '.join(program)}` failed: {(out.stderr or out.stdout).strip()[:200]}"]
+    return []
+
+
+def _check_deepep(gpu_present: bool) -> list[str]:
+    """DeepEP: its extension's shared library and the CUDA libraries it needs (NVSHMEM's host library, torch's,
+    the CUDA runtime) resolve; the driver (libcuda.so.1) only where a GPU is mounted. With a GPU: it imports."""
+    try:
+        importlib.metadata.distribution("deep_ep")
+    except importlib.metadata.PackageNotFoundError:
+        return ["deepep: deep_ep is not installed (build)"]
+    libs = [lib for lib in _dist_shared_libraries("deep_ep") if "deep_ep_cpp" in lib]
+    if not libs:
+        return ["deepep: the deep_ep distribution has no deep_ep_cpp extension"]
+    missing = [m for m in _ldd_missing(libs[0], _torch_library_dirs()) if gpu_present or m != "libcuda.so.1"]
+    if missing:
+        return [f"deepep: {libs[0]} needs {', '.join(missing)}, not found"]
+    if gpu_present:
+        import torch  # noqa: F401 - deep_ep's extension expects torch's libraries loaded
+
+        try:
+            importlib.import_module("deep_ep")
+        except Exception as exc:  # noqa: BLE001
+            return [f"deepep: import deep_ep failed: {type(exc).__name__}: {exc}"]
+    return []
+
+
+def _check_gdrcopy() -> list[str]:
+    import ctypes
+    import subprocess
+
+    if subprocess.run(["dpkg", "-s", "libgdrapi"], capture_output=True).returncode != 0:
+        return ["gdrcopy: libgdrapi is not installed (download)"]
+    try:
+        ctypes.CDLL("libgdrapi.so.2")
+    except OSError as exc:
+        return [f"gdrcopy: libgdrapi.so.2 does not load: {exc}"]
+    return []
+
+
+def check_runtime_extra(entry: str, gpu_present: bool = False) -> list[str]:
+    """Problems with one recorded runtime extra ("KIND:KEY"), each naming the package; [] when it is usable."""
+    kind, _, key = entry.partition(":")
+    if kind == "pip":
+        return _check_pip_extra(key)
+    if kind == "apt":
+        return _check_apt_extra(key)
+    if kind == "build" and key == "deepep":
+        return _check_deepep(gpu_present)
+    if kind == "download" and key == "gdrcopy":
+        return _check_gdrcopy()
+    return [f"{entry}: the image records it installed, and the smoke suite has no check for it"]
+
+
+def test_runtime_extras_the_image_installed_are_usable(expected):
+    from conftest import gpu_device_present
+
+    if "runtime_extras" not in expected:
+        pytest.skip("the expectations carry no runtime_extras record (an image.json from before it was written)")
+    recorded = _recorded_extras(expected)
+    if not recorded:
+        pytest.skip("the image records no runtime extras installed (all excluded or STAND-IN: `gracectl plan` lists "
+                    "them)")
+    problems = [p for entry in recorded for p in check_runtime_extra(entry, gpu_device_present())]
+    print(f"runtime extras checked: {' '.join(recorded)}")
+    assert not problems, "runtime extras the image records as installed are not usable: " + "; ".join(problems)

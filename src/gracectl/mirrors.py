@@ -32,6 +32,9 @@ git.internal) and the local test bed (everything on 127.0.0.1). A mirror file is
                                                  # metadata) when [indexes] maps the build's index to a STAND-IN
                                                  # one that has no sdists (the test bed's); default: [indexes]
 
+    [python_packages]                            # a pip requirement of [runtime_extras], by name -> the one
+    "timm" = ""                                  # to install; "" = not installed (a STAND-IN index without it)
+
     [versions]                                   # a pinned Python package version -> the one the mirror has
     "2.10.0+cu129" = "2.10.0"                    # (STAND-IN: PyPI's CPU torch for the CUDA build; the plan
                                                  #  lists each with `versions_reason`)
@@ -43,6 +46,7 @@ An input with no entry is fetched from upstream unchanged. The plan shows both s
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -64,6 +68,7 @@ class Mirror(BaseModel):
     git_url_rewrite: dict[str, str] = {}
     downloads: dict[str, str] = {}
     packages: dict[str, str] = {}
+    python_packages: dict[str, str] = {}
     standin_reason: str = ""
     versions: dict[str, str] = {}
     versions_reason: str = ""
@@ -94,6 +99,12 @@ class Mirror(BaseModel):
     def package(self, name: str) -> str:
         """The apt package to install for `name`; "" where the mirror has no such package (a stand-in site)."""
         return self.packages.get(name, name)
+
+    def python_package(self, requirement: str) -> str:
+        """The pip requirement to install for `requirement` (by its project name); "" where the mirror's index has
+        no such project (a stand-in site)."""
+        name = re.split(r"[\[<>=!~; ]", requirement, 1)[0]
+        return self.python_packages.get(re.sub(r"[-_.]+", "-", name).lower(), requirement)
 
     def git_rewrite_arg(self) -> str:
         """The GIT_URL_REWRITE build argument: "FROM=TO FROM=TO"."""

@@ -32,6 +32,7 @@ STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "build-flashmla": ("build-base",),
     "build-cmake-sources": ("build-base",),
     "build-deepgemm": ("build-base",),
+    "build-deepep": ("build-base",),
     "build-vllm": ("build-base", "build-flash-attn", "build-flashmla", "build-cmake-sources"),
     "vllm-from-source": ("build-vllm",),
     "vllm-from-wheel": ("base",),
@@ -39,7 +40,7 @@ STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "triton-kernels-site-packages": ("build-triton-kernels",),
     "triton-kernels-vendored": ("base",),
     "triton-kernels-choice": ("triton-kernels-{mode}",),
-    "vllm-openai": ("base", "build-triton", "vllm-choice", "build-deepgemm", "triton-kernels-choice"),
+    "vllm-openai": ("base", "build-triton", "vllm-choice", "build-deepgemm", "build-deepep", "triton-kernels-choice"),
 }
 
 
@@ -87,6 +88,8 @@ class Plan:
     standins: list[str] = field(default_factory=list)  # upstream inputs the mirror drops (the test bed's)
     # Stages in the final image's build that build nothing for this release (no DeepGEMM wheel, no cmake source).
     empty_stages: list[str] = field(default_factory=list)
+    # What upstream's final image installs and what this build does about each: "KEY (kind): upstream -> how".
+    runtime_extras: list[str] = field(default_factory=list)
 
     def build_command(self, builder: str, *, tags: list[str] | None = None, push: bool = False,
                       registry_cache: bool = False,
@@ -140,6 +143,7 @@ class Plan:
             "source_commit": self.source_commit,
             "unpinned": self.unpinned,
             "standins": self.standins,
+            "runtime_extras": self.runtime_extras,
             "build_command": [f"{k}={v}" for k, v in env.items()] + cmd,
         }
 
@@ -195,6 +199,65 @@ def stage_closure(stages: dict[str, list[str]], target: str) -> list[str]:
     return order
 
 
+@dataclass(frozen=True)
+class ExtrasPlan:
+    """What this build installs of the manifest's [runtime_extras], through the mirror."""
+
+    apt: list[str]  # apt packages (the mirror's names)
+    pip: list[str]  # pip requirements, added to the final install
+    deepep_repo: str
+    deepep_ref: str  # empty: DeepEP is not built
+    nvshmem: str  # the NVSHMEM wheel DeepEP is built against
+    gdrcopy_url: str  # empty: gdrcopy is not installed
+    record: list[str]  # "KIND:KEY" of everything installed: image.json / io.gracectl.runtime-extras
+    lines: list[str]  # one per upstream install, for `gracectl plan`
+    standins: list[str]
+
+
+def extras_plan(m: Manifest, mirror: Mirror) -> ExtrasPlan:
+    apt, record, lines, standins = [], [], [], []
+    deepep_repo = deepep_ref = nvshmem = gdrcopy_url = ""
+    for key, e in sorted(m.runtime_extras.items()):
+        how = (f"installed: {e.install}" if e.install else f"covered by {e.covered}" if e.covered
+               else f"EXCLUDED: {e.excluded}")
+        dropped = ""
+        if e.install and e.kind == "apt":
+            name = mirror.package(e.install)
+            if name:
+                apt.append(name)
+            else:
+                dropped = f"not installed: {mirror.standin_reason}"
+        elif e.install and e.kind == "pip":
+            if not mirror.python_package(e.install):
+                dropped = f"not installed: the mirror's index has no {e.install} ({mirror.standin_reason})"
+        elif e.install and key == "deepep":
+            repo = mirror.repo(e.repo)
+            if repo:
+                deepep_repo, deepep_ref = repo, mirror.ref(e.ref)
+                nvshmem = f"nvidia-nvshmem-cu{m.cuda.version.split('.')[0]}=={e.nvshmem}"
+                how += f" (DeepEP {e.ref} built for {m.build.cuda_arch_list} against the image's torch, NVSHMEM " \
+                       f"{e.nvshmem} from the index)"
+            else:
+                dropped = f"not built: the mirror serves no {e.repo} ({mirror.standin_reason})"
+        elif e.install and key == "gdrcopy":
+            gdrcopy_url = mirror.download(e.url)
+            if not gdrcopy_url:
+                dropped = f"not installed: the mirror serves no {e.url} ({mirror.standin_reason})"
+        elif e.install and e.kind != "pip":
+            raise UsageError(f"runtime_extras.{key}: this Dockerfile has no stage that installs a {e.kind} "
+                             f"{e.install!r}: exclude it with a reason, or add the stage")
+        if e.install and not dropped:
+            record.append(f"{e.kind}:{key}")
+        if dropped:
+            standins.append(f"runtime_extras.{key}: {e.upstream} ({dropped})")
+            how += f" - STAND-IN here, {dropped}"
+        lines.append(f"{key} ({e.kind}): {e.upstream} -> {how}")
+    pip = [mirror.python_package(r) for r in m.runtime_pip_requirements()
+           if deepep_ref or not r.startswith("nvidia-nvshmem-")]
+    pip = [r for r in pip if r]
+    return ExtrasPlan(apt, pip, deepep_repo, deepep_ref, nvshmem, gdrcopy_url, record, lines, standins)
+
+
 def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Overrides = Overrides(),
               commit: str | None = None) -> Plan:
     m, rel, src = manifest, manifest.release, manifest.sources
@@ -208,6 +271,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         raise UsageError(f"vLLM ref {vllm_src.ref} is a commit: only a release tag has an official wheel "
                          f"(build it with --vllm-build source)")
     torch_pins = {k: mirror.version(getattr(m.torch, k)) for k in ("version", "torchvision", "torchaudio")}
+    extras = extras_plan(m, mirror)
 
     build_args = {
         "BUILD_BASE_IMAGE": mirror.image(m.base.build.ref),
@@ -217,7 +281,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "TORCH_INDEX_URL": mirror.index(m.torch.index_url),
         "TORCH_VERSION": torch_pins["version"],
         # build-base's torch, for what compiles against it: the vLLM source build and a DeepGEMM wheel.
-        "BUILD_TORCH": "1" if vllm_build == "source" or src.deepgemm else "",
+        "BUILD_TORCH": "1" if vllm_build == "source" or src.deepgemm or extras.deepep_ref else "",
         "TORCHVISION_VERSION": torch_pins["torchvision"],
         "TORCHAUDIO_VERSION": torch_pins["torchaudio"],
         "CUDA_VERSION": m.cuda.version,
@@ -255,6 +319,15 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "VLLM_VERSION": vllm_version(m, overrides.vllm_ref),
         "VLLM_BUILD": vllm_build,
         "PIP_OVERRIDES": " ".join(m.python.overrides),
+        # [runtime_extras]: what vLLM's own final image installs beyond vLLM's requirements (apt packages in the
+        # base stage, pip requirements in the final install, DeepEP built against the image's torch, gdrcopy).
+        "RUNTIME_APT_PACKAGES": " ".join(extras.apt),
+        "RUNTIME_PIP": " ".join(extras.pip),
+        "DEEPEP_REPO": extras.deepep_repo,
+        "DEEPEP_REF": extras.deepep_ref,
+        "NVSHMEM_PACKAGE": extras.nvshmem,
+        "GDRCOPY_URL": extras.gdrcopy_url,
+        "RUNTIME_EXTRAS": " ".join(extras.record),
         # Final-stage metadata (labels and /opt/gracectl/image.json).
         "RELEASE": rel.name,
         "IMAGE_TITLE": rel.image,
@@ -298,6 +371,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "io.gracectl.pin.flashmla": build_args["PIN_FLASHMLA"],
         "io.gracectl.pin.deepgemm": build_args["PIN_DEEPGEMM"],
         "io.gracectl.pin.cmake": build_args["PIN_CMAKE"],
+        "io.gracectl.runtime-extras": build_args["RUNTIME_EXTRAS"],
     }
 
     stages = {name: [d.format(mode=rel.triton_kernels, vllm_build=vllm_build) for d in deps]
@@ -314,8 +388,10 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
                  for k, v in torch_pins.items() if v != getattr(m.torch, k)]
     if not build_args["FLASHINFER_CUBINS_URL"]:
         standins.append(f"flashinfer.cubins_url: {m.flashinfer.cubins_url} (not fetched: {mirror.standin_reason})")
+    standins += extras.standins
     final_stages = stage_closure(stages, FINAL_STAGE)
-    empty_stages = [s for s, empty in (("build-deepgemm", not src.deepgemm), ("build-cmake-sources", not src.cmake))
+    empty_stages = [s for s, empty in (("build-deepgemm", not src.deepgemm), ("build-cmake-sources", not src.cmake),
+                                       ("build-deepep", not extras.deepep_ref))
                     if empty and s in final_stages]
     return Plan(
         release=rel.name,
@@ -336,6 +412,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         unpinned=unpinned,
         standins=standins,
         empty_stages=empty_stages,
+        runtime_extras=extras.lines,
     )
 
 

@@ -74,6 +74,10 @@ def plan(
         out.print("[yellow]pinned by tag only (resolve to digests/commits for a fully reproducible build):")
         for line in p["unpinned"]:
             out.print(f"  - {line}")
+    if p.get("runtime_extras"):
+        out.print("[bold]what vLLM's own final image installs, and this image[/bold] (releases [runtime_extras]):")
+        for line in p["runtime_extras"]:
+            out.print(f"  - {line}", highlight=False, markup=False)
     if p["standins"]:
         out.print("[yellow]STAND-IN: upstream inputs this mirror does not provide:")
         for line in p["standins"]:

@@ -11,6 +11,7 @@ every release manifest mapped to its place on the test bed, for one of two stack
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from gracectl.manifest import load_release, release_names
@@ -32,11 +33,19 @@ TRITON_URL = "https://github.com/triton-lang/triton.git"
 def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
     """Write the mirror file of `stack` (only when its text changes); the stand-in one is recorded in `state`."""
     images, repos, refs, indexes, downloads, packages, versions = {}, {}, {}, {}, {}, {}, {}
+    python_packages: dict[str, str] = {}
     for name in release_names():
         m = load_release(name)
         images[m.base.build.ref] = state.base_image("build-base")
         images[m.base.runtime.ref] = state.base_image("runtime-base")
         packages.update({p: "" for p in m.cuda.runtime_packages})
+        for extra in m.runtime_extras.values():  # built and downloaded by vLLM's own image: nothing here serves them
+            if extra.install and extra.repo and extra.repo not in STANDIN_REPOS:
+                repos[extra.repo] = ""  # DeepEP: GitHub, and a CUDA torch and nvcc to build it, are not here
+            if extra.install and extra.url:
+                downloads[extra.url] = ""  # gdrcopy: NVIDIA's redist is not reachable from here
+            if extra.install and extra.kind == "pip" and stack == STANDIN:  # the stand-in index serves a fixed set
+                python_packages[re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", extra.install, 1)[0]).lower()] = ""
         for src in m.sources.pinned().values():
             if src.repo not in STANDIN_REPOS:
                 # No stand-in (a later release's DeepSelect, ...): left unmapped, so the test bed builds such a
@@ -74,8 +83,9 @@ def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
     if stack == STANDIN:  # the stand-in index has no sdists: release checks read the real ones (PyPI, proxied)
         lines.append(f'sources_index = "{state.proxy_url}"')
     for title, table in (("images", images), ("repos", repos), ("refs", refs), ("indexes", indexes),
-                         ("downloads", downloads), ("packages", packages), ("versions", versions)):
-        if table or title != "versions":
+                         ("downloads", downloads), ("packages", packages), ("python_packages", python_packages),
+                         ("versions", versions)):
+        if table or title not in ("versions", "python_packages"):
             lines += ["", f"[{title}]"] + [f'"{k}" = "{v}"' for k, v in sorted(table.items())]
     text = "\n".join(lines) + "\n"
     if not path.exists() or path.read_text() != text:
