@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import re
 import sys
 
 import pytest
@@ -315,12 +316,13 @@ def _check_pip_extra(key: str) -> list[str]:
             continue
         if name and not hasattr(mod, name):
             problems.append(f"{key}: {module} has no {name}")
-    # The distributions its requested extras bring (runai-model-streamer[s3,gcs,azure]), and every shared library
-    # of the package and of those, resolved.
+    # The package's own backends its extras bring (runai-model-streamer[s3,gcs,azure]: runai-model-streamer-s3,
+    # ...), and every shared library of the package and of those, resolved.
     dists = [key]
     for req in dist.requires or []:
-        if "extra ==" in req:
-            dists.append(req.split(";")[0].split("(")[0].split("=")[0].split(">")[0].strip())
+        name = re.split(r"[\s;(<>=!~\[]", req, 1)[0]
+        if "extra ==" in req and name.lower().replace("_", "-").startswith(key + "-"):
+            dists.append(name)
     for name in dists:
         if name == key and key not in LDD_CHECKED:
             continue  # its libraries are chosen at run time (bitsandbytes: one per CUDA version, one loaded)
