@@ -6,13 +6,14 @@ Every expected failure is a GraceError: printed as one line `error: ...` on stde
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import typer
 
 from gracectl.commands import bench, build, ci, doctor, plan, release, release_train, smoke, testbed
+from gracectl import interrupts
 from gracectl.errors import GraceError, Interrupted
+from gracectl.image_ref import printable
 
 app = typer.Typer(
     name="gracectl",
@@ -33,18 +34,14 @@ app.add_typer(ci.app, name="ci")
 app.add_typer(doctor.app)
 
 
-def _terminated(signum, frame) -> None:
-    # A Jenkins abort sends SIGTERM: unwind like Ctrl-C, so locks are released, temporary files removed and
-    # a tag move in flight is read back and reported.
-    raise Interrupted("terminated (SIGTERM)", 143)
-
-
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, _terminated)
+    # Ctrl-C, a Jenkins abort (SIGTERM) and SIGHUP unwind as Interrupted, so locks are released, temporary files
+    # removed and a tag move in flight is read back and reported (gracectl.interrupts), not by the CLI framework.
+    interrupts.install()
     try:
         rc = app(args=argv, standalone_mode=False)
-    except GraceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (GraceError, Interrupted) as exc:
+        print(f"error: {printable(str(exc))}", file=sys.stderr)  # a name read from a registry never drives the tty
         sys.exit(exc.exit_code)
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
@@ -55,4 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as exc:  # usage errors (unknown option, missing argument) in non-standalone mode
         print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    late = interrupts.take()
+    if late:  # arrived while the command's last write finished: its outcome, printed above, stands
+        print(f"warning: {late} after the command had finished; its result above stands", file=sys.stderr)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -90,8 +90,10 @@ class NotFoundError(GraceError):
     exit_code = 12
 
 
-class Interrupted(GraceError):
-    """Ctrl-C (SIGINT) or a Jenkins abort (SIGTERM): clean-up ran, the message says what was changed."""
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT), a Jenkins abort (SIGTERM) or a hang-up (SIGHUP), raised by gracectl.interrupts: clean-up
+    ran, the message says what was changed. Not a GraceError (like KeyboardInterrupt, it is not an error a
+    caller may catch and carry on from)."""
 
     exit_code = 130
 

@@ -12,13 +12,28 @@ from dataclasses import dataclass
 from gracectl import environment
 from gracectl.errors import UsageError
 
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # A tag as the distribution spec defines it (also the rule for release names, see manifest.py).
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # for schemas (pydantic's regex: "$" is the very end)
+TAG_RE = re.compile(TAG_PATTERN[:-1] + r"\Z")  # Python's "$" would let "tag\n" through
 # HOST[:PORT]: a DNS name or IPv4 address, or [IPv6]; the port numeric.
 HOST_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
-                     r"|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
-REPO_RE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
+                     r"|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?\Z")
+REPO_RE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*\Z")
+
+
+def control_free(text: str, what: str) -> str:
+    """`text` unless it holds a control character (a newline forging a history line, an escape sequence
+    repainting a terminal): then a one-line UsageError naming `what`."""
+    if any(ord(c) < 32 and c != "\t" or 0x7F <= ord(c) < 0xA0 for c in text):
+        raise UsageError(f"{what} holds a control character ({text[:60]!r}): write it on one line, plain text")
+    return text
+
+
+def printable(text: str) -> str:
+    """`text` with control characters shown escaped: what another host wrote into the registry (a holder's
+    name, a reason) never drives this terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
 def valid_host(host: str) -> bool:

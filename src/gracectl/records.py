@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gracectl.adapters.registry import OCI_INDEX, Registry, open_registry
+from gracectl.adapters.registry import OCI_INDEX, DamagedArtifact, Registry, open_registry
 from gracectl.image_ref import DIGEST_RE, ImageRef
 from gracectl.errors import RegistryError, UsageError
 
@@ -113,18 +114,39 @@ def get_records(repo_ref: str | ImageRef, digest: str, kind: str, *,
                       key=lambda d: (d.get("annotations") or {}).get("org.opencontainers.image.created", ""))
     records = []
     for entry in entries:
-        found = registry.read_artifact(ref.repository, entry["digest"])
+        try:
+            found = registry.read_artifact(ref.repository, entry["digest"])
+        except DamagedArtifact:
+            found = (None, {}, b"")  # said below, like any damaged record
         if found is None:
             continue  # deleted by a registry clean-up: the index is only a list of pointers
         _, manifest, payload = found
-        if (manifest.get("subject") or {}).get("digest") != digest:
+        if manifest and (manifest.get("subject") or {}).get("digest") != digest:
             raise RegistryError(f"{ref.repo}:{tag} lists {entry['digest']}, a record of another image")
-        records.append(json.loads(payload))
+        try:
+            record = json.loads(payload)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or record.get("digest", digest) != digest:
+            # A damaged record counts for nothing (a gate then sees no passing record); it is said, not fatal.
+            print(f"warning: {ref.repo}@{entry['digest'][:19]} ({kind} record of {digest[:19]}) is damaged or "
+                  "names another image: ignored", file=sys.stderr)
+            continue
+        records.append(record)
     return records
 
 
 def _index_entries(registry: Registry, repository: str, tag: str) -> list[dict]:
+    """The record index's entries; a damaged index is said and read as empty (publishing a record rewrites it)."""
     found = registry.get_manifest(repository, tag)
     if found is None:
         return []
-    return json.loads(found[0]).get("manifests") or []
+    try:
+        entries = json.loads(found[0]).get("manifests") or []
+    except (ValueError, AttributeError):
+        entries = None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and DIGEST_RE.match(str(e.get("digest")))
+                                                for e in entries):
+        print(f"warning: {registry.host}/{repository}:{tag} is not a record index: ignored", file=sys.stderr)
+        return []
+    return entries

@@ -22,13 +22,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry import DamagedArtifact, Registry
 from gracectl.errors import NoHistoryError, RegistryError
+from gracectl.image_ref import DIGEST_RE
 from gracectl.records import artifact_type
 
 HISTORY_SUFFIX = ".gracectl-history"
 LOCK_SUFFIX = ".gracectl-lock"
+DAMAGED_SUFFIX = ".gracectl-damaged"  # a damaged history, kept aside by `gracectl history --repair`
 MOVES = ("promote", "rollback")
+ACTIONS = (*MOVES, "unlock", "repair")
+STATUSES = ("pending", "done", "failed", "unknown")
 UNSETTLED = ("pending", "unknown")
 APPEND_ATTEMPTS = 8
 READ_BACK_DELAY_S = 0.2
@@ -36,7 +40,7 @@ READ_BACK_DELAY_S = 0.2
 
 def is_bookkeeping_tag(tag: str) -> bool:
     """gracectl's own tags: a tag's history and lock, and the records' `sha256-<hex>.<kind>` indexes."""
-    return tag.endswith((HISTORY_SUFFIX, LOCK_SUFFIX)) or tag.startswith("sha256-")
+    return tag.endswith((HISTORY_SUFFIX, LOCK_SUFFIX, DAMAGED_SUFFIX)) or tag.startswith("sha256-")
 
 
 def short(digest: str | None) -> str:
@@ -65,9 +69,19 @@ class Entry:
 
     @classmethod
     def from_dict(cls, d: dict) -> Entry:
+        """An entry as stored; ValueError when any field is not what gracectl writes (a damaged history)."""
+        if not isinstance(d, dict):
+            raise ValueError("an entry is not an object")
         d = dict(d)
         d["from_"] = d.pop("from", None)
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        entry = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        texts = (entry.who, entry.when, entry.reason, entry.source, entry.undoes, entry.id)
+        if entry.action not in ACTIONS or entry.status not in STATUSES or not all(isinstance(t, str) for t in texts) \
+                or not isinstance(entry.forced, bool) or not isinstance(entry.gate, list) \
+                or not (DIGEST_RE.match(str(entry.to)) or entry.action in ("unlock", "repair") and entry.to == "") \
+                or not (entry.from_ is None or DIGEST_RE.match(str(entry.from_))):
+            raise ValueError(f"entry {str(d.get('id'))[:20]!r} has a field gracectl never writes")
+        return entry
 
 
 def settle(entries: list[Entry], current: str | None) -> list[Entry]:
@@ -96,15 +110,43 @@ def undo_target(entries: list[Entry], tag: str) -> Entry:
     return stack[-1]
 
 
+class DamagedHistory(RegistryError):
+    """The history artifact is not what gracectl writes; `gracectl history --repair` starts it anew."""
+
+
 def _read(registry: Registry, repository: str, tag: str) -> tuple[str | None, list[Entry]]:
-    found = registry.read_artifact(repository, tag + HISTORY_SUFFIX)
-    if found is None:
-        return None, []
     try:
+        found = registry.read_artifact(repository, tag + HISTORY_SUFFIX)
+        if found is None:
+            return None, []
         return found[0].digest, [Entry.from_dict(e) for e in json.loads(found[2])["entries"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise RegistryError(f"{registry.host}/{repository}:{tag}{HISTORY_SUFFIX} is not a gracectl history "
-                            f"({type(e).__name__}): repair or delete that tag") from None
+    except (DamagedArtifact, ValueError, KeyError, TypeError) as e:
+        where = f"{registry.host}/{repository}:{tag}"
+        raise DamagedHistory(f"{where}{HISTORY_SUFFIX} is damaged ({str(e)[:80] or type(e).__name__}): repair it "
+                             f"with `gracectl history {where} --repair --reason TEXT` (the damaged one is kept "
+                             "aside; entries that still read are carried over)") from None
+
+
+def salvage(payload: bytes) -> list[Entry]:
+    """The entries of a damaged history document that still read as entries."""
+    try:
+        raw = json.loads(payload).get("entries")
+    except (ValueError, AttributeError):
+        return []
+    kept = []
+    for item in raw if isinstance(raw, list) else []:
+        try:
+            kept.append(Entry.from_dict(item))
+        except (ValueError, TypeError):
+            continue
+    return kept
+
+
+def rewrite(registry: Registry, repository: str, tag: str, entries: list[Entry]) -> None:
+    """Write the history anew (only `gracectl history --repair`, under the tag's lock; moves use append)."""
+    payload = json.dumps({"schema": 1, "repository": repository, "tag": tag,
+                          "entries": [e.to_dict() for e in entries]}, indent=2).encode()
+    registry.push_artifact(repository, tag + HISTORY_SUFFIX, artifact_type("history"), payload)
 
 
 def load(registry: Registry, repository: str, tag: str) -> list[Entry]:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import stat
 import re
 import secrets
 import socket
@@ -30,10 +32,14 @@ import threading
 import time
 from pathlib import Path
 
-from gracectl.adapters.registry import Registry
-from gracectl.errors import ConflictError, GraceError, RegistryError
+from gracectl import interrupts
+from gracectl.adapters.registry import DamagedArtifact, Registry
+from gracectl.adapters.registry_access import TIMINGS
+from gracectl.errors import ConflictError, GraceError, ReadOnlyRegistryError, RegistryError, UsageError
 from gracectl.records import artifact_type, utc_now
 from gracectl.release_history import LOCK_SUFFIX
+
+MAX_TTL_S = TIMINGS["lock_ttl_s"][2]  # no lock claims longer than gracectl's own longest TTL
 
 
 def _boot_id() -> str:
@@ -68,11 +74,38 @@ def holder_is_gone(lock: dict) -> bool:
     return bool(lock.get("pid_start")) and process_start(pid) != lock.get("pid_start")
 
 
+def expires(lock: dict) -> float:
+    """When the lock's claim ends; 0 (long ended) for a damaged value ("soon", NaN, inf, null, a list), so a
+    damaged lock never blocks anyone: its holder, if alive, loses it at its next fencing check."""
+    value = lock.get("expires")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return float(min(value, time.time() + MAX_TTL_S))
+
+
 def describe(lock: dict) -> str:
     """Who holds it, from where, since when, and how long it stays claimed."""
-    left = float(lock.get("expires") or 0) - time.time()
+    left = expires(lock) - time.time()
     return (f"{lock.get('owner', '?')} (host {lock.get('host', '?')}, pid {lock.get('pid', '?')}) since "
             f"{lock.get('since', '?')}, expires in {max(0, round(left))}s unless renewed")
+
+
+def open_lock_file(folder: Path, name: str):
+    """The per-host lock file, made safely in a folder that may be shared (/tmp): the folder is ours or root's
+    and not writable by others, the file is never followed through a link nor truncated, and only we read it."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError as e:
+        raise UsageError(f"lock folder {folder} cannot be made ({e.strerror}): set GRACECTL_LOCK_DIR") from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (os.geteuid(), 0) or info.st_mode & 0o022:
+        raise UsageError(f"lock folder {folder} is a link, another user's, or writable by others: refusing to "
+                         "use it (remove it, or set GRACECTL_LOCK_DIR to a folder of yours)")
+    try:
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise UsageError(f"lock file {folder / name} cannot be opened ({e.strerror}; a link?): remove it") from None
+    return os.fdopen(fd, "r+")
 
 
 class TagLock:
@@ -93,6 +126,7 @@ class TagLock:
         self.nonce = secrets.token_hex(16)
         self.since = utc_now()
         self.digest = ""  # of our current lock artifact
+        self.claim_sent = False  # a claim was written (or its answer lost): ours to take back on failure
         self.expires = 0.0
         self._file = None
         self._mutex = threading.Lock()  # renewals and fencing checks never interleave
@@ -101,9 +135,8 @@ class TagLock:
 
     # -- local flock ----------------------------------------------------------------------------------------
     def __enter__(self) -> TagLock:
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.registry.host}/{self.repository}:{self.tag}")
-        self._file = open(self.lock_dir / f"{name}.lock", "w")
+        self._file = open_lock_file(self.lock_dir, f"{name}.lock")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -113,7 +146,9 @@ class TagLock:
         try:
             self._claim()
         except BaseException:
-            self._file.close()
+            with interrupts.deferred():  # a claim that failed part-way takes back what it wrote
+                self._release_if_ours()
+                self._file.close()
             raise
         self._renewer = threading.Thread(target=self._renew_loop, name=f"renew {self.lock_tag}", daemon=True)
         self._renewer.start()
@@ -121,13 +156,19 @@ class TagLock:
 
     # -- registry lock --------------------------------------------------------------------------------------
     def read(self) -> tuple[str, dict] | None:
-        found = self.registry.read_artifact(self.repository, self.lock_tag)
+        try:
+            found = self.registry.read_artifact(self.repository, self.lock_tag)
+        except DamagedArtifact as e:
+            return e.descriptor.digest, {"released": True}  # not a lock gracectl wrote: it holds nobody
         if found is None:
             return None
         try:
-            return found[0].digest, json.loads(found[2])
+            payload = json.loads(found[2])
         except ValueError:
-            return found[0].digest, {"released": True}  # not ours to interpret: treat as free
+            payload = None
+        if not isinstance(payload, dict):
+            return found[0].digest, {"released": True}  # damaged, not ours to interpret: treat as free
+        return found[0].digest, payload
 
     def _payload(self) -> dict:
         self.expires = time.time() + self.ttl_s
@@ -144,7 +185,7 @@ class TagLock:
         held = self.read()
         if held:
             lock = held[1]
-            free = (lock.get("released") or float(lock.get("expires") or 0) < time.time()
+            free = (lock.get("released") or expires(lock) < time.time()
                     or lock.get("host_id") == self.host_id or holder_is_gone(lock))
             if not free:
                 raise ConflictError(f"tag {self.tag} is locked by {describe(lock)}: another promotion or rollback "
@@ -152,7 +193,10 @@ class TagLock:
                                     f"`gracectl unlock {self.registry.host}/{self.repository}:{self.tag} "
                                     "--reason TEXT`")
         try:
+            self.claim_sent = True
             self.digest = self._write(self._payload())
+        except ReadOnlyRegistryError:
+            raise  # the registry refuses every write: that, not a competing holder, is the news
         except RegistryError:
             now = self.read()  # two claims at once can make the registry answer 500 to one: who won?
             if now and now[1].get("nonce") != self.nonce and not now[1].get("released"):
@@ -168,7 +212,7 @@ class TagLock:
         """Extend our claim, only while it is still ours (called with the mutex held)."""
         held = self.read()
         lock = held[1] if held else {}
-        if lock.get("nonce") != self.nonce or lock.get("released") or float(lock.get("expires") or 0) <= time.time():
+        if lock.get("nonce") != self.nonce or lock.get("released") or expires(lock) <= time.time():
             return  # lost, or expired and maybe being taken over: check() says so before the next write
         old, self.digest = held[0], self._write(self._payload())
         if old != self.digest:
@@ -195,7 +239,7 @@ class TagLock:
                     f"an unlock by {lock.get('unlocked_by')}" if lock.get("unlocked_by") else "nobody (it vanished)")
                 raise ConflictError(f"lost the lock of tag {self.tag} to {other}: another promotion or rollback "
                                     "took over; this one writes nothing more")
-            if float(lock.get("expires") or 0) - time.time() < self.margin_s:
+            if expires(lock) - time.time() < self.margin_s:
                 raise ConflictError(f"the lock of tag {self.tag} is about to expire and could not be renewed in "
                                     "time (registry too slow?); this one writes nothing more")
 
@@ -203,19 +247,27 @@ class TagLock:
         self._stop.set()
         if self._renewer:
             self._renewer.join()
+        with interrupts.deferred():  # the release always finishes
+            try:
+                with self._mutex:
+                    self._release_if_ours()
+            finally:
+                self._file.close()
+
+    def _release_if_ours(self) -> None:
+        """Mark the registry lock released if it still holds our claim (nothing when we never wrote one)."""
+        if not (self.digest or self.claim_sent):
+            return
         self.registry.extend_deadline(15)  # releasing is worth a few seconds past the deadline
         try:
-            with self._mutex:
-                held = self.read()
-                if held and held[1].get("nonce") == self.nonce and not held[1].get("released"):
-                    released = {"nonce": self.nonce, "owner": self.owner, "released": True, "since": utc_now()}
-                    self._write(released)
-                    self.registry.delete_manifest(self.repository, held[0])
+            held = self.read()
+            if held and held[1].get("nonce") == self.nonce and not held[1].get("released"):
+                released = {"nonce": self.nonce, "owner": self.owner, "released": True, "since": utc_now()}
+                self._write(released)
+                self.registry.delete_manifest(self.repository, held[0])
         except GraceError as e:  # the registry went away: the lock expires (or this host takes it over)
             print(f"warning: could not release the lock of {self.tag} (it expires in {self.ttl_s:.0f}s, or run "
                   f"this again from this host, or `gracectl unlock`): {e}", file=sys.stderr)
-        finally:
-            self._file.close()
 
 
 def unlock(registry: Registry, repository: str, tag: str, reason: str) -> dict | None:

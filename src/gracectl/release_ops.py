@@ -23,13 +23,17 @@ Jenkins also wraps promote/rollback in `lock("<registry>/<repo>:<tag>")`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from gracectl import interrupts
+
 from gracectl.adapters import docker
-from gracectl.adapters.registry import EMPTY_CONFIG_TYPE, Registry, open_registry
+from gracectl.adapters.registry import DOCKER_LIST, OCI_INDEX, Registry, open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_tls import dockerd_trust_gap
 from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_ref
@@ -44,14 +48,18 @@ from gracectl.errors import (
     PromotionRefusedError,
     UsageError,
 )
-from gracectl.image_ref import DIGEST_RE, TAG_RE, ImageRef
+from gracectl.image_ref import DIGEST_RE, TAG_RE, ImageRef, control_free
 from gracectl.records import get_records, put_record, utc_now
 from gracectl.release_history import (
+    DAMAGED_SUFFIX,
     HISTORY_SUFFIX,
+    DamagedHistory,
     Entry,
     append,
     is_bookkeeping_tag,
     load,
+    rewrite,
+    salvage,
     settle,
     short,
     undo_target,
@@ -108,34 +116,55 @@ def _apply(registry: Registry, repository: str, tag: str, entry: Entry, lock: Ta
                             f"{entry.action} was being checked; nothing was changed (see `gracectl history`)")
     append(registry, repository, tag, entry, lock.check)
     lock.check()  # fencing: a holder whose lock was taken over writes nothing more
-    ref = f"{registry.host}/{repository}:{tag}"
     try:
         registry.tag_digest(repository, entry.to, tag)
     except BaseException as exc:
-        entry.status = _read_back(registry, repository, tag, entry.to)
-        if entry.status == "unknown" and getattr(exc, "sent", True) is False:
-            entry.status = "failed"  # the failing request never reached the registry, so the PUT did not either
-        _record(registry, repository, tag, entry, lock)
-        cause = str(exc) if isinstance(exc, GraceError) else "interrupted"
-        if entry.status == "done" and isinstance(exc, GraceError) and not isinstance(exc, Interrupted):
-            print(f"warning: {cause}; but {tag} reads back at {short(entry.to)}: the {entry.action} happened "
-                  "(recorded done)", file=sys.stderr)
-            return entry
-        if entry.status == "done":
-            outcome = f"{tag} WAS moved to {short(entry.to)} (recorded done)"
-        elif entry.status == "failed":
-            outcome = f"{tag} was NOT moved (it does not point at {short(entry.to)}; recorded failed)"
-        else:
-            raise OutcomeUnknownError(f"{cause}; could not tell whether {tag} moved to {short(entry.to)}: the tag "
-                                      f"could not be read back. Check with `gracectl history {ref}` (it reads the "
-                                      "tag and settles the entry) before retrying") from None
-        if isinstance(exc, GraceError):
-            exc.args = (f"{cause}; {outcome}",)
-            raise
-        raise Interrupted(f"interrupted; {outcome}", getattr(exc, "exit_code", 130)) from None
+        with interrupts.deferred():  # a second Ctrl-C must not cut the read-back or the record short
+            return _after_failed_write(registry, repository, tag, entry, lock, exc)
     entry.status = "done"
+    interrupts.hold()  # the tag moved: from here no signal can make gracectl report otherwise
     _record(registry, repository, tag, entry, lock)
     return entry
+
+
+def _after_failed_write(registry: Registry, repository: str, tag: str, entry: Entry, lock: TagLock,
+                        exc: BaseException) -> Entry:
+    """The tag write raised (an error, or an interrupt): read the tag back, record and report the outcome."""
+    ref = f"{registry.host}/{repository}:{tag}"
+    entry.status = _read_back(registry, repository, tag, entry.to)
+    if entry.status == "unknown" and getattr(exc, "sent", True) is False:
+        entry.status = "failed"  # the failing request never reached the registry, so the PUT did not either
+    _record(registry, repository, tag, entry, lock)
+    cause = str(exc) or "interrupted"
+    if entry.status == "done" and isinstance(exc, GraceError):
+        print(f"warning: {cause}; but {tag} reads back at {short(entry.to)}: the {entry.action} happened "
+              "(recorded done)", file=sys.stderr)
+        return entry
+    if entry.status == "done":
+        outcome = f"{tag} WAS moved to {short(entry.to)} (recorded done)"
+    elif entry.status == "failed":
+        outcome = f"{tag} was NOT moved (it does not point at {short(entry.to)}; recorded failed)"
+    else:
+        raise OutcomeUnknownError(f"{cause}; could not tell whether {tag} moved to {short(entry.to)}: the tag "
+                                  f"could not be read back. Check with `gracectl history {ref}` (it reads the "
+                                  "tag and settles the entry) before retrying") from None
+    if isinstance(exc, GraceError):
+        exc.args = (f"{cause}; {outcome}",)
+        raise exc
+    interrupted = Interrupted(f"{exc or 'interrupted'}; {outcome}", getattr(exc, "exit_code", 130))
+    interrupted.outcome_said = True
+    raise interrupted from None
+
+
+@contextlib.contextmanager
+def _nothing_moved_if_interrupted(tag: str) -> Iterator[None]:
+    """An interrupt before the tag write says so: the tag was not moved."""
+    try:
+        yield
+    except Interrupted as exc:
+        if getattr(exc, "outcome_said", False):
+            raise
+        raise Interrupted(f"{exc}; {tag} was NOT moved (nothing was changed)", exc.exit_code) from None
 
 
 # -- checks ---------------------------------------------------------------------------------------------
@@ -149,20 +178,33 @@ def resolve(registry: Registry, ref: ImageRef) -> str:
     return found.digest
 
 
-def check_image(registry: Registry, ref: ImageRef, digest: str) -> None:
-    """Refuse to point a release tag at something that is not an image (gracectl's records, locks, histories)."""
+IMAGE_CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
+
+
+def check_image(registry: Registry, ref: ImageRef, digest: str, what: str = "") -> None:
+    """Refuse to point a release tag at anything but an image of this repository: an image manifest (its config
+    an image config), or an index / manifest list of platform images. gracectl's records (and their indexes),
+    locks and histories, and any other artifact, are refused."""
     found = registry.get_manifest(ref.repository, digest)
     if found is None:
         raise NotFoundError(f"{ref.repo}@{digest} does not exist")
     try:
         manifest = json.loads(found[0])
     except ValueError:
-        manifest = {}
-    config_type = (manifest.get("config") or {}).get("mediaType", "") if isinstance(manifest, dict) else ""
-    if not isinstance(manifest, dict) or manifest.get("artifactType") or config_type == EMPTY_CONFIG_TYPE \
-            or "gracectl" in config_type:
-        raise UsageError(f"{ref.repo}@{short(digest)} is an artifact (a record, lock or history), not an image: "
-                         "a release tag can only point at an image")
+        manifest = None
+    media_type = (manifest.get("mediaType") if isinstance(manifest, dict) else "") or found[1].media_type
+    if not isinstance(manifest, dict) or manifest.get("artifactType"):
+        ok = False
+    elif media_type in (OCI_INDEX, DOCKER_LIST):
+        entries = manifest.get("manifests")
+        ok = isinstance(entries, list) and bool(entries) and all(
+            isinstance(e, dict) and isinstance(e.get("platform"), dict) and not e.get("artifactType")
+            for e in entries)
+    else:
+        ok = (manifest.get("config") or {}).get("mediaType") in IMAGE_CONFIG_TYPES
+    if not ok:
+        raise UsageError(f"{what or ref.repo + '@' + short(digest)} is not an image (a record, lock, history or "
+                         "other artifact): a release tag can only point at an image, even with --force")
 
 
 def target_ref(ref: ImageRef, to: str) -> ImageRef:
@@ -189,6 +231,7 @@ def gates(registry: Registry, ref: ImageRef, candidate: str, current: str | None
 
 
 def _check_force(force: bool, reason: str) -> None:
+    control_free(reason, "--reason")
     if force and not reason.strip():
         raise UsageError("--force needs --reason TEXT: the reason is recorded in the tag's history")
 
@@ -234,6 +277,9 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None
     else:
         image_id = (skopeo_inspect_raw(source, access).get("config") or {}).get("digest", "")
     for record in attach:  # checked before anything is pushed
+        if not isinstance(record, dict):
+            raise UsageError(f"an attached record must be a JSON object, got {type(record).__name__}: nothing "
+                             "was pushed")
         if record.get("image_id") and record["image_id"] != image_id:
             raise UsageError(f"the {record.get('kind')} record is of image {short(record['image_id'])}, but "
                              f"{local_image} is {short(image_id)}: attach records of this image only")
@@ -248,6 +294,10 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None
         digest = (docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
                   else skopeo_copy(source, ref, access))
         already = False
+    foreign = [r for r in attach if r.get("digest") not in (None, "", digest)]
+    if foreign:  # never relabel another image's record as this one's
+        raise UsageError(f"the {foreign[0].get('kind')} record names image {short(foreign[0]['digest'])}, not the "
+                         f"pushed {short(digest)}: {dest} is pushed, no record was attached")
     for record in attach:
         put_record(ref, digest, record.get("kind", ""), {**record, "digest": digest}, registry=registry)
     return Published(str(ref), digest, image_id, already)
@@ -277,7 +327,7 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
                                     + " (override: --force --reason TEXT)")
     entry = Entry("promote", candidate, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
                   forced=bool(findings) and force, source=str(ref), gate=findings)
-    with TagLock(registry, ref.repository, tag) as lock:
+    with _nothing_moved_if_interrupted(tag), TagLock(registry, ref.repository, tag) as lock:
         return _apply(registry, ref.repository, tag, entry, lock)
 
 
@@ -310,7 +360,7 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
         if findings and not force:
             raise PromotionRefusedError(f"refusing to roll {tag} back to {named}: " + "; ".join(findings)
                                         + " (override: --force --reason TEXT)")
-    with TagLock(registry, ref.repository, tag) as lock:
+    with _nothing_moved_if_interrupted(tag), TagLock(registry, ref.repository, tag) as lock:
         # Decided under the lock, from the settled history, so no concurrent move can slip in between.
         current = registry.head_manifest(ref.repository, tag)
         current_digest = current.digest if current else None
@@ -327,6 +377,7 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
             if not last.from_:
                 raise NoHistoryError(f"the last promotion of {tag} created the tag: there is no earlier digest "
                                      "to roll back to; name one with --to DIGEST|TAG")
+            check_image(registry, ref, last.from_, f"the history's previous digest {short(last.from_)} of {tag}")
             dest, undoes = last.from_, last.id
         if dest == current_digest:
             return None
@@ -346,11 +397,43 @@ def history(target: str, *, access: RegistryAccess | None = None) -> list[Entry]
     return settle(load(registry, ref.repository, ref.tag), current.digest if current else None)
 
 
+def repair_history(target: str, *, reason: str, access: RegistryAccess | None = None) -> Entry | None:
+    """Start a damaged history of REGISTRY/REPO:TAG anew, under the tag's lock: the damaged artifact is kept
+    under <tag>.gracectl-damaged (nothing is deleted), the entries that still read are carried over, and a
+    "repair" entry says who did it and why. None when the history reads fine (nothing to repair)."""
+    ref = _moving_ref(target, "history --repair")
+    if not control_free(reason, "--reason").strip():
+        raise UsageError("history --repair needs --reason TEXT: it is recorded in the repaired history")
+    registry = open_registry(ref, access)
+    with _nothing_moved_if_interrupted(ref.tag), TagLock(registry, ref.repository, ref.tag):
+        try:
+            load(registry, ref.repository, ref.tag)
+            return None
+        except DamagedHistory:
+            pass
+        history_tag = ref.tag + HISTORY_SUFFIX
+        damaged = registry.get_manifest(ref.repository, history_tag)
+        kept = []
+        if damaged:
+            registry.tag_digest(ref.repository, damaged[1].digest, ref.tag + DAMAGED_SUFFIX)
+            with contextlib.suppress(GraceError):  # an artifact whose payload is gone: nothing to carry over
+                kept = salvage(registry.read_artifact(ref.repository, damaged[1].digest)[2])
+        current = registry.head_manifest(ref.repository, ref.tag)
+        digest = current.digest if current else None
+        entry = Entry("repair", digest or "", digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
+                      source=f"damaged history kept as {ref.tag}{DAMAGED_SUFFIX} "
+                             f"({short(damaged[1].digest) if damaged else 'gone'}); {len(kept)} entries carried over",
+                      status="done")
+        rewrite(registry, ref.repository, ref.tag, [*kept, entry])
+        interrupts.hold()
+        return entry
+
+
 def unlock(target: str, *, reason: str, access: RegistryAccess | None = None) -> tuple[str, Entry | None]:
     """Release the lock of REGISTRY/REPO:TAG whoever holds it (a dead holder on another host); recorded in
     the history. Returns (the holder as text, the history entry); ("", None) when it was not locked."""
     ref = _moving_ref(target, "unlock")
-    if not reason.strip():
+    if not control_free(reason, "--reason").strip():
         raise UsageError("unlock needs --reason TEXT: it is recorded in the tag's history")
     registry = open_registry(ref, access)
     holder = unlock_lock(registry, ref.repository, ref.tag, reason.strip())

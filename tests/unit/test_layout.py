@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "gracectl"
 
 # Lowest first. A module not named here fails the test below: give it its floor.
 FLOORS = [
-    ("ground", ["gracectl.errors", "gracectl.ci", "gracectl.environment", "gracectl.image_ref"]),
+    ("ground", ["gracectl.errors", "gracectl.ci", "gracectl.environment", "gracectl.image_ref",
+                "gracectl.interrupts"]),
     ("adapters", ["gracectl.adapters"]),
     ("inputs", ["gracectl.manifest", "gracectl.mirrors", "gracectl.upstream"]),
     ("plan and records", ["gracectl.plan", "gracectl.records", "gracectl.workdir"]),

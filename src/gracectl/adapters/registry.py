@@ -43,6 +43,8 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 # OCI 1.1's empty config blob `{}` for artifacts that have no config.
 EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
+MAX_REDIRECTS = 5
+MAX_ANSWER_BYTES = 32 << 20  # manifests, records and SBOMs are far smaller: a larger answer is refused, not read
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -60,6 +62,14 @@ class Descriptor:
     @classmethod
     def of(cls, data: bytes, media_type: str) -> Descriptor:
         return cls(media_type, sha256_digest(data), len(data))
+
+
+class DamagedArtifact(RegistryError):
+    """What a bookkeeping tag holds is not the artifact gracectl wrote there (damaged, or pushed by hand)."""
+
+    def __init__(self, message: str, descriptor: Descriptor):
+        super().__init__(message)
+        self.descriptor = descriptor
 
 
 def _cut(connection: http.client.HTTPConnection, cut_off: threading.Event) -> None:
@@ -124,9 +134,12 @@ class Registry:
             connected = True
             connection.request(method, path, body=data, headers=headers)
             response = connection.getresponse()
-            body = response.read()
+            body = response.read(MAX_ANSWER_BYTES + 1)
             if cut_off.is_set():  # cut mid-answer: what was read is not the whole answer
                 raise TimeoutError
+            if len(body) > MAX_ANSWER_BYTES:
+                raise RegistryError(f"registry {self.host} answered {method} {parts.path} with more than "
+                                    f"{MAX_ANSWER_BYTES >> 20} MiB: not a manifest or record gracectl reads")
         except ssl.SSLError as e:
             if not connected and not self.tls.verify and getattr(e, "reason", "") == "WRONG_VERSION_NUMBER" \
                     and parts.netloc == self.host:
@@ -158,7 +171,8 @@ class Registry:
         return self._send(method, url, None, headers)[:3]
 
     def _request(self, method: str, path_or_url: str, *, data: bytes | None = None,
-                 headers: dict[str, str] | None = None, allow_404: bool = False, retried: bool = False):
+                 headers: dict[str, str] | None = None, allow_404: bool = False, retried: bool = False,
+                 redirects: int = 0):
         url = path_or_url if "://" in path_or_url else f"{self.scheme}://{self.host}{path_or_url}"
         parts = urllib.parse.urlsplit(url)
         sent_headers = dict(headers or {})
@@ -171,8 +185,11 @@ class Registry:
                 return self._request(method, path_or_url, data=data, headers=headers, allow_404=allow_404,
                                      retried=True)
         if status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and response_headers.get("Location"):
+            if redirects >= MAX_REDIRECTS:
+                raise RegistryError(f"registry {self.host} redirected {method} {parts.path} more than "
+                                    f"{MAX_REDIRECTS} times (a redirect loop?)")
             location = urllib.parse.urljoin(url, response_headers.get("Location"))
-            return self._request(method, location, headers=headers, allow_404=allow_404)
+            return self._request(method, location, headers=headers, allow_404=allow_404, redirects=redirects + 1)
         if status >= 400:
             if status == 404 and allow_404:
                 return 404, response_headers, b""
@@ -185,6 +202,9 @@ class Registry:
             detail = "; ".join(f"{x.get('code')}: {x.get('message')}" for x in errors)
         except (ValueError, AttributeError):
             detail = ""
+        if status == 400 and b"HTTP request to an HTTPS server" in body:
+            return RegistryError(f"registry {self.host} speaks https, not plain http: put its CA in "
+                                 f"/etc/docker/certs.d/{self.host}/ca.crt (or pass --cert-dir DIR)")
         if status == 405 and method in ("PUT", "POST", "PATCH"):
             return ReadOnlyRegistryError(f"registry {self.host} is read-only (it answered {method} {path} with 405 "
                                          f"{reason}): nothing can be written there until it is writable again")
@@ -320,10 +340,15 @@ class Registry:
         if found is None:
             return None
         body, descriptor = found
-        manifest = json.loads(body)
-        layers = manifest.get("layers") or []
-        if len(layers) != 1:
-            raise RegistryError(f"{self.host}/{repo}:{reference} is not a gracectl artifact (one JSON layer)")
+        try:
+            manifest = json.loads(body)
+            layers = manifest.get("layers") or []
+            ok = len(layers) == 1 and isinstance(layers[0], dict) and DIGEST_RE.match(str(layers[0].get("digest")))
+        except (ValueError, AttributeError, TypeError):
+            ok = False
+        if not ok:
+            raise DamagedArtifact(f"{self.host}/{repo}:{reference} is not a gracectl artifact (one JSON layer)",
+                                  descriptor)
         return descriptor, manifest, self.get_blob(repo, layers[0]["digest"])
 
 

@@ -31,7 +31,7 @@ from gracectl import ci, environment
 from gracectl.adapters.registry_auth import Credentials, credentials_for
 from gracectl.adapters.registry_tls import CERTS_D, TlsSettings, is_loopback
 from gracectl.errors import UsageError
-from gracectl.image_ref import valid_host
+from gracectl.image_ref import control_free, valid_host
 
 # name, default, lowest, highest (seconds): every timing an operation takes, bounded so that no setting
 # can make the lock's renewal margin shorter than one request (see release_lock).
@@ -74,6 +74,7 @@ class RegistryAccess:
                 raise UsageError(f"{name} must be {low:g} to {high:g} seconds, got {value!r}")
         if self.cert_dir is not None and not Path(self.cert_dir).is_dir():
             raise UsageError(f"--cert-dir / GRACECTL_CERT_DIR {str(self.cert_dir)!r} is not a folder")
+        control_free(self.actor, "GRACECTL_ACTOR")
         if self.registry_ca is not None and not Path(self.registry_ca).is_file():
             raise UsageError(f"GRACECTL_REGISTRY_CA={str(self.registry_ca)!r} is not a file")
 
@@ -105,7 +106,9 @@ class RegistryAccess:
         return self.actor or default_actor()
 
     def credentials_for(self, host: str) -> Credentials | None:
-        return self.credentials or credentials_for(host, config_dir=self.docker_config)
+        # a credential helper that hangs is bounded like any request of the operation
+        return self.credentials or credentials_for(host, config_dir=self.docker_config,
+                                                   timeout=min(60.0, self.deadline_s))
 
     def cert_dirs(self, host: str) -> list[Path]:
         """The certificate folders that apply to `host`, the explicit one first (and alone)."""

@@ -48,12 +48,12 @@ def _host_of(key: str) -> str:
     return re.sub(r"^https?://", "", key).split("/", 1)[0]
 
 
-def helper_credentials(helper: str, registry: str) -> Credentials | None:
+def helper_credentials(helper: str, registry: str, timeout: float = 60.0) -> Credentials | None:
     """`docker-credential-HELPER get` with the registry on stdin, as docker runs it: JSON with Username and
     Secret on stdout; a helper that has nothing for the registry says "credentials not found" and exits 1."""
     program = f"docker-credential-{helper}"
     try:
-        result = proc.run([program, "get"], input=registry, echo=False, timeout=60)
+        result = proc.run([program, "get"], input=registry, echo=False, timeout=timeout)
     except CommandFailedError as e:
         if "not found" in e.output.lower():
             return None
@@ -72,7 +72,7 @@ def helper_credentials(helper: str, registry: str) -> Credentials | None:
 
 
 def credentials_for(registry: str, username: str = "", password: str = "", *,
-                    config_dir: Path | None = None) -> Credentials | None:
+                    config_dir: Path | None = None, timeout: float = 60.0) -> Credentials | None:
     """Explicit credentials (from --password-stdin) win; else docker's order: the registry's credential
     helper (`credHelpers`), the default store (`credsStore`), the `auths` entry. None: anonymous."""
     if username or password:
@@ -83,9 +83,9 @@ def credentials_for(registry: str, username: str = "", password: str = "", *,
     helpers = config.get("credHelpers") or {}
     helper = next((name for key, name in helpers.items() if _host_of(key) == registry), None)
     if helper:
-        return helper_credentials(helper, registry)
+        return helper_credentials(helper, registry, timeout)
     if config.get("credsStore"):
-        found = helper_credentials(config["credsStore"], registry)
+        found = helper_credentials(config["credsStore"], registry, timeout)
         if found:
             return found
     for key, entry in (config.get("auths") or {}).items():

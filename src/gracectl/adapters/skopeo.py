@@ -10,9 +10,9 @@ import os
 
 from gracectl.adapters import proc
 from gracectl.adapters.registry_access import RegistryAccess
-from gracectl.adapters.registry_auth import docker_config_json
+from gracectl.adapters.registry_auth import docker_config_json, login_hint
 from gracectl.adapters.registry_tls import skopeo_cert_dir, go_tls_error
-from gracectl.errors import CommandFailedError
+from gracectl.errors import CommandFailedError, ReadOnlyRegistryError, RegistryError
 from gracectl.image_ref import ImageRef
 
 TRANSPORTS = ("docker://", "docker-daemon:", "oci:", "oci-archive:", "docker-archive:", "dir:",
@@ -61,8 +61,20 @@ def skopeo_copy(source: str, dest: ImageRef, access: RegistryAccess) -> str:
                       "--digestfile", f"/dev/fd/{digest_fd}", source, target],
                      secrets=secrets, pass_fds=(auth_fd, digest_fd))
         except CommandFailedError as e:
-            raise go_tls_error(dest.registry, e.output) or e from None
+            raise go_tls_error(dest.registry, e.output) or push_refusal(dest.registry, e.output) or e from None
         return os.pread(digest_fd, 200, 0).decode().strip()
+
+
+def push_refusal(registry: str, output: str) -> RegistryError | None:
+    """A registry's refusal in skopeo's output, in one line (None when it is another failure)."""
+    low = output.lower()
+    if "405 method not allowed" in low or "status 405" in low or "unsupported" in low and "405" in low:
+        return ReadOnlyRegistryError(f"registry {registry} is read-only (it answered skopeo's upload with 405): "
+                                     "nothing was pushed; publish again when it is writable")
+    if any(word in low for word in ("denied", "unauthorized", "authentication required")):
+        return RegistryError(f"registry {registry} refused the push (denied or unauthorized): "
+                             f"{login_hint(registry)}, with push rights")
+    return None
 
 
 def skopeo_inspect_raw(source: str, access: RegistryAccess) -> dict:

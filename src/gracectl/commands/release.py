@@ -20,7 +20,7 @@ from gracectl.adapters.registry import open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.commands.options import JsonOpt, registry_options
 from gracectl.errors import UsageError
-from gracectl.image_ref import ImageRef
+from gracectl.image_ref import ImageRef, printable
 from gracectl.records import get_records
 from gracectl.release_ops import (
     DEFAULT_MAX_REGRESSION,
@@ -28,6 +28,7 @@ from gracectl.release_ops import (
     history,
     promote,
     publish,
+    repair_history,
     resolve,
     rollback,
     short,
@@ -120,9 +121,17 @@ def rollback_cmd(
 def history_cmd(
     target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG")],
     as_json: JsonOpt = False,
+    repair: Annotated[bool, typer.Option("--repair", help="start a damaged history anew (needs --reason; the "
+                                         "damaged one is kept as TAG.gracectl-damaged)")] = False,
+    reason: ReasonOpt = "",
     access: RegistryAccess = RegistryAccess(),
 ) -> None:
-    """Every promotion, rollback and unlock of TAG, oldest first."""
+    """Every promotion, rollback and unlock of TAG, oldest first (--repair: a damaged history started anew)."""
+    if repair:
+        entry = repair_history(target, reason=reason, access=access)
+        print(f"repaired the history of {target}: {entry.source}" if entry else
+              f"the history of {target} reads fine: nothing to repair")
+        return
     entries = history(target, access=access)
     if as_json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
@@ -132,8 +141,8 @@ def history_cmd(
     for e in entries:  # one plain line per entry: readable in a Jenkins log, greppable
         flags = " FORCED" if e.forced else ""
         why = f"  reason: {e.reason}" if e.reason else ""
-        print(f"{e.when}  {e.action:<8} {e.status:<7} {short(e.from_):<19} -> {short(e.to):<19}  "
-              f"by {e.who}{flags}{why}")
+        print(printable(f"{e.when}  {e.action:<8} {e.status:<7} {short(e.from_):<19} -> {short(e.to):<19}  "
+                        f"by {e.who}{flags}{why}"))
 
 
 @app.command("unlock")
@@ -145,7 +154,8 @@ def unlock_cmd(
 ) -> None:
     """Release a tag's lock held by a dead process on another host (shows the holder; recorded)."""
     holder, _ = unlock(target, reason=reason, access=access)
-    print(f"unlocked {target}: it was held by {holder}" if holder else f"{target} was not locked: nothing to do")
+    print(printable(f"unlocked {target}: it was held by {holder}") if holder else
+          f"{target} was not locked: nothing to do")
 
 
 @app.command("records")
