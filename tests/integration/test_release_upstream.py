@@ -151,7 +151,10 @@ def test_release_new_0_34_0_refuses_what_cannot_build_and_writes_nothing(bed, re
                     "the index lacks 0.7.3", "--mirror", str(bed.mirror_for(REAL)), "--print",
                     releases=releases_copy)
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
-    assert "ok       resolve" in done.stdout and "pairing.vendored v3.5.1" in done.stdout
+    # The override resolves; what then does not is a runtime extra of 0.34.0's own final image (its
+    # runai-model-streamer[s3,gcs,azure]>=0.17.1: the index has no runai-model-streamer-azure 0.17.1), named.
+    assert "pairing.vendored v3.5.1" in done.stdout and "flashinfer-python" not in done.stdout.split("FAIL     resolve")[-1][:300]
+    assert "runai-model-streamer-azure==0.17.1" in done.stdout
     assert "cannot fetch triton_kernels v3.8.0" in done.stdout and "--triton-kernels-tree v3.8.0=DIR" in done.stdout
     assert '"python.overrides.flashinfer-python" = "override: the index lacks 0.7.3"' in done.stdout
     assert not list(releases_copy.glob("v0.34.0*"))
@@ -172,3 +175,35 @@ def test_offline_check_needs_only_the_cache(bed):
     done = gracectl(bed, "release", "check", "v0.19.0", "--offline", "--mirror", str(bed.mirror_for(REAL)))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "skipped  resolve" in done.stdout and "offline" in done.stdout
+
+
+@pytest.mark.parametrize("version", ["0.19.0", "0.25.0"])
+def test_every_install_of_upstreams_final_image_is_installed_or_excluded_with_a_reason(index, version):
+    """The release's own docker/Dockerfile, from its sdist on the index: every install of its final image (pip, apt,
+    DeepEP + NVSHMEM, gdrcopy) has its entry in the shipped manifest: installed, covered, or excluded with a
+    reason, and what upstream installs is what the entry says."""
+    from gracectl.manifest import load_release
+    from gracectl.upstream import final_stage_installs
+
+    installs = final_stage_installs(index.sdist("vllm", version))
+    m = load_release(f"v{version}-tfa")
+    for item in installs:
+        key = item.key.replace("requirements/", "requirements-").removesuffix(".txt")
+        extra = m.runtime_extras.get(key)
+        assert extra, f"{item.spec} ({item.origin}) has no entry in v{version}-tfa"
+        assert extra.kind == item.kind and (extra.upstream == item.spec or item.kind in ("build", "download"))
+        assert extra.install or extra.covered or len(extra.excluded) > 40
+    assert len(m.runtime_extras) == len(installs)
+    assert m.runtime_extras["deepep"].ref == "73b6ea4" and m.runtime_extras["deepep"].nvshmem == "3.3.24"
+
+
+def test_an_upstream_install_the_manifest_drops_fails_release_check(bed, releases_copy):
+    path = releases_copy / "v0.19.0-tfa.toml"
+    text = path.read_text()
+    block = text[text.index("[runtime_extras.timm]"):]
+    path.write_text(text.replace(block[:block.index("\n\n") + 2], ""))
+    done = gracectl(bed, "release", "check", "v0.19.0-tfa", "--no-resolve", "--offline", releases=releases_copy)
+    assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
+    drift = [line for line in done.stdout.splitlines() if "DRIFT" in line]
+    assert len(drift) == 1 and "runtime_extras.timm" in drift[0], drift
+    assert "timm>=1.0.17 (pip, docker/Dockerfile:646); the manifest neither installs nor excludes it" in drift[0]
