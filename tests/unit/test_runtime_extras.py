@@ -265,3 +265,16 @@ def test_clawmine_parity_table_is_generated_from_the_manifests():
     have = have.strip() + "\n"
     assert have == want, ("CLAWMINE.md's parity table differs from releases/ (regenerate: GRACECTL_WRITE_PARITY=1 "
                           "pytest tests/unit/test_runtime_extras.py -k parity)")
+
+
+def test_an_entry_takes_exactly_one_decision(tmp_path):
+    from gracectl.errors import ManifestError
+    from gracectl.manifest import load_manifest
+
+    text = (REPO / "releases" / "v0.19.0-tfa.toml").read_text()
+    for bad, why in (('upstream = "curl"\ninstall = "curl"\nexcluded = "no"', "has install, excluded"),
+                     ('upstream = "curl"', "has none")):
+        (tmp_path / "v0.19.0-tfa.toml").write_text(text.replace('upstream = "curl"\ninstall = "curl"', bad))
+        with pytest.raises(ManifestError, match=rf"runtime_extras\.curl: .*exactly one of install, covered, excluded "
+                                                rf"\({why}\)"):
+            load_manifest(tmp_path / "v0.19.0-tfa.toml")
