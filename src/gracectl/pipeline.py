@@ -15,15 +15,17 @@ tests/unit/test_jenkinsfile.py runs the Jenkinsfile in a Groovy harness and chec
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gracectl import ci
+from gracectl import ci, provenance
 from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.adapters.signing import SigningKey
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
-from gracectl.image_ref import valid_host
+from gracectl.image_ref import ImageRef, valid_host
 from gracectl.plan import lint_dockerfile, plan_for
 from gracectl.records import write_json
 from gracectl.release_train import check_before_build
@@ -229,13 +231,22 @@ def stage_push(ctx: Context) -> dict:
     sbom_path = ctx.path(SBOM_RECORD_FILE)
     sboms = [json.loads(sbom_path.read_text())] if built.get("sbom") and sbom_path.exists() else []
     published = release_ops.publish(built["image"], dest, access=ctx.access, attach=[without_envelope(smoked), *sboms])
-    return {"image": published.ref, **published.to_dict(), "smoke_passed": True}
+    result = {"image": published.ref, **published.to_dict(), "smoke_passed": True, "signed": False}
+    signing_key = SigningKey.from_environment()
+    if signing_key:  # the site signs: the digest, and its provenance (naming the smoke record) with it
+        ref = ImageRef.parse(published.ref)
+        plan = ctx.output("plan")
+        statement = provenance.statement(f"{ref.registry}/{ref.repository}", published.digest, plan["plan"], built,
+                                         builder=ci.build_url() or f"gracectl@{socket.gethostname()}",
+                                         run_id=plan["run_id"], records=published.records)
+        result["provenance_record"] = release_ops.attest(ref, published.digest, statement, signing_key, ctx.access)
+        result["signed"] = True
+    return result
 
 
 def stage_promote(ctx: Context) -> dict:
     """Move the release's tag to the pushed digest; release_ops checks the registry's smoke record again."""
     from gracectl import release_ops
-    from gracectl.image_ref import ImageRef
 
     pushed, moving = ctx.output("push"), ctx.output("plan")["moving_tag"]
     source = str(ImageRef.parse(pushed["ref"]).with_digest(pushed["digest"]))

@@ -1,22 +1,25 @@
-"""The history of a moving tag: `<tag>.gracectl-history`, an OCI artifact holding the JSON log of every
-promotion, rollback and forced unlock, kept in the registry next to the tag.
+"""The history of a moving tag: every promotion, rollback, forced unlock and repair, kept in the registry next
+to the tag, APPEND-ONLY: each state of each entry is its own immutable artifact, tagged
+`<tag>.gch-<entry id>-<status>`, and the history is their union, ordered by when each entry began. Nothing is ever
+rewritten, so no write - however late it lands, whoever lost a lock meanwhile - can erase another's entry.
+(Histories written before this, one `<tag>.gracectl-history` document, are still read and unioned in.)
 
 Statuses. A move is written "pending" before the tag is touched, then "done", "failed" or "unknown" (the
-tag write's answer was lost and the tag could not be read back). Every reader settles "pending" and
-"unknown" entries against the registry (settle()): an entry is done when the tag pointed at its target
-right after it - at the next entry's `from`, or now for the last one - else failed. So the history never
-claims a move that did not happen, and a move that did happen is never lost.
+tag write's answer was lost and the tag could not be read back); an entry's most settled state counts. Every
+reader settles "pending" and "unknown" entries against the registry (settle()): an entry is done when the tag
+pointed at its target right after it - at the next entry's `from`, or now for the last one - else failed. So
+the history never claims a move that did not happen, and a move that did happen is never lost.
 
-Writes are a compare-and-swap on the history artifact's digest (append()): read it (digest D), merge the
-entry in by id, check the tag still holds D, write, read back; when another writer slipped in, merge again
-and retry. An entry is only ever added or updated, never dropped, whoever writes at the same time.
-Distribution has no conditional PUT, so the swap is checked by reading back; the lock's fencing check
-(release_lock.TagLock.check) runs right before every write.
+The lock's fencing check (release_lock.TagLock.check) still runs right before every write, so a holder that
+lost its lock adds nothing more; what it wrote before stays, settled against the tag like any entry.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -27,20 +30,25 @@ from gracectl.errors import NoHistoryError, RegistryError
 from gracectl.image_ref import DIGEST_RE
 from gracectl.records import artifact_type
 
-HISTORY_SUFFIX = ".gracectl-history"
+HISTORY_SUFFIX = ".gracectl-history"  # the one-document history of earlier versions: read, never written
 LOCK_SUFFIX = ".gracectl-lock"
-DAMAGED_SUFFIX = ".gracectl-damaged"  # a damaged history, kept aside by `gracectl history --repair`
+DAMAGED_SUFFIX = ".gracectl-damaged"  # a damaged history document, kept aside by `gracectl history --repair`
+ENTRY_INFIX = ".gch-"  # <tag>.gch-<entry id>-<status>: one immutable artifact per state of an entry
 MOVES = ("promote", "rollback")
 ACTIONS = (*MOVES, "unlock", "repair")
-STATUSES = ("pending", "done", "failed", "unknown")
+STATUSES = ("pending", "unknown", "failed", "done")  # later in this list: more settled
 UNSETTLED = ("pending", "unknown")
-APPEND_ATTEMPTS = 8
-READ_BACK_DELAY_S = 0.2
+ID_RE = re.compile(r"^[A-Za-z0-9]{1,12}\Z")
+ENTRY_TAG_RE = re.compile(r"\.gch-([A-Za-z0-9]{1,12})-(pending|unknown|failed|done)\Z")
+# The longest companion tag of a moving tag (a moving tag leaves room for it within the 128 a tag may have).
+COMPANION_LEN = len(ENTRY_INFIX) + 12 + 1 + len("unknown")
 
 
 def is_bookkeeping_tag(tag: str) -> bool:
-    """gracectl's own tags: a tag's history and lock, and the records' `sha256-<hex>.<kind>` indexes."""
-    return tag.endswith((HISTORY_SUFFIX, LOCK_SUFFIX, DAMAGED_SUFFIX)) or tag.startswith("sha256-")
+    """gracectl's own tags: a tag's history entries (and old history document) and lock, and the records'
+    `sha256-<hex>.<kind>` indexes."""
+    return (tag.endswith((HISTORY_SUFFIX, LOCK_SUFFIX, DAMAGED_SUFFIX)) or tag.startswith("sha256-")
+            or bool(ENTRY_TAG_RE.search(tag)))
 
 
 def short(digest: str | None) -> str:
@@ -61,6 +69,7 @@ class Entry:
     gate: list[str] = field(default_factory=list)  # gate findings (overridden ones when forced)
     status: str = "pending"  # "pending" -> "done" | "failed" | "unknown"
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    began: float = field(default_factory=time.time)  # orders the history (moves are serialized by the lock)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,7 +85,9 @@ class Entry:
         d["from_"] = d.pop("from", None)
         entry = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
         texts = (entry.who, entry.when, entry.reason, entry.source, entry.undoes, entry.id)
-        if entry.action not in ACTIONS or entry.status not in STATUSES or not all(isinstance(t, str) for t in texts) \
+        if not ID_RE.match(str(entry.id)) or isinstance(entry.began, bool) \
+                or not isinstance(entry.began, (int, float)) or not math.isfinite(entry.began) \
+                or entry.action not in ACTIONS or entry.status not in STATUSES or not all(isinstance(t, str) for t in texts) \
                 or not isinstance(entry.forced, bool) or not isinstance(entry.gate, list) \
                 or not (DIGEST_RE.match(str(entry.to)) or entry.action in ("unlock", "repair") and entry.to == "") \
                 or not (entry.from_ is None or DIGEST_RE.match(str(entry.from_))):
@@ -111,10 +122,11 @@ def undo_target(entries: list[Entry], tag: str) -> Entry:
 
 
 class DamagedHistory(RegistryError):
-    """The history artifact is not what gracectl writes; `gracectl history --repair` starts it anew."""
+    """The old history document is not what gracectl wrote; `gracectl history --repair` sets it aside."""
 
 
 def _read(registry: Registry, repository: str, tag: str) -> tuple[str | None, list[Entry]]:
+    """The old one-document history (digest, entries); (None, []) when there is none."""
     try:
         found = registry.read_artifact(repository, tag + HISTORY_SUFFIX)
         if found is None:
@@ -142,48 +154,66 @@ def salvage(payload: bytes) -> list[Entry]:
     return kept
 
 
-def rewrite(registry: Registry, repository: str, tag: str, entries: list[Entry]) -> None:
-    """Write the history anew (only `gracectl history --repair`, under the tag's lock; moves use append)."""
-    payload = json.dumps({"schema": 1, "repository": repository, "tag": tag,
-                          "entries": [e.to_dict() for e in entries]}, indent=2).encode()
-    registry.push_artifact(repository, tag + HISTORY_SUFFIX, artifact_type("history"), payload)
+def entry_tag(tag: str, entry: Entry) -> str:
+    return f"{tag}{ENTRY_INFIX}{entry.id}-{entry.status}"
+
+
+def _entries(registry: Registry, repository: str, tag: str) -> list[Entry]:
+    """Every entry-state artifact of `tag`; one that does not read is said and skipped (it holds no entry)."""
+    found = []
+    prefix = tag + ENTRY_INFIX
+    for name in registry.tags(repository):
+        match = ENTRY_TAG_RE.search(name)
+        if not name.startswith(prefix) or not match or len(name) != len(tag) + match.end() - match.start():
+            continue
+        try:
+            artifact = registry.read_artifact(repository, name)
+            entry = Entry.from_dict(json.loads(artifact[2])["entry"]) if artifact else None
+        except (DamagedArtifact, ValueError, KeyError, TypeError):
+            entry = None
+        if entry is None or (entry.id, entry.status) != match.groups():
+            print(f"warning: {registry.host}/{repository}:{name} is not a history entry gracectl wrote: ignored",
+                  file=sys.stderr)
+            continue
+        found.append(entry)
+    return found
 
 
 def load(registry: Registry, repository: str, tag: str) -> list[Entry]:
-    return _read(registry, repository, tag)[1]
-
-
-def _merge(entries: list[Entry], entry: Entry) -> list[Entry]:
-    """`entry` in place of the one with its id, or appended."""
-    if any(e.id == entry.id for e in entries):
-        return [entry if e.id == entry.id else e for e in entries]
-    return entries + [entry]
+    """The tag's history, oldest first: the old document's entries, then every entry's most settled state."""
+    old = _read(registry, repository, tag)[1]
+    latest: dict[str, Entry] = {}
+    for e in [*old, *_entries(registry, repository, tag)]:
+        have = latest.get(e.id)
+        if have is None or STATUSES.index(e.status) > STATUSES.index(have.status):
+            latest[e.id] = e
+    first_seen = {e.id: i for i, e in enumerate(old)}
+    return sorted(latest.values(), key=lambda e: (e.id not in first_seen, first_seen.get(e.id, 0), e.began, e.id))
 
 
 def append(registry: Registry, repository: str, tag: str, entry: Entry,
            fence: Callable[[], None] = lambda: None) -> None:
-    """Add or update `entry` (by id) in the tag's history: compare-and-swap on the artifact digest, retried.
-    `fence` runs right before each write (the lock's check: raises when the lock is no longer ours)."""
-    history_tag = tag + HISTORY_SUFFIX
-    for _ in range(APPEND_ATTEMPTS):
-        digest, entries = _read(registry, repository, tag)
-        merged = _merge(entries, entry)
-        if merged == entries:
-            return  # already there, as it is
-        fence()
-        head = registry.head_manifest(repository, history_tag)
-        if (head.digest if head else None) != digest:
-            continue  # changed since we read it: merge into the new one
-        payload = json.dumps({"schema": 1, "repository": repository, "tag": tag,
-                              "entries": [e.to_dict() for e in merged]}, indent=2).encode()
-        written = registry.push_artifact(repository, history_tag, artifact_type("history"), payload).digest
-        time.sleep(READ_BACK_DELAY_S)  # let a concurrent writer's PUT land, then see whose write stayed
-        back = registry.head_manifest(repository, history_tag)
-        if back and back.digest == written:
-            if digest:
-                registry.delete_manifest(repository, digest)  # superseded: leave no untagged artifact behind
-            return
-        if any(e.to_dict() == entry.to_dict() for e in load(registry, repository, tag)):
-            return  # the later writer merged our entry in
-    raise RegistryError(f"could not write the history of {tag}: it kept changing under "
-                        f"{APPEND_ATTEMPTS} attempts (retry; `gracectl history` shows what is recorded)")
+    """Record `entry` in its present status: one new immutable artifact, never a rewrite of anything.
+    `fence` runs right before the write (the lock's check: raises when the lock is no longer ours)."""
+    fence()
+    payload = json.dumps({"schema": 2, "repository": repository, "tag": tag, "entry": entry.to_dict()},
+                         indent=2, sort_keys=True).encode()
+    registry.push_artifact(repository, entry_tag(tag, entry), artifact_type("history-entry"), payload)
+
+
+def set_aside_document(registry: Registry, repository: str, tag: str) -> tuple[str, list[Entry]]:
+    """For `gracectl history --repair`: keep the damaged old document under <tag>.gracectl-damaged, put a valid
+    empty one in its place, and return (its digest, the entries that still read)."""
+    damaged = registry.get_manifest(repository, tag + HISTORY_SUFFIX)
+    if damaged is None:
+        return "", []
+    registry.tag_digest(repository, damaged[1].digest, tag + DAMAGED_SUFFIX)
+    kept: list[Entry] = []
+    try:
+        artifact = registry.read_artifact(repository, damaged[1].digest)
+        kept = salvage(artifact[2]) if artifact else []
+    except DamagedArtifact:
+        pass
+    empty = json.dumps({"schema": 1, "repository": repository, "tag": tag, "entries": []}).encode()
+    registry.push_artifact(repository, tag + HISTORY_SUFFIX, artifact_type("history"), empty)
+    return damaged[1].digest, kept

@@ -112,7 +112,6 @@ class TagLock:
     """`with TagLock(registry, repository, tag) as lock:` ... `lock.check()` before each write. Its timings,
     folder and owner are the registry's RegistryAccess."""
 
-    FENCE_MARGIN_S = 30.0  # a write must be able to land (or time out) well inside the lock's life
 
     def __init__(self, registry: Registry, repository: str, tag: str):
         access = registry.access
@@ -121,7 +120,10 @@ class TagLock:
         self.lock_dir = Path(access.lock_dir)
         self.settle_s = access.lock_settle_s
         self.ttl_s = access.lock_ttl_s
-        self.margin_s = min(self.FENCE_MARGIN_S, self.ttl_s / 4)
+        # A write started with this much of the lock's life left lands (or times out) before it ends: derived
+        # from the request timeout, and RegistryAccess keeps the TTL at least 3 timeouts, so it always fits.
+        self.margin_s = 1.5 * access.request_timeout_s
+        self.renew_every_s = min(self.ttl_s / 4, (self.ttl_s - self.margin_s) / 2)
         self.host_id = f"{socket.gethostname()}:{self.lock_dir.resolve()}"
         self.nonce = secrets.token_hex(16)
         self.since = utc_now()
@@ -219,7 +221,7 @@ class TagLock:
             self.registry.delete_manifest(self.repository, old)
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl_s / 4):
+        while not self._stop.wait(self.renew_every_s):
             with self._mutex:
                 try:
                     self._renew()

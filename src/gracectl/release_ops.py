@@ -3,7 +3,8 @@ history, unlock.
 
 All state lives in the registry, next to the images, so any machine with registry access can roll back:
 - the moving tag itself (e.g. gh200-vllm-tfa:v0.19.0-tfa), moved BY DIGEST (manifest bytes re-PUT, no pull);
-- `<tag>.gracectl-history` (release_history.py) and `<tag>.gracectl-lock` (release_lock.py);
+- the tag's history, one immutable artifact per entry state `<tag>.gch-<id>-<status>` (release_history.py),
+  and `<tag>.gracectl-lock` (release_lock.py);
 - records (records.py): `sha256-<hex>.smoke` / `.bench` next to each image digest.
 
 A move (promote or rollback), all under the tag's lock:
@@ -28,9 +29,10 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-from gracectl import interrupts
+from gracectl import interrupts, provenance
+from gracectl.adapters import signing
 
 from gracectl.adapters import docker
 from gracectl.adapters.registry import DOCKER_LIST, OCI_INDEX, Registry, open_registry
@@ -51,15 +53,14 @@ from gracectl.errors import (
 from gracectl.image_ref import DIGEST_RE, TAG_RE, ImageRef, control_free
 from gracectl.records import get_records, put_record, utc_now
 from gracectl.release_history import (
+    COMPANION_LEN,
     DAMAGED_SUFFIX,
-    HISTORY_SUFFIX,
     DamagedHistory,
     Entry,
     append,
     is_bookkeeping_tag,
     load,
-    rewrite,
-    salvage,
+    set_aside_document,
     settle,
     short,
     undo_target,
@@ -73,9 +74,9 @@ CLEANUP_S = 15.0
 
 def moving_tag_name(tag: str) -> str:
     """Check a moving tag leaves room for its companion tags (<tag>.gracectl-history must fit 128)."""
-    if not TAG_RE.match(tag) or len(tag) + len(HISTORY_SUFFIX) > 128:
+    if not TAG_RE.match(tag) or len(tag) + COMPANION_LEN > 128:
         raise UsageError(f"{tag[:200]!r} is not a tag gracectl can promote to (letters, digits, _.-; "
-                         f"at most {128 - len(HISTORY_SUFFIX)} characters)")
+                         f"at most {128 - COMPANION_LEN} characters)")
     if is_bookkeeping_tag(tag):
         raise UsageError(f"{tag!r} is one of gracectl's own bookkeeping tags")
     return tag
@@ -227,7 +228,54 @@ def gates(registry: Registry, ref: ImageRef, candidate: str, current: str | None
     if current:
         comparisons = bench_gate(get_records(ref, candidate, "bench", registry=registry),
                                  get_records(ref, current, "bench", registry=registry), max_regression)
-    return gate_findings(smoke, comparisons, candidate)
+    return signature_findings(registry, ref, candidate) + gate_findings(smoke, comparisons, candidate)
+
+
+def signature_findings(registry: Registry, ref: ImageRef, digest: str) -> list[str]:
+    """[] when the site verifies no signatures (no GRACECTL_TRUST_KEY) or `digest` carries a valid one."""
+    if registry.access.trust_key is None:
+        return []
+    verdict = signing.verify(registry, ref, digest, signing.load_public_key(registry.access.trust_key))
+    return [] if verdict.valid else [f"signature: {verdict.why}"]
+
+
+def verify_image(source: str, *, access: RegistryAccess | None = None) -> dict:
+    """For `gracectl verify`: the image's digest, its signature verdict by the site key, its smoke records'
+    outcome and its provenance (verified, summarised). Needs the site's public key (GRACECTL_TRUST_KEY)."""
+    ref = ImageRef.parse(source)
+    registry = open_registry(ref, access)
+    if registry.access.trust_key is None:
+        raise UsageError("verify needs the site's public key: --key cosign.pub or GRACECTL_TRUST_KEY")
+    digest = resolve(registry, ref)
+    public_key = signing.load_public_key(registry.access.trust_key)
+    verdict = signing.verify(registry, ref, digest, public_key)
+    smoke = get_records(ref, digest, "smoke", registry=registry)
+    found = {"image": f"{ref.repo}@{digest}", "signature": verdict.to_dict(),
+             "smoke": "passed" if smoke and smoke[-1].get("passed") is True else ("failed" if smoke else "none"),
+             "provenance": None}
+    for record in reversed(get_records(ref, digest, provenance.KIND, registry=registry)):
+        try:
+            stmt = signing.open_statement(record.get("envelope") or {}, public_key)
+        except ValueError as e:
+            found["provenance"] = {"valid": False, "why": str(e)}
+            continue
+        subject = [s for s in stmt.get("subject", []) if s.get("digest", {}).get("sha256") == digest.split(":")[1]]
+        found["provenance"] = {"valid": bool(subject), "why": "signed, names this digest" if subject else
+                               "signed, but for another digest", "summary": provenance.summary(stmt),
+                               "statement": stmt}
+        if subject:
+            break
+    return found
+
+
+def attest(ref: ImageRef, digest: str, statement: dict, signing_key: signing.SigningKey,
+           access: RegistryAccess | None = None) -> str:
+    """Sign `digest` and store its signed provenance `statement` with it; returns the provenance record's digest."""
+    registry = open_registry(ref, access, bounded=False)
+    signing.sign(registry, ref, digest, signing_key)
+    envelope = signing.sign_statement(statement, signing_key)
+    return put_record(ref, digest, provenance.KIND, {"kind": provenance.KIND, "envelope": envelope},
+                      registry=registry)
 
 
 def _check_force(force: bool, reason: str) -> None:
@@ -243,6 +291,7 @@ class Published:
     digest: str
     image_id: str
     already: bool  # the tag already held this very image (a retried push): nothing was pushed
+    records: dict[str, str] = field(default_factory=dict)  # kind -> the stored record's artifact digest
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -298,9 +347,11 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None
     if foreign:  # never relabel another image's record as this one's
         raise UsageError(f"the {foreign[0].get('kind')} record names image {short(foreign[0]['digest'])}, not the "
                          f"pushed {short(digest)}: {dest} is pushed, no record was attached")
+    stored = {}
     for record in attach:
-        put_record(ref, digest, record.get("kind", ""), {**record, "digest": digest}, registry=registry)
-    return Published(str(ref), digest, image_id, already)
+        kind = record.get("kind", "")
+        stored[kind] = put_record(ref, digest, kind, {**record, "digest": digest}, registry=registry)
+    return Published(str(ref), digest, image_id, already, stored)
 
 
 def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
@@ -379,6 +430,10 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
                                      "to roll back to; name one with --to DIGEST|TAG")
             check_image(registry, ref, last.from_, f"the history's previous digest {short(last.from_)} of {tag}")
             dest, undoes = last.from_, last.id
+            findings = signature_findings(registry, ref, dest)  # an image the site did not sign never returns
+            if findings and not force:
+                raise PromotionRefusedError(f"refusing to roll {tag} back to {short(dest)}: " + "; ".join(findings)
+                                            + " (override: --force --reason TEXT)")
         if dest == current_digest:
             return None
         entry = Entry("rollback", dest, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
@@ -389,12 +444,24 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
 
 def history(target: str, *, access: RegistryAccess | None = None) -> list[Entry]:
     """Every promotion, rollback and unlock of REGISTRY/REPO:TAG, oldest first (unsettled entries settled)."""
+    return history_report(target, access=access)[0]
+
+
+def history_report(target: str, *, access: RegistryAccess | None = None) -> tuple[list[Entry], str]:
+    """The history, and "" or one line saying the tag disagrees with its last completed move (moved outside
+    gracectl, or a move whose record was lost)."""
     ref = ImageRef.parse(target)
     if not ref.tag or ref.digest:
         raise UsageError(f"history needs REGISTRY/REPO:TAG, got {target[:200]!r}")
     registry = open_registry(ref, access)
     current = registry.head_manifest(ref.repository, ref.tag)
-    return settle(load(registry, ref.repository, ref.tag), current.digest if current else None)
+    digest = current.digest if current else None
+    entries = settle(load(registry, ref.repository, ref.tag), digest)
+    done = [e for e in entries if e.status == "done" and e.action in ("promote", "rollback")]
+    if done and done[-1].to != digest:
+        return entries, (f"{ref.tag} points at {short(digest)}, but its last recorded move put it at "
+                         f"{short(done[-1].to)}: moved outside gracectl? (roll back with --to DIGEST)")
+    return entries, ""
 
 
 def repair_history(target: str, *, reason: str, access: RegistryAccess | None = None) -> Entry | None:
@@ -411,20 +478,15 @@ def repair_history(target: str, *, reason: str, access: RegistryAccess | None = 
             return None
         except DamagedHistory:
             pass
-        history_tag = ref.tag + HISTORY_SUFFIX
-        damaged = registry.get_manifest(ref.repository, history_tag)
-        kept = []
-        if damaged:
-            registry.tag_digest(ref.repository, damaged[1].digest, ref.tag + DAMAGED_SUFFIX)
-            with contextlib.suppress(GraceError):  # an artifact whose payload is gone: nothing to carry over
-                kept = salvage(registry.read_artifact(ref.repository, damaged[1].digest)[2])
+        damaged, kept = set_aside_document(registry, ref.repository, ref.tag)
+        for old in kept:  # carried over as entries of their own, in their order
+            append(registry, ref.repository, ref.tag, old)
         current = registry.head_manifest(ref.repository, ref.tag)
         digest = current.digest if current else None
         entry = Entry("repair", digest or "", digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
-                      source=f"damaged history kept as {ref.tag}{DAMAGED_SUFFIX} "
-                             f"({short(damaged[1].digest) if damaged else 'gone'}); {len(kept)} entries carried over",
-                      status="done")
-        rewrite(registry, ref.repository, ref.tag, [*kept, entry])
+                      source=f"damaged history kept as {ref.tag}{DAMAGED_SUFFIX} ({short(damaged or None)}); "
+                             f"{len(kept)} entries carried over", status="done")
+        append(registry, ref.repository, ref.tag, entry)
         interrupts.hold()
         return entry
 

@@ -10,6 +10,7 @@ rule says:
     proxy.add("HEAD", r"/manifests/", "delay", 4)    # the answer arrives 4 s late
     proxy.add("*", r"", "stall")                     # forwarded; the answer is held until the client leaves
     proxy.add("*", r"", "drip", 0.5)                 # the answer, one byte every 0.5 s
+    proxy.add("PUT", r"/manifests/x$", "late", 13)   # the whole request held 13 s, then applied (client or not)
     proxy.slow_every_request(0.3)                    # every answer 0.3 s late
     proxy.address                                    # "127.0.0.1:PORT": use it as the registry host
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 class Rule:
     method: str
     path: re.Pattern
-    action: str  # pass | drop | refuse | delay | stall | drip
+    action: str  # pass | drop | refuse | delay | stall | drip | late
     seconds: float = 0.0
     times: float = float("inf")
     after: Rule | None = None  # active only once that rule has fired all its times
@@ -126,6 +127,9 @@ class FaultProxy:
             if action == "refuse":
                 _reset(client)
                 return
+            if action == "late":
+                _late(head, client, self.upstream, seconds, self.answered)
+                return
             upstream = socket.create_connection(self.upstream)
             upstream.sendall(head)
             threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
@@ -156,6 +160,24 @@ class FaultProxy:
             for s in (client, upstream):
                 if s is not None:
                     s.close()
+
+
+def _late(head: bytes, client: socket.socket, upstream_address, seconds: float, answered: list) -> None:
+    """Read the whole request, hold it `seconds`, then deliver it: a write that lands long after its sender gave
+    up (a congested link, a retrying middlebox)."""
+    client.settimeout(10)
+    while b"\r\n\r\n" not in head:
+        head += client.recv(65536)
+    headers, _, body = head.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        body += client.recv(65536)
+    time.sleep(seconds)
+    with socket.create_connection(upstream_address) as upstream:
+        upstream.sendall(headers + b"\r\n\r\n" + body)
+        upstream.recv(65536)
+    answered.append("late")
 
 
 def _pump(source: socket.socket, dest: socket.socket) -> None:

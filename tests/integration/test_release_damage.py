@@ -201,8 +201,8 @@ def test_a_damaged_history_names_the_repair_and_the_repair_works(names, oci_imag
     _, _, direct = names
     a, b = two_images(oci_image, direct)
     plant(direct, TAG + ".gracectl-history", "history", history)
-    for args in (("rollback", f"{direct}:{TAG}"), ("promote", f"{direct}@{b}", "--to", TAG),
-                 ("history", f"{direct}:{TAG}")):
+    # Reading it is refused with the way out; a promotion does not need it (entries are appended, never rewritten).
+    for args in (("rollback", f"{direct}:{TAG}"), ("history", f"{direct}:{TAG}")):
         result = gracectl(*args)
         no_traceback(result)
         assert result.returncode == RegistryError.exit_code, (args, result.stderr)
@@ -231,10 +231,10 @@ def test_a_release_tag_never_points_at_a_record_or_its_index(names, oci_image):
         result = gracectl(*args)
         assert result.returncode == UsageError.exit_code and "not an image" in last_line(result), result.stderr
     assert tag_digest(direct) == a and tag_digest(direct, "rel") is None
-    # A history whose last move came "from" a record: a plain rollback refuses to follow it.
-    entries = [{"action": "promote", "to": a, "from": member, "status": "done", "id": "1", "who": "x",
-                "when": "2026-01-01T00:00:00Z"}]
-    plant(direct, TAG + ".gracectl-history", "history", json.dumps({"schema": 1, "entries": entries}).encode())
+    # A history whose last move came "from" a record (an entry planted by hand): a plain rollback refuses it.
+    entry = {"action": "promote", "to": a, "from": member, "status": "done", "id": "f00d", "who": "x",
+             "when": "2026-01-01T00:00:00Z", "began": time.time()}
+    plant(direct, f"{TAG}.gch-f00d-done", "history-entry", json.dumps({"schema": 2, "entry": entry}).encode())
     result = gracectl("rollback", f"{direct}:{TAG}")
     assert result.returncode == UsageError.exit_code and "not an image" in last_line(result)
     assert tag_digest(direct) == a
@@ -350,3 +350,39 @@ def test_plain_http_to_a_tls_port_says_it_speaks_https(tmp_path):
         result = gracectl("history", f"{server.address}/x:{TAG}", env={"GRACECTL_CERTS_D": str(tmp_path / "none")})
         assert result.returncode == RegistryError.exit_code and "speaks https" in last_line(result), result.stderr
 
+
+
+# -- 7. a history that cannot lose a completed entry -----------------------------------------------------------
+def test_a_write_landing_after_its_writer_lost_the_lock_erases_nothing(names, fault_proxy, oci_image, tmp_path):
+    """P1's pending history write is held 13 s (its request timeout is 2 s, its lock lives 6 s): P2 takes the
+    lock over and completes a promotion; then P1's write lands. P2's move must stay in the history (before:
+    erased, and `rollback` then failed with "moved outside gracectl?")."""
+    path, proxied, direct = names
+    a, b = two_images(oci_image, direct)
+    c = publish(oci_image, direct, "c-" + uuid.uuid4().hex, smoke())
+    fault_proxy.add("PUT", rf"^/v2/{path}/manifests/{TAG}\.gch-[0-9a-f]+-pending$", "late", 13, times=1)
+    env = {**os.environ, "GRACECTL_LOCK_TTL_S": "6", "GRACECTL_REQUEST_TIMEOUT_S": "2",
+           "GRACECTL_LOCK_SETTLE_S": "0.3"}
+    p1 = subprocess.Popen([sys.executable, "-m", "gracectl", "promote", f"{proxied}@{b}", "--to", TAG],
+                          env={**env, "GRACECTL_LOCK_DIR": str(tmp_path / "h1")}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    assert p1.wait(timeout=60) != 0  # its history write timed out: it stops before touching the tag
+    time.sleep(6.5)  # P1's lock has expired
+    p2 = gracectl("promote", f"{direct}@{c}", "--to", TAG, env={**env, "GRACECTL_LOCK_DIR": str(tmp_path / "h2")})
+    assert p2.returncode == 0, p2.stderr
+    wait_for(lambda: "late" in fault_proxy.answered, timeout=30)  # P1's write has landed now
+    assert tag_digest(direct) == c
+    done = [m for m in moves(direct) if m[3] == "done"]
+    assert done == [("promote", None, a, "done"), ("promote", a, c, "done")], moves(direct)
+    history = gracectl("history", f"{direct}:{TAG}")
+    assert "moved outside gracectl" not in history.stderr
+    assert gracectl("rollback", f"{direct}:{TAG}").returncode == 0 and tag_digest(direct) == a
+
+
+def test_history_says_when_the_tag_disagrees_with_its_last_move(names, oci_image):
+    _, _, direct = names
+    a, b = two_images(oci_image, direct)
+    registry, path = registry_of(direct)
+    registry.tag_digest(path, b, TAG)  # moved by hand, outside gracectl
+    result = gracectl("history", f"{direct}:{TAG}")
+    assert result.returncode == 0 and "moved outside gracectl" in result.stderr

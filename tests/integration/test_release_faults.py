@@ -132,7 +132,7 @@ def test_a_slow_promotion_never_erases_a_concurrent_one(names, fault_proxy, oci_
     claim = fault_proxy.add("PUT", lock_put, "pass", times=1)
     fault_proxy.add("PUT", lock_put, "refuse", after=claim)
     fault_proxy.slow_every_request(0.3)
-    env = {"GRACECTL_LOCK_TTL_S": "3", "GRACECTL_LOCK_SETTLE_S": "0.3"}
+    env = {"GRACECTL_LOCK_TTL_S": "3", "GRACECTL_LOCK_SETTLE_S": "0.3", "GRACECTL_REQUEST_TIMEOUT_S": "1"}
     p1 = subprocess.Popen([sys.executable, "-m", "gracectl", "promote", f"{proxied}@{b}", "--to", TAG],
                           env={**os.environ, **env, "GRACECTL_LOCK_DIR": str(tmp_path / "h1")},
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -275,9 +275,11 @@ def test_rollback_refuses_bookkeeping_tags_artifacts_and_paths(names, oci_image)
     ref = ImageRef.parse(direct)
     registry = Registry(ref.registry, env_access())
     record_index = record_tag(b, "smoke")
-    history_digest = registry.head_manifest(path, f"{TAG}.gracectl-history").digest
+    entry_tags = [t for t in registry.tags(path) if ".gch-" in t]
+    history_digest = registry.head_manifest(path, entry_tags[0]).digest  # one entry of the history
     record_digest = json.loads(registry.get_manifest(path, record_index)[0])["manifests"][0]["digest"]
     for to in (f"{TAG}.gracectl-history", f"{TAG}.gracectl-lock", record_index, history_digest, record_digest,
+               entry_tags[0],
                "../../other/manifests/x", "a b", "x/y", "-"):
         result = gracectl("rollback", f"{direct}:{TAG}", "--to", to, "--force", "--reason", "try")
         assert result.returncode == UsageError.exit_code, (to, result.stderr)
@@ -378,9 +380,15 @@ def test_moves_leave_no_superseded_lock_or_history_manifest(tmp_path, oci_image)
         repo = f"{server.address}/gc"
         revisions = tmp_path / "reg/data/docker/registry/v2/repositories/gc/_manifests/revisions/sha256"
         a, b = two_images(oci_image, repo)  # publishes and the first promotion (creates lock and history)
-        count = len(list(revisions.glob("*/link")))  # a deleted manifest loses its link (the folder stays)
+
+        def untagged() -> set[str]:  # a deleted manifest loses its link (the folder stays)
+            registry = Registry(server.address, env_access())
+            tagged = {registry.head_manifest("gc", t).digest for t in registry.tags("gc")}
+            return {p.parent.name for p in revisions.glob("*/link")} - {d.split(":")[1] for d in tagged}
+
+        leftover = untagged()  # the layers' image manifests are tagged; records are referenced by their index
         for _ in range(3):
             release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
             release_ops.rollback(f"{repo}:{TAG}", access=env_access())
-        assert len(list(revisions.glob("*/link"))) == count  # before: about 6 more per move
+        assert untagged() == leftover  # no superseded lock left; history entries are tagged, each its own
         assert [m[3] for m in moves(repo)] == ["done"] * 7

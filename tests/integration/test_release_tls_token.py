@@ -425,3 +425,28 @@ def test_an_insecure_registry_named_so_may_speak_plain_http(registry, monkeypatc
     assert plain.scheme == "https" and not plain.tls.verify
     plain.ping()
     assert plain.scheme == "http"
+
+
+def test_signed_promotion_over_tls_and_tokens(site, repo, oci_image, tmp_path):
+    """The site key over TLS + token auth: the signature and the signed provenance are written with the helper's
+    credentials and read back through tokens; an unsigned image is refused, nothing moved."""
+    from gracectl import provenance
+    from gracectl.adapters import signing
+
+    key_path, pub = signing.generate_key(tmp_path / "keys", b"tls pass")
+    (tmp_path / "passphrase").write_bytes(b"tls pass")
+    key = signing.SigningKey(key_path, tmp_path / "passphrase")
+    a = publish(oci_image, repo, "signed-tls", smoke())
+    b = publish(oci_image, repo, "unsigned-tls", smoke())
+    ref = ImageRef.parse(repo)
+    stmt = provenance.statement(f"{ref.registry}/{ref.repository}", a, {"release": "v0.19.0-tfa"}, {},
+                                builder="test", run_id="tls", records={})
+    release_ops.attest(ref, a, stmt, key, env_access())
+    trust = {"GRACECTL_TRUST_KEY": str(pub)}
+    verified = gracectl("verify", f"{repo}@{a}", env=trust)
+    assert verified.returncode == 0 and "signature:  VALID" in verified.stdout and "provenance: VALID" in \
+        verified.stdout, verified.stderr
+    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust).returncode == 0
+    refused = gracectl("promote", f"{repo}@{b}", "--to", TAG, env=trust)
+    assert refused.returncode == PromotionRefusedError.exit_code and "has no signature" in refused.stderr
+    assert tag_digest(repo) == a

@@ -183,13 +183,18 @@ abstract class JenkinsDsl extends Script {
     def timeout(Map m, Closure body) { body() }
 
     def usernamePassword(Map m) { [kind: 'usernamePassword'] + m }
+    def file(Map m) { [kind: 'file'] + m }
 
     def withCredentials(List bindings, Closure body) {
         needNode('withCredentials')
         def layer = [__credentials__: true]
         bindings.each { b ->
-            layer[b.usernameVariable] = 'harness-user'
-            layer[b.passwordVariable] = secret
+            if (b.kind == 'file') {  // a secret file: its variable holds the path of a temporary copy
+                layer[b.variable] = "/harness/secret-files/${b.credentialsId}".toString()
+            } else {
+                layer[b.usernameVariable] = 'harness-user'
+                layer[b.passwordVariable] = secret
+            }
         }
         event('withCredentials', [bindings: bindings])
         envView.@overlays << layer

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import pipeline
+from gracectl import environment, pipeline
 from gracectl.manifest import release_names
 from gracectl.pipeline import Params
 
@@ -33,6 +33,8 @@ SCENARIOS = {
     "push-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci push"},
     "promote-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci promote"},
     "rollback": {"params": {"ACTION": "rollback", "ROLLBACK_TO": "v0.19.0-tfa-b41-abcdef0"}},
+    "build-push-signed": {"params": {"PUSH": True, "PROMOTE": True, "SIGNING_KEY_CREDENTIALS": "site-cosign-key",
+                                     "SIGNING_PASSPHRASE_CREDENTIALS": "site-cosign-passphrase"}},
 }
 
 
@@ -117,8 +119,9 @@ def test_parameters(runs):
     assert defs["REGISTRY"]["default"]  # a sensible default (env GRACECTL_REGISTRY on the controller)
     assert defs["REGISTRY_CREDENTIALS"]["default"]
     # Every parameter is one that `gracectl ci` reads from the environment, or Jenkins-only.
-    jenkins_only = {"APPROVE_PROMOTION", "AGENT_LABEL", "REGISTRY_CREDENTIALS"}
-    assert set(defs) - jenkins_only <= set(Params.ENV)
+    jenkins_only = {"APPROVE_PROMOTION", "AGENT_LABEL", "REGISTRY_CREDENTIALS", "SIGNING_KEY_CREDENTIALS",
+                    "SIGNING_PASSPHRASE_CREDENTIALS"}
+    assert set(defs) - jenkins_only <= set(Params.ENV) | set(environment.VARIABLES)  # the job's, or gracectl's own
 
 
 def test_options_and_agents(runs):
@@ -153,14 +156,25 @@ def test_credentials_are_expanded_by_the_shell_only(runs):
     for name, run in runs.items():
         assert SECRET not in json.dumps(run["events"]), f"{name}: the password reached a step's text"
         for binding in events(run, "withCredentials"):
-            assert [b["kind"] for b in binding["bindings"]] == ["usernamePassword"]
-        with_creds = [e for e in events(run, "sh") if e["credentials"]]
+            assert [b["kind"] for b in binding["bindings"]] in (["usernamePassword"], ["file", "file"])
+        with_creds = [e for e in events(run, "sh") if e["credentials"] and "REGISTRY_PASSWORD" in e["credentials"]]
         assert with_creds, f"{name}: no registry login"
         for e in with_creds:
             assert not e["interpolated"], f"{name}: a credentialed sh is a Groovy GString: {e['script']}"
             assert '"$REGISTRY_PASSWORD"' in e["script"] and "--password-stdin" in e["script"]
             assert "set +x" in e["script"]
             assert "gracectl ci" not in e["script"]  # credentials are bound around the login only
+
+
+def test_the_signing_key_is_bound_around_the_push_stage_only_as_files(runs):
+    signed = [e for e in events(runs["build-push-signed"], "sh") if e["credentials"]
+              and "GRACECTL_SIGNING_KEY" in e["credentials"]]
+    assert [e["script"] for e in signed] == ["gracectl ci push"]
+    assert set(signed[0]["credentials"]) == {"GRACECTL_SIGNING_KEY", "GRACECTL_SIGNING_PASSPHRASE_FILE"}
+    for name, run in runs.items():  # unsigned runs bind no key; no run names the key's file in a step's text
+        if name != "build-push-signed":
+            assert not any("GRACECTL_SIGNING_KEY" in e["credentials"] for e in events(run, "sh"))
+        assert "/harness/secret-files/" not in json.dumps(events(run, "sh"))
 
 
 def test_failed_smoke_moves_nothing(runs):

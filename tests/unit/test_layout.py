@@ -16,7 +16,7 @@ FLOORS = [
                 "gracectl.interrupts"]),
     ("adapters", ["gracectl.adapters"]),
     ("inputs", ["gracectl.manifest", "gracectl.mirrors", "gracectl.upstream"]),
-    ("plan and records", ["gracectl.plan", "gracectl.records", "gracectl.workdir"]),
+    ("plan and records", ["gracectl.plan", "gracectl.records", "gracectl.workdir", "gracectl.provenance"]),
     ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
               "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom",
               "gracectl.release_derive", "gracectl.release_train"]),

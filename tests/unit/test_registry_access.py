@@ -56,7 +56,15 @@ def test_https_everywhere_but_the_loopback_test_bed_and_never_insecure_unless_na
 def test_timings_from_the_environment_are_numbers_in_bounds(name, value):
     with pytest.raises(UsageError, match=name):
         RegistryAccess.from_environment({name: value})
-    assert RegistryAccess.from_environment({name: "2"}) != RegistryAccess.from_environment({})
+    good = "60" if name == "GRACECTL_LOCK_TTL_S" else "2"
+    assert RegistryAccess.from_environment({name: good}) != RegistryAccess.from_environment({})
+
+
+def test_the_lock_outlives_three_request_timeouts():
+    """The fencing margin is 1.5 request timeouts: a TTL shorter than 3 of them could expire under a write."""
+    with pytest.raises(UsageError, match="GRACECTL_LOCK_TTL_S .* at least 3 x GRACECTL_REQUEST_TIMEOUT_S"):
+        RegistryAccess.from_environment({"GRACECTL_LOCK_TTL_S": "30"})
+    assert RegistryAccess.from_environment({"GRACECTL_LOCK_TTL_S": "6", "GRACECTL_REQUEST_TIMEOUT_S": "2"})
 
 
 def test_settings_are_read_at_the_edge_only(tmp_path):

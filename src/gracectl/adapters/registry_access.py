@@ -61,6 +61,7 @@ class RegistryAccess:
     lock_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "gracectl-locks")
     actor: str = ""  # who moves tags, as the history records it; "" = user@host
     docker_config: Path | None = None  # docker's config folder (DOCKER_CONFIG); None: ~/.docker
+    trust_key: Path | None = None  # the site's signing public key: tags move only to images it signed
 
     def __post_init__(self):
         object.__setattr__(self, "insecure_hosts", frozenset(self.insecure_hosts))
@@ -74,7 +75,13 @@ class RegistryAccess:
                 raise UsageError(f"{name} must be {low:g} to {high:g} seconds, got {value!r}")
         if self.cert_dir is not None and not Path(self.cert_dir).is_dir():
             raise UsageError(f"--cert-dir / GRACECTL_CERT_DIR {str(self.cert_dir)!r} is not a folder")
+        if self.lock_ttl_s < 3 * self.request_timeout_s:  # the lock's fencing margin is 1.5 request timeouts
+            raise UsageError(f"GRACECTL_LOCK_TTL_S ({self.lock_ttl_s:g}) must be at least 3 x "
+                             f"GRACECTL_REQUEST_TIMEOUT_S ({self.request_timeout_s:g}): a write must land well "
+                             "inside the lock's life")
         control_free(self.actor, "GRACECTL_ACTOR")
+        if self.trust_key is not None and not Path(self.trust_key).is_file():
+            raise UsageError(f"GRACECTL_TRUST_KEY={str(self.trust_key)!r} is not a file (the site's cosign.pub)")
         if self.registry_ca is not None and not Path(self.registry_ca).is_file():
             raise UsageError(f"GRACECTL_REGISTRY_CA={str(self.registry_ca)!r} is not a file")
 
@@ -95,8 +102,8 @@ class RegistryAccess:
             extra["certs_d"] = tuple(Path(p) for p in certs_d.split(os.pathsep) if p)
         who = get("GRACECTL_ACTOR") or default_actor()
         build_url = ci.build_url(env)
-        ca = get("GRACECTL_REGISTRY_CA")
-        return cls(credentials=credentials, insecure_hosts=frozenset(hosts),
+        ca, trust = get("GRACECTL_REGISTRY_CA"), get("GRACECTL_TRUST_KEY")
+        return cls(credentials=credentials, insecure_hosts=frozenset(hosts), trust_key=Path(trust) if trust else None,
                    cert_dir=cert_dir or environment.folder("GRACECTL_CERT_DIR", env),
                    registry_ca=Path(ca) if ca else None, docker_config=environment.docker_config_dir(env),
                    actor=f"{who} ({build_url})" if build_url else who, **timing, **extra)

@@ -20,7 +20,7 @@ from gracectl.errors import GraceError, UsageError
 from gracectl.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
 from gracectl.plan import plan_for
 from gracectl.records import write_json
-from gracectl.release_ops import publish
+from gracectl.release_ops import publish, verify_image
 
 out = Console(stderr=True)  # `build` reports on stderr: its stdout stays free for scripts
 report_out = Console(width=None if sys.stdout.isatty() else 150)
@@ -113,13 +113,30 @@ def report(
     packages: Annotated[Optional[List[str]], typer.Option(
         "--packages", help="twice: A and B, each an SBOM record file or REGISTRY/REPO:TAG|@DIGEST; diffs their "
         "Python packages (what a rollback from A to B changes)")] = None,
+    provenance_of: Annotated[Optional[str], typer.Option(
+        "--provenance", help="REGISTRY/REPO:TAG|@DIGEST: its signed build provenance (needs GRACECTL_TRUST_KEY)")]
+    = None,
 ) -> None:
     """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds;
     with --packages A --packages B, the two images' Python package sets."""
     if packages is not None and len(packages) != 2:
         raise UsageError(f"--packages takes exactly two images (A and B), got {len(packages)}")
-    if not records and not packages:
-        raise UsageError("give build record files, or --packages A --packages B")
+    if not records and not packages and not provenance_of:
+        raise UsageError("give build record files, --packages A --packages B, or --provenance IMAGE")
+    if provenance_of:
+        found = verify_image(provenance_of, access=RegistryAccess.from_environment())
+        prov = found["provenance"]
+        if prov is None:
+            raise UsageError(f"{found['image']} has no provenance record: it was pushed unsigned")
+        report_out.print(f"{found['image']}: provenance {'VALID' if prov['valid'] else 'NOT VALID'} "
+                         f"({prov['why']}); signature {'VALID' if found['signature']['valid'] else 'NOT VALID'}",
+                         highlight=False)
+        for line in prov.get("summary", []):
+            report_out.print(f"  {line}", highlight=False)
+        for dep in (prov.get("statement") or {}).get("predicate", {}).get("buildDefinition", {}).get(
+                "resolvedDependencies", []):
+            pin = next(iter((dep.get("digest") or {}).items()), ("", ""))
+            report_out.print(f"    {dep.get('name') or dep.get('uri')}: {pin[0]} {pin[1]}".rstrip(), highlight=False)
     if packages:
         package_diff(*packages)
     recs = [read_record(p) for p in records or []]

@@ -1,5 +1,5 @@
-"""`gracectl publish | promote | rollback | history | unlock | records`: release operations by digest
-(release_ops.py).
+"""`gracectl publish | promote | rollback | history | unlock | records | verify | keygen | sign`: release operations by
+digest (release_ops.py), and the site's image signatures (adapters.signing).
 
 Registry access (credentials, TLS, deadline) comes from the shared registry options (commands/options.py,
 `@registry_options`): --username USER --password-stdin, else the docker config (credHelpers, credsStore, auths);
@@ -10,7 +10,9 @@ Image references always name the registry: HOST[:PORT]/REPO[:TAG|@DIGEST] (or se
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,13 +21,15 @@ import typer
 from gracectl.adapters.registry import open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.commands.options import JsonOpt, registry_options
-from gracectl.errors import UsageError
+from gracectl.adapters.signing import SigningKey, generate_key, key_id, load_public_key, sign
+from gracectl.errors import PromotionRefusedError, UsageError
 from gracectl.image_ref import ImageRef, printable
 from gracectl.records import get_records
 from gracectl.release_ops import (
     DEFAULT_MAX_REGRESSION,
     Entry,
-    history,
+    check_image,
+    history_report,
     promote,
     publish,
     repair_history,
@@ -33,6 +37,7 @@ from gracectl.release_ops import (
     rollback,
     short,
     unlock,
+    verify_image,
 )
 
 # Plain print, not rich: a digest must stay on one line in a Jenkins log (rich wraps at 80 columns).
@@ -132,10 +137,12 @@ def history_cmd(
         print(f"repaired the history of {target}: {entry.source}" if entry else
               f"the history of {target} reads fine: nothing to repair")
         return
-    entries = history(target, access=access)
+    entries, disagreement = history_report(target, access=access)
     if as_json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
         return
+    if disagreement:
+        print(f"warning: {printable(disagreement)}", file=sys.stderr)
     if not entries:
         print(f"{target}: no promotions recorded")
     for e in entries:  # one plain line per entry: readable in a Jenkins log, greppable
@@ -170,3 +177,64 @@ def records_cmd(
     registry = open_registry(ref, access, ping=False)
     digest = resolve(registry, ref)
     print(json.dumps(get_records(ref, digest, kind, registry=registry), indent=2))
+
+
+@app.command("verify")
+@registry_options()
+def verify_cmd(
+    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
+    key: Annotated[Optional[Path], typer.Option("--key", help="the site's public key, cosign.pub (default: "
+                                                "GRACECTL_TRUST_KEY)")] = None,
+    as_json: JsonOpt = False,
+    access: RegistryAccess = RegistryAccess(),
+) -> None:
+    """Is the image signed by the site's key, did it pass smoke, and where does it come from (its signed
+    provenance)? Exit 0 only when the signature is valid."""
+    if key is not None:
+        access = dataclasses.replace(access, trust_key=key)
+    found = verify_image(image, access=access)
+    if as_json:
+        print(json.dumps(found, indent=2))
+    else:
+        sig, prov = found["signature"], found["provenance"]
+        print(f"{found['image']}")
+        print(f"  signature:  {'VALID' if sig['valid'] else 'NOT VALID'}: {printable(sig['why'])}")
+        print(f"  smoke:      {found['smoke']}")
+        if prov is None:
+            print("  provenance: none stored")
+        else:
+            print(f"  provenance: {'VALID' if prov['valid'] else 'NOT VALID'}: {printable(prov['why'])}")
+            for line in prov.get("summary", []):
+                print(f"              {printable(line)}")
+    if not found["signature"]["valid"]:
+        raise PromotionRefusedError(f"{found['image']}: {found['signature']['why']}")
+
+
+@app.command("keygen")
+def keygen_cmd(
+    out: Annotated[Path, typer.Option("--out", help="new folder for cosign.key (encrypted, 0600) and cosign.pub")],
+) -> None:
+    """Make the site's signing key pair; the passphrase is read from stdin (never an argument)."""
+    passphrase = sys.stdin.buffer.read().rstrip(b"\r\n")
+    key_path, pub_path = generate_key(out, passphrase)
+    print(f"signing key {key_path} (keep it as a Jenkins secret file, with its passphrase as another); "
+          f"public key {pub_path} ({key_id(load_public_key(pub_path))[:19]}): GRACECTL_TRUST_KEY on every node")
+
+
+@app.command("sign")
+@registry_options()
+def sign_cmd(
+    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
+    access: RegistryAccess = RegistryAccess(),
+) -> None:
+    """Add the site key's signature to an image (key rotation: re-sign the images in service). The key and its
+    passphrase come as files: GRACECTL_SIGNING_KEY and GRACECTL_SIGNING_PASSPHRASE_FILE."""
+    key = SigningKey.from_environment()
+    if key is None:
+        raise UsageError("sign needs GRACECTL_SIGNING_KEY and GRACECTL_SIGNING_PASSPHRASE_FILE (the site key's files)")
+    ref = ImageRef.parse(image)
+    registry = open_registry(ref, access)
+    digest = resolve(registry, ref)
+    check_image(registry, ref, digest)
+    attachment = sign(registry, ref, digest, key)
+    print(f"signed {ref.repo}@{digest} ({attachment[:19]} holds its signatures)")

@@ -1,0 +1,166 @@
+"""Signatures verified before every tag move, and signed provenance stored with the image, against the REAL
+docker-registry (the TLS + token registry: test_release_tls_token.py::test_signed_promotion_over_tls_and_tokens).
+
+What cannot be shown here: containers' policy.json accepting the signature. Debian bookworm's skopeo 1.9.3 (and
+podman 4.3) are built with sigstore disabled: a sigstoreSigned policy answers "Debian-local change: sigstore
+disabled" whatever the signature (test_debian_skopeo_cannot_check_sigstore_signatures keeps that fact honest:
+when it fails, an upgraded skopeo can check them, and the check below should become skopeo's own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from gracectl import provenance, release_ops
+from gracectl.adapters import signing
+from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.errors import PromotionRefusedError
+from gracectl.image_ref import ImageRef
+from test_release_ops_integration import TAG, gracectl, isolated_env, publish, repo, smoke, tag_digest  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def site_key(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("site-key")
+    made = subprocess.run(["gracectl", "keygen", "--out", str(folder / "keys")], input=b"pass phrase 1\n",
+                          capture_output=True)
+    assert made.returncode == 0, made.stderr
+    (folder / "passphrase").write_bytes(b"pass phrase 1\n")
+    return signing.SigningKey(folder / "keys" / "cosign.key", folder / "passphrase"), folder / "keys" / "cosign.pub"
+
+
+@pytest.fixture(scope="module")
+def other_key(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("other-key")
+    key, pub = signing.generate_key(folder, b"other")
+    (folder / "passphrase").write_bytes(b"other")
+    return signing.SigningKey(key, folder / "passphrase"), pub
+
+
+def attest(repo_name: str, digest: str, key: signing.SigningKey) -> str:
+    ref = ImageRef.parse(repo_name)
+    plan = {"release": "v0.19.0-tfa", "platform": "linux/arm64", "dockerfile": "vllm/Dockerfile",
+            "build_args": {"FLASH_ATTN_REF": "2" * 40, "BUILD_BASE_IMAGE": "base@sha256:" + "3" * 64}}
+    stmt = provenance.statement(f"{ref.registry}/{ref.repository}", digest, plan, {}, builder="test",
+                                run_id="r1", records={"smoke": "sha256:" + "4" * 64})
+    return release_ops.attest(ref, digest, stmt, key, RegistryAccess.from_environment())
+
+
+def test_signed_images_promote_and_verify_unsigned_or_foreign_ones_do_not(repo, oci_image, site_key, other_key):
+    key, pub = site_key
+    trust = {"GRACECTL_TRUST_KEY": str(pub)}
+    a = publish(oci_image, repo, "signed-a", smoke())
+    attest(repo, a, key)
+    b = publish(oci_image, repo, "unsigned-b", smoke())
+    c = publish(oci_image, repo, "foreign-c", smoke())
+    attest(repo, c, other_key[0])
+
+    verified = gracectl("verify", f"{repo}@{a}", "--json", env=trust)
+    assert verified.returncode == 0, verified.stderr
+    found = json.loads(verified.stdout)
+    assert found["signature"]["valid"] and found["smoke"] == "passed"
+    assert found["provenance"]["valid"] and found["provenance"]["statement"]["subject"][0]["digest"]["sha256"] == \
+        a.split(":")[1]
+    assert "pass phrase" not in verified.stdout + verified.stderr
+
+    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust).returncode == 0
+    for image, why in ((b, "has no signature"), (c, "signed by another key")):
+        refused = gracectl("promote", f"{repo}@{image}", "--to", TAG, env=trust)
+        assert refused.returncode == PromotionRefusedError.exit_code, refused.stderr
+        assert "signature" in refused.stderr and why in refused.stderr
+        assert gracectl("verify", f"{repo}@{image}", "--key", str(pub)).returncode == PromotionRefusedError.exit_code
+        assert tag_digest(repo) == a  # nothing moved
+    forced = gracectl("promote", f"{repo}@{b}", "--to", TAG, "--force", "--reason", "INC-9: unsigned hotfix",
+                      env=trust)
+    assert forced.returncode == 0 and "FORCED" in forced.stdout
+    # A plain rollback goes back to a; rolling back onto the unsigned b later is refused like a promotion.
+    assert gracectl("rollback", f"{repo}:{TAG}", env=trust).returncode == 0 and tag_digest(repo) == a
+    report = gracectl("report", "--provenance", f"{repo}@{a}", env=trust)
+    assert report.returncode == 0 and "provenance VALID" in report.stdout and "FLASH_ATTN_REF: gitCommit" in \
+        report.stdout
+
+
+def test_a_tampered_image_under_the_same_tag_is_refused_with_nothing_moved(repo, oci_image, site_key):
+    key, pub = site_key
+    trust = {"GRACECTL_TRUST_KEY": str(pub)}
+    a = publish(oci_image, repo, "first", smoke())
+    attest(repo, a, key)
+    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust).returncode == 0
+    build_tag = "b-" + uuid.uuid4().hex[:6]
+    b = publish(oci_image, repo, "good", smoke())
+    attest(repo, b, key)
+    registry = Registry(ImageRef.parse(repo).registry, RegistryAccess.from_environment())
+    registry.tag_digest(ImageRef.parse(repo).repository, b, build_tag)
+    # Someone with push rights puts another image under the same build tag (and copies the smoke record).
+    tampered = publish(oci_image, repo, "evil", smoke())
+    registry.tag_digest(ImageRef.parse(repo).repository, tampered, build_tag)
+    refused = gracectl("promote", f"{repo}:{build_tag}", "--to", TAG, env=trust)
+    assert refused.returncode == PromotionRefusedError.exit_code and "has no signature" in refused.stderr
+    assert tag_digest(repo) == a
+
+
+def test_the_push_stage_signs_and_attaches_provenance_when_the_site_signs(tmp_path, registry, oci_image,
+                                                                          site_key):
+    """`gracectl ci push` with the key as Jenkins hands it over (two files): signed, provenance names the
+    smoke record it stored; the promote stage then passes the signature gate."""
+    from test_pipeline_integration import ci, fake_build_and_smoke
+
+    key, pub = site_key
+    image = oci_image("pipeline-signed")
+    workdir = tmp_path / "out"
+    env = {"RELEASE": "v0.19.0-tfa", "REGISTRY": registry, "PUSH": "true", "PROMOTE": "true",
+           "BUILD_NUMBER": str(uuid.uuid4().int % 100000), "GRACECTL_RELEASE_CHECK": "0",
+           "GRACECTL_SIGNING_KEY": str(key.key), "GRACECTL_SIGNING_PASSPHRASE_FILE": str(key.passphrase_file),
+           "GRACECTL_TRUST_KEY": str(pub)}
+    assert ci("plan", workdir, env).returncode == 0
+    fake_build_and_smoke(workdir, image)
+    pushed = ci("push", workdir, env)
+    assert pushed.returncode == 0, pushed.stderr
+    record = json.loads((workdir / "push-record.json").read_text())
+    assert record["signed"] is True and record["provenance_record"].startswith("sha256:")
+    assert "pass phrase" not in pushed.stdout + pushed.stderr
+    verified = gracectl("verify", f"{record['ref']}@{record['digest']}", "--json", env={"GRACECTL_TRUST_KEY": str(pub)})
+    found = json.loads(verified.stdout)
+    byproducts = found["provenance"]["statement"]["predicate"]["runDetails"]["byproducts"]
+    assert {"name": "smoke-record", "digest": {"sha256": record["records"]["smoke"].split(":")[1]}} in byproducts
+    promoted = ci("promote", workdir, env)
+    assert promoted.returncode == 0, promoted.stderr
+
+
+def test_debian_skopeo_cannot_check_sigstore_signatures(repo, oci_image, site_key, tmp_path):
+    key, pub = site_key
+    a = publish(oci_image, repo, "policy", smoke())
+    attest(repo, a, key)
+    policy = {"default": [{"type": "reject"}], "transports": {
+        "docker": {ImageRef.parse(repo).registry: [{"type": "sigstoreSigned", "keyPath": str(pub),
+                                                    "signedIdentity": {"type": "matchRepoDigestOrExact"}}]},
+        "oci": {"": [{"type": "insecureAcceptAnything"}]}}}
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    (tmp_path / "registries.d").mkdir()
+    (tmp_path / "registries.d" / "site.yaml").write_text(
+        f"docker:\n  {ImageRef.parse(repo).registry}:\n    use-sigstore-attachments: true\n")
+    result = subprocess.run(["skopeo", "--policy", str(tmp_path / "policy.json"), "--registries.d",
+                             str(tmp_path / "registries.d"), "copy", "--src-tls-verify=false",
+                             f"docker://{repo}@{a}", f"oci:{tmp_path / 'out'}:x"], capture_output=True, text=True,
+                            env={**os.environ})
+    assert result.returncode != 0 and "sigstore disabled" in result.stderr, result.stderr
+
+
+def test_key_rotation_resigns_an_image_in_service(repo, oci_image, site_key, other_key):
+    old_key, old_pub = site_key
+    new_key, new_pub = other_key
+    a = publish(oci_image, repo, "in-service", smoke())
+    attest(repo, a, old_key)
+    env = {"GRACECTL_SIGNING_KEY": str(new_key.key), "GRACECTL_SIGNING_PASSPHRASE_FILE": str(new_key.passphrase_file)}
+    signed = gracectl("sign", f"{repo}@{a}", env=env)
+    assert signed.returncode == 0, signed.stderr
+    for pub in (old_pub, new_pub):  # both signatures are there: the switch of GRACECTL_TRUST_KEY strands nothing
+        assert gracectl("verify", f"{repo}@{a}", "--key", str(pub)).returncode == 0
