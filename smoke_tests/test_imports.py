@@ -280,7 +280,7 @@ def _ldd_missing(path: str, extra_dirs: list[str]) -> list[str]:
 
     env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*extra_dirs, os.environ.get("LD_LIBRARY_PATH", "")])}
     out = subprocess.run(["ldd", path], capture_output=True, text=True, env=env)
-    return [line.split()[0] for line in out.stdout.splitlines() if "not found" in line]
+    return sorted({line.split()[0] for line in out.stdout.splitlines() if "not found" in line})
 
 
 def _torch_library_dirs() -> list[str]:
