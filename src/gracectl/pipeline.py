@@ -117,6 +117,7 @@ class Context:
     params: Params
     workdir: Path
     access: RegistryAccess = field(default_factory=RegistryAccess)
+    signing: SigningKey | None = None  # the site key when the site signs (push signs and attests)
 
     def path(self, name: str) -> Path:
         return self.workdir / name
@@ -232,7 +233,7 @@ def stage_push(ctx: Context) -> dict:
     sboms = [json.loads(sbom_path.read_text())] if built.get("sbom") and sbom_path.exists() else []
     published = release_ops.publish(built["image"], dest, access=ctx.access, attach=[without_envelope(smoked), *sboms])
     result = {"image": published.ref, **published.to_dict(), "smoke_passed": True, "signed": False}
-    signing_key = SigningKey.from_environment()
+    signing_key = ctx.signing
     if signing_key:  # the site signs: the digest, and its provenance (naming the smoke record) with it
         ref = ImageRef.parse(published.ref)
         plan = ctx.output("plan")
@@ -318,8 +319,8 @@ def stages_for(params: Params) -> list[Stage]:
     return [s for s in STAGES if s.applies(params)]
 
 
-def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR, access: RegistryAccess | None = None
-              ) -> dict:
+def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR, access: RegistryAccess | None = None,
+              signing: SigningKey | None = None) -> dict:
     """Run one stage: check its inputs, clear its own and later outputs, run it, write its output.
 
     Every output gets "stage_status": "passed" | "failed" (and "stage_error"); on failure whatever the stage
@@ -333,7 +334,8 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR, access
         (workdir / stale).unlink(missing_ok=True)
     out = workdir / this.output
     try:
-        record = this.run(Context(params, workdir, access or params.registry_access()))
+        record = this.run(Context(params, workdir, access or params.registry_access(),
+                                  signing or SigningKey.from_environment()))
     except GraceError as exc:
         # Keep what the stage itself recorded (a failed smoke or build record), marked failed for later stages.
         written = read_json(out) if out.exists() else {}

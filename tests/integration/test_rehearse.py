@@ -33,6 +33,8 @@ def test_rehearsal_builds_promotes_rebuilds_and_rolls_back(bed, tmp_path):
 
     first, second = output(workdir, "build-1", "push-record.json"), output(workdir, "build-2", "push-record.json")
     assert first["digest"] != second["digest"]
+    # every push signed and attested with the test bed's site key, every move through the signature gate
+    assert first["signed"] and second["signed"] and "signature + provenance" in done.stdout
     moving = output(workdir, "rollback", "plan.json")["moving_tag"]
     assert moving == f"{bed.state.registry}/gh200-vllm-tfa:v0.19.0-tfa"
 

@@ -65,6 +65,7 @@ def test_real_stack_rehearsal(bed, tmp_path):
         for test in must_pass:
             assert names[test] == "passed", (run, test, names)
         pushed = output(workdir, run, "push-record.json")
+        assert pushed["signed"] is True  # signed and attested by the test bed's site key, both releases
         ref = ImageRef.parse(pushed["ref"])
         labels = json.loads(proc.run(["skopeo", "inspect", "--tls-verify=false",
                                       f"docker://{pushed['ref']}"]).stdout)["Labels"]

@@ -22,13 +22,17 @@ v0.20 on (torch >= 2.11) it is the real CUDA torch and its nvidia-* libraries fr
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gracectl import pipeline, sbom
-from gracectl.adapters import docker, proc
+from gracectl import pipeline, release_ops, sbom
+from gracectl.adapters import docker, proc, signing
+from gracectl.adapters.signing import SigningKey
 from gracectl.adapters.registry import Registry
 from gracectl.image_ref import ImageRef
 from gracectl.build import rebuilt_stages
@@ -172,6 +176,26 @@ def in_background(fn, *args):
     return wait
 
 
+def test_bed_site_key(root: Path) -> tuple[SigningKey, Path]:
+    folder = root / "test-bed-site-key"
+    if not (folder / "cosign.key").exists():
+        passphrase = secrets.token_hex(16).encode()
+        signing.generate_key(folder, passphrase)
+        fd = os.open(folder / "passphrase", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(passphrase)
+    return SigningKey(folder / "cosign.key", folder / "passphrase"), folder / "cosign.pub"
+
+
+def verified(push_record: dict, access) -> str:
+    """The pushed digest's signature and provenance, read back as `gracectl verify` reads them."""
+    found = release_ops.verify_image(f"{push_record['ref'].rsplit(':', 1)[0]}@{push_record['digest']}", access=access)
+    prov = found["provenance"] or {"valid": False, "why": "none stored"}
+    if not found["signature"]["valid"] or not prov["valid"]:
+        raise TestbedError(f"{found['image']}: signature {found['signature']['why']}; provenance {prov['why']}")
+    return f"signed ({found['signature']['why'][:40]}), provenance: {prov['summary'][1]}"
+
+
 def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR, build_number: int = 0,
              on_row=None, stack: str = STANDIN) -> list[Row]:
     """Run the rehearsal; returns the rows, or raises RehearsalFailed (carrying the rows so far)."""
@@ -212,12 +236,16 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
         plan = runs(release, registry, str(bed.mirror_path), bed.state.vllm_alt_ref, build_number,
                     str(upstream_cache(bed.root)))
         first, second = FIRST, SECOND
+    # The test bed's site key (made once, kept in the state dir: a TEST-BED key, never a site's): every push
+    # signs and attests, every promotion and rollback verifies, as on a site that admits only signed images.
+    site_key, trust_key = test_bed_site_key(bed.root)
     for label, params in plan:
         wd = workdir / label.split(" (")[0].replace(" ", "-")
+        access = dataclasses.replace(params.registry_access(), trust_key=trust_key)
         for stage in pipeline.stages_for(params):
             start = time.monotonic()
             try:
-                record = pipeline.run_stage(stage.name, params, wd)
+                record = pipeline.run_stage(stage.name, params, wd, access, site_key)
             except GraceError as exc:
                 add(Row(label, stage.name, time.monotonic() - start, "FAILED", str(exc)))
                 raise RehearsalFailed(f"rehearsal failed at {label} / {stage.name}: {exc}", rows,
@@ -226,6 +254,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
             records[f"{label}/{stage.name}"] = record
             if stage.name == "push":
                 digests[label] = record["digest"]
+                check(label, "signature + provenance", lambda: verified(record, access))
             if stage.name == "build" and label in pair:
                 # Beside the smoke stage: each is one emulated Python importing vLLM (~1-2 min under qemu),
                 # single-threaded, so on two cores the pair takes the time of one.
