@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from conftest import write_oci_layout  # noqa: E402  (the integration tests' small OCI image)
 
-from gracectl import provenance, release_ops  # noqa: E402
+from gracectl import provenance, release_ops, release_trust  # noqa: E402
 from gracectl.adapters import signing  # noqa: E402
 from gracectl.adapters.registry_access import RegistryAccess  # noqa: E402
 from gracectl.image_ref import ImageRef  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
         ref = ImageRef.parse(repo)
         stmt = provenance.statement(f"{ref.registry}/{ref.repository}", published.digest, {}, {}, builder="bench",
                                     run_id="bench", records=published.records)
-        release_ops.attest(ref, published.digest, stmt, key, access)
+        release_trust.attest(ref, published.digest, stmt, key, access)
         digests.append(published.digest)
     locks = {"GRACECTL_LOCK_DIR": str(work / "locks")}
     rows = {"current, no signature gate": promote_times(REPO / "src", repo, digests, args.rounds, locks),

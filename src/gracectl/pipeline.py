@@ -219,7 +219,7 @@ def stage_smoke(ctx: Context) -> dict:
 
 def stage_push(ctx: Context) -> dict:
     """Push the smoked image under its immutable build tag, its smoke record attached to the pushed digest."""
-    from gracectl import release_ops
+    from gracectl import release_ops, release_trust
 
     built, smoked = ctx.output("build"), ctx.output("smoke")
     if smoked.get("passed") is not True:
@@ -240,7 +240,8 @@ def stage_push(ctx: Context) -> dict:
         statement = provenance.statement(f"{ref.registry}/{ref.repository}", published.digest, plan["plan"], built,
                                          builder=ci.build_url() or f"gracectl@{socket.gethostname()}",
                                          run_id=plan["run_id"], records=published.records)
-        result["provenance_record"] = release_ops.attest(ref, published.digest, statement, signing_key, ctx.access)
+        result["provenance_record"] = release_trust.attest(ref, published.digest, statement, signing_key,
+                                                                   ctx.access)
         result["signed"] = True
     return result
 

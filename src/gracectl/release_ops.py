@@ -31,8 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from gracectl import interrupts, provenance
-from gracectl.adapters import signing
+from gracectl import interrupts
 
 from gracectl.adapters import docker
 from gracectl.adapters.registry import DOCKER_LIST, OCI_INDEX, Registry, open_registry
@@ -65,6 +64,7 @@ from gracectl.release_history import (
     short,
     undo_target,
 )
+from gracectl.release_trust import resolve, signature_findings
 from gracectl.release_gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, gate_findings
 from gracectl.release_lock import TagLock, describe, unlock as unlock_lock
 
@@ -169,16 +169,6 @@ def _nothing_moved_if_interrupted(tag: str) -> Iterator[None]:
 
 
 # -- checks ---------------------------------------------------------------------------------------------
-def resolve(registry: Registry, ref: ImageRef) -> str:
-    """The manifest digest `ref` names (checked to exist)."""
-    if not ref.reference:
-        raise UsageError(f"{ref} names neither a tag nor a digest")
-    found = registry.head_manifest(ref.repository, ref.reference)
-    if found is None:
-        raise NotFoundError(f"{ref} does not exist in {ref.registry}")
-    return found.digest
-
-
 IMAGE_CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
 
 
@@ -229,53 +219,6 @@ def gates(registry: Registry, ref: ImageRef, candidate: str, current: str | None
         comparisons = bench_gate(get_records(ref, candidate, "bench", registry=registry),
                                  get_records(ref, current, "bench", registry=registry), max_regression)
     return signature_findings(registry, ref, candidate) + gate_findings(smoke, comparisons, candidate)
-
-
-def signature_findings(registry: Registry, ref: ImageRef, digest: str) -> list[str]:
-    """[] when the site verifies no signatures (no GRACECTL_TRUST_KEY) or `digest` carries a valid one."""
-    if registry.access.trust_key is None:
-        return []
-    verdict = signing.verify(registry, ref, digest, signing.load_public_key(registry.access.trust_key))
-    return [] if verdict.valid else [f"signature: {verdict.why}"]
-
-
-def verify_image(source: str, *, access: RegistryAccess | None = None) -> dict:
-    """For `gracectl verify`: the image's digest, its signature verdict by the site key, its smoke records'
-    outcome and its provenance (verified, summarised). Needs the site's public key (GRACECTL_TRUST_KEY)."""
-    ref = ImageRef.parse(source)
-    registry = open_registry(ref, access)
-    if registry.access.trust_key is None:
-        raise UsageError("verify needs the site's public key: --key cosign.pub or GRACECTL_TRUST_KEY")
-    digest = resolve(registry, ref)
-    public_key = signing.load_public_key(registry.access.trust_key)
-    verdict = signing.verify(registry, ref, digest, public_key)
-    smoke = get_records(ref, digest, "smoke", registry=registry)
-    found = {"image": f"{ref.repo}@{digest}", "signature": verdict.to_dict(),
-             "smoke": "passed" if smoke and smoke[-1].get("passed") is True else ("failed" if smoke else "none"),
-             "provenance": None}
-    for record in reversed(get_records(ref, digest, provenance.KIND, registry=registry)):
-        try:
-            stmt = signing.open_statement(record.get("envelope") or {}, public_key)
-        except ValueError as e:
-            found["provenance"] = {"valid": False, "why": str(e)}
-            continue
-        subject = [s for s in stmt.get("subject", []) if s.get("digest", {}).get("sha256") == digest.split(":")[1]]
-        found["provenance"] = {"valid": bool(subject), "why": "signed, names this digest" if subject else
-                               "signed, but for another digest", "summary": provenance.summary(stmt),
-                               "statement": stmt}
-        if subject:
-            break
-    return found
-
-
-def attest(ref: ImageRef, digest: str, statement: dict, signing_key: signing.SigningKey,
-           access: RegistryAccess | None = None) -> str:
-    """Sign `digest` and store its signed provenance `statement` with it; returns the provenance record's digest."""
-    registry = open_registry(ref, access, bounded=False)
-    signing.sign(registry, ref, digest, signing_key)
-    envelope = signing.sign_statement(statement, signing_key)
-    return put_record(ref, digest, provenance.KIND, {"kind": provenance.KIND, "envelope": envelope},
-                      registry=registry)
 
 
 def _check_force(force: bool, reason: str) -> None:

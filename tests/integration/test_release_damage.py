@@ -16,7 +16,6 @@ import uuid
 
 import pytest
 
-from gracectl import release_ops
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import PromotionRefusedError, ReadOnlyRegistryError, RegistryError, UsageError

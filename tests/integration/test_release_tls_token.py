@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from gracectl import release_ops
+from gracectl import release_ops, release_trust
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.errors import ConflictError, PromotionRefusedError, RegistryError
@@ -441,7 +441,7 @@ def test_signed_promotion_over_tls_and_tokens(site, repo, oci_image, tmp_path):
     ref = ImageRef.parse(repo)
     stmt = provenance.statement(f"{ref.registry}/{ref.repository}", a, {"release": "v0.19.0-tfa"}, {},
                                 builder="test", run_id="tls", records={})
-    release_ops.attest(ref, a, stmt, key, env_access())
+    release_trust.attest(ref, a, stmt, key, env_access())
     trust = {"GRACECTL_TRUST_KEY": str(pub)}
     verified = gracectl("verify", f"{repo}@{a}", env=trust)
     assert verified.returncode == 0 and "signature:  VALID" in verified.stdout and "provenance: VALID" in \

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from gracectl import provenance, release_ops
+from gracectl import provenance, release_trust
 from gracectl.adapters import signing
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
@@ -51,7 +51,7 @@ def attest(repo_name: str, digest: str, key: signing.SigningKey) -> str:
             "build_args": {"FLASH_ATTN_REF": "2" * 40, "BUILD_BASE_IMAGE": "base@sha256:" + "3" * 64}}
     stmt = provenance.statement(f"{ref.registry}/{ref.repository}", digest, plan, {}, builder="test",
                                 run_id="r1", records={"smoke": "sha256:" + "4" * 64})
-    return release_ops.attest(ref, digest, stmt, key, RegistryAccess.from_environment())
+    return release_trust.attest(ref, digest, stmt, key, RegistryAccess.from_environment())
 
 
 def test_signed_images_promote_and_verify_unsigned_or_foreign_ones_do_not(repo, oci_image, site_key, other_key):

@@ -20,7 +20,8 @@ from gracectl.errors import GraceError, UsageError
 from gracectl.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
 from gracectl.plan import plan_for
 from gracectl.records import write_json
-from gracectl.release_ops import publish, verify_image
+from gracectl.release_ops import publish
+from gracectl.release_trust import verify_image
 
 out = Console(stderr=True)  # `build` reports on stderr: its stdout stays free for scripts
 report_out = Console(width=None if sys.stdout.isatty() else 150)

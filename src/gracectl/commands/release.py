@@ -33,12 +33,11 @@ from gracectl.release_ops import (
     promote,
     publish,
     repair_history,
-    resolve,
     rollback,
     short,
     unlock,
-    verify_image,
 )
+from gracectl.release_trust import resolve, verify_image
 
 # Plain print, not rich: a digest must stay on one line in a Jenkins log (rich wraps at 80 columns).
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gracectl import pipeline, release_ops, sbom
+from gracectl import pipeline, release_trust, sbom
 from gracectl.adapters import docker, proc, signing
 from gracectl.adapters.signing import SigningKey
 from gracectl.adapters.registry import Registry
@@ -189,7 +189,7 @@ def test_bed_site_key(root: Path) -> tuple[SigningKey, Path]:
 
 def verified(push_record: dict, access) -> str:
     """The pushed digest's signature and provenance, read back as `gracectl verify` reads them."""
-    found = release_ops.verify_image(f"{push_record['ref'].rsplit(':', 1)[0]}@{push_record['digest']}", access=access)
+    found = release_trust.verify_image(f"{push_record['ref'].rsplit(':', 1)[0]}@{push_record['digest']}", access=access)
     prov = found["provenance"] or {"valid": False, "why": "none stored"}
     if not found["signature"]["valid"] or not prov["valid"]:
         raise TestbedError(f"{found['image']}: signature {found['signature']['why']}; provenance {prov['why']}")
