@@ -16,7 +16,8 @@ import pytest
 from gracectl.adapters.package_index import PackageIndex
 from gracectl.errors import ReleaseCheckError
 from gracectl.manifest import release_names, releases_dir
-from gracectl.pipeline import Params, check_before_build
+from gracectl.pipeline import Params
+from gracectl.release_train import check_before_build
 from gracectl.release_train import Choices, contract_module, derive
 from gracectl.testbed.mirror_file import REAL
 from gracectl.testbed.standins import commit_tree
@@ -101,7 +102,8 @@ def test_the_plan_stage_refuses_that_pairing_from_the_sites_git_mirror(bed, tmp_
     shutil.copytree(upstream_cache(bed.root) / "sdist", tmp_path / "cache" / "sdist")  # sdist from the cache
     shutil.copytree(upstream_cache(bed.root) / "index", tmp_path / "cache" / "index")
     with pytest.raises(ReleaseCheckError, match=r"pairing.site-packages v3.6.0: .*missing triton_kernels\.tensor\.SparseMatrix"):
-        check_before_build(params)
+        check_before_build(params.release, vllm_ref=params.vllm_ref, mirror_file=params.mirror,
+                           upstream_cache=params.upstream_cache)  # as the plan stage calls it
 
 
 def test_release_0_34_0_pins_are_what_its_files_say(index):

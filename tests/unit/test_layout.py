@@ -19,7 +19,7 @@ FLOORS = [
     ("plan and records", ["gracectl.plan", "gracectl.records", "gracectl.workdir", "gracectl.provenance"]),
     ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
               "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom",
-              "gracectl.release_derive", "gracectl.release_train", "gracectl.release_trust"]),
+              "gracectl.release_derive", "gracectl.release_train", "gracectl.release_trust", "gracectl.release_publish"]),
     ("pipeline", ["gracectl.pipeline"]),
     ("node checks", ["gracectl.doctor"]),
     ("test bed", ["gracectl.testbed"]),

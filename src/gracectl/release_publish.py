@@ -1,0 +1,90 @@
+"""Publish: the one push path (`gracectl publish`, `gracectl build --push`, the pipeline's push stage). A local
+image goes to an IMMUTABLE build tag by dockerd's own push (layers the registry has are skipped) or, where dockerd
+would verify the registry differently from gracectl, by skopeo; the records given are stored with the pushed
+digest. Tag moves are release_ops'.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+
+from gracectl.adapters import docker
+from gracectl.adapters.registry import open_registry
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.adapters.registry_tls import dockerd_trust_gap
+from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_ref
+from gracectl.errors import CommandFailedError, ConflictError, UsageError
+from gracectl.image_ref import ImageRef
+from gracectl.records import put_record
+from gracectl.release_history import is_bookkeeping_tag, short
+
+
+@dataclass(frozen=True)
+class Published:
+    ref: str
+    digest: str
+    image_id: str
+    already: bool  # the tag already held this very image (a retried push): nothing was pushed
+    records: dict[str, str] = field(default_factory=dict)  # kind -> the stored record's artifact digest
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None,
+            attach: list[dict] = ()) -> Published:
+    """Push `local_image` (a dockerd image name, or a skopeo transport ref such as oci:DIR:TAG) to the
+    IMMUTABLE tag `dest`; refuse (ConflictError) if the tag already holds another image. Each dict in
+    `attach` is stored as a record of the pushed digest (its "kind" says which)."""
+    ref = ImageRef.parse(dest)
+    if not ref.tag or ref.digest:
+        raise UsageError(f"--to must be REGISTRY/REPO:TAG (an immutable build tag), got {dest!r}")
+    if is_bookkeeping_tag(ref.tag):
+        raise UsageError(f"{ref.tag!r} is one of gracectl's own bookkeeping tags")
+    access = access or RegistryAccess()
+    registry = open_registry(ref, access, bounded=False)  # moving layers takes as long as it takes
+    source = transport_ref(local_image)
+    # A dockerd image goes through dockerd's own push (it skips the layers the registry has) unless dockerd
+    # would verify the registry differently from gracectl; then skopeo, which exports the whole image.
+    daemon_image = source.startswith("docker-daemon:")
+    trust_gap = dockerd_trust_gap(registry.tls) if daemon_image else ""
+    via_dockerd = daemon_image and not trust_gap
+    if trust_gap:
+        print(f"pushing through skopeo (a full export of the image), not dockerd: {trust_gap}", file=sys.stderr,
+              flush=True)
+    if via_dockerd:
+        found = docker.inspect_image(local_image)
+        if found is None:
+            raise CommandFailedError(f"dockerd has no image {local_image}: build it first")
+        image_id = found["Id"]
+    else:
+        image_id = (skopeo_inspect_raw(source, access).get("config") or {}).get("digest", "")
+    for record in attach:  # checked before anything is pushed
+        if not isinstance(record, dict):
+            raise UsageError(f"an attached record must be a JSON object, got {type(record).__name__}: nothing "
+                             "was pushed")
+        if record.get("image_id") and record["image_id"] != image_id:
+            raise UsageError(f"the {record.get('kind')} record is of image {short(record['image_id'])}, but "
+                             f"{local_image} is {short(image_id)}: attach records of this image only")
+    existing = registry.head_manifest(ref.repository, ref.tag)
+    if existing:
+        remote = json.loads(registry.get_manifest(ref.repository, existing.digest)[0])
+        if not image_id or (remote.get("config") or {}).get("digest") != image_id:
+            raise ConflictError(f"{dest} already exists ({short(existing.digest)}) and holds another image: build "
+                                "tags are immutable, publish under a new build number")
+        digest, already = existing.digest, True
+    else:
+        digest = (docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
+                  else skopeo_copy(source, ref, access))
+        already = False
+    foreign = [r for r in attach if r.get("digest") not in (None, "", digest)]
+    if foreign:  # never relabel another image's record as this one's
+        raise UsageError(f"the {foreign[0].get('kind')} record names image {short(foreign[0]['digest'])}, not the "
+                         f"pushed {short(digest)}: {dest} is pushed, no record was attached")
+    stored = {}
+    for record in attach:
+        kind = record.get("kind", "")
+        stored[kind] = put_record(ref, digest, kind, {**record, "digest": digest}, registry=registry)
+    return Published(str(ref), digest, image_id, already, stored)
