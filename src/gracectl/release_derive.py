@@ -18,8 +18,9 @@ from packaging.requirements import Requirement
 from gracectl.adapters.package_index import PackageIndex
 from gracectl.errors import UpstreamError, UsageError
 from gracectl.manifest import Manifest
-from gracectl.upstream import DEEPGEMM_REPO, FinalInstall, FetchSource, docker_args, dockerfile_installs, \
-    fetch_sources, final_stage_installs, requirement_pins
+from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, fetch_sources, \
+    requirement_pins
+from gracectl.upstream_final_stage import FinalInstall, final_stage_installs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRITON_REPO = "https://github.com/triton-lang/triton.git"
@@ -31,7 +32,7 @@ FLASHINFER_CUBINS = "https://edge.urm.nvidia.com/artifactory/sw-kernelinferencel
 # allocator (nccl.h); the names carry the CUDA version. (Issue 21 derives the rest of the final stage.)
 CUDA_RUNTIME_TEMPLATE = ("cuda-nvcc-{v}", "cuda-cudart-{v}", "cuda-nvrtc-{v}", "cuda-cuobjdump-{v}",
                          "libcurand-dev-{v}", "libcublas-{v}", "libnccl-dev")
-# What this image does about each thing vLLM's own final image installs (gracectl.upstream.final_stage_installs):
+# What this image does about each thing vLLM's own final image installs (gracectl.upstream_final_stage.final_stage_installs):
 # the rule `release new` applies (pip and apt packages: installed as upstream pins them, from the site's mirrors;
 # built and downloaded things: only what a stage here builds). A key upstream adds that is a build or a download
 # gets a "not reviewed" exclusion, which `release check` fails: add a stage for it or a reasoned exclusion here.

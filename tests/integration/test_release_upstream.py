@@ -185,7 +185,7 @@ def test_every_install_of_upstreams_final_image_is_installed_or_excluded_with_a_
     DeepEP + NVSHMEM, gdrcopy) has its entry in the shipped manifest: installed, covered, or excluded with a
     reason, and what upstream installs is what the entry says."""
     from gracectl.manifest import load_release
-    from gracectl.upstream import final_stage_installs
+    from gracectl.upstream_final_stage import final_stage_installs
 
     installs = final_stage_installs(index.sdist("vllm", version))
     m = load_release(f"v{version}-tfa")

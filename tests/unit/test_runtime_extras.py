@@ -19,7 +19,7 @@ from gracectl.plan import make_plan
 from gracectl.release_derive import NOT_REVIEWED, runtime_extras
 from gracectl.release_train import Derived, compare, flatten
 from gracectl.testbed.state import state_dir
-from gracectl.upstream import final_stage_installs
+from gracectl.upstream_final_stage import final_stage_installs
 
 REPO = Path(__file__).resolve().parents[2]
 SDISTS = state_dir() / "upstream" / "sdist"
