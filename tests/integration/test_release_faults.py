@@ -225,8 +225,11 @@ def wait_for(condition, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-# -- SIGTERM mid-move: the outcome is read back and reported ------------------------------------------------------
-def test_sigterm_during_the_tag_write_reports_the_move_and_releases_the_lock(names, fault_proxy, oci_image):
+# -- SIGTERM (a Jenkins abort) or Ctrl-C mid-move: the outcome is read back and reported -------------------------
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                             (signal.SIGINT, 130, "interrupted (SIGINT)")])
+def test_an_interrupt_during_the_tag_write_reports_the_move_and_releases_the_lock(names, fault_proxy, oci_image,
+                                                                                  sig, code, said):
     path, proxied, direct = names
     a, b = two_images(oci_image, direct)
     fault_proxy.add("PUT", tag_put(path), "stall", times=1)
@@ -234,10 +237,10 @@ def test_sigterm_during_the_tag_write_reports_the_move_and_releases_the_lock(nam
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: fault_proxy.count("stall", answered=True) >= 1)
     time.sleep(0.3)
-    p.terminate()
-    assert p.wait(timeout=30) == Interrupted(".", 143).exit_code
+    p.send_signal(sig)
+    assert p.wait(timeout=30) == Interrupted(".", code).exit_code
     last = p.stderr.read().strip().splitlines()[-1]
-    assert "terminated" in last and "WAS moved" in last
+    assert last.startswith(f"error: {said}") and "WAS moved" in last, last
     assert tag_digest(direct) == b
     assert moves(direct)[-1] == ("promote", a, b, "done")
     # The lock was released: another host rolls back at once.

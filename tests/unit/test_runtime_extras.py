@@ -17,9 +17,10 @@ from gracectl.manifest import load_release, release_names
 from gracectl.mirrors import Mirror
 from gracectl.plan import make_plan
 from gracectl.release_derive import NOT_REVIEWED, runtime_extras
-from gracectl.release_train import Derived, compare, flatten
+from gracectl.release_train import compare
 from gracectl.testbed.state import state_dir
 from gracectl.upstream_final_stage import final_stage_installs
+from test_release_train import derived_from  # what upstream would derive, from a shipped manifest
 
 REPO = Path(__file__).resolve().parents[2]
 SDISTS = state_dir() / "upstream" / "sdist"
@@ -120,23 +121,15 @@ def test_each_install_gets_a_decision_and_an_unknown_build_is_not_reviewed(sdist
     assert extras["newthing"]["excluded"].startswith(NOT_REVIEWED)
 
 
-def _derived_from(name: str) -> Derived:
-    m = load_release(name)
-    data = m.model_dump(mode="json")
-    for key in ("release", "provenance", "extends"):
-        data.pop(key, None)
-    return Derived(m.sources.vllm.ref.removeprefix("v"), data, {p: "file:1" for p in flatten(data)}, Path("."))
-
-
 def test_an_upstream_install_the_manifest_lacks_fails_the_check_naming_it():
-    d = _derived_from("v0.19.0-tfa")
+    d = derived_from("v0.19.0-tfa")
     d.data["runtime_extras"]["gguf"] = {"kind": "pip", "upstream": "gguf>=0.19.0", "install": "gguf>=0.19.0"}
     d.provenance["runtime_extras.gguf.upstream"] = "docker/Dockerfile:851"
     bad = [line for line in compare(load_release("v0.19.0-tfa"), d) if line.status in ("DRIFT", "FAIL")]
     assert [line.path for line in bad] == ["runtime_extras.gguf"]
     assert "gguf>=0.19.0 (pip, docker/Dockerfile:851); the manifest neither installs nor excludes it" in bad[0].text
     # A changed pin of what upstream installs is drift too; a decision (install/exclude) is the site's.
-    d = _derived_from("v0.19.0-tfa")
+    d = derived_from("v0.19.0-tfa")
     d.data["runtime_extras"]["timm"]["upstream"] = "timm>=1.1"
     d.data["runtime_extras"]["curl"]["install"] = ""
     bad = [line for line in compare(load_release("v0.19.0-tfa"), d) if line.status == "DRIFT"]
@@ -150,7 +143,7 @@ def test_a_not_reviewed_exclusion_in_a_manifest_fails_the_check(tmp_path):
     from gracectl.manifest import load_manifest
 
     m = load_manifest(tmp_path / "v0.19.0-tfa.toml")
-    fails = [line for line in compare(m, _derived_from("v0.19.0-tfa")) if line.status == "FAIL"]
+    fails = [line for line in compare(m, derived_from("v0.19.0-tfa")) if line.status == "FAIL"]
     assert [line.path for line in fails] == ["runtime_extras.curl"]
 
 
