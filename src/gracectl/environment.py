@@ -106,6 +106,11 @@ def docker_config_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(_env(env).get("DOCKER_CONFIG") or Path.home() / ".docker")
 
 
+def user_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The XDG cache folder (XDG_CACHE_HOME, else ~/.cache)."""
+    return Path(_env(env).get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 def for_child(extra: Mapping[str, str]) -> dict[str, str]:
     """This process's environment plus `extra`: what a child program runs with."""
     return {**os.environ, **extra}

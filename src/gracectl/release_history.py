@@ -85,12 +85,17 @@ class Entry:
         d["from_"] = d.pop("from", None)
         entry = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
         texts = (entry.who, entry.when, entry.reason, entry.source, entry.undoes, entry.id)
-        if not ID_RE.match(str(entry.id)) or isinstance(entry.began, bool) \
-                or not isinstance(entry.began, (int, float)) or not math.isfinite(entry.began) \
-                or entry.action not in ACTIONS or entry.status not in STATUSES or not all(isinstance(t, str) for t in texts) \
-                or not isinstance(entry.forced, bool) or not isinstance(entry.gate, list) \
-                or not (DIGEST_RE.match(str(entry.to)) or entry.action in ("unlock", "repair") and entry.to == "") \
-                or not (entry.from_ is None or DIGEST_RE.match(str(entry.from_))):
+        began = entry.began
+        damaged = (
+            not ID_RE.match(str(entry.id)),  # it names the entry's tags
+            isinstance(began, bool) or not isinstance(began, (int, float)) or not math.isfinite(began),
+            entry.action not in ACTIONS or entry.status not in STATUSES,
+            not all(isinstance(t, str) for t in texts) or not isinstance(entry.forced, bool)
+            or not isinstance(entry.gate, list),
+            not (DIGEST_RE.match(str(entry.to)) or entry.action in ("unlock", "repair") and entry.to == ""),
+            not (entry.from_ is None or DIGEST_RE.match(str(entry.from_))),  # never a path to follow
+        )
+        if any(damaged):
             raise ValueError(f"entry {str(d.get('id'))[:20]!r} has a field gracectl never writes")
         return entry
 

@@ -19,7 +19,7 @@ def default_state_dir() -> Path:
     """One test bed per machine, whichever clone runs it (scripts/cache-dirs.sh says the same for the scripts)."""
     if os.geteuid() == 0 or os.access("/var/cache/gracectl", os.W_OK):
         return Path("/var/cache/gracectl/testbed")
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gracectl" / "testbed"
+    return environment.user_cache_dir() / "gracectl" / "testbed"
 
 
 def state_dir() -> Path:
