@@ -37,7 +37,7 @@ app.add_typer(doctor.app)
 def main(argv: list[str] | None = None) -> None:
     # Ctrl-C, a Jenkins abort (SIGTERM) and SIGHUP unwind as Interrupted, so locks are released, temporary files
     # removed and a tag move in flight is read back and reported (gracectl.interrupts), not by the CLI framework.
-    interrupts.install()
+    previous = interrupts.install()
     try:
         rc = app(args=argv, standalone_mode=False)
     except (GraceError, Interrupted) as exc:
@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as exc:  # usage errors (unknown option, missing argument) in non-standalone mode
         print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    late = interrupts.take()
+    finally:
+        late = interrupts.take()
+        interrupts.restore(previous)
     if late:  # arrived while the command's last write finished: its outcome, printed above, stands
         print(f"warning: {late} after the command had finished; its result above stands", file=sys.stderr)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -28,9 +28,19 @@ def _handler(signum, frame) -> None:
     raise Interrupted(*SIGNALS[signum])
 
 
-def install() -> None:
-    for signum in SIGNALS:
-        signal.signal(signum, _handler)
+def install() -> dict:
+    """gracectl's handlers in; returns the ones they replace (for `restore`)."""
+    return {signum: signal.signal(signum, _handler) for signum in SIGNALS}
+
+
+def restore(previous: dict) -> None:
+    """The handlers `install` replaced back (a CLI run inside another program, e.g. a test, leaves no trace)."""
+    global _depth
+    for signum, handler in previous.items():
+        if handler is not _handler:
+            signal.signal(signum, handler)
+    _depth = 0
+    _noted.clear()
 
 
 @contextlib.contextmanager
