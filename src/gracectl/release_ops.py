@@ -61,6 +61,7 @@ from gracectl.release_history import (
 )
 from gracectl.release_publish import Published, publish  # noqa: F401  (the API: publish, then move)
 from gracectl.release_trust import resolve, signature_findings
+from gracectl.bench import figure_findings
 from gracectl.release_gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, gate_findings
 from gracectl.release_lock import TagLock, describe, unlock as unlock_lock
 
@@ -206,15 +207,20 @@ def target_ref(ref: ImageRef, to: str) -> ImageRef:
     return ref.with_tag(to)
 
 
-def gates(registry: Registry, ref: ImageRef, candidate: str, current: str | None, max_regression: float
-          ) -> list[str]:
-    """The smoke and bench gate findings for moving a tag of `ref`'s repository from `current` to `candidate`."""
+def gates(registry: Registry, ref: ImageRef, candidate: str, current: str | None, max_regression: float,
+          floors: dict[str, float] | None = None) -> list[str]:
+    """The signature, smoke and bench gate findings for moving a tag of `ref`'s repository from `current` to
+    `candidate`; `floors` ({figure: floor}, bench.GATE_FIGURES): absolute floors on the candidate's latest bench."""
     smoke = get_records(ref, candidate, "smoke", registry=registry)
+    benches = get_records(ref, candidate, "bench", registry=registry)
     comparisons = []
     if current:
-        comparisons = bench_gate(get_records(ref, candidate, "bench", registry=registry),
-                                 get_records(ref, current, "bench", registry=registry), max_regression)
-    return signature_findings(registry, ref, candidate) + gate_findings(smoke, comparisons, candidate)
+        comparisons = bench_gate(benches, get_records(ref, current, "bench", registry=registry), max_regression)
+    findings = signature_findings(registry, ref, candidate) + gate_findings(smoke, comparisons, candidate)
+    if floors:
+        findings += (figure_findings(benches[-1], floors) if benches else
+                     [f"no bench record for {short(candidate)}: the floors {floors} cannot be checked"])
+    return findings
 
 
 def _check_force(force: bool, reason: str) -> None:
@@ -225,7 +231,8 @@ def _check_force(force: bool, reason: str) -> None:
 
 # -- operations ---------------------------------------------------------------------------------------------
 def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
-            max_regression: float = DEFAULT_MAX_REGRESSION, access: RegistryAccess | None = None) -> Entry | None:
+            max_regression: float = DEFAULT_MAX_REGRESSION, access: RegistryAccess | None = None,
+            floors: dict[str, float] | None = None) -> Entry | None:
     """Move `tag` (in the source's repository) to the digest `source` names, if the gates pass.
 
     Returns the history entry, or None when the tag already points there. Raises PromotionRefusedError
@@ -242,7 +249,7 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
     current_digest = current.digest if current else None
     if current_digest == candidate:
         return None
-    findings = gates(registry, ref, candidate, current_digest, max_regression)
+    findings = gates(registry, ref, candidate, current_digest, max_regression, floors)
     if findings and not force:
         raise PromotionRefusedError(f"refusing to promote {ref} to {tag}: " + "; ".join(findings)
                                     + " (override: --force --reason TEXT)")

@@ -22,7 +22,7 @@ from gracectl import release_ops
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.image_ref import ImageRef
-from gracectl.errors import ConflictError, NoHistoryError, PromotionRefusedError, RegistryError
+from gracectl.errors import ConflictError, NoHistoryError, PromotionRefusedError, RegistryError, UsageError
 from gracectl.records import get_records, put_record, record_tag
 from gracectl.testbed.registry_server import RegistryServer
 
@@ -396,3 +396,21 @@ def test_credentials_refused_cleanly_and_never_printed(auth_registry, oci_image,
     promoted = gracectl("promote", f"{repo}:b1", "--to", TAG)
     assert promoted.returncode == 0, promoted.stderr
     assert gracectl("history", f"{repo}:{TAG}").returncode == 0
+
+
+def test_a_floor_on_the_bandwidth_figure_holds_decode_sizes(repo, oci_image):
+    """`promote --floor ratio_vs_hbm_peak=X`: the candidate's MoE rows must reach X of the GPU's HBM peak (the
+    figure that means something at decode sizes, where the FLOP ratio is near 0)."""
+    record = {"kind": "bench", "schema": 1, "gpu": {"name": "NVIDIA H200"}, "results": [
+        {"name": "moe_mxfp4_gemm1_tokens16", "median_ms": 0.4, "ratio_vs_dense": 0.04, "ratio_vs_hbm_peak": 0.12},
+        {"name": "moe_mxfp4_gemm1_tokens8192", "median_ms": 2.1, "ratio_vs_dense": 0.77, "ratio_vs_hbm_peak": 0.03}]}
+    a = publish(oci_image, repo, "floor-a", smoke(), record)
+    refused = gracectl("promote", f"{repo}@{a}", "--to", TAG, "--floor", "ratio_vs_hbm_peak=0.05")
+    assert refused.returncode == PromotionRefusedError.exit_code
+    assert "moe_mxfp4_gemm1_tokens8192: ratio_vs_hbm_peak 0.03 below the floor 0.05" in refused.stderr
+    assert tag_digest(repo) is None
+    bad = gracectl("promote", f"{repo}@{a}", "--to", TAG, "--floor", "speed=1")
+    assert bad.returncode == UsageError.exit_code and "ratio_vs_hbm_peak" in bad.stderr
+    ok = gracectl("promote", f"{repo}@{a}", "--to", TAG, "--floor", "ratio_vs_hbm_peak=0.02", "--floor",
+                  "ratio_vs_dense=0.01")
+    assert ok.returncode == 0, ok.stderr
