@@ -33,6 +33,7 @@ from gracectl.image_ref import ImageRef
 from gracectl.records import get_records
 from gracectl.testbed.registry_server import RegistryServer
 from test_release_ops_integration import RACE, TAG, bench, gracectl, killed_during, smoke
+from test_signing import SIGSTORE_SKOPEO, policy_copy
 from token_issuer import TokenIssuer
 
 pytestmark = pytest.mark.integration
@@ -450,3 +451,8 @@ def test_signed_promotion_over_tls_and_tokens(site, repo, oci_image, tmp_path):
     refused = gracectl("promote", f"{repo}@{b}", "--to", TAG, env=trust)
     assert refused.returncode == PromotionRefusedError.exit_code and "has no signature" in refused.stderr
     assert tag_digest(repo) == a
+    if SIGSTORE_SKOPEO:  # containers' own policy check through the site CA and the token flow (test_signing.py)
+        tls = ("--src-cert-dir", str(site.certs_d / site.address))
+        for digest, admitted in ((a, True), (b, False)):
+            checked = policy_copy(SIGSTORE_SKOPEO, repo, digest, pub, tmp_path / digest[7:19], source_tls=tls)
+            assert (checked.returncode == 0) is admitted, checked.stderr
