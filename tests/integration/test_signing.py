@@ -199,3 +199,29 @@ def test_key_rotation_resigns_an_image_in_service(repo, oci_image, site_key, oth
     assert signed.returncode == 0, signed.stderr
     for pub in (old_pub, new_pub):  # both signatures are there: the switch of GRACECTL_TRUST_KEY strands nothing
         assert gracectl("verify", f"{repo}@{a}", "--key", str(pub)).returncode == 0
+
+
+def test_signing_twice_adds_nothing_and_an_unreadable_layer_does_not_hide_a_valid_one(repo, oci_image, site_key):
+    key, pub = site_key
+    ref = ImageRef.parse(repo)
+    registry = Registry(ref.registry, RegistryAccess.from_environment())
+    a = publish(oci_image, repo, "twice", smoke())
+    first = signing.sign(registry, ref, a, key)
+    assert signing.sign(registry, ref, a, key) == first  # ECDSA differs each time: still "already signed"
+    body, _ = registry.get_manifest(ref.repository, signing.signature_tag(a))
+    manifest = json.loads(body)
+    assert len(manifest["layers"]) == 1
+    # A layer whose payload blob the registry no longer holds (deleted after the push) comes first.
+    gone = registry.push_blob(ref.repository, b'{"critical": {}}', signing.SIMPLE_SIGNING)
+    missing = {**gone.to_dict(), "annotations": {signing.SIGNATURE_ANNOTATION: "AAAA"}}
+    for layers, valid in (([missing, *manifest["layers"]], True), ([missing], False)):
+        registry.push_blob(ref.repository, b'{"critical": {}}', signing.SIMPLE_SIGNING)
+        registry.put_manifest(ref.repository, signing.signature_tag(a), json.dumps({**manifest, "layers": layers})
+                              .encode(), signing.OCI_MANIFEST)
+        registry._request("DELETE", f"/v2/{ref.repository}/blobs/{gone.digest}", allow_404=True)
+        verified = gracectl("verify", f"{repo}@{a}", "--key", str(pub))
+        assert (verified.returncode == 0) is valid, verified.stderr
+        assert "Traceback" not in verified.stderr
+        if not valid:
+            assert verified.returncode == PromotionRefusedError.exit_code
+            assert "payload cannot be read" in verified.stdout + verified.stderr

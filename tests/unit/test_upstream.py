@@ -167,3 +167,42 @@ def test_index_credentials_never_reach_a_cache_path_or_a_message(tmp_path):
     with pytest.raises(UpstreamError) as err:
         PackageIndex(url, tmp_path, offline=True).project("vllm")
     assert "s3cret" not in str(err.value) and "robot" not in str(err.value)
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["server-with-ranges", "server-without-ranges"])
+def test_a_wheel_member_read_through_ranges_is_the_member(tmp_path, ranges):
+    """zipfile over _HttpRangeFile reads the right bytes whether the server answers a Range with 206 or, as
+    python's http.server does, with the whole file (200)."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    from gracectl.adapters.package_index import _HttpRangeFile
+
+    members = {f"pkg/m{i}.py": bytes([i]) * (5000 + i) for i in range(20)}
+    with zipfile.ZipFile(tmp_path / "w.whl", "w") as wheel:
+        for name, data in members.items():
+            wheel.writestr(name, data)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def send_head(self):
+            if not ranges or "Range" not in self.headers or self.command != "GET":
+                return super().send_head()
+            start, end = map(int, self.headers["Range"].removeprefix("bytes=").split("-"))
+            body = (tmp_path / "w.whl").read_bytes()[start:end + 1]
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return __import__("io").BytesIO(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with zipfile.ZipFile(_HttpRangeFile(f"http://127.0.0.1:{server.server_port}/w.whl")) as remote:
+            assert {n: remote.read(n) for n in remote.namelist()} == members
+    finally:
+        server.shutdown()

@@ -269,10 +269,10 @@ class _HttpRangeFile(io.RawIOBase):
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
                 data = r.read()
+                if r.status != 206:  # a server without ranges sent the whole file: keep only what was asked
+                    data = data[self.pos:end]
         except http.client.HTTPException as exc:  # a cut answer (IncompleteRead) is not an OSError
             raise OSError(f"range {self.pos}-{end - 1} cut short ({exc})") from None
-            if r.status != 206:  # a server without ranges sent the whole file: keep only what was asked
-                data = data[self.pos:end]
         self.pos += len(data)
         return data
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -33,9 +34,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gracectl import environment
-from gracectl.adapters.registry import OCI_MANIFEST, DamagedArtifact, Registry
-from gracectl.errors import UsageError
-from gracectl.image_ref import ImageRef
+from gracectl.adapters.registry import OCI_MANIFEST, Registry, sha256_digest
+from gracectl.errors import RegistryError, UsageError
+from gracectl.image_ref import DIGEST_RE, ImageRef
 
 PRIVATE_PEM = "ENCRYPTED SIGSTORE PRIVATE KEY"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -145,6 +146,12 @@ class SigningKey:
         except OSError as e:
             raise UsageError(f"signing passphrase file {self.passphrase_file}: {e.strerror}") from None
 
+    @functools.cached_property
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        """Decrypted once per SigningKey (scrypt costs ~0.1 s and 32 MiB): a push signs the image and its
+        provenance with it."""
+        return load_private_key(self.key, self.passphrase())
+
 
 def _simple_signing_payload(ref: ImageRef, digest: str) -> bytes:
     return json.dumps({"critical": {"identity": {"docker-reference": f"{ref.registry}/{ref.repository}"},
@@ -156,20 +163,22 @@ def _simple_signing_payload(ref: ImageRef, digest: str) -> bytes:
 def sign(registry: Registry, ref: ImageRef, digest: str, signing: SigningKey) -> str:
     """Sign `digest` of `ref`'s repository with the site key; the signature is added to the image's sigstore
     attachment (kept alongside earlier ones). Returns the attachment's manifest digest."""
-    key = load_private_key(signing.key, signing.passphrase())
+    key = signing.private_key
     payload = _simple_signing_payload(ref, digest)
-    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
-    layer = registry.push_blob(ref.repository, payload, SIMPLE_SIGNING)
-    entry = {**layer.to_dict(), "annotations": {SIGNATURE_ANNOTATION: signature}}
     layers = []
     found = registry.get_manifest(ref.repository, signature_tag(digest))
-    if found is not None:
+    if found is not None:  # kept: the well-formed signature layers already there (another key's, an older key's)
         with contextlib.suppress(ValueError, AttributeError):
             layers = [x for x in json.loads(found[0]).get("layers") or [] if isinstance(x, dict)
-                      and x.get("mediaType") == SIMPLE_SIGNING]
-    if any(x.get("annotations", {}).get(SIGNATURE_ANNOTATION) == signature for x in layers):
-        return found[1].digest
-    layers.append(entry)
+                      and x.get("mediaType") == SIMPLE_SIGNING and DIGEST_RE.match(str(x.get("digest")))]
+    # ECDSA signatures differ each time: "already signed" is a layer of this payload that this key signed.
+    for x in layers:
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            if x["digest"] == sha256_digest(payload) and _signs(key.public_key(), x, payload):
+                return found[1].digest
+    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    layer = registry.push_blob(ref.repository, payload, SIMPLE_SIGNING)
+    layers.append({**layer.to_dict(), "annotations": {SIGNATURE_ANNOTATION: signature}})
     # cosign's config: an image config whose diff_ids are the payloads' digests
     config = {"architecture": "", "os": "", "config": {}, "created": "0001-01-01T00:00:00Z",
               "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]}}
@@ -189,7 +198,7 @@ def _pae(payload_type: str, body: bytes) -> bytes:
 
 
 def sign_statement(statement: dict, signing: SigningKey) -> dict:
-    key = load_private_key(signing.key, signing.passphrase())
+    key = signing.private_key
     body = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
     signature = key.sign(_pae(IN_TOTO, body), ec.ECDSA(hashes.SHA256()))
     return {"payloadType": IN_TOTO, "payload": base64.b64encode(body).decode(),
@@ -212,6 +221,16 @@ def open_statement(envelope: dict, public_key: ec.EllipticCurvePublicKey) -> dic
 
 
 # -- verification ---------------------------------------------------------------------------------------------
+def _signs(public_key: ec.EllipticCurvePublicKey, layer: dict, payload: bytes) -> bool:
+    """Does the layer's signature annotation sign `payload` with `public_key`? (KeyError/ValueError: damaged)"""
+    signature = base64.b64decode((layer.get("annotations") or {})[SIGNATURE_ANNOTATION])
+    try:
+        public_key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Verdict:
     valid: bool
@@ -236,15 +255,20 @@ def verify(registry: Registry, ref: ImageRef, digest: str, public_key: ec.Ellipt
         if not isinstance(layer, dict) or layer.get("mediaType") != SIMPLE_SIGNING:
             continue
         seen += 1
-        try:
-            signature = base64.b64decode((layer.get("annotations") or {})[SIGNATURE_ANNOTATION])
-            payload = registry.get_blob(ref.repository, layer["digest"])
-            public_key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-            critical = json.loads(payload)["critical"]
-        except InvalidSignature:
-            reasons.append("signed by another key")
+        if not DIGEST_RE.match(str(layer.get("digest"))):
+            reasons.append("a damaged signature")
             continue
-        except (KeyError, ValueError, TypeError, DamagedArtifact):
+        try:  # a payload that cannot be read is no signature; the next layer may still be one
+            payload = registry.get_blob(ref.repository, layer["digest"])
+        except RegistryError as e:
+            reasons.append(f"a signature whose payload cannot be read ({str(e)[:120]})")
+            continue
+        try:
+            if not _signs(public_key, layer, payload):
+                reasons.append("signed by another key")
+                continue
+            critical = json.loads(payload)["critical"]
+        except (KeyError, ValueError, TypeError):
             reasons.append("a damaged signature")
             continue
         if critical.get("image", {}).get("docker-manifest-digest") != digest:
