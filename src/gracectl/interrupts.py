@@ -18,6 +18,7 @@ from gracectl.errors import Interrupted
 SIGNALS = {signal.SIGINT: ("interrupted (SIGINT)", 130), signal.SIGTERM: ("terminated (SIGTERM)", 143),
            signal.SIGHUP: ("hung up (SIGHUP)", 129)}
 _depth = 0
+_held = 0  # how much of _depth is hold()s: ended by resume() (or by restore() at the CLI's end)
 _noted: list[int] = []
 
 
@@ -35,11 +36,11 @@ def install() -> dict:
 
 def restore(previous: dict) -> None:
     """The handlers `install` replaced back (a CLI run inside another program, e.g. a test, leaves no trace)."""
-    global _depth
+    global _depth, _held
     for signum, handler in previous.items():
         if handler is not _handler:
             signal.signal(signum, handler)
-    _depth = 0
+    _depth = _held = 0
     _noted.clear()
 
 
@@ -60,9 +61,23 @@ def deferred():
 def hold() -> None:
     """From here on, note signals instead of raising them: the operation's outcome is decided and only its
     report remains (the CLI says a late signal as a warning)."""
-    global _depth
+    global _depth, _held
     if threading.current_thread() is threading.main_thread():
         _depth += 1
+        _held += 1
+
+
+def resume() -> None:
+    """Before the next operation of a run of several in one process (the rehearsal's stages): the holds of the
+    operations before end, and a signal noted meanwhile is raised now, before new work starts."""
+    global _depth, _held
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _depth -= _held
+    _held = 0
+    noted = take()
+    if noted:
+        raise noted
 
 
 def take() -> Interrupted | None:

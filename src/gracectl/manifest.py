@@ -204,9 +204,6 @@ class BuildSettings(_Strict):
     cmake_build_type: Literal["Release", "RelWithDebInfo", "Debug"] = "Release"
 
 
-RUNTIME_EXTRA_KINDS = ("pip", "apt", "build", "download")
-
-
 class RuntimeExtra(_Strict):
     """One thing vLLM's own final image installs (read from the release's docker/Dockerfile by `gracectl release
     new`), and what THIS image does about it: exactly one of `install` (from the site's mirrors: a pip

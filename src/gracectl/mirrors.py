@@ -51,9 +51,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
+from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gracectl.errors import UsageError
+
+
+def project_name(requirement: str) -> str:
+    """The PEP 503 project name a pip requirement ("runai-model-streamer[s3]>=0.15") installs."""
+    return canonicalize_name(re.split(r"[\[<>=!~; ]", requirement, 1)[0])
 
 
 class Mirror(BaseModel):
@@ -103,8 +109,7 @@ class Mirror(BaseModel):
     def python_package(self, requirement: str) -> str:
         """The pip requirement to install for `requirement` (by its project name); "" where the mirror's index has
         no such project (a stand-in site)."""
-        name = re.split(r"[\[<>=!~; ]", requirement, 1)[0]
-        return self.python_packages.get(re.sub(r"[-_.]+", "-", name).lower(), requirement)
+        return self.python_packages.get(project_name(requirement), requirement)
 
     def git_rewrite_arg(self) -> str:
         """The GIT_URL_REWRITE build argument: "FROM=TO FROM=TO"."""

@@ -117,17 +117,18 @@ def get_records(repo_ref: str | ImageRef, digest: str, kind: str, *,
         try:
             found = registry.read_artifact(ref.repository, entry["digest"])
         except DamagedArtifact:
-            found = (None, {}, b"")  # said below, like any damaged record
+            found = (None, {"subject": {"digest": digest}}, b"")  # said below, like any damaged record
         if found is None:
             continue  # deleted by a registry clean-up: the index is only a list of pointers
         _, manifest, payload = found
-        if manifest and (manifest.get("subject") or {}).get("digest") != digest:
+        subject = manifest.get("subject") or {}
+        if isinstance(subject, dict) and subject.get("digest") != digest:
             raise RegistryError(f"{ref.repo}:{tag} lists {entry['digest']}, a record of another image")
         try:
             record = json.loads(payload)
         except ValueError:
             record = None
-        if not isinstance(record, dict) or record.get("digest", digest) != digest:
+        if not isinstance(subject, dict) or not isinstance(record, dict) or record.get("digest", digest) != digest:
             # A damaged record counts for nothing (a gate then sees no passing record); it is said, not fatal.
             print(f"warning: {ref.repo}@{entry['digest'][:19]} ({kind} record of {digest[:19]}) is damaged or "
                   "names another image: ignored", file=sys.stderr)

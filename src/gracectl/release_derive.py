@@ -22,7 +22,6 @@ from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfil
     requirement_pins
 from gracectl.upstream_final_stage import FinalInstall, final_stage_installs
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TRITON_REPO = "https://github.com/triton-lang/triton.git"
 TRITON_KERNELS_SUBDIR = "python/triton_kernels"
 PYTORCH_INDEX = "https://download.pytorch.org/whl/cu{cu}"

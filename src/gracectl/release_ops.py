@@ -49,6 +49,7 @@ from gracectl.records import get_records, utc_now
 from gracectl.release_history import (
     COMPANION_LEN,
     DAMAGED_SUFFIX,
+    MOVES,
     DamagedHistory,
     Entry,
     append,
@@ -116,11 +117,11 @@ def _apply(registry: Registry, repository: str, tag: str, entry: Entry, lock: Ta
     lock.check()  # fencing: a holder whose lock was taken over writes nothing more
     try:
         registry.tag_digest(repository, entry.to, tag)
-    except BaseException as exc:
+        interrupts.hold()  # the tag moved: from here no signal can make gracectl report otherwise
+    except BaseException as exc:  # (one that arrived before the hold is read back like any other)
         with interrupts.deferred():  # a second Ctrl-C must not cut the read-back or the record short
             return _after_failed_write(registry, repository, tag, entry, lock, exc)
     entry.status = "done"
-    interrupts.hold()  # the tag moved: from here no signal can make gracectl report otherwise
     _record(registry, repository, tag, entry, lock)
     return entry
 
@@ -250,9 +251,7 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
     if current_digest == candidate:
         return None
     findings = gates(registry, ref, candidate, current_digest, max_regression, floors)
-    if findings and not force:
-        raise PromotionRefusedError(f"refusing to promote {ref} to {tag}: " + "; ".join(findings)
-                                    + " (override: --force --reason TEXT)")
+    _refuse_unless_forced(f"promote {ref} to {tag}", findings, force)
     entry = Entry("promote", candidate, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
                   forced=bool(findings) and force, source=str(ref), gate=findings)
     with _nothing_moved_if_interrupted(tag), TagLock(registry, ref.repository, tag) as lock:
@@ -285,9 +284,7 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
         check_image(registry, ref, explicit)
         current = registry.head_manifest(ref.repository, tag)
         findings = gates(registry, ref, explicit, current.digest if current else None, max_regression)
-        if findings and not force:
-            raise PromotionRefusedError(f"refusing to roll {tag} back to {named}: " + "; ".join(findings)
-                                        + " (override: --force --reason TEXT)")
+        _refuse_unless_forced(f"roll {tag} back to {named}", findings, force)
     with _nothing_moved_if_interrupted(tag), TagLock(registry, ref.repository, tag) as lock:
         # Decided under the lock, from the settled history, so no concurrent move can slip in between.
         current = registry.head_manifest(ref.repository, tag)
@@ -308,9 +305,7 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
             check_image(registry, ref, last.from_, f"the history's previous digest {short(last.from_)} of {tag}")
             dest, undoes = last.from_, last.id
             findings = signature_findings(registry, ref, dest)  # an image the site did not sign never returns
-            if findings and not force:
-                raise PromotionRefusedError(f"refusing to roll {tag} back to {short(dest)}: " + "; ".join(findings)
-                                            + " (override: --force --reason TEXT)")
+            _refuse_unless_forced(f"roll {tag} back to {short(dest)}", findings, force)
         if dest == current_digest:
             return None
         entry = Entry("rollback", dest, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
@@ -334,11 +329,16 @@ def history_report(target: str, *, access: RegistryAccess | None = None) -> tupl
     current = registry.head_manifest(ref.repository, ref.tag)
     digest = current.digest if current else None
     entries = settle(load(registry, ref.repository, ref.tag), digest)
-    done = [e for e in entries if e.status == "done" and e.action in ("promote", "rollback")]
+    done = [e for e in entries if e.status == "done" and e.action in MOVES]
     if done and done[-1].to != digest:
         return entries, (f"{ref.tag} points at {short(digest)}, but its last recorded move put it at "
                          f"{short(done[-1].to)}: moved outside gracectl? (roll back with --to DIGEST)")
     return entries, ""
+
+
+def _refuse_unless_forced(what: str, findings: list[str], force: bool) -> None:
+    if findings and not force:
+        raise PromotionRefusedError(f"refusing to {what}: {'; '.join(findings)} (override: --force --reason TEXT)")
 
 
 def repair_history(target: str, *, reason: str, access: RegistryAccess | None = None) -> Entry | None:
@@ -349,21 +349,22 @@ def repair_history(target: str, *, reason: str, access: RegistryAccess | None = 
     if not control_free(reason, "--reason").strip():
         raise UsageError("history --repair needs --reason TEXT: it is recorded in the repaired history")
     registry = open_registry(ref, access)
-    with _nothing_moved_if_interrupted(ref.tag), TagLock(registry, ref.repository, ref.tag):
+    with _nothing_moved_if_interrupted(ref.tag), TagLock(registry, ref.repository, ref.tag) as lock:
         try:
             load(registry, ref.repository, ref.tag)
             return None
         except DamagedHistory:
             pass
+        lock.check()
         damaged, kept = set_aside_document(registry, ref.repository, ref.tag)
         for old in kept:  # carried over as entries of their own, in their order
-            append(registry, ref.repository, ref.tag, old)
+            append(registry, ref.repository, ref.tag, old, lock.check)
         current = registry.head_manifest(ref.repository, ref.tag)
         digest = current.digest if current else None
         entry = Entry("repair", digest or "", digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
                       source=f"damaged history kept as {ref.tag}{DAMAGED_SUFFIX} ({short(damaged or None)}); "
                              f"{len(kept)} entries carried over", status="done")
-        append(registry, ref.repository, ref.tag, entry)
+        append(registry, ref.repository, ref.tag, entry, lock.check)
         interrupts.hold()
         return entry
 

@@ -32,7 +32,8 @@ from gracectl.adapters.package_index import PackageIndex, cache_key, default_cac
 from gracectl.errors import CommandFailedError, ReleaseCheckError, UpstreamError, UsageError
 from gracectl.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
 from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
-from gracectl.release_derive import NOT_REVIEWED, REPO_ROOT, UBUNTU_GLIBC, Choices, Derived, derive
+from gracectl.plan import REPO_ROOT
+from gracectl.release_derive import NOT_REVIEWED, UBUNTU_GLIBC, Choices, Derived, derive
 
 CONTRACT_MODULE = REPO_ROOT / "smoke_tests" / "triton_kernels_contract.py"
 JENKINSFILE = REPO_ROOT / "Jenkinsfile"

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from gracectl.errors import UpstreamError
 from gracectl.upstream import _line_of, docker_args
 
@@ -63,9 +65,7 @@ def _instructions(lines: list[str], first: int, last: int):
             n += 1
             nxt = lines[n - 1]
             if nxt.lstrip().startswith("#"):
-                parts[-1] = parts[-1]  # a comment inside a continuation: dropped
-                parts.append("\\")
-                continue
+                continue  # a comment inside a continuation: dropped (the line before still continues)
             parts.append(nxt)
         heredoc = re.search(r"<<-?'?(\w+)'?", parts[0])
         if heredoc and parts[0].split(None, 1)[0].upper() == "RUN":
@@ -221,9 +221,7 @@ def final_stage_installs(sdist: Path) -> list[FinalInstall]:
                 if word in _PIP_OPTIONS_WITH_VALUE:
                     skip = True
                     continue
-                if word.startswith("-") and word not in ("-r", "--requirement"):
-                    continue
-                if word in ("-r", "--requirement"):
+                if word.startswith("-"):  # an option (-r's file comes next, as the .txt below)
                     continue
                 spec = _expand(word.strip('"').strip("'"), local)
                 if spec.startswith("$"):
@@ -240,7 +238,7 @@ def final_stage_installs(sdist: Path) -> list[FinalInstall]:
                 else:
                     req = re.match(r"^([A-Za-z0-9_.-]+)", spec)
                     if req:
-                        add(FinalInstall(re.sub(r"[-_.]+", "-", req.group(1)).lower(), "pip", spec, origin))
+                        add(FinalInstall(canonicalize_name(req.group(1)), "pip", spec, origin))
             if "install_gdrcopy.sh" in body:
                 add(FinalInstall("gdrcopy", "download", "tools/install_gdrcopy.sh", origin,
                                  _gdrcopy_details(sdist, local, origin)))

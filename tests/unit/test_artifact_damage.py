@@ -83,3 +83,38 @@ def test_an_entry_whose_digests_are_not_digests_is_damage(bad):
     for field in ("to", "from"):
         with pytest.raises(ValueError):
             Entry.from_dict({**good, field: bad})
+
+
+class LaxRecordStore:
+    """A registry that holds whatever manifest it is given (docker-registry refuses a malformed `subject`, other
+    registries may not): one record index listing one record artifact."""
+
+    host = "lax.example"
+
+    def __init__(self, manifest, payload: bytes):
+        self.manifest, self.payload = manifest, payload
+
+    def get_manifest(self, repository, reference):
+        return json.dumps({"manifests": [{"digest": "sha256:" + "e" * 64}]}).encode(), None
+
+    def referrers(self, repository, digest, artifact_type):
+        return None
+
+    def read_artifact(self, repository, reference):
+        return None, self.manifest, self.payload
+
+
+@settings(max_examples=200)
+@given(subject=json_values, payload=json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=20))
+def test_any_record_artifact_is_a_record_a_warning_or_a_one_line_refusal(subject, payload):
+    from gracectl.errors import RegistryError
+    from gracectl.records import get_records
+
+    digest = "sha256:" + "d" * 64
+    try:
+        found = get_records(f"lax.example/{REPO}", digest, "smoke",
+                            registry=LaxRecordStore({"subject": subject}, payload))
+    except RegistryError as e:
+        assert "\n" not in str(e) and "another image" in str(e)
+    else:
+        assert all(isinstance(r, dict) and r.get("digest", digest) == digest for r in found)

@@ -39,3 +39,20 @@ def test_inside_a_deferred_block_a_signal_is_noted_then_taken_once(installed):
     taken = interrupts.take()
     assert isinstance(taken, Interrupted) and taken.exit_code == 143 and "SIGTERM" in str(taken)
     assert interrupts.take() is None
+
+
+def test_after_an_operation_held_its_outcome_the_next_one_is_interruptible_again(installed):
+    """The rehearsal runs several promotions in one process: a signal noted while one finished stops the run at
+    the next step (resume), and after it signals raise again."""
+    interrupts.hold()  # a promotion moved its tag
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):
+        pass  # noted, not raised: the outcome is being reported
+    with pytest.raises(Interrupted) as caught:
+        interrupts.resume()
+    assert caught.value.exit_code == 143
+    interrupts.resume()  # nothing noted: goes on
+    with pytest.raises(Interrupted):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass

@@ -11,10 +11,10 @@ every release manifest mapped to its place on the test bed, for one of two stack
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from gracectl.manifest import load_release, release_names
+from gracectl.mirrors import project_name
 from gracectl.testbed.base_images import PYTHON_VERSION
 from gracectl.testbed.standins import REAL_TRITON_PATH, STANDIN_REPOS
 from gracectl.testbed.state import State
@@ -45,7 +45,7 @@ def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
             if extra.install and extra.url:
                 downloads[extra.url] = ""  # gdrcopy: NVIDIA's redist is not reachable from here
             if extra.install and extra.kind == "pip" and stack == STANDIN:  # the stand-in index serves a fixed set
-                python_packages[re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", extra.install, 1)[0]).lower()] = ""
+                python_packages[project_name(extra.install)] = ""
         for src in m.sources.pinned().values():
             if src.repo not in STANDIN_REPOS:
                 # No stand-in (a later release's DeepSelect, ...): left unmapped, so the test bed builds such a

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gracectl import pipeline, release_trust, sbom
+from gracectl import interrupts, pipeline, release_trust, sbom
 from gracectl.adapters import docker, proc, signing
 from gracectl.adapters.signing import SigningKey
 from gracectl.adapters.registry import Registry
@@ -219,6 +219,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
             on_row(row)
 
     def check(label: str, what: str, fn) -> None:
+        interrupts.resume()
         start = time.monotonic()
         try:
             found = fn()
@@ -243,6 +244,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
         wd = workdir / label.split(" (")[0].replace(" ", "-")
         access = dataclasses.replace(params.registry_access(), trust_key=trust_key)
         for stage in pipeline.stages_for(params):
+            interrupts.resume()  # a signal noted while the stage before finished its promotion stops the run here
             start = time.monotonic()
             try:
                 record = pipeline.run_stage(stage.name, params, wd, access, site_key)
