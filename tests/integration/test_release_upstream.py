@@ -46,9 +46,23 @@ def releases_copy(tmp_path) -> Path:
     return dest
 
 
-def test_every_shipped_manifest_is_what_its_release_says(bed):
-    """The CI gate: every manifest in releases/, re-derived from upstream (pins, pairing, resolution)."""
-    done = gracectl(bed, "release", "check", "--mirror", str(bed.mirror_for(REAL)))
+def offline(bed, *args: str, releases: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`release check ... --offline` through the same mirror as `checked_online`, so from the cache it filled
+    (the cache is per index: PyPI's own and the test bed's proxy are two)."""
+    return gracectl(bed, "release", "check", *args, "--offline", "--mirror", str(bed.mirror_for(REAL)),
+                    releases=releases)
+
+
+@pytest.fixture(scope="module")
+def checked_online(bed) -> subprocess.CompletedProcess[str]:
+    """The CI gate, run once: every manifest in releases/ re-derived from upstream (pins, pairing, resolution)
+    through the test bed's PyPI proxy. It fills the upstream cache the --offline checks read (a fresh machine
+    has nothing else there)."""
+    return gracectl(bed, "release", "check", "--mirror", str(bed.mirror_for(REAL)))
+
+
+def test_every_shipped_manifest_is_what_its_release_says(checked_online):
+    done = checked_online
     assert done.returncode == 0, done.stdout + done.stderr
     for name in release_names():
         assert re.search(rf"^{re.escape(name)}: \d+ checks, 0 failed$", done.stdout, re.M), name
@@ -56,12 +70,11 @@ def test_every_shipped_manifest_is_what_its_release_says(bed):
     assert done.stdout.count("ok       resolve") == len(release_names())
 
 
-def test_a_planted_drift_fails_naming_the_pin_and_its_origin(bed, releases_copy):
+def test_a_planted_drift_fails_naming_the_pin_and_its_origin(bed, checked_online, releases_copy):
     path = releases_copy / "v0.25.0-tfa.toml"
     path.write_text(path.read_text().replace('ref = "a6ec2ba7bd0a7dff98b3f4d3e6b52b159c48d78b"',
                                              'ref = "' + "0" * 40 + '"'))
-    done = gracectl(bed, "release", "check", "v0.25.0-tfa", "v0.25.0", "--no-resolve", "--offline",
-                    releases=releases_copy)
+    done = offline(bed, "v0.25.0-tfa", "v0.25.0", "--no-resolve", releases=releases_copy)
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
     drift = [line for line in done.stdout.splitlines() if "DRIFT" in line]
     # The fallback extends the tfa manifest: both carry the planted pin.
@@ -77,10 +90,9 @@ def stale_tree(bed, tmp_path: Path) -> Path:
     return contract_module().make_stale_copy(tree, tmp_path / "stale") / "triton_kernels"
 
 
-def test_a_known_bad_pairing_is_refused_before_any_build_with_the_missing_names(bed, tmp_path):
+def test_a_known_bad_pairing_is_refused_before_any_build_with_the_missing_names(bed, checked_online, tmp_path):
     stale = stale_tree(bed, tmp_path)
-    done = gracectl(bed, "release", "check", "v0.19.0-tfa", "--no-resolve", "--offline",
-                    "--triton-kernels-tree", f"v3.6.0={stale}")
+    done = offline(bed, "v0.19.0-tfa", "--no-resolve", "--triton-kernels-tree", f"v3.6.0={stale}")
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
     line = next(line for line in done.stdout.splitlines() if "pairing.site-packages" in line)
     assert line.lstrip().startswith("FAIL") and "triton_kernels.tensor.SparseMatrix" in line
@@ -173,8 +185,8 @@ def test_release_new_writes_what_is_committed(bed, releases_copy):
         assert written == (releases_dir() / f"{name}.toml").read_text(), name
 
 
-def test_offline_check_needs_only_the_cache(bed):
-    done = gracectl(bed, "release", "check", "v0.19.0", "--offline", "--mirror", str(bed.mirror_for(REAL)))
+def test_offline_check_needs_only_the_cache(bed, checked_online):
+    done = offline(bed, "v0.19.0")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "skipped  resolve" in done.stdout and "offline" in done.stdout
 
@@ -199,12 +211,12 @@ def test_every_install_of_upstreams_final_image_is_installed_or_excluded_with_a_
     assert m.runtime_extras["deepep"].ref == "73b6ea4" and m.runtime_extras["deepep"].nvshmem == "3.3.24"
 
 
-def test_an_upstream_install_the_manifest_drops_fails_release_check(bed, releases_copy):
+def test_an_upstream_install_the_manifest_drops_fails_release_check(bed, checked_online, releases_copy):
     path = releases_copy / "v0.19.0-tfa.toml"
     text = path.read_text()
     block = text[text.index("[runtime_extras.timm]"):]
     path.write_text(text.replace(block[:block.index("\n\n") + 2], ""))
-    done = gracectl(bed, "release", "check", "v0.19.0-tfa", "--no-resolve", "--offline", releases=releases_copy)
+    done = offline(bed, "v0.19.0-tfa", "--no-resolve", releases=releases_copy)
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
     drift = [line for line in done.stdout.splitlines() if "DRIFT" in line]
     assert len(drift) == 1 and "runtime_extras.timm" in drift[0], drift
