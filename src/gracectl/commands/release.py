@@ -68,7 +68,8 @@ def publish_cmd(
     attach: Annotated[Optional[list[Path]], typer.Option(
         "--attach", help="record JSON to store with the pushed digest (smoke-record.json); repeatable")] = None,
     as_json: JsonOpt = False,
-    access: RegistryAccess = RegistryAccess(),
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Push a local image under an immutable tag; print its manifest digest."""
     records = []
@@ -97,7 +98,8 @@ def promote_cmd(
         "--floor", help=f"FIGURE=VALUE: the candidate's MoE bench rows must reach it ({' or '.join(GATE_FIGURES)}; "
         "e.g. ratio_vs_hbm_peak=0.1 for decode sizes); repeatable")] = None,
     as_json: JsonOpt = False,
-    access: RegistryAccess = RegistryAccess(),
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Move TAG to the image's digest: only with a passing smoke record and no benchmark regression."""
     floors = {}
@@ -124,7 +126,8 @@ def rollback_cmd(
     force: ForceOpt = False,
     max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
     as_json: JsonOpt = False,
-    access: RegistryAccess = RegistryAccess(),
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Move TAG back to the digest it held before its last promotion (or --to, through the same gates
     as a promotion)."""
@@ -141,7 +144,8 @@ def history_cmd(
     repair: Annotated[bool, typer.Option("--repair", help="start a damaged history anew (needs --reason; the "
                                          "damaged one is kept as TAG.gracectl-damaged)")] = False,
     reason: ReasonOpt = "",
-    access: RegistryAccess = RegistryAccess(),
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Every promotion, rollback and unlock of TAG, oldest first (--repair: a damaged history started anew)."""
     if repair:
@@ -169,7 +173,8 @@ def history_cmd(
 def unlock_cmd(
     target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG whose lock to release")],
     reason: ReasonOpt = "",
-    access: RegistryAccess = RegistryAccess(),
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Release a tag's lock held by a dead process on another host (shows the holder; recorded)."""
     holder, _ = unlock(target, reason=reason, access=access)
@@ -182,7 +187,8 @@ def unlock_cmd(
 def records_cmd(
     image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
     kind: Annotated[str, typer.Option("--kind", help="smoke, bench, build...")] = "smoke",
-    access: RegistryAccess = RegistryAccess(),
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Print the records stored with an image in the registry (JSON list)."""
     ref = ImageRef.parse(image)
@@ -198,7 +204,8 @@ def verify_cmd(
     key: Annotated[Optional[Path], typer.Option("--key", help="the site's public key, cosign.pub (default: "
                                                 "GRACECTL_TRUST_KEY)")] = None,
     as_json: JsonOpt = False,
-    access: RegistryAccess = RegistryAccess(),
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Is the image signed by the site's key, did it pass smoke, and where does it come from (its signed
     provenance)? Exit 0 only when the signature is valid."""
@@ -237,7 +244,8 @@ def keygen_cmd(
 @registry_options()
 def sign_cmd(
     image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
-    access: RegistryAccess = RegistryAccess(),
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Add the site key's signature to an image (key rotation: re-sign the images in service). The key and its
     passphrase come as files: GRACECTL_SIGNING_KEY and GRACECTL_SIGNING_PASSPHRASE_FILE."""
