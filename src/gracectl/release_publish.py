@@ -77,7 +77,7 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None
         digest, already = existing.digest, True
     else:
         digest = (docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
-                  else skopeo_copy(source, ref, access))
+                  else skopeo_copy(source, ref, registry))
         already = False
     foreign = [r for r in attach if r.get("digest") not in (None, "", digest)]
     if foreign:  # never relabel another image's record as this one's

@@ -9,6 +9,7 @@ import json
 import os
 
 from gracectl.adapters import proc
+from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_auth import docker_config_json, login_hint
 from gracectl.adapters.registry_tls import skopeo_cert_dir, go_tls_error
@@ -43,21 +44,22 @@ def memory_file(name: str, content: bytes = b""):
         os.close(fd)
 
 
-def skopeo_copy(source: str, dest: ImageRef, access: RegistryAccess) -> str:
-    """Copy `source` (a skopeo transport ref, see transport_ref) to `dest`; returns the pushed manifest digest.
+def skopeo_copy(source: str, dest: ImageRef, registry: Registry) -> str:
+    """Copy `source` (a skopeo transport ref, see transport_ref) to `dest` on `registry` (its credentials and TLS,
+    already worked out); returns the pushed manifest digest.
 
     The credentials reach skopeo as a docker-config authfile in memory (never --creds, which shows in `ps`,
     and never a file on disk), and its digest comes back the same way: nothing to clean up after a kill.
     """
     target = f"docker://{dest}"
-    credentials = access.credentials_for(dest.registry)
+    credentials = registry.credentials
     auth_json = docker_config_json(dest.registry, credentials) if credentials else b""
     with memory_file("gracectl-auth", auth_json) as auth_fd, memory_file("gracectl-digest") as digest_fd, \
-            skopeo_cert_dir(access.tls(dest.registry), "dest-cert-dir") as dest_tls:
+            skopeo_cert_dir(registry.tls, "dest-cert-dir") as dest_tls:
         auth = ["--authfile", f"/dev/fd/{auth_fd}"] if credentials else []
         secrets = [credentials.password] if credentials else []
         try:
-            proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source, access), *dest_tls,
+            proc.run(["skopeo", "copy", *auth, *_tls_flags("src-tls-verify", source, registry.access), *dest_tls,
                       "--digestfile", f"/dev/fd/{digest_fd}", source, target],
                      secrets=secrets, pass_fds=(auth_fd, digest_fd))
         except CommandFailedError as e:
