@@ -46,19 +46,30 @@ def releases_copy(tmp_path) -> Path:
     return dest
 
 
-def offline(bed, *args: str, releases: Path | None = None) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def mirror(bed, tmp_path_factory) -> str:
+    """The test bed's real-stack mirror (its git mirrors of Triton, FlashMLA, ...) with the Python indexes
+    pointed at PyPI itself, not at the test bed's caching proxy: uv then reads wheel metadata with range requests
+    (~50 MB), where the proxy (no PEP 658 files, no ranges) fetches and keeps every wheel whole: ~8 GB of CUDA
+    wheels for 0.25/0.34 on a fresh machine, measured. The builds keep using the proxy."""
+    proxy = r'= "http://127\.0\.0\.1:\d+/index"'
+    text = re.sub(proxy, '= "https://pypi.org/simple"', bed.mirror_for(REAL).read_text())
+    path = tmp_path_factory.mktemp("mirror") / "mirror-pypi.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def offline(bed, mirror: str, *args: str, releases: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`release check ... --offline` through the same mirror as `checked_online`, so from the cache it filled
-    (the cache is per index: PyPI's own and the test bed's proxy are two)."""
-    return gracectl(bed, "release", "check", *args, "--offline", "--mirror", str(bed.mirror_for(REAL)),
-                    releases=releases)
+    (the cache is per index)."""
+    return gracectl(bed, "release", "check", *args, "--offline", "--mirror", mirror, releases=releases)
 
 
 @pytest.fixture(scope="module")
-def checked_online(bed) -> subprocess.CompletedProcess[str]:
-    """The CI gate, run once: every manifest in releases/ re-derived from upstream (pins, pairing, resolution)
-    through the test bed's PyPI proxy. It fills the upstream cache the --offline checks read (a fresh machine
-    has nothing else there)."""
-    return gracectl(bed, "release", "check", "--mirror", str(bed.mirror_for(REAL)))
+def checked_online(bed, mirror) -> subprocess.CompletedProcess[str]:
+    """The CI gate, run once: every manifest in releases/ re-derived from upstream (pins, pairing, resolution).
+    It fills the upstream cache the --offline checks read (a fresh machine has nothing else there)."""
+    return gracectl(bed, "release", "check", "--mirror", mirror)
 
 
 def test_every_shipped_manifest_is_what_its_release_says(checked_online):
@@ -70,11 +81,11 @@ def test_every_shipped_manifest_is_what_its_release_says(checked_online):
     assert done.stdout.count("ok       resolve") == len(release_names())
 
 
-def test_a_planted_drift_fails_naming_the_pin_and_its_origin(bed, checked_online, releases_copy):
+def test_a_planted_drift_fails_naming_the_pin_and_its_origin(bed, mirror, checked_online, releases_copy):
     path = releases_copy / "v0.25.0-tfa.toml"
     path.write_text(path.read_text().replace('ref = "a6ec2ba7bd0a7dff98b3f4d3e6b52b159c48d78b"',
                                              'ref = "' + "0" * 40 + '"'))
-    done = offline(bed, "v0.25.0-tfa", "v0.25.0", "--no-resolve", releases=releases_copy)
+    done = offline(bed, mirror, "v0.25.0-tfa", "v0.25.0", "--no-resolve", releases=releases_copy)
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
     drift = [line for line in done.stdout.splitlines() if "DRIFT" in line]
     # The fallback extends the tfa manifest: both carry the planted pin.
@@ -90,9 +101,10 @@ def stale_tree(bed, tmp_path: Path) -> Path:
     return contract_module().make_stale_copy(tree, tmp_path / "stale") / "triton_kernels"
 
 
-def test_a_known_bad_pairing_is_refused_before_any_build_with_the_missing_names(bed, checked_online, tmp_path):
+def test_a_known_bad_pairing_is_refused_before_any_build_with_the_missing_names(bed, mirror, checked_online,
+                                                                               tmp_path):
     stale = stale_tree(bed, tmp_path)
-    done = offline(bed, "v0.19.0-tfa", "--no-resolve", "--triton-kernels-tree", f"v3.6.0={stale}")
+    done = offline(bed, mirror, "v0.19.0-tfa", "--no-resolve", "--triton-kernels-tree", f"v3.6.0={stale}")
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
     line = next(line for line in done.stdout.splitlines() if "pairing.site-packages" in line)
     assert line.lstrip().startswith("FAIL") and "triton_kernels.tensor.SparseMatrix" in line
@@ -153,8 +165,8 @@ def _value(data: dict, path: str):
     return data
 
 
-def test_release_new_0_34_0_refuses_what_cannot_build_and_writes_nothing(bed, releases_copy):
-    done = gracectl(bed, "release", "new", "0.34.0", "--mirror", str(bed.mirror_for(REAL)), releases=releases_copy)
+def test_release_new_0_34_0_refuses_what_cannot_build_and_writes_nothing(bed, mirror, releases_copy):
+    done = gracectl(bed, "release", "new", "0.34.0", "--mirror", mirror, releases=releases_copy)
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
     assert "no version of flashinfer-python==0.7.3" in done.stdout
     assert "--override NAME==VERSION" in done.stdout
@@ -162,7 +174,7 @@ def test_release_new_0_34_0_refuses_what_cannot_build_and_writes_nothing(bed, re
     # The documented way out resolves; the tfa's triton_kernels v3.8.0 (the Triton 3.8 that torch 2.14 brings)
     # is in no wheel, so the test bed's mirror cannot serve it: refused, naming the way to give it.
     done = gracectl(bed, "release", "new", "0.34.0", "--override", "flashinfer-python==0.7.4", "--reason",
-                    "the index lacks 0.7.3", "--mirror", str(bed.mirror_for(REAL)), "--print",
+                    "the index lacks 0.7.3", "--mirror", mirror, "--print",
                     releases=releases_copy)
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
     # The override resolves; what then does not is a runtime extra of 0.34.0's own final image (its
@@ -174,19 +186,19 @@ def test_release_new_0_34_0_refuses_what_cannot_build_and_writes_nothing(bed, re
     assert not list(releases_copy.glob("v0.34.0*"))
 
 
-def test_release_new_writes_what_is_committed(bed, releases_copy):
+def test_release_new_writes_what_is_committed(bed, mirror, releases_copy):
     """`release new 0.25.0` from scratch gives exactly the committed manifests (the ones CI builds)."""
     for name in ("v0.25.0-tfa", "v0.25.0"):
         (releases_copy / f"{name}.toml").unlink()
-    done = gracectl(bed, "release", "new", "0.25.0", "--mirror", str(bed.mirror_for(REAL)), releases=releases_copy)
+    done = gracectl(bed, "release", "new", "0.25.0", "--mirror", mirror, releases=releases_copy)
     assert done.returncode == 0, done.stdout + done.stderr
     for name in ("v0.25.0-tfa", "v0.25.0"):
         written = (releases_copy / f"{name}.toml").read_text()
         assert written == (releases_dir() / f"{name}.toml").read_text(), name
 
 
-def test_offline_check_needs_only_the_cache(bed, checked_online):
-    done = offline(bed, "v0.19.0")
+def test_offline_check_needs_only_the_cache(bed, mirror, checked_online):
+    done = offline(bed, mirror, "v0.19.0")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "skipped  resolve" in done.stdout and "offline" in done.stdout
 
@@ -211,12 +223,12 @@ def test_every_install_of_upstreams_final_image_is_installed_or_excluded_with_a_
     assert m.runtime_extras["deepep"].ref == "73b6ea4" and m.runtime_extras["deepep"].nvshmem == "3.3.24"
 
 
-def test_an_upstream_install_the_manifest_drops_fails_release_check(bed, checked_online, releases_copy):
+def test_an_upstream_install_the_manifest_drops_fails_release_check(bed, mirror, checked_online, releases_copy):
     path = releases_copy / "v0.19.0-tfa.toml"
     text = path.read_text()
     block = text[text.index("[runtime_extras.timm]"):]
     path.write_text(text.replace(block[:block.index("\n\n") + 2], ""))
-    done = offline(bed, "v0.19.0-tfa", "--no-resolve", releases=releases_copy)
+    done = offline(bed, mirror, "v0.19.0-tfa", "--no-resolve", releases=releases_copy)
     assert done.returncode == ReleaseCheckError.exit_code, done.stdout + done.stderr
     drift = [line for line in done.stdout.splitlines() if "DRIFT" in line]
     assert len(drift) == 1 and "runtime_extras.timm" in drift[0], drift
