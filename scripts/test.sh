@@ -46,7 +46,8 @@ if [ "$unit_only" = 0 ]; then
   gracectl testbed up
   # Unit tests over the real vLLM sdists skip above on a fresh machine: the test bed has fetched them now.
   echo "== unit tests that read the test bed's upstream cache"
-  python -m pytest tests/unit/test_runtime_extras.py tests/unit/test_tk_contract.py -q -p no:cacheprovider -rs
+  python -m pytest tests/unit/test_runtime_extras.py tests/unit/test_tk_contract.py tests/unit/test_upstream_build.py \
+    -q -p no:cacheprovider -rs
   echo "== integration tests"
   python -m pytest tests/integration -q -p no:cacheprovider -m "integration and not real_stack" --durations=15
 fi

@@ -236,6 +236,43 @@ class RuntimeExtra(_Strict):
         return "installed" if self.install else "covered" if self.covered else "excluded"
 
 
+class Recipe(_Strict):
+    """How upstream's own image build makes vLLM, as this release's docker/Dockerfile does it (gracectl.upstream_build
+    reads it; `release check` compares): the files the wheel build installs and runs, the Rust build's toolchain
+    and what it hands the wheel, the native files the official wheel holds (check-wheel asserts them in source
+    mode), the forced reinstalls after the install, the NCCL pins."""
+
+    build_requirements: list[Annotated[str, Field(pattern=r"^requirements/[A-Za-z0-9_./-]+\.txt$")]] = []
+    use_existing_torch: Annotated[str, Field(pattern=r"^([A-Za-z0-9_-]+/)*use_existing_torch\.py$")] = \
+        "use_existing_torch.py"
+    rust_toolchain: Annotated[str, Field(pattern=r"^(\d+\.\d+(\.\d+)?|stable)?$")] = ""  # "": no Rust build
+    protoc_version: Annotated[str, Field(pattern=r"^(\d+(\.\d+)*)?$")] = ""
+    rust_artifacts: list[Annotated[str, Field(pattern=r"^vllm/[A-Za-z0-9_.*-]+$")]] = []
+    wheel_contents: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_./*-]+$")]] = []
+    reinstall: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = []
+    nccl_apt_suffix: Annotated[str, Field(pattern=r"^(\+cuda\d+\.\d+)?$")] = ""
+    nccl_version: Annotated[str, Field(pattern=r"^(\d+\.\d+\.\d+)?$")] = ""
+    # Upstream's final image fetches FlashInfer's TRTLLM MoE headers at build time (0.19.0 does; 0.25.0 no longer).
+    # Run here only where also the arch list has Blackwell (the headers serve its MoE kernels alone).
+    flashinfer_prefetch: bool = False
+
+
+class BuildStep(_Strict):
+    """One step of upstream's image build (the release file it runs, an ENV of its final image, a post-install
+    fix), and what THIS build does about it: exactly one of `done` (where) or `excluded` (why). A file of the
+    release named in backquotes (`tools/x.sh`) must exist in that release: `release check` holds it."""
+
+    upstream: Annotated[str, Field(min_length=1)]
+    done: str = ""
+    excluded: str = ""
+
+    @model_validator(mode="after")
+    def _one_decision(self) -> BuildStep:
+        if bool(self.done) == bool(self.excluded):
+            raise ValueError("give exactly one of done, excluded")
+        return self
+
+
 class Release(_Strict):
     name: Annotated[str, Field(pattern=TAG_PATTERN)]  # release names follow the tag rule
     description: str = ""
@@ -271,6 +308,10 @@ class Manifest(_Strict):
     # What vLLM's own final image installs beyond vLLM and its requirements, each installed, covered or excluded
     # (RuntimeExtra), by a stable key: the package's name, "deepep", "gdrcopy".
     runtime_extras: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._+-]*$")], RuntimeExtra] = {}
+    # How upstream's build makes vLLM (Recipe), and every step of it, done here or excluded (BuildStep), by its key:
+    # the release file it runs, "env:NAME", "reinstall:PACKAGE", "nccl:apt-pin", "nccl:version".
+    recipe: Recipe = Recipe()
+    build_steps: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.:/*-]*$")], BuildStep] = {}
     # Where each pin came from, by its dotted path: "requirements/cuda.txt:8" (a file of the release's sdist),
     # "torch 2.14.0 metadata: ..." (a package the release pins), "chosen: ..." (a site decision) or
     # "override: ..." (differs from upstream on purpose, with the reason). Written by `gracectl release new`.

@@ -35,6 +35,8 @@ git.internal) and the local test bed (everything on 127.0.0.1). A mirror file is
     [python_packages]                            # a pip requirement of [runtime_extras], by name -> the one
     "timm" = ""                                  # to install; "" = not installed (a STAND-IN index without it)
 
+    vllm_native = false                          # the vLLM repository above is a STAND-IN without native parts:
+                                                 # check-wheel asks no recipe.wheel_contents of its wheel
     [versions]                                   # a pinned Python package version -> the one the mirror has
     "2.10.0+cu129" = "2.10.0"                    # (STAND-IN: PyPI's CPU torch for the CUDA build; the plan
                                                  #  lists each with `versions_reason`)
@@ -79,6 +81,9 @@ class Mirror(BaseModel):
     versions: dict[str, str] = {}
     versions_reason: str = ""
     sources_index: str = ""
+    # False where the vLLM repository the mirror serves is a STAND-IN without native parts (the test bed's): then
+    # check-wheel cannot ask a source build for the official wheel's extensions (recipe.wheel_contents).
+    vllm_native: bool = True
 
     def image(self, ref: str) -> str:
         return self.images.get(ref, ref)

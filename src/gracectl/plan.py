@@ -18,6 +18,11 @@ from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
 from gracectl.plan_extras import extras_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Where the Rust build gets its toolchain (rustup's dist server) and protoc (its GitHub release); a site maps both
+# in its mirror's [downloads].
+RUSTUP_DIST_SERVER = "https://static.rust-lang.org"
+PROTOC_URL = "https://github.com/protocolbuffers/protobuf/releases/download/v{v}/protoc-{v}-linux-{arch}.zip"
+PROTOC_ARCH = {"linux/arm64": "aarch_64", "linux/amd64": "x86_64"}
 DOCKERFILE = REPO_ROOT / "vllm" / "Dockerfile"
 FINAL_STAGE = "vllm-openai"
 IMAGE_SOURCE = "https://github.com/grace-gpu-containers/grace-gpu-containers"
@@ -34,7 +39,8 @@ STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "build-cmake-sources": ("build-base",),
     "build-deepgemm": ("build-base",),
     "build-deepep": ("build-base",),
-    "build-vllm": ("build-base", "build-flash-attn", "build-flashmla", "build-cmake-sources"),
+    "build-rust": ("build-base",),
+    "build-vllm": ("build-base", "build-flash-attn", "build-flashmla", "build-cmake-sources", "build-rust"),
     "vllm-from-source": ("build-vllm",),
     "vllm-from-wheel": ("base",),
     "vllm-choice": ("vllm-from-{vllm_build}",),
@@ -91,6 +97,7 @@ class Plan:
     empty_stages: list[str] = field(default_factory=list)
     # What upstream's final image installs and what this build does about each: "KEY (kind): upstream -> how".
     runtime_extras: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what a site should know before it builds (unproven paths)
 
     def build_command(self, builder: str, *, tags: list[str] | None = None, push: bool = False,
                       registry_cache: bool = False,
@@ -145,8 +152,14 @@ class Plan:
             "unpinned": self.unpinned,
             "standins": self.standins,
             "runtime_extras": self.runtime_extras,
+            "warnings": self.warnings,
             "build_command": [f"{k}={v}" for k, v in env.items()] + cmd,
         }
+
+
+def has_blackwell(arch_list: str) -> bool:
+    """Does the arch list build for Blackwell (10.x, 11.x, 12.x)? FlashInfer's TRTLLM MoE headers serve only it."""
+    return any(a.split(".")[0] in ("10", "11", "12") for a in arch_list.replace("+PTX", "").split())
 
 
 def detect_builder() -> str:
@@ -261,6 +274,22 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "VLLM_VERSION": vllm_version(m, overrides.vllm_ref),
         "VLLM_BUILD": vllm_build,
         "PIP_OVERRIDES": " ".join(m.python.overrides),
+        # [recipe]: how the release's own build makes vLLM (source mode) and fixes its install.
+        "BUILD_REQUIREMENTS": " ".join(m.recipe.build_requirements),
+        "USE_EXISTING_TORCH": m.recipe.use_existing_torch,
+        "RUST_TOOLCHAIN": m.recipe.rust_toolchain,
+        "RUSTUP_DIST_SERVER": mirror.download(RUSTUP_DIST_SERVER) if m.recipe.rust_toolchain else "",
+        "PROTOC_URL": mirror.download(PROTOC_URL.format(v=m.recipe.protoc_version,
+                                                        arch=PROTOC_ARCH[rel.platform]))
+        if m.recipe.protoc_version else "",
+        "RUST_ARTIFACTS": " ".join(m.recipe.rust_artifacts),
+        "WHEEL_CONTENTS": " ".join(m.recipe.wheel_contents) if mirror.vllm_native else "",
+        "REINSTALL_AFTER": " ".join(m.recipe.reinstall),
+        # Only where the mirror's apt sources carry NCCL (the test bed's Debian bases do not: STAND-IN).
+        "NCCL_APT_SUFFIX": m.recipe.nccl_apt_suffix if mirror.package("libnccl-dev") else "",
+        "NCCL_PACKAGE": f"nvidia-nccl-cu{m.cuda.version.split('.')[0]}=={m.recipe.nccl_version}"
+        if m.recipe.nccl_version else "",
+        "FLASHINFER_PREFETCH": "1" if m.recipe.flashinfer_prefetch and has_blackwell(m.build.cuda_arch_list) else "",
         # [runtime_extras]: what vLLM's own final image installs beyond vLLM's requirements (apt packages in the
         # base stage, pip requirements in the final install, DeepEP built against the image's torch, gdrcopy).
         "RUNTIME_APT_PACKAGES": " ".join(extras.apt),
@@ -331,6 +360,14 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
     if not build_args["FLASHINFER_CUBINS_URL"]:
         standins.append(f"flashinfer.cubins_url: {m.flashinfer.cubins_url} (not fetched: {mirror.standin_reason})")
     standins += extras.standins
+    if vllm_build == "source" and m.recipe.wheel_contents and not mirror.vllm_native:
+        standins.append(f"recipe.wheel_contents: not asserted ({len(m.recipe.wheel_contents)} native files of the "
+                        "official wheel; the mirror's vLLM source is a STAND-IN without native parts)")
+    warnings = []
+    if vllm_build == "source":
+        warnings.append(f"vLLM build mode 'source' is UNPROVEN for {rel.name}: CI runs its source path only up to "
+                        "the CUDA compile, on the test bed's stand-in sources; 'wheel' (the official vllm=="
+                        f"{src.vllm.ref.removeprefix('v')} wheel) is the proven default (CLAWMINE.md, build modes)")
     final_stages = stage_closure(stages, FINAL_STAGE)
     empty_stages = [s for s, empty in (("build-deepgemm", not src.deepgemm), ("build-cmake-sources", not src.cmake),
                                        ("build-deepep", not extras.deepep_ref))
@@ -355,6 +392,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         standins=standins,
         empty_stages=empty_stages,
         runtime_extras=extras.lines,
+        warnings=warnings,
     )
 
 

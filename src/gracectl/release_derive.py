@@ -20,6 +20,7 @@ from gracectl.errors import UpstreamError, UsageError
 from gracectl.manifest import Manifest
 from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, fetch_sources, \
     requirement_pins
+from gracectl.upstream_build import BuildStep, build_steps, recipe
 from gracectl.upstream_final_stage import FinalInstall, final_stage_installs
 
 TRITON_REPO = "https://github.com/triton-lang/triton.git"
@@ -45,6 +46,8 @@ EXTRAS_COVERED = {
     "ffmpeg": BASE_STAGE + " (media inputs)", "libsm6": BASE_STAGE + " (media inputs)",
     "libxext6": BASE_STAGE + " (media inputs)", "libgl1": BASE_STAGE + " (media inputs)",
     "ca-certificates": BASE_STAGE,
+    # uv extracts -libs-base over -libs-cu13 inside one transaction (NVIDIA/cutlass#3259): reinstalled after it.
+    "nvidia-cutlass-dsl-libs-cu13": "recipe.reinstall (forced after the one uv transaction, as upstream)",
 }
 EXTRAS_EXCLUDED = {
     "software-properties-common": "upstream adds the deadsnakes PPA with it (add-apt-repository) to get its Python "
@@ -54,10 +57,6 @@ EXTRAS_EXCLUDED = {
     "libibverbs-dev": "the development files (headers, libibverbs.so link); what NCCL and NVSHMEM dlopen at run "
                       "time is the library itself, which the base stage installs (libibverbs1 + ibverbs-providers)",
     "uv": "upstream's installer; this image installs with uv too (UV_VERSION) and removes it after the install",
-    "nvidia-cutlass-dsl-libs-cu13": "upstream's workaround (a forced reinstall after the install, NVIDIA/cutlass#3259) "
-                                    "for uv extracting -libs-base over -libs-cu13; not applied here: this image "
-                                    "installs the stack in one uv transaction. NOT VERIFIED on a GH200 (CUDA 13 "
-                                    "CuTe DSL JIT)",
 }
 # Built and downloaded: what this image installs for them (the stage that makes it).
 EXTRAS_BUILT = {"deepep": "deep_ep", "gdrcopy": "libgdrapi"}
@@ -113,6 +112,96 @@ def cuda_runtime_packages(installs: list[FinalInstall], cuda: str) -> tuple[list
     return [i.key for i in found], found[0].origin
 
 
+# What this build does about each step of upstream's image build (gracectl.upstream_build.build_steps), by key. A file
+# of the release named in backquotes must exist in that release (`release check` holds it: a reason stays true). A
+# key upstream adds that is not here is written "not reviewed", which `release check` fails.
+SOURCE_TREE = "build-vllm builds the wheel from the release's whole tree (source mode)"
+RUST = ("build-rust: the release's Rust toolchain (recipe.rust_toolchain, from `rust-toolchain.toml`) and protoc "
+        "(recipe.protoc_version) build what recipe.rust_artifacts names; build-vllm puts them in the tree and "
+        "check-wheel asserts them (source mode)")
+UV_ENV = ("uv's settings for upstream's own installs; this image removes uv after its install "
+          "(runtime_extras.uv)")
+STEPS_DONE = {
+    "requirements/common.txt": "resolved with the vLLM wheel in the final install (its requirements)",
+    "requirements/cuda.txt": "resolved with the vLLM wheel in the final install (torch.*, flashinfer.version from "
+                             "`requirements/cuda.txt`)",
+    "use_existing_torch.py": "build-vllm runs it (recipe.use_existing_torch): the build keeps build-base's torch",
+    "tools/use_existing_torch.py": "build-vllm runs it (recipe.use_existing_torch): the build keeps build-base's torch",
+    "requirements/build.txt": "build-vllm installs it (recipe.build_requirements)",
+    "requirements/build/cuda.txt": "build-vllm installs it (recipe.build_requirements)",
+    "pyproject.toml": SOURCE_TREE, "setup.py": SOURCE_TREE, "CMakeLists.txt": SOURCE_TREE, "cmake": SOURCE_TREE,
+    "csrc": SOURCE_TREE, "vllm/envs.py": SOURCE_TREE, "vllm/__init__.py": SOURCE_TREE,
+    "rust": RUST, "rust-toolchain.toml": RUST, "build_rust.sh": RUST, "tools/build_rust.sh": RUST,
+    "tools/build_rust.py": RUST, "requirements/build/rust.txt": RUST, "tools/install_protoc.sh": RUST,
+    "tools/install_deepgemm.sh": "build-deepgemm (sources.deepgemm)",
+    "tools/ep_kernels/install_python_libraries.sh": "build-deepep (runtime_extras.deepep)",
+    "tools/install_gdrcopy.sh": "base stage installs libgdrapi (runtime_extras.gdrcopy)",
+    "docker/entrypoints/vllm-nonroot-entrypoint.sh": "the vllm-openai-nonroot target (uid 2000, gid 0)",
+    "reinstall:nvidia-cutlass-dsl-libs-cu13": "vllm-openai: forced reinstall after the one uv transaction "
+                                              "(recipe.reinstall), as upstream",
+    "nccl:apt-pin": "base stage: libnccl2 and libnccl-dev at the newest build for this CUDA "
+                    "(recipe.nccl_apt_suffix)",
+    "nccl:version": "uv override nvidia-nccl-cuNN==recipe.nccl_version in build-deepep and the final install",
+    "env:DEBIAN_FRONTEND": "base stage ENV",
+    "env:VLLM_ENABLE_CUDA_COMPATIBILITY": "vllm-openai ENV, 0 as upstream (CLAWMINE: driver floor)",
+    "env:TORCH_CUDA_ARCH_LIST": "vllm-openai ENV = build.cuda_arch_list (the JIT builds for the arch list built)",
+    "env:VLLM_USAGE_SOURCE": "vllm-openai ENV", "env:LD_LIBRARY_PATH": "vllm-openai ENV",
+}
+STEPS_EXCLUDED = {
+    "env:UV_HTTP_TIMEOUT": UV_ENV, "env:UV_INDEX_STRATEGY": UV_ENV, "env:UV_LINK_MODE": UV_ENV,
+    "env:UV_PYTHON_INSTALL_DIR": UV_ENV, "env:UV_CACHE_DIR": UV_ENV, "env:UV_COMPILE_BYTECODE": UV_ENV,
+    "env:UV_OVERRIDE": "uv's override file for later installs into the image; this image keeps no uv (its NCCL "
+                       "pin is applied in the build: recipe.nccl_version)",
+    ".buildkite/check-wheel-size.py": "upstream's size limit for its PyPI upload (`.buildkite/check-wheel-size.py`); "
+                                      "this wheel is not uploaded: check-wheel asserts its contents instead",
+    "tools/setup_deepgemm_pythons.sh": "builds DeepGEMM's _C for every Python of requires-python so one cp38-abi3 "
+                                       "wheel serves them all (`tools/setup_deepgemm_pythons.sh`); this image has one "
+                                       "Python, the one `cmake/external_projects/deepgemm.cmake` builds for when "
+                                       "DEEPGEMM_PYTHON_INTERPRETERS is unset",
+    "tools/build_deepgemm_C.py": "the per-Python DeepGEMM _C helper of `tools/setup_deepgemm_pythons.sh` (above)",
+    "examples": "sample scripts upstream copies to /vllm-workspace; not part of serving (the CLI and the server "
+                "come from the wheel)",
+    "benchmarks": "benchmark scripts upstream copies to /vllm-workspace; this project's benchmarks run from "
+                  "smoke_tests/ (gracectl bench)",
+    "./vllm/collect_env.py": "the wheel ships the same module (`vllm/collect_env.py`: `vllm collect-env`)",
+    "env:VLLM_BUILD_COMMIT": "upstream's CI identifiers; this image says what it is in image.json and its labels",
+    "env:VLLM_BUILD_PIPELINE": "upstream's CI identifiers; this image says what it is in image.json and its labels",
+    "env:VLLM_BUILD_URL": "upstream's CI identifiers; this image says what it is in image.json and its labels",
+    "env:VLLM_IMAGE_TAG": "upstream's CI identifiers; this image says what it is in image.json and its labels",
+}
+# Native files of the official wheel that a build for build.cuda_arch_list without Blackwell does not make (each
+# gated on 10.x/12.x arches in the release's cmake): check-wheel does not ask for them on a Hopper-only list.
+BLACKWELL_ONLY = {"vllm/_qutlass_C*.so": "cmake/external_projects/qutlass.cmake (QUTLASS_SM100/SM120_ARCHS)"}
+
+
+def steps_entries(steps: list[BuildStep]) -> tuple[dict, dict]:
+    """The manifest's [build_steps] for upstream's build steps, and the provenance of each."""
+    entries, prov = {}, {}
+    for step in steps:
+        entry: dict = {"upstream": step.what}
+        if step.key in STEPS_DONE:
+            entry["done"] = STEPS_DONE[step.key]
+        else:
+            entry["excluded"] = STEPS_EXCLUDED.get(step.key) or (f"{NOT_REVIEWED}: upstream's build runs it "
+                                                                 f"({step.origin}); nothing here does it yet")
+        entries[step.key] = entry
+        prov[f"build_steps.{step.key}.upstream"] = step.origin
+    return dict(sorted(entries.items())), prov
+
+
+def _native(name: str) -> str:
+    """A wheel member as a pattern that any build of it matches (.abi3.so / .cpython-3NN-<arch>.so -> *.so)."""
+    return re.sub(r"\.(abi3|cpython-[^/]+?)\.so$", "*.so", name)
+
+
+def wheel_contents(names: list[str], arch_list: str) -> list[str]:
+    """What check-wheel asks of a source build: the official wheel's native files (extensions, vllm-rs), less
+    those a Hopper-only arch list does not build."""
+    blackwell = any(a.split(".")[0] in ("10", "11", "12") for a in arch_list.replace("+PTX", "").split())
+    found = {_native(n) for n in names if n.startswith("vllm/") and (n.endswith(".so") or n == "vllm/vllm-rs")}
+    return sorted(p for p in found if blackwell or p not in BLACKWELL_ONLY)
+
+
 # The glibc of the base image's Ubuntu: the newest manylinux wheels the image can install.
 UBUNTU_GLIBC = {"20.04": "2_31", "22.04": "2_35", "24.04": "2_39"}
 
@@ -130,7 +219,8 @@ class Choices:
     cuda_arch_list: str = "9.0a"
     max_jobs: int = 66
     nvcc_threads: int = 2
-    vllm_build: str = "source"
+    # "wheel" until a release's source path is proven end to end (issue 28): `plan` warns when a site picks source.
+    vllm_build: str = "wheel"
     triton_kernels_ref: str = ""  # empty: the tag of the Triton the image runs
     triton_kernels_reason: str = ""
     overrides: tuple[tuple[str, str], ...] = ()  # (name==version, reason)
@@ -241,6 +331,31 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
     cuda_packages, cuda_packages_at = cuda_runtime_packages(installs, cuda)
     extras, extras_prov = runtime_extras(installs, args["PYTHON_VERSION"].value, cuda_packages)
     prov.update(extras_prov)
+    steps = build_steps(sdist)
+    rec = recipe(sdist, steps)
+    step_entries, steps_prov = steps_entries(steps)
+    prov.update(steps_prov)
+    wheel, names = index.wheel_names("vllm", version)
+    keys = {s.key for s in steps}
+    recipe_data = {
+        "build_requirements": pin("recipe.build_requirements", [rec.build_requirements[0]], rec.build_requirements[1]),
+        "use_existing_torch": pin("recipe.use_existing_torch", next(
+            (k for k in keys if k.endswith("use_existing_torch.py")), "use_existing_torch.py"),
+            "docker/Dockerfile (the file its build copies)"),
+        "rust_toolchain": pin("recipe.rust_toolchain", *rec.rust_toolchain),
+        "protoc_version": pin("recipe.protoc_version", *rec.protoc_version),
+        "rust_artifacts": pin("recipe.rust_artifacts", list(rec.rust_artifacts[0]), rec.rust_artifacts[1]),
+        "wheel_contents": pin("recipe.wheel_contents", wheel_contents(names, choices.cuda_arch_list),
+                              f"{wheel} file list (native files; arch list {choices.cuda_arch_list})"),
+        "reinstall": pin("recipe.reinstall", list(rec.reinstall[0]), rec.reinstall[1]),
+        "nccl_apt_suffix": pin("recipe.nccl_apt_suffix", f"+cuda{cuda}" if "nccl:apt-pin" in keys else "",
+                               next((s.origin for s in steps if s.key == "nccl:apt-pin"), "")),
+        "nccl_version": pin("recipe.nccl_version", *rec.nccl_version),
+        "flashinfer_prefetch": pin("recipe.flashinfer_prefetch", *rec.flashinfer_prefetch),
+    }
+    for key in [k for k, v in recipe_data.items() if v in ("", [])]:
+        del recipe_data[key]
+        prov.pop(f"recipe.{key}", None)
     data: dict = {
         "schema_version": 1,
         "release": {},
@@ -294,6 +409,8 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
         data["sources"]["deepgemm"] = {"repo": pin("sources.deepgemm.repo", DEEPGEMM_REPO, ref.origin),
                                        "ref": pin("sources.deepgemm.ref", ref.value, ref.origin)}
     data["runtime_extras"] = extras
+    data["recipe"] = recipe_data
+    data["build_steps"] = step_entries
     if choices.overrides:
         data["python"]["overrides"] = [o for o, _ in choices.overrides]
         for o, reason in choices.overrides:

@@ -17,6 +17,7 @@ is a deliberate difference from upstream, reported but not drift.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import shutil
@@ -33,9 +34,12 @@ from gracectl.errors import CommandFailedError, ReleaseCheckError, UpstreamError
 from gracectl.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
 from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
 from gracectl.plan import REPO_ROOT
+from gracectl.upstream_build import has_file
 from gracectl.release_derive import NOT_REVIEWED, UBUNTU_GLIBC, Choices, Derived, derive
 
 CONTRACT_MODULE = REPO_ROOT / "smoke_tests" / "triton_kernels_contract.py"
+# Build-time scripts that import a package the release pins: checked against that package's wheel before a build.
+PREFETCH_SCRIPT = REPO_ROOT / "vllm" / "flashinfer-prefetch.py"
 JENKINSFILE = REPO_ROOT / "Jenkinsfile"
 # Paths a site chooses: never drift. Everything else in a manifest is derived and compared.
 CHOSEN = ("schema_version", "extends", "provenance", "release.", "build.", "base.build.image", "base.build.digest",
@@ -63,9 +67,34 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
 EXTRA_DECISIONS = (".install", ".covered", ".excluded")
 
 
+STEP_DECISIONS = (".done", ".excluded")
+
+
 def _chosen(path: str) -> bool:
     return (any(path == c or path.startswith(c) for c in CHOSEN) or path.endswith(".commit")
-            or (path.startswith("runtime_extras.") and path.endswith(EXTRA_DECISIONS)))
+            or (path.startswith("runtime_extras.") and path.endswith(EXTRA_DECISIONS))
+            or (path.startswith("build_steps.") and path.endswith(STEP_DECISIONS)))
+
+
+def _steps_lines(m: Manifest, d: Derived) -> list[Line]:
+    """Per step of upstream's image build: one the manifest neither does nor excludes fails, so does a "not
+    reviewed" exclusion, and so does a decision naming a file (in backquotes) that this release does not have."""
+    lines = []
+    for key, entry in sorted(d.data.get("build_steps", {}).items()):
+        if key not in m.build_steps:
+            lines.append(Line("FAIL", f"build_steps.{key}", f"upstream's build runs {entry['upstream']} "
+                              f"({d.provenance.get(f'build_steps.{key}.upstream', '?')}); the manifest neither does "
+                              "nor excludes it (release_derive.STEPS_DONE / STEPS_EXCLUDED, then release new --force)"))
+    for key, step in sorted(m.build_steps.items()):
+        decision = step.done or step.excluded
+        if step.excluded.startswith(NOT_REVIEWED):
+            lines.append(Line("FAIL", f"build_steps.{key}", f"{step.upstream}: {step.excluded}: do it in a stage "
+                              "or exclude it with a reason (release_derive.STEPS_EXCLUDED)"))
+        for named in re.findall(r"`([^`\s]+)`", decision):
+            if not has_file(d.sdist, named):
+                lines.append(Line("FAIL", f"build_steps.{key}", f"the reason names `{named}`, which vllm "
+                                  f"{d.version} does not have: the reason is no longer true"))
+    return lines
 
 
 def _extras_lines(m: Manifest, d: Derived) -> list[Line]:
@@ -108,8 +137,9 @@ def compare(m: Manifest, d: Derived) -> list[Line]:
     """One line per derived pin: equal (ok), different (DRIFT) or deliberately different (override)."""
     have = flatten(m.model_dump(mode="json", exclude_defaults=False))
     want = flatten(d.data)
-    lines = _extras_lines(m, d)
+    lines = _extras_lines(m, d) + _steps_lines(m, d)
     missing_extras = {f"runtime_extras.{k}." for k in d.data.get("runtime_extras", {}) if k not in m.runtime_extras}
+    missing_extras |= {f"build_steps.{k}." for k in d.data.get("build_steps", {}) if k not in m.build_steps}
     for path in sorted(set(have) | set(want)):
         if _chosen(path) or path.startswith(tuple(missing_extras)):
             continue
@@ -189,6 +219,66 @@ def pairing(sdist: Path, tree: Path, what: str) -> Line:
                 f"imports are there ({tree})")
 
 
+# --- build-time imports ----------------------------------------------------------------------------------------
+
+
+def imported_names(script: Path, package: str) -> dict[str, list[str]]:
+    """module -> the names a script imports from `package` (`from package.mod import a, b`)."""
+    found: dict[str, list[str]] = {}
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == package:
+            found.setdefault(node.module, []).extend(a.name for a in node.names)
+    return found
+
+
+def defined_names(source: str) -> set[str]:
+    """What a module defines at its top level (functions, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def missing_api(script: Path, package: str, files: dict[str, bytes]) -> list[str]:
+    """"module.name" for each name the script imports that the package's files (a wheel's) do not define."""
+    missing = []
+    for module, names in imported_names(script, package).items():
+        base = module.replace(".", "/")
+        source = files.get(f"{base}.py") or files.get(f"{base}/__init__.py")
+        if source is None:
+            missing.append(f"{module} (no such module)")
+            continue
+        have = defined_names(source.decode())
+        missing += [f"{module}.{n}" for n in names if n not in have]
+    return missing
+
+
+def _build_imports_line(m: Manifest, index: PackageIndex) -> Line:
+    """The FlashInfer prefetch (vllm/flashinfer-prefetch.py) against the FlashInfer wheel the image installs."""
+    if not m.recipe.flashinfer_prefetch:
+        return Line("ok", "build_imports.flashinfer", "not run: this release's own image fetches no TRTLLM "
+                    "headers, nor does this one")
+    version = m.overridden("flashinfer-python") or m.flashinfer.version
+    if index.offline:
+        return Line("skipped", "build_imports.flashinfer", "offline: reading flashinfer-python's wheel needs the index")
+    files: dict[str, bytes] = {}
+    wheel = ""
+    for module in imported_names(PREFETCH_SCRIPT, "flashinfer"):
+        wheel, got = index.wheel_files("flashinfer-python", version, module.replace(".", "/"), platform="any")
+        files.update(got)
+    missing = missing_api(PREFETCH_SCRIPT, "flashinfer", files)
+    if missing:
+        return Line("FAIL", "build_imports.flashinfer", f"vllm/flashinfer-prefetch.py imports {', '.join(missing)}, "
+                    f"which {wheel} does not have: the build would fail at that step")
+    return Line("ok", "build_imports.flashinfer", f"every name vllm/flashinfer-prefetch.py imports is in {wheel}")
+
+
 # --- the operations -------------------------------------------------------------------------------------------
 
 
@@ -213,6 +303,10 @@ def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRRO
         report.lines.append(Line("FAIL", f"pairing.{what}", str(exc)))
     except (ValueError, SyntaxError, OSError) as exc:  # a vLLM generation the contract does not know, a bad tree
         report.lines.append(Line("FAIL", f"pairing.{what}", f"cannot read the pairing: {type(exc).__name__}: {exc}"))
+    try:
+        report.lines.append(_build_imports_line(m, index))
+    except UpstreamError as exc:
+        report.lines.append(Line("FAIL", "build_imports.flashinfer", str(exc)))
     if resolve_set:
         report.lines.append(_resolve_line(m, d, mirror, index))
     return report

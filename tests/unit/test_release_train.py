@@ -20,7 +20,19 @@ def derived_from(name: str) -> Derived:
     data = m.model_dump(mode="json")
     for key in ("release", "provenance", "extends"):
         data.pop(key, None)
-    return Derived(m.sources.vllm.ref.removeprefix("v"), data, {p: "file:1" for p in flatten(data)}, Path("."))
+    return Derived(m.sources.vllm.ref.removeprefix("v"), data, {p: "file:1" for p in flatten(data)},
+                   sdist_naming(m))
+
+
+def sdist_naming(m) -> Path:
+    """A stand-in sdist (its member list only) holding every file the manifest's build-step decisions name."""
+    import re
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="sdist-"))
+    named = {n for s in m.build_steps.values() for n in re.findall(r"`([^`\s]+)`", s.done or s.excluded)}
+    (root / ".members").write_text("".join(f"{n}\n" for n in sorted(named)))
+    return root
 
 
 @pytest.mark.parametrize("name", release_names())

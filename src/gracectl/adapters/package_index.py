@@ -38,7 +38,10 @@ JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
 # What `release new/check` read of an sdist: the build files, and vLLM's Python source (the triton_kernels
 # contract is read from it). Tests, docs, csrc (~70% of the archive) are not kept.
 SDIST_KEEP = ("CMakeLists.txt", "cmake/", "setup.py", "use_existing_torch.py", "requirements/", "docker/",
-              "pyproject.toml", "tools/ep_kernels/install_python_libraries.sh", "tools/install_gdrcopy.sh")
+              "pyproject.toml", "tools/ep_kernels/install_python_libraries.sh", "tools/install_gdrcopy.sh",
+              "rust-toolchain.toml", "tools/install_protoc.sh")
+# Every path of the sdist (kept or not), one per line: which files a release has (gracectl.upstream_build).
+SDIST_MEMBERS = ".members"
 AARCH64 = "aarch64-unknown-linux-gnu"
 
 
@@ -168,6 +171,7 @@ class PackageIndex:
         try:
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
                 members = []
+                every = [m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile() and "/" in m.name]
                 for m in tar.getmembers():
                     rel = m.name.split("/", 1)[1] if "/" in m.name else ""
                     if m.isfile() and (rel.startswith(SDIST_KEEP)
@@ -175,6 +179,7 @@ class PackageIndex:
                         m.name = rel
                         members.append(m)
                 tar.extractall(partial, members=members, filter="data")
+                (partial / SDIST_MEMBERS).write_text("".join(f"{rel}\n" for rel in every))
         except (tarfile.TarError, OSError) as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise UpstreamError(f"{filename} cannot be unpacked ({exc})") from None
@@ -184,12 +189,15 @@ class PackageIndex:
         return dest
 
     def _wheel(self, name: str, version: str, platform: str, python: str) -> dict:
+        """The wheel pip would take on `platform` ("manylinux_aarch64"; "any": a pure-Python wheel)."""
         arch = platform.rsplit("_", 1)[-1]
         cp = "cp" + python.replace(".", "")
         prefix = f"{normalize(name).replace('-', '_')}-{version}-"
+        on_platform = (lambda n: n.endswith("-py3-none-any.whl")) if platform == "any" else \
+            (lambda n: n.endswith(f"_{arch}.whl") and "linux" in n
+             and (f"-{cp}-" in n or "-abi3-" in n or "-py3-none-" in n))
         wheels = [f for f in self.project(name)["files"] if f["filename"].lower().startswith(prefix.lower())
-                  and f["filename"].endswith(f"_{arch}.whl") and "linux" in f["filename"]
-                  and (f"-{cp}-" in f["filename"] or "-abi3-" in f["filename"] or "-py3-none-" in f["filename"])]
+                  and on_platform(f["filename"])]
         if not wheels:
             raise UpstreamError(f"{without_userinfo(self.url)} has no {name} {version} wheel for linux {arch} / Python {python}")
         return sorted(wheels, key=lambda f: f["filename"])[-1]
@@ -207,6 +215,25 @@ class PackageIndex:
                 return f["filename"], {n: wheel.read(n) for n in wheel.namelist() if n.startswith(prefix)}
         except (OSError, zipfile.BadZipFile, http.client.HTTPException) as exc:
             raise UpstreamError(f"cannot read {f['filename']} from {without_userinfo(url)} ({exc})") from None
+
+    def wheel_names(self, name: str, version: str, platform: str = "manylinux_aarch64",
+                    python: str = "3.12") -> tuple[str, list[str]]:
+        """(wheel file name, every member's path) of the wheel, from its central directory alone (HTTP ranges;
+        cached: a released wheel never changes)."""
+        f = self._wheel(name, version, platform, python)
+        url = urllib.parse.urljoin(f"{self.url.rstrip('/')}/{normalize(name)}/", f["url"])
+
+        def fetch() -> bytes:
+            if self.offline:
+                raise UpstreamError(f"offline: the file list of {f['filename']} is not in the cache {self.cache}")
+            try:
+                with zipfile.ZipFile(_HttpRangeFile(url)) as wheel:
+                    return "\n".join(wheel.namelist()).encode()
+            except (OSError, zipfile.BadZipFile, http.client.HTTPException) as exc:
+                raise UpstreamError(f"cannot read {f['filename']} from {without_userinfo(url)} ({exc})") from None
+
+        data = self._cached(f"{self._host()}/files/{f['filename']}.names", fetch)
+        return f["filename"], data.decode().splitlines()
 
     def wheel_metadata(self, name: str, version: str, platform: str, python: str = "3.12") -> tuple[str, Message]:
         """(wheel file name, its METADATA) for the wheel of name==version that pip would take on `platform`

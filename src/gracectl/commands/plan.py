@@ -82,6 +82,8 @@ def plan(
         out.print("[yellow]STAND-IN: upstream inputs this mirror does not provide:")
         for line in p["standins"]:
             out.print(f"  - {line}")
+    for line in p.get("warnings", []):
+        out.print(f"[bold yellow]WARNING[/bold yellow] {line}", highlight=False)
     out.print("[bold]build command[/bold]")
     out.print(shlex.join(p["build_command"]), soft_wrap=True, highlight=False, markup=False)
 

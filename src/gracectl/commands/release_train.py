@@ -58,7 +58,7 @@ def new(
         "--override", help="NAME==VERSION for a pin the index cannot serve (repeatable; needs --reason)")] = None,
     reason: Annotated[str, typer.Option("--reason", help="why the overrides (kept in [provenance])")] = "",
     ubuntu: Annotated[str, typer.Option("--ubuntu", help="Ubuntu of the CUDA base images")] = "24.04",
-    vllm_build: Annotated[str, typer.Option("--vllm-build", help="source | wheel (the manifest's default)")] = "source",
+    vllm_build: Annotated[str, typer.Option("--vllm-build", help="wheel | source (the manifest's default; source stays unproven until CI runs its path: CLAWMINE.md)")] = "wheel",
     force: Annotated[bool, typer.Option("--force", help="rewrite manifests that exist")] = False,
     print_only: Annotated[bool, typer.Option("--print", help="print the manifests and the checks; write nothing")]
     = False,

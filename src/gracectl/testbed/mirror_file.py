@@ -82,6 +82,7 @@ def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
         lines.append(f'versions_reason = "{TORCH_STANDIN_REASON}"')
     if stack == STANDIN:  # the stand-in index has no sdists: release checks read the real ones (PyPI, proxied)
         lines.append(f'sources_index = "{state.proxy_url}"')
+        lines.append("vllm_native = false  # the stand-in vLLM source has no CUDA extensions nor Rust parts")
     for title, table in (("images", images), ("repos", repos), ("refs", refs), ("indexes", indexes),
                          ("downloads", downloads), ("packages", packages), ("python_packages", python_packages),
                          ("versions", versions)):
