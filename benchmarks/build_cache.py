@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     mirror = bed.mirror_path
     with tempfile.TemporaryDirectory(prefix="gracectl-bench-") as tmp:
         tmp = Path(tmp)
-        first = build(plan_for(args.release, mirror, build_number=1), record_path=tmp / "first.json").record
+        first = build(plan_for(args.release, mirror, build_number=1, vllm_build="source"), record_path=tmp / "first.json").record
         commit = bed.add_vllm_commit(f"build-cache benchmark {time.time()}")
-        second = build(plan_for(args.release, mirror, vllm_ref=commit, build_number=2),
+        second = build(plan_for(args.release, mirror, vllm_ref=commit, build_number=2, vllm_build="source"),
                        record_path=tmp / "second.json").record
         stage_sizes = {}
         for stage in WEIGHED_STAGES:
-            plan = dataclasses.replace(plan_for(args.release, mirror), target=stage, labels={},
+            plan = dataclasses.replace(plan_for(args.release, mirror, vllm_build="source"), target=stage, labels={},
                                        build_tag=f"gracectl-bench/{stage}:latest")
             stage_sizes[stage] = build(plan, record_path=tmp / f"{stage}.json").record["size"]
     with_steps = [name for name, s in second["stages"].items() if s["steps"]]

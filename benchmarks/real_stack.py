@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         changed_plan = dataclasses.replace(plan, build_args={**plan.build_args, "TRITON_KERNELS_REF": commit},
                                            build_tag=plan.build_tag + "-changed")
         changed = build(changed_plan, record_path=tmp / "changed.json").record
-        standin_image = build(plan_for(args.release, standin, build_number=1), record_path=tmp / "standin.json").record
+        standin_image = build(plan_for(args.release, standin, build_number=1, vllm_build="source"), record_path=tmp / "standin.json").record
     wheels, missing = wheel_bytes(bom, bed.root / "pypi-proxy-cache")
     cold = read_record(args.cold_record) if args.cold_record else None
     with_steps = [name for name, s in changed["stages"].items() if s["steps"]]

@@ -187,6 +187,9 @@ class Python(_Strict):
     # Requirement overrides (uv's --override) for a pin of the release that the index cannot serve, e.g.
     # "flashinfer-python==0.7.4" where vLLM 0.34.0 requires 0.7.3; each needs its reason in [provenance].
     overrides: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.+!-]+$")]] = []
+    # Indexes the release's requirements add (`--extra-index-url` in requirements/cuda.txt: FlashInfer's wheel site
+    # from 0.27); a site maps each in its mirror's [indexes], and resolution goes through the mapping.
+    extra_index_urls: list[Annotated[str, Field(pattern=r"^https?://\S+$")]] = []
 
 
 class Bases(_Strict):

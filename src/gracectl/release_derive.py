@@ -18,8 +18,8 @@ from packaging.requirements import Requirement
 from gracectl.adapters.package_index import PackageIndex
 from gracectl.errors import UpstreamError, UsageError
 from gracectl.manifest import Manifest
-from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, fetch_sources, \
-    requirement_pins
+from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, extra_indexes, \
+    fetch_sources, requirement_pins
 from gracectl.upstream_build import BuildStep, build_steps, recipe
 from gracectl.upstream_final_stage import FinalInstall, final_stage_installs
 
@@ -409,6 +409,10 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
         data["sources"]["deepgemm"] = {"repo": pin("sources.deepgemm.repo", DEEPGEMM_REPO, ref.origin),
                                        "ref": pin("sources.deepgemm.ref", ref.value, ref.origin)}
     data["runtime_extras"] = extras
+    indexes = extra_indexes(sdist)
+    if indexes:
+        data["python"]["extra_index_urls"] = pin("python.extra_index_urls", [p.value for p in indexes],
+                                                 ", ".join(p.origin for p in indexes))
     data["recipe"] = recipe_data
     data["build_steps"] = step_entries
     if choices.overrides:

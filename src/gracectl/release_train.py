@@ -312,6 +312,30 @@ def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRRO
     return report
 
 
+def mirrored_requirements(sdist: Path, mirror: Mirror, dest: Path) -> Path:
+    """A copy of the release's requirements/ whose `--extra-index-url` lines name the site's mirror of each index
+    (uv reads them from the file: unmapped, it would reach for the upstream index itself)."""
+    shutil.copytree(sdist / "requirements", dest, dirs_exist_ok=True)
+    for path in dest.rglob("*.txt"):
+        text = path.read_text()
+        fixed = re.sub(r"(?m)^(\s*--extra-index-url[=\s]+)(\S+)", lambda m: m.group(1) + mirror.index(m.group(2)), text)
+        if fixed != text:
+            path.write_text(fixed)
+    return dest / "cuda.txt"
+
+
+def resolve_advice(reason: str, version: str) -> str:
+    """What to do about a failed resolution, by its cause."""
+    if re.search(r"Failed to fetch|dns error|Connect|connection|timed out|HTTP status server error", reason, re.I):
+        return ("an index cannot be reached: map it to the site's mirror in the --mirror file's [indexes] "
+                "(python.extra_index_urls names what the release adds), or check the network")
+    if re.search(r"no version of|not found in the package registry|there is no version", reason, re.I):
+        return (f"a pinned version is not on the index: mirror it, or override it with a reason: gracectl release "
+                f"new {version} --override NAME==VERSION --reason '...'")
+    return ("the pins conflict with each other (drift between the release's files?): see uv's explanation; "
+            f"gracectl release new {version} --override NAME==VERSION --reason '...' pins one")
+
+
 def _resolve_line(m: Manifest, d: Derived, mirror: Mirror, index: PackageIndex) -> Line:
     if index.offline:
         return Line("skipped", "resolve", "offline: resolving needs the package index")
@@ -319,13 +343,17 @@ def _resolve_line(m: Manifest, d: Derived, mirror: Mirror, index: PackageIndex) 
              (("torch", "version"), ("torchvision", "torchvision"), ("torchaudio", "torchaudio"))]
     extra = [mirror.index(m.torch.index_url)] if m.torch.index_url != m.python.index_url else []
     glibc = UBUNTU_GLIBC.get(m.base.runtime.tag.rpartition("ubuntu")[2], "2_28")
-    try:
-        pins = resolve(d.requirements + torch + m.runtime_pip_requirements(), index_url=mirror.index(m.python.index_url), extra_index_urls=extra,
-                       python=mirror.python_version or m.python.version, overrides=m.python.overrides,
-                       platform=f"aarch64-manylinux_{glibc}", cache=index.cache / "uv")
-    except UpstreamError as exc:
-        return Line("FAIL", "resolve", f"{exc} (a manifest override is the way out: gracectl release new "
-                    f"{d.version} --override NAME==VERSION --reason '...')")
+    with tempfile.TemporaryDirectory() as tmp:
+        cuda = mirrored_requirements(d.sdist, mirror, Path(tmp) / "requirements")
+        requirements = [f"-r {cuda}" if r == f"-r {d.sdist / 'requirements' / 'cuda.txt'}" else r
+                        for r in d.requirements]
+        try:
+            pins = resolve(requirements + torch + m.runtime_pip_requirements(),
+                           index_url=mirror.index(m.python.index_url), extra_index_urls=extra,
+                           python=mirror.python_version or m.python.version, overrides=m.python.overrides,
+                           platform=f"aarch64-manylinux_{glibc}", cache=index.cache / "uv")
+        except UpstreamError as exc:
+            return Line("FAIL", "resolve", f"{exc} ({resolve_advice(str(exc), d.version)})")
     mapped = [t for t, p in zip(torch, (m.torch.version, m.torch.torchvision, m.torch.torchaudio))
               if not t.endswith(f"=={p}")]
     stand_in = f"; STAND-IN {', '.join(mapped)}: {mirror.versions_reason}" if mapped else ""

@@ -68,6 +68,29 @@ def requirement_pins(sdist: Path, file: str = "requirements/cuda.txt") -> dict[s
     return pins
 
 
+def extra_indexes(sdist: Path, file: str = "requirements/cuda.txt") -> list[Pin]:
+    """The package indexes a requirements file adds (`--extra-index-url URL`, through its `-r` includes), each
+    with its file and line: from 0.27 requirements/cuda.txt adds FlashInfer's wheel site."""
+    found: dict[str, Pin] = {}
+    seen: set[str] = set()
+
+    def read(rel: str) -> None:
+        path = sdist / rel
+        if rel in seen or not path.is_file():
+            return
+        seen.add(rel)
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            m = re.match(r"^\s*--extra-index-url[=\s]+(\S+)", line)
+            if m:
+                found.setdefault(m.group(1), Pin(m.group(1), m.group(1), f"{rel}:{n}"))
+            inc = re.match(r"^\s*-r\s+(\S+)", line)
+            if inc:
+                read(str(Path(rel).parent / inc.group(1)))
+
+    read(file)
+    return list(found.values())
+
+
 def docker_args(sdist: Path) -> dict[str, Pin]:
     """The release image's build arguments: docker/versions.json (generated from the Dockerfile's ARGs since
     0.19), else the Dockerfile's `ARG NAME=value` lines."""

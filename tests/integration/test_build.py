@@ -34,11 +34,11 @@ def gracectl(*args: str) -> subprocess.CompletedProcess:
 def builds(bed, tmp_path_factory):
     """(record of the release build, record of the rebuild with a new vLLM commit, that commit)."""
     out = tmp_path_factory.mktemp("builds")
-    first = gracectl("build", RELEASE, "--mirror", str(bed.mirror_path), "--build-number", "9001",
+    first = gracectl("build", RELEASE, "--vllm-build", "source", "--mirror", str(bed.mirror_path), "--build-number", "9001",
                      "--record", str(out / "first.json"))
     assert first.returncode == 0, first.stderr[-3000:]
     commit = bed.add_vllm_commit(f"test_build {uuid.uuid4().hex}")
-    second = gracectl("build", RELEASE, "--mirror", str(bed.mirror_path), "--build-number", "9002",
+    second = gracectl("build", RELEASE, "--vllm-build", "source", "--mirror", str(bed.mirror_path), "--build-number", "9002",
                       "--vllm-ref", commit, "--record", str(out / "second.json"))
     assert second.returncode == 0, second.stderr[-3000:]
     return read_record(out / "first.json"), read_record(out / "second.json"), commit
@@ -46,7 +46,7 @@ def builds(bed, tmp_path_factory):
 
 def test_build_record_holds_pins_image_and_stages(bed, builds):
     record, _, _ = builds
-    plan = plan_for(RELEASE, bed.mirror_path, build_number=9001)
+    plan = plan_for(RELEASE, bed.mirror_path, build_number=9001, vllm_build="source")
     assert record["status"] == "built" and record["image"] == plan.build_tag
     assert record["build_args"] == plan.build_args and record["labels"] == plan.labels
     info = docker.inspect_image(plan.build_tag)
@@ -97,9 +97,9 @@ def test_failed_build_is_one_line_and_moves_no_tag(bed, builds, tmp_path):
     live = load_mirror(bed.mirror_path).repo("https://github.com/vllm-project/FlashMLA.git")
     broken = tmp_path / "mirror.toml"
     broken.write_text(bed.mirror_path.read_text().replace(f'"{live}"', f'"{dead}"'))
-    plan = plan_for(RELEASE, broken, build_number=9001)
+    plan = plan_for(RELEASE, broken, build_number=9001, vllm_build="source")
     docker.run(["tag", first["image_id"], plan.build_tag])  # the tag the failed build would have moved
-    done = gracectl("build", RELEASE, "--mirror", str(broken), "--build-number", "9001",
+    done = gracectl("build", RELEASE, "--vllm-build", "source", "--mirror", str(broken), "--build-number", "9001",
                     "--record", str(tmp_path / "failed.json"))
     assert done.returncode == 4
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
@@ -113,11 +113,12 @@ def test_failed_build_is_one_line_and_moves_no_tag(bed, builds, tmp_path):
 def test_build_push_publishes_by_digest_under_the_immutable_tag(bed, builds, tmp_path):
     first, _, _ = builds
     number = str(int(time.time()))
-    done = gracectl("build", RELEASE, "--mirror", str(bed.mirror_path), "--build-number", number,
+    done = gracectl("build", RELEASE, "--vllm-build", "source", "--mirror", str(bed.mirror_path), "--build-number", number,
                     "--registry", bed.state.registry, "--push", "--record", str(tmp_path / "pushed.json"))
     assert done.returncode == 0, done.stderr[-2000:]
     record = read_record(tmp_path / "pushed.json")
-    plan = plan_for(RELEASE, bed.mirror_path, build_number=int(number), registry=bed.state.registry)
+    plan = plan_for(RELEASE, bed.mirror_path, build_number=int(number), registry=bed.state.registry,
+                    vllm_build="source")
     assert record["status"] == "pushed" and record["image"] == plan.build_tag
     inspected = json.loads(proc.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{plan.build_tag}"]).stdout)
     assert inspected["Digest"] == record["digest"]

@@ -71,7 +71,7 @@ def test_the_venv_has_gracectl_and_hadolint_but_not_the_test_extra(agent):
 def test_plan_stage_runs_from_the_jenkins_venv(agent, bed, tmp_path):
     checkout, env = agent
     done = subprocess.run(["gracectl", "ci", "plan", "--workdir", str(tmp_path)], cwd=checkout,
-                          env={**env, "RELEASE": "v0.19.0-tfa", "ACTION": "build", "BUILD_NUMBER": "7",
+                          env={**env, "RELEASE": "v0.19.0-tfa", "VLLM_BUILD": "source", "ACTION": "build", "BUILD_NUMBER": "7",
                                "GRACECTL_MIRROR": str(bed.mirror_path),
                                "GRACECTL_UPSTREAM_CACHE": str(upstream_cache(bed.root))},
                           capture_output=True, text=True, timeout=300)
@@ -102,7 +102,7 @@ def test_gh200_node_stages_run_from_the_jenkins_venv(agent, bed, tmp_path):
     """plan -> build (linux/arm64, qemu) -> smoke (imports, no GPU) -> push -> archive, one `gracectl ci` each, as
     the gh200 node runs them; no promote, so no tag moves (a fresh build number: build tags are immutable)."""
     checkout, env = agent
-    env = {**env, "RELEASE": "v0.19.0-tfa", "ACTION": "build", "PUSH": "true", "REGISTRY": bed.state.registry,
+    env = {**env, "RELEASE": "v0.19.0-tfa", "VLLM_BUILD": "source", "ACTION": "build", "PUSH": "true", "REGISTRY": bed.state.registry,
            "GRACECTL_MIRROR": str(bed.mirror_path), "SMOKE_LEVEL": "imports", "GRACECTL_SMOKE_GPUS": "none",
            "BUILD_NUMBER": str(int(time.time())), "GRACECTL_RUN_ID": f"jenkins-venv-{os.getpid()}"}
     for stage in ("plan", "build", "smoke", "push", "archive"):

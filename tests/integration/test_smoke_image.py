@@ -27,7 +27,7 @@ def gracectl(*args: str) -> subprocess.CompletedProcess:
 
 def build(bed, release: str, out) -> str:
     record = out / f"{release}.json"
-    r = gracectl("build", release, "--mirror", str(bed.mirror_path), "--build-number", "9100", "--record", str(record))
+    r = gracectl("build", release, "--vllm-build", "source", "--mirror", str(bed.mirror_path), "--build-number", "9100", "--record", str(record))
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(record.read_text())["image"]
 

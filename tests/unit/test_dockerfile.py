@@ -9,14 +9,14 @@ import pytest
 
 from dockerfile_model import parse, substitute
 from gracectl.manifest import load_release
-from gracectl.plan import DOCKERFILE, FINAL_STAGE, STAGE_GRAPH, make_plan, stage_closure
+from gracectl.plan import Overrides, DOCKERFILE, FINAL_STAGE, STAGE_GRAPH, make_plan, stage_closure
 
 DF = parse(DOCKERFILE)
 TEXT = DOCKERFILE.read_text()
 
 
-def plan(release: str):
-    return make_plan(load_release(release), commit="0" * 40)
+def plan(release: str, vllm_build: str = ""):
+    return make_plan(load_release(release), commit="0" * 40, overrides=Overrides(vllm_build=vllm_build))
 
 
 def test_hadolint_reports_nothing():
@@ -90,7 +90,7 @@ def test_every_external_input_is_a_build_arg():
 
 
 def test_final_image_takes_triton_kernels_only_in_the_tfa_release():
-    tfa, fallback = plan("v0.19.0-tfa"), plan("v0.19.0")
+    tfa, fallback = plan("v0.19.0-tfa"), plan("v0.19.0", vllm_build="source")
     assert "triton-kernels-site-packages" in tfa.final_stages
     assert "triton-kernels-vendored" not in tfa.final_stages
     assert "triton-kernels-vendored" in fallback.final_stages

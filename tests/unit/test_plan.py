@@ -49,7 +49,13 @@ def test_cli_plan_human_output_shows_graph_args_tags_and_command():
     for needle in ("build-triton-kernels", "TRITON_KERNELS_REPO", "gh200-vllm-tfa:v0.19.0-tfa",
                    "io.gracectl.pin.flashmla", "vllm/Dockerfile", "pinned by tag only"):
         assert needle in r.stdout, needle
-    assert "not built for this release: vllm-from-wheel, triton-kernels-vendored" in r.stdout
+    # The manifest's default is wheel mode (the proven path): the source build's stages are not built.
+    assert "not built for this release: build-flash-attn, build-flashmla, build-cmake-sources, build-rust, " \
+           "build-vllm, vllm-from-source, triton-kernels-vendored" in r.stdout
+    assert "WARNING" not in r.stdout
+    source = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0-tfa", "--vllm-build", "source"],
+                            capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert "WARNING vLLM build mode 'source' is UNPROVEN for v0.19.0-tfa" in " ".join(source.stdout.split())
 
 
 def test_cli_plan_wheel_mode_names_the_stages_it_does_not_build():
@@ -82,8 +88,8 @@ def test_build_tag_names_release_build_and_commit():
 
 def test_vllm_ref_override_changes_only_vllm_inputs():
     m = load_release("v0.19.0-tfa")
-    base = make_plan(m, commit=COMMIT)
-    other = make_plan(m, overrides=Overrides(vllm_ref="f" * 40), commit=COMMIT)
+    base = make_plan(m, overrides=Overrides(vllm_build="source"), commit=COMMIT)
+    other = make_plan(m, overrides=Overrides(vllm_ref="f" * 40, vllm_build="source"), commit=COMMIT)
     changed = {k for k in base.build_args if base.build_args[k] != other.build_args[k]}
     assert changed == {"VLLM_REF", "VLLM_VERSION", "PIN_VLLM"}
     assert other.build_args["VLLM_VERSION"] == "0.19.0+gfffffff"
@@ -176,9 +182,9 @@ def test_registry_cache_per_builder():
 
 def test_wheel_mode_skips_the_source_build_stages_and_keeps_triton_kernels_choice():
     m = load_release("v0.19.0-tfa")
-    src = make_plan(m, commit="0" * 40)
-    whl = make_plan(m, commit="0" * 40, overrides=Overrides(vllm_build="wheel"))
-    assert src.build_args["VLLM_BUILD"] == "source"  # the manifest's default
+    src = make_plan(m, commit="0" * 40, overrides=Overrides(vllm_build="source"))
+    whl = make_plan(m, commit="0" * 40)
+    assert whl.build_args["VLLM_BUILD"] == "wheel"  # the manifest's default: the proven path
     for stage in ("build-vllm", "build-flash-attn", "build-flashmla", "build-cmake-sources"):
         assert stage in src.final_stages and stage not in whl.final_stages
     # the tfa release still installs triton_kernels into site-packages, and DeepGEMM is still built

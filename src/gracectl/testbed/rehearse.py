@@ -102,8 +102,10 @@ def detail(stage: str, record: dict) -> str:
 
 def runs(release: str, registry: str, mirror: str, vllm_alt_ref: str, build_number: int,
          cache: str = "") -> list[tuple[str, Params]]:
+    # The stand-in stack builds vLLM from source (the stand-in index has no vLLM wheel): it walks every step of the
+    # source path on stand-in sources (the manifests' default, the official wheel, is the real-stack tier's).
     common = dict(release=release, registry=registry, mirror=mirror, smoke_level="imports", smoke_gpus="none",
-                  upstream_cache=cache)
+                  upstream_cache=cache, vllm_build="source")
     return [
         (FIRST, Params(**common, push=True, promote=True, build_number=build_number,
                            run_id=f"rehearsal-{build_number}")),
@@ -122,7 +124,8 @@ def real_runs(registry: str, mirrors: dict[str, str], build_number: int, cache: 
                   upstream_cache=cache)
     pair = real_releases(release)
     out = [(PREVIOUS, Params(release=DEFAULT_RELEASE, image_tag=load_release(release).release.tag,
-                             mirror=mirrors[STANDIN], build_number=build_number, run_id=f"rehearsal-{build_number}",
+                             mirror=mirrors[STANDIN], vllm_build="source", build_number=build_number,
+                             run_id=f"rehearsal-{build_number}",
                              **common))]
     for i, (label, release) in enumerate(pair.items(), start=1):
         out.append((label, Params(release=release, mirror=mirrors[REAL], vllm_build="wheel",
