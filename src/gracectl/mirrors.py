@@ -84,6 +84,9 @@ class Mirror(BaseModel):
     # False where the vLLM repository the mirror serves is a STAND-IN without native parts (the test bed's): then
     # check-wheel cannot ask a source build for the official wheel's extensions (recipe.wheel_contents).
     vllm_native: bool = True
+    # True where [images] maps the CUDA bases to STAND-IN images (the test bed's debootstrapped ones): their digests
+    # are not upstream's, so `release new` pins no base digest through this mirror.
+    standin_images: bool = False
 
     def image(self, ref: str) -> str:
         return self.images.get(ref, ref)

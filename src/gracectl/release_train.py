@@ -29,8 +29,11 @@ from pathlib import Path
 from types import ModuleType
 
 from gracectl.adapters import proc
+from gracectl.adapters.registry import open_registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.package_index import PackageIndex, cache_key, default_cache, resolve, without_userinfo
-from gracectl.errors import CommandFailedError, ReleaseCheckError, UpstreamError, UsageError
+from gracectl.errors import CommandFailedError, GraceError, ReleaseCheckError, UpstreamError, UsageError
+from gracectl.image_ref import ImageRef
 from gracectl.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
 from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
 from gracectl.plan import REPO_ROOT
@@ -385,9 +388,32 @@ def render(d: Derived, choices: Choices) -> tuple[str, str]:
             + to_toml(data), fb_head + to_toml(fb))
 
 
+def pin_base_digests(d: Derived, mirror: Mirror, access: RegistryAccess, on_line=print) -> None:
+    """The CUDA base images' digests, read through the site's mirror of each (a mirror copies an image with its
+    manifest, so the digest is upstream's); where that cannot be done the base stays pinned by tag, said here and
+    by `plan`."""
+    for kind, base in d.data["base"].items():
+        upstream = f"{base['image']}:{base['tag']}"
+        there = mirror.image(upstream)
+        if mirror.standin_images:
+            why = f"the mirror's {there} is a STAND-IN (its digest is not upstream's)"
+        else:
+            try:
+                ref = ImageRef.parse(there)
+                found = open_registry(ref, access).head_manifest(ref.repository, ref.tag)
+                why = "" if found else f"{there}: no such tag"
+            except GraceError as exc:
+                found, why = None, str(exc)
+            if found:
+                base["digest"] = found.digest
+                d.provenance[f"base.{kind}.digest"] = f"resolved through the mirror: {there}"
+                continue
+        on_line(f"base.{kind}: {upstream} pinned by tag only (digest not resolved: {why}); `gracectl plan` names it")
+
+
 def new_release(version: str, index: PackageIndex, choices: Choices, directory: Path | None = None, *,
                 mirror: Mirror = NO_MIRROR, trees: dict[str, Path] | None = None, force: bool = False,
-                dry_run: bool = False, on_line=print) -> list[Path]:
+                dry_run: bool = False, on_line=print, access: RegistryAccess | None = None) -> list[Path]:
     """Derive, check (pairing, resolution), then write releases/v<V>-tfa.toml and v<V>.toml and the Jenkinsfile's
     release choices. Nothing is written when a check fails; `dry_run` prints the manifests instead of writing."""
     directory = directory or releases_dir()
@@ -398,6 +424,8 @@ def new_release(version: str, index: PackageIndex, choices: Choices, directory: 
         raise UsageError(f"{existing[0]} exists: `gracectl release check {names[0]}` compares it with upstream; "
                          "--force rewrites it")
     d = derive(index, version, choices)
+    if access is not None:
+        pin_base_digests(d, mirror, access, on_line)
     texts = render(d, choices)
     with tempfile.TemporaryDirectory() as tmp:
         for path, text in zip(paths, texts):

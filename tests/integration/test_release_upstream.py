@@ -4,6 +4,7 @@ vendor). Caches live in the test bed's state folder (upstream/), shared with .ci
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -290,3 +291,31 @@ def test_release_new_0_27_1_derives_nccl_and_resolves_through_the_mirrored_extra
         assert "an index cannot be reached: map it to the site's mirror" in unreachable.stdout, unreachable.stdout[-2000:]
     finally:
         server.shutdown()
+
+
+def test_release_new_pins_the_base_images_by_digest_through_the_mirror(bed, mirror, registry, oci_image, tmp_path):
+    """The site's mirror holds copies of the CUDA bases (same manifests, so upstream's digests): `release new` writes
+    each base's digest read there; where the mirror's bases are STAND-INs (the test bed's) it pins by tag and says so."""
+    text = Path(mirror).read_text()
+    images = re.findall(r'(?m)^"(nvcr\.io/[^"]+)" = "[^"]*"$', text)
+    assert images, "the test bed's mirror maps no CUDA base"
+    digests = {}
+    for n, upstream in enumerate(sorted(images)):
+        there = f"{registry}/site-mirror/cuda:{upstream.rsplit(':', 1)[1]}"
+        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", oci_image(f"base {n}"), f"docker://{there}"],
+                       check=True, capture_output=True)
+        inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{there}"], check=True,
+                                   capture_output=True, text=True).stdout
+        digests[upstream] = json.loads(inspected)["Digest"]
+        text = re.sub(rf'(?m)^"{re.escape(upstream)}" = "[^"]*"$', f'"{upstream}" = "{there}"', text)
+    site = tmp_path / "site.toml"
+    site.write_text(text.replace("standin_images = true", "standin_images = false"))
+    done = gracectl(bed, "release", "new", "0.25.0", "--print", "--mirror", str(site))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    for upstream, digest in digests.items():
+        if "-0.25" in upstream or "13.0.2" in upstream:
+            assert f'digest = "{digest}"' in done.stdout
+    assert '"base.runtime.digest" = "resolved through the mirror: ' in done.stdout
+    standin = gracectl(bed, "release", "new", "0.25.0", "--print", "--mirror", mirror)
+    assert "pinned by tag only (digest not resolved: the mirror's" in standin.stdout
+    assert 'digest = ""' in standin.stdout

@@ -11,7 +11,8 @@ import typer
 from gracectl import environment
 from gracectl.adapters.package_index import PackageIndex, default_cache
 from gracectl.errors import ReleaseCheckError, UsageError
-from gracectl.commands.options import MirrorOpt
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.commands.options import MirrorOpt, registry_options
 from gracectl.manifest import release_names
 from gracectl.mirrors import load_mirror
 from gracectl.release_train import Choices, check_releases, new_release
@@ -48,6 +49,7 @@ def _index(url: str, cache: Path | None, offline: bool) -> PackageIndex:
 
 
 @app.command("new")
+@registry_options()
 def new(
     version: Annotated[str, typer.Argument(help="the vLLM release, e.g. 0.34.0")],
     index_url: IndexOpt = "https://pypi.org/simple",
@@ -65,6 +67,10 @@ def new(
     mirror: MirrorOpt = None,
     cache_dir: CacheOpt = None,
     tree: TreeOpt = None,
+    no_digests: Annotated[bool, typer.Option("--no-digests", help="pin the CUDA base images by tag only (else "
+                                             "their digests are read through the mirror)")] = False,
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Write releases/v<VERSION>-tfa.toml and its fallback v<VERSION>.toml, every pin derived from the release's
     sdist and the metadata of what it pins; nothing is written unless the pairing and the resolution pass."""
@@ -76,7 +82,8 @@ def new(
                       triton_kernels_ref=triton_kernels_ref, triton_kernels_reason=reason.strip(),
                       overrides=tuple((o, reason.strip()) for o in override or ()))
     paths = new_release(version, _index(index_url, cache_dir, False), choices, mirror=load_mirror(mirror),
-                        trees=_trees(tree), force=force, dry_run=print_only)
+                        trees=_trees(tree), force=force, dry_run=print_only,
+                        access=None if no_digests else access)
     for path in paths:
         print(f"wrote {path}")
     if paths:

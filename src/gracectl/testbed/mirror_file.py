@@ -77,7 +77,8 @@ def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
              "stack).",
              'build_network = "host"  # build steps reach the mirrors on 127.0.0.1',
              f'python_version = "{PYTHON_VERSION}"  # the stand-in base images carry Debian\'s Python',
-             f'standin_reason = "{reason}"']
+             f'standin_reason = "{reason}"',
+             "standin_images = true  # the CUDA bases are debootstrapped stand-ins: no upstream digest to pin"]
     if versions:
         lines.append(f'versions_reason = "{TORCH_STANDIN_REASON}"')
     if stack == STANDIN:  # the stand-in index has no sdists: release checks read the real ones (PyPI, proxied)
