@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gracectl.adapters import docker, proc
+from gracectl.driver_floor import min_driver
 from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
 from gracectl.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
                                load_release)
@@ -138,6 +139,7 @@ class Plan:
             "final_stages": self.final_stages,
             "not_built": [s for s in self.stages if s not in self.final_stages or s in self.empty_stages],
             "build_args": self.build_args,
+            "min_driver": self.build_args["MIN_DRIVER"],
             "labels": self.labels,
             "tags": {"moving": self.moving_tag, "build": self.build_tag, "fallback": self.fallback,
                      "cache": self.cache_ref},
@@ -277,6 +279,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "IMAGE_SOURCE": IMAGE_SOURCE,
         "IMAGE_REVISION": commit,
         "BASE_NAME": runtime_base,
+        # The oldest NVIDIA driver that runs the image's CUDA (gracectl.driver_floor): label, image.json, doctor, smoke.
+        "MIN_DRIVER": min_driver(m.cuda.version),
         "PIN_VLLM": _pin(mirror, vllm_src),
         "PIN_TRITON": _pin(mirror, src.triton),
         # The triton_kernels this image holds: site-packages' pin, or (the fallback) the copy vLLM vendors.
@@ -299,6 +303,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "io.gracectl.torch": torch_pins["version"],
         "io.gracectl.cuda-arch-list": m.build.cuda_arch_list,
         "io.gracectl.cuda": m.cuda.version,
+        "io.gracectl.min-driver": build_args["MIN_DRIVER"],
         "io.gracectl.triton_kernels": rel.triton_kernels,
         "io.gracectl.vllm-build": vllm_build,
         "io.gracectl.version.vllm": build_args["VLLM_VERSION"],

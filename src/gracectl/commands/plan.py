@@ -63,6 +63,8 @@ def plan(
         tree.add(f"[dim]not built for this release: {', '.join(p['not_built'])} (vLLM build "
                  f"{p['build_args']['VLLM_BUILD']}, triton_kernels {p['build_args']['TRITON_KERNELS']})[/dim]")
     out.print(tree)
+    out.print(f"minimum NVIDIA driver (Linux): {p['min_driver']} (CUDA {p['build_args']['CUDA_VERSION']}; an older "
+              f"driver fails at the first CUDA call)", highlight=False)
     for title, mapping in (("build arguments", p["build_args"]), ("labels", p["labels"]), ("tags", p["tags"])):
         table = Table(title=title, title_justify="left")
         table.add_column("name", no_wrap=True)
