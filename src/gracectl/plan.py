@@ -21,6 +21,8 @@ from gracectl.plan_extras import extras_plan
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "vllm" / "Dockerfile"
 FINAL_STAGE = "vllm-openai"
+# What a site may build (`--target`): the final image, or it run as a non-root user; -> what its tags add.
+TARGETS = {FINAL_STAGE: "", "vllm-openai-nonroot": "-nonroot"}
 IMAGE_SOURCE = "https://github.com/grace-gpu-containers/grace-gpu-containers"
 
 # The Dockerfile's stage graph: stage -> the stages it is built FROM or mounts files from.
@@ -43,6 +45,7 @@ STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "triton-kernels-vendored": ("base",),
     "triton-kernels-choice": ("triton-kernels-{mode}",),
     "vllm-openai": ("base", "build-triton", "vllm-choice", "build-deepgemm", "build-deepep", "triton-kernels-choice"),
+    "vllm-openai-nonroot": ("vllm-openai",),
 }
 
 
@@ -55,8 +58,11 @@ class Overrides:
     build_number: int = 0
     registry: str = ""  # host[:port][/namespace] the tags are pushed to; empty = local names only
     vllm_build: str = ""  # "source" | "wheel"; empty = the manifest's sources.vllm.build
+    target: str = FINAL_STAGE  # one of TARGETS
 
     def __post_init__(self):
+        if self.target not in TARGETS:
+            raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.vllm_build and self.vllm_build not in VLLM_BUILDS:
             raise UsageError(f"--vllm-build must be one of {', '.join(VLLM_BUILDS)}, got {self.vllm_build!r}")
         if self.vllm_ref and not (TAG_RE.match(self.vllm_ref) or COMMIT_RE.match(self.vllm_ref)):
@@ -323,7 +329,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
 
     stages = {name: [d.format(mode=rel.triton_kernels, vllm_build=vllm_build) for d in deps]
               for name, deps in STAGE_GRAPH.items()}
-    tag = overrides.image_tag or rel.tag
+    tag = overrides.image_tag or rel.tag + TARGETS[overrides.target]
     prefix = f"{overrides.registry}/" if overrides.registry else ""
     unpinned = [f"base.{k}: {b.ref} (no digest)" for k, b in (("build", m.base.build), ("runtime", m.base.runtime))
                 if not b.digest]
@@ -336,7 +342,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
     if not build_args["FLASHINFER_CUBINS_URL"]:
         standins.append(f"flashinfer.cubins_url: {m.flashinfer.cubins_url} (not fetched: {mirror.standin_reason})")
     standins += extras.standins
-    final_stages = stage_closure(stages, FINAL_STAGE)
+    final_stages = stage_closure(stages, overrides.target)
     empty_stages = [s for s, empty in (("build-deepgemm", not src.deepgemm), ("build-cmake-sources", not src.cmake),
                                        ("build-deepep", not extras.deepep_ref))
                     if empty and s in final_stages]
@@ -345,7 +351,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         platform=rel.platform,
         dockerfile=str(DOCKERFILE.relative_to(REPO_ROOT)),
         context=".",
-        target=FINAL_STAGE,
+        target=overrides.target,
         build_args=build_args,
         stages=stages,
         final_stages=final_stages,
@@ -353,7 +359,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         moving_tag=f"{prefix}{rel.image}:{tag}",
         build_tag=f"{prefix}{rel.image}:{tag}-b{overrides.build_number}-{commit[:7]}",
         cache_ref=f"{prefix}{rel.image}:buildcache" if prefix else "",
-        fallback=f"{prefix}{rel.fallback}" if rel.fallback else "",
+        fallback=f"{prefix}{rel.fallback}{TARGETS[overrides.target]}" if rel.fallback else "",
         source_commit=commit,
         build_network=mirror.build_network,
         unpinned=unpinned,
@@ -373,11 +379,11 @@ def lint_dockerfile() -> None:
 
 
 def plan_for(release: str, mirror: Path | None = None, vllm_ref: str = "", image_tag: str = "",
-             build_number: int = 0, registry: str = "", vllm_build: str = "") -> Plan:
+             build_number: int = 0, registry: str = "", vllm_build: str = "", target: str = FINAL_STAGE) -> Plan:
     """The one way a release name and the operator's options become a Plan (CLI, pipeline, rehearse)."""
     return make_plan(
         load_release(release),
         mirror=load_mirror(mirror),
         overrides=Overrides(vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number, registry=registry,
-                            vllm_build=vllm_build),
+                            vllm_build=vllm_build, target=target),
     )
