@@ -133,7 +133,7 @@ def gpu(pytestconfig):
     source = _expect_source(pytestconfig)
     want = load_expectations(source) if source else {}
     driver = node_driver.node_driver()
-    if driver:  # checked before torch: an old driver fails torch with a message that names neither version
+    if driver:  # before torch calls CUDA: an old driver fails it with a message naming neither version
         problem = node_driver.floor_problem(driver, want.get("min_driver", ""), want.get("cuda", "?"),
                                             want.get("release", "?"))
         if problem:
