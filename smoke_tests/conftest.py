@@ -2,7 +2,8 @@
 
 - Expected versions come from /opt/gracectl/image.json (written by the Dockerfile from the image labels), or
   from `--expect-json FILE` / env GRACECTL_EXPECT_JSON so the suite also runs outside an image.
-- GPU tests skip with a visible reason when the container has no NVIDIA device (`--gpus none`).
+- GPU tests skip with a visible reason when the container has no NVIDIA device (`--gpus none`), and fail in one
+  line naming both when the node's driver is older than the image's minimum (image.json's min_driver).
 - With GRACECTL_PLANT_STALE_TRITON_KERNELS=1 a stale copy of the image's triton_kernels (no SparseMatrix) is
   put first on sys.path before any test imports it: the imports level must then fail, naming SparseMatrix.
   With GRACECTL_PLANT_MX_SCALE_OFF_BY_ONE=1 the copy's Hopper MXFP4 upcast is one scale exponent off: the
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+import node_driver
 import triton_kernels_contract as tkc
 
 IMAGE_JSON = "/opt/gracectl/image.json"
@@ -41,6 +43,8 @@ EXPECT_KEYS = {
     "torchaudio": ("torchaudio", "io.gracectl.version.torchaudio"),
     "flashinfer": ("flashinfer", "io.gracectl.version.flashinfer"),
     "cuda": ("cuda", "io.gracectl.cuda"),
+    "release": ("release", "io.gracectl.release"),
+    "min_driver": ("min_driver", "io.gracectl.min-driver"),
     # image.json only, where "" is an answer: what the build installed (no packages, no JIT cache, no
     # overrides, DeepGEMM inside vLLM's wheel rather than a wheel of its own).
     "cuda_runtime_packages": ("cuda_runtime_packages",),
@@ -121,10 +125,19 @@ def gpu_device_present() -> bool:
 
 
 @pytest.fixture(scope="session")
-def gpu():
-    """Skip (visibly) without a GPU; with one, torch must see it, else the test fails."""
+def gpu(pytestconfig):
+    """Skip (visibly) without a GPU; with one, the node's driver must meet the image's minimum and torch must see
+    the GPU, else the test fails."""
     if not gpu_device_present():
         pytest.skip("no NVIDIA GPU in this container (/dev/nvidia* absent; run with --gpus all)")
+    source = _expect_source(pytestconfig)
+    want = load_expectations(source) if source else {}
+    driver = node_driver.node_driver()
+    if driver:  # before torch calls CUDA: an old driver fails it with a message naming neither version
+        problem = node_driver.floor_problem(driver, want.get("min_driver", ""), want.get("cuda", "?"),
+                                            want.get("release", "?"))
+        if problem:
+            pytest.fail(problem, pytrace=False)
     import torch
 
     assert torch.cuda.is_available(), (

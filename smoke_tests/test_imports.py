@@ -264,8 +264,11 @@ EXTRA_USES = {
 # Packages whose every shared library is loaded when used (checked with ldd); the distributions an extra brings
 # (runai-model-streamer-s3, ...) are always checked.
 LDD_CHECKED = {"runai-model-streamer", "hf-transfer"}
-# apt packages whose program is what is used (health checks run curl), else `dpkg -s` is the check.
-EXTRA_PROGRAMS = {"curl": ["curl", "--version"], "numactl": ["numactl", "--show"]}
+# apt packages whose program is what is used (health checks run curl), else `dpkg -s` is the check. Each probe
+# proves the IMAGE's program runs, whatever the host: numactl runs `true` under no policy (exec only, libnuma
+# loaded), where `numactl --show`/`--hardware` fail on any kernel that exposes no NUMA to the container ("No NUMA
+# support available on this system": docker's default seccomp, qemu) and `--version` exists only from 2.0.17.
+EXTRA_PROGRAMS = {"curl": ["curl", "--version"], "numactl": ["numactl", "true"]}
 
 
 def _recorded_extras(expected) -> list[str]:

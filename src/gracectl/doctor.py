@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gracectl import pipeline
+from gracectl import driver_floor, pipeline
 from gracectl.adapters import docker, proc, tools
 from gracectl.adapters.registry import open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import ImageRef
 from gracectl.errors import GraceError, ToolMissingError, UsageError
+from gracectl.manifest import load_release
 from gracectl.plan import detect_builder
 
 DEFAULT_MIN_FREE_GB = 100  # a vLLM source build: BuildKit cache, CUDA base layers, the image (gh200: 480 GB)
@@ -30,6 +31,7 @@ class Settings:
     registry: str = ""  # HOST[:PORT][/NAMESPACE]; empty: the registry check is skipped
     min_free_gb: float = DEFAULT_MIN_FREE_GB
     smoke_gpus: str = "all"  # "none": the smoke stage runs without GPUs (the CPU test bed)
+    release: str = ""  # the release the job builds and smokes: its image's minimum driver; empty: not checked
     access: RegistryAccess = field(default_factory=RegistryAccess)  # how the stages would reach the registry
 
 
@@ -120,6 +122,22 @@ def check_gpu(settings: Settings) -> str:
     return f"{len(gpus)} GPU(s): {gpus[0].split(' (UUID')[0]}"
 
 
+def check_driver(settings: Settings) -> str:
+    """The node's driver meets the minimum of the release's image (gracectl.driver_floor), in the smoke's words."""
+    if settings.smoke_gpus == "none" or not settings.release:
+        return ""
+    cuda = load_release(settings.release).cuda.version
+    floor = driver_floor.min_driver(cuda)
+    check = driver_floor.node_driver_module()
+    driver = check.from_query(_output(check.QUERY))
+    if not driver:
+        raise Missing(f"`{' '.join(check.QUERY)}` names no driver version: check the driver (`nvidia-smi`)")
+    problem = check.floor_problem(driver, floor, cuda, settings.release)
+    if problem:
+        raise Missing(problem)
+    return f"driver {driver}, {settings.release} needs {floor} or newer (CUDA {cuda})"
+
+
 def check_disk(settings: Settings) -> str:
     """Free space where docker keeps images and the build cache (its root dir), else here."""
     where = Path.cwd()
@@ -148,11 +166,14 @@ def check_registry(settings: Settings) -> str:
 # name -> check; a check returns what it found, "" when it does not apply (skipped), or raises Missing.
 CHECKS: dict[str, Callable[[Settings], str]] = {
     "git": check_git, "hadolint": check_hadolint, "docker": check_docker, "buildkit": check_buildkit,
-    "nvidia-runtime": check_nvidia_runtime, "gpu": check_gpu, "disk": check_disk, "skopeo": check_skopeo,
-    "registry": check_registry,
+    "nvidia-runtime": check_nvidia_runtime, "gpu": check_gpu, "driver": check_driver, "disk": check_disk,
+    "skopeo": check_skopeo, "registry": check_registry,
 }
 SKIP_REASONS = {"nvidia-runtime": "GRACECTL_SMOKE_GPUS=none", "gpu": "GRACECTL_SMOKE_GPUS=none",
+                "driver": "GRACECTL_SMOKE_GPUS=none, or no release given (RELEASE / --release)",
                 "registry": "no registry given (REGISTRY / --registry)"}
+# Checks whose finding the verdict repeats: the job's last line names the node's driver and the image's minimum.
+SAID_IN_VERDICT = {"driver"}
 
 
 def needs_of(stages: Sequence[pipeline.Stage]) -> dict[str, list[str]]:
@@ -183,5 +204,6 @@ def verdict(findings: Sequence[Finding], stages: Sequence[pipeline.Stage]) -> No
     """ToolMissingError naming what is missing (exit 3), or nothing."""
     missing = [f for f in findings if f.status == MISSING]
     if missing:
+        said = "".join(f"; {f.detail}" for f in missing if f.check in SAID_IN_VERDICT)
         raise ToolMissingError(f"this node cannot run stage(s) {', '.join(s.name for s in stages)}: missing "
-                               f"{', '.join(f.check for f in missing)} (what to install is above)")
+                               f"{', '.join(f.check for f in missing)} (what to install is above){said}")

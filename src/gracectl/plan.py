@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gracectl.adapters import docker, proc
+from gracectl.driver_floor import min_driver
 from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
 from gracectl.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
                                load_release)
@@ -25,6 +26,8 @@ PROTOC_URL = "https://github.com/protocolbuffers/protobuf/releases/download/v{v}
 PROTOC_ARCH = {"linux/arm64": "aarch_64", "linux/amd64": "x86_64"}
 DOCKERFILE = REPO_ROOT / "vllm" / "Dockerfile"
 FINAL_STAGE = "vllm-openai"
+# What a site may build (`--target`): the final image, or it run as a non-root user; -> what its tags add.
+TARGETS = {FINAL_STAGE: "", "vllm-openai-nonroot": "-nonroot"}
 IMAGE_SOURCE = "https://github.com/grace-gpu-containers/grace-gpu-containers"
 
 # The Dockerfile's stage graph: stage -> the stages it is built FROM or mounts files from.
@@ -48,6 +51,7 @@ STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "triton-kernels-vendored": ("base",),
     "triton-kernels-choice": ("triton-kernels-{mode}",),
     "vllm-openai": ("base", "build-triton", "vllm-choice", "build-deepgemm", "build-deepep", "triton-kernels-choice"),
+    "vllm-openai-nonroot": ("vllm-openai",),
 }
 
 
@@ -60,8 +64,11 @@ class Overrides:
     build_number: int = 0
     registry: str = ""  # host[:port][/namespace] the tags are pushed to; empty = local names only
     vllm_build: str = ""  # "source" | "wheel"; empty = the manifest's sources.vllm.build
+    target: str = FINAL_STAGE  # one of TARGETS
 
     def __post_init__(self):
+        if self.target not in TARGETS:
+            raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.vllm_build and self.vllm_build not in VLLM_BUILDS:
             raise UsageError(f"--vllm-build must be one of {', '.join(VLLM_BUILDS)}, got {self.vllm_build!r}")
         if self.vllm_ref and not (TAG_RE.match(self.vllm_ref) or COMMIT_RE.match(self.vllm_ref)):
@@ -145,6 +152,7 @@ class Plan:
             "final_stages": self.final_stages,
             "not_built": [s for s in self.stages if s not in self.final_stages or s in self.empty_stages],
             "build_args": self.build_args,
+            "min_driver": self.build_args["MIN_DRIVER"],
             "labels": self.labels,
             "tags": {"moving": self.moving_tag, "build": self.build_tag, "fallback": self.fallback,
                      "cache": self.cache_ref},
@@ -306,6 +314,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "IMAGE_SOURCE": IMAGE_SOURCE,
         "IMAGE_REVISION": commit,
         "BASE_NAME": runtime_base,
+        # The oldest NVIDIA driver that runs the image's CUDA (gracectl.driver_floor): label, image.json, doctor, smoke.
+        "MIN_DRIVER": min_driver(m.cuda.version),
         "PIN_VLLM": _pin(mirror, vllm_src),
         "PIN_TRITON": _pin(mirror, src.triton),
         # The triton_kernels this image holds: site-packages' pin, or (the fallback) the copy vLLM vendors.
@@ -328,6 +338,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "io.gracectl.torch": torch_pins["version"],
         "io.gracectl.cuda-arch-list": m.build.cuda_arch_list,
         "io.gracectl.cuda": m.cuda.version,
+        "io.gracectl.min-driver": build_args["MIN_DRIVER"],
         "io.gracectl.triton_kernels": rel.triton_kernels,
         "io.gracectl.vllm-build": vllm_build,
         "io.gracectl.version.vllm": build_args["VLLM_VERSION"],
@@ -347,7 +358,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
 
     stages = {name: [d.format(mode=rel.triton_kernels, vllm_build=vllm_build) for d in deps]
               for name, deps in STAGE_GRAPH.items()}
-    tag = overrides.image_tag or rel.tag
+    tag = overrides.image_tag or rel.tag + TARGETS[overrides.target]
     prefix = f"{overrides.registry}/" if overrides.registry else ""
     unpinned = [f"base.{k}: {b.ref} (no digest)" for k, b in (("build", m.base.build), ("runtime", m.base.runtime))
                 if not b.digest]
@@ -365,10 +376,11 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
                         "official wheel; the mirror's vLLM source is a STAND-IN without native parts)")
     warnings = []
     if vllm_build == "source":
-        warnings.append(f"vLLM build mode 'source' is UNPROVEN for {rel.name}: CI runs its source path only up to "
-                        "the CUDA compile, on the test bed's stand-in sources; 'wheel' (the official vllm=="
-                        f"{src.vllm.ref.removeprefix('v')} wheel) is the proven default (CLAWMINE.md, build modes)")
-    final_stages = stage_closure(stages, FINAL_STAGE)
+        warnings.append(f"vLLM build mode 'source' is UNPROVEN for {rel.name}: CI walks the source path only on the "
+                        "test bed's stand-in vLLM source (not this release's tree; no Rust build, no CUDA compile); "
+                        f"'wheel' (the official vllm=={src.vllm.ref.removeprefix('v')} wheel) is the proven default "
+                        "(CLAWMINE.md, build modes)")
+    final_stages = stage_closure(stages, overrides.target)
     empty_stages = [s for s, empty in (("build-deepgemm", not src.deepgemm), ("build-cmake-sources", not src.cmake),
                                        ("build-deepep", not extras.deepep_ref))
                     if empty and s in final_stages]
@@ -377,7 +389,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         platform=rel.platform,
         dockerfile=str(DOCKERFILE.relative_to(REPO_ROOT)),
         context=".",
-        target=FINAL_STAGE,
+        target=overrides.target,
         build_args=build_args,
         stages=stages,
         final_stages=final_stages,
@@ -385,7 +397,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         moving_tag=f"{prefix}{rel.image}:{tag}",
         build_tag=f"{prefix}{rel.image}:{tag}-b{overrides.build_number}-{commit[:7]}",
         cache_ref=f"{prefix}{rel.image}:buildcache" if prefix else "",
-        fallback=f"{prefix}{rel.fallback}" if rel.fallback else "",
+        fallback=f"{prefix}{rel.fallback}{TARGETS[overrides.target]}" if rel.fallback else "",
         source_commit=commit,
         build_network=mirror.build_network,
         unpinned=unpinned,
@@ -406,11 +418,11 @@ def lint_dockerfile() -> None:
 
 
 def plan_for(release: str, mirror: Path | None = None, vllm_ref: str = "", image_tag: str = "",
-             build_number: int = 0, registry: str = "", vllm_build: str = "") -> Plan:
+             build_number: int = 0, registry: str = "", vllm_build: str = "", target: str = FINAL_STAGE) -> Plan:
     """The one way a release name and the operator's options become a Plan (CLI, pipeline, rehearse)."""
     return make_plan(
         load_release(release),
         mirror=load_mirror(mirror),
         overrides=Overrides(vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number, registry=registry,
-                            vllm_build=vllm_build),
+                            vllm_build=vllm_build, target=target),
     )

@@ -94,7 +94,7 @@ def test_doctor_from_the_jenkins_venv_on_the_test_bed(agent, bed):
     assert done.returncode == 0, done.stdout + done.stderr
     status = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines() if line.split()[0] != "doctor:"}
     assert status == {"git": "ok", "hadolint": "ok", "docker": "ok", "buildkit": "ok", "nvidia-runtime": "skipped",
-                      "gpu": "skipped", "disk": "ok", "skopeo": "ok", "registry": "ok"}
+                      "gpu": "skipped", "driver": "skipped", "disk": "ok", "skopeo": "ok", "registry": "ok"}
 
 
 @pytest.mark.slow

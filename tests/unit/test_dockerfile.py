@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from dockerfile_model import parse, substitute
+from dockerfile_model import instructions, parse, substitute
 from gracectl.manifest import load_release
-from gracectl.plan import Overrides, DOCKERFILE, FINAL_STAGE, STAGE_GRAPH, make_plan, stage_closure
+from gracectl.plan import DOCKERFILE, FINAL_STAGE, REPO_ROOT, STAGE_GRAPH, TARGETS, Overrides, make_plan, \
+    stage_closure
 
 DF = parse(DOCKERFILE)
 TEXT = DOCKERFILE.read_text()
@@ -262,3 +263,57 @@ def test_torch_comes_from_the_torch_index():
     assert '"torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCHAUDIO_VERSION}"' in install
     # With the local version, an index's CPU build of the same public version can never be picked.
     assert plan("v0.19.0-tfa").build_args["TORCH_VERSION"].endswith("+cu129")
+
+
+def test_nonroot_target_is_the_final_image_run_as_uid_2000_gid_0():
+    stage = DF.stages["vllm-openai-nonroot"]
+    assert stage.base == FINAL_STAGE and set(TARGETS) == {FINAL_STAGE, "vllm-openai-nonroot"}
+    steps = instructions(TEXT[TEXT.index("FROM vllm-openai AS vllm-openai-nonroot"):])
+    # Numeric, so that a pod's runAsNonRoot can verify it; its home is where the caches go.
+    assert ("USER", "2000:0") in steps and ("WORKDIR", "/home/vllm") in steps
+    assert steps[-1] == ("ENTRYPOINT", '["/usr/local/bin/vllm-nonroot-entrypoint"]')
+    (run,) = stage.runs
+    assert "useradd --uid 2000 --gid 0 --create-home --home-dir /home/vllm" in run
+    assert "chown -R 2000:0 /home/vllm" in run and "chmod -R g+rwX /home/vllm" in run
+    assert "/opt/venv" not in run  # read as it is: a chmod -R would copy the venv's GBs into a new layer
+    assert "install -m 0755 /tmp/nonroot-entrypoint.sh /usr/local/bin/vllm-nonroot-entrypoint" in run
+    assert "!vllm/nonroot-entrypoint.sh" in (REPO_ROOT / "vllm" / "Dockerfile.dockerignore").read_text()
+
+
+STANDIN_VLLM_CLI = '#!/bin/sh\necho "HOME=$HOME USER=$USER LOGNAME=$LOGNAME ARGS=$*"\n'
+
+
+def test_nonroot_entrypoint_serves_with_a_writable_home_for_an_arbitrary_uid():
+    # The entrypoint script itself, as uid 2000 gid 0 (setpriv where this test runs as root), with a STAND-IN
+    # `vllm` that prints what it was given. In a folder of /tmp that uid may read (pytest's tmp_path is root's).
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    as_uid = ["setpriv", "--reuid=2000", "--regid=0", "--clear-groups"] if os.geteuid() == 0 else []
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        work.chmod(0o777)
+        (work / "vllm").write_text(STANDIN_VLLM_CLI)
+        (work / "vllm").chmod(0o755)
+        script = work / "entrypoint.sh"
+        script.write_text((REPO_ROOT / "vllm" / "nonroot-entrypoint.sh").read_text())
+
+        def serve(**env: str) -> str:
+            done = subprocess.run([*as_uid, "sh", str(script), "--model", "m"], capture_output=True, text=True,
+                                  env={"PATH": f"{work}:/usr/bin:/bin", **env}, timeout=30)
+            assert done.returncode == 0, done.stderr
+            return done.stdout.strip()
+
+        # OpenShift's arbitrary uid: no HOME, no USER (and no /home/vllm on this machine): a fresh home of its own.
+        out = serve()
+        home = out.split()[0].removeprefix("HOME=")
+        assert home.startswith("/tmp/vllm-home.") and out.endswith("USER=vllm LOGNAME=vllm ARGS=serve --model m")
+        assert Path(home).stat().st_uid == (2000 if as_uid else os.geteuid())
+        shutil.rmtree(home)
+        # A HOME it cannot write is replaced; what the caller sets, and a writable HOME, are kept.
+        home = serve(HOME="/proc").split()[0].removeprefix("HOME=")
+        assert home.startswith("/tmp/vllm-home.")
+        shutil.rmtree(home)
+        assert serve(HOME=folder, USER="alice") == f"HOME={folder} USER=alice LOGNAME=alice ARGS=serve --model m"

@@ -16,6 +16,7 @@ import pytest
 
 from gracectl import doctor, pipeline
 from gracectl.adapters import tools
+from test_driver_floor import standin_nvidia_smi
 
 
 def gracectl_doctor(tmp_path: Path, *args: str, programs: tuple[str, ...] = (), **env: str):
@@ -73,6 +74,27 @@ def test_the_smoke_gpu_checks_follow_smoke_gpus(tmp_path):
     assert on_gpu["nvidia-runtime"].startswith("MISSING")
     on_cpu = findings(gracectl_doctor(tmp_path, "--stage", "smoke", GRACECTL_SMOKE_GPUS="none").stdout)
     assert on_cpu["gpu"].startswith("skipped") and on_cpu["nvidia-runtime"].startswith("skipped")
+
+
+def test_the_smoke_node_driver_must_meet_the_release_images_minimum(tmp_path):
+    """A planted old driver: a STAND-IN nvidia-smi on PATH (test_driver_floor.py) answering the driver query."""
+    standin_nvidia_smi(tmp_path / "bin")
+    old = gracectl_doctor(tmp_path, "--stage", "smoke", RELEASE="v0.25.0-tfa", STANDIN_DRIVER="570.133.20")
+    assert old.returncode == 3
+    line = findings(old.stdout)["driver"]
+    assert line.startswith("MISSING") and ("this node's NVIDIA driver 570.133.20 is older than the minimum 580.65.06 "
+                                           "of image v0.25.0-tfa (CUDA 13.0)") in line
+    last = old.stderr.strip().splitlines()[-1]  # the job's last line names both
+    assert last.startswith("error: this node cannot run stage(s) smoke: missing docker, nvidia-runtime, driver")
+    assert "570.133.20" in last and "580.65.06" in last
+    new = findings(gracectl_doctor(tmp_path, "--stage", "smoke", "--release", "v0.25.0-tfa",
+                                   STANDIN_DRIVER="580.105.08").stdout)
+    assert new["driver"].startswith("ok") and "driver 580.105.08, v0.25.0-tfa needs 580.65.06 or newer" in new["driver"]
+    assert new["gpu"].startswith("ok") and "NVIDIA GH200 480GB" in new["gpu"]
+    floor = findings(gracectl_doctor(tmp_path, "--stage", "smoke", RELEASE="v0.19.0", STANDIN_DRIVER="575.51.03").stdout)
+    assert floor["driver"].startswith("ok")  # CUDA 12.9's floor itself
+    no_release = findings(gracectl_doctor(tmp_path, "--stage", "smoke", STANDIN_DRIVER="470.1").stdout)
+    assert no_release["driver"].startswith("skipped") and "no release given" in no_release["driver"]
 
 
 def test_disk_threshold_is_configurable(tmp_path):

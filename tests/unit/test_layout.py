@@ -16,7 +16,7 @@ FLOORS = [
                 "gracectl.interrupts"]),
     ("adapters", ["gracectl.adapters"]),
     ("inputs", ["gracectl.manifest", "gracectl.mirrors", "gracectl.upstream", "gracectl.upstream_final_stage",
-                "gracectl.upstream_build"]),
+                "gracectl.upstream_build", "gracectl.driver_floor"]),
     ("plan and records", ["gracectl.plan", "gracectl.plan_extras", "gracectl.records", "gracectl.workdir", "gracectl.provenance"]),
     ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
               "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom",

@@ -86,6 +86,21 @@ def test_build_tag_names_release_build_and_commit():
     assert p.fallback == "reg.example:5000/ml/gh200-vllm:v0.19.0"
 
 
+def test_the_nonroot_target_is_the_same_build_one_stage_further_under_its_own_tags():
+    m = load_release("v0.19.0-tfa")
+    nonroot = make_plan(m, overrides=Overrides(build_number=42, target="vllm-openai-nonroot"), commit=COMMIT)
+    assert nonroot.final_stages[-2:] == ["vllm-openai", "vllm-openai-nonroot"]
+    assert nonroot.moving_tag == "gh200-vllm-tfa:v0.19.0-tfa-nonroot"
+    assert nonroot.build_tag == "gh200-vllm-tfa:v0.19.0-tfa-nonroot-b42-1a2b3c4"
+    assert nonroot.fallback == "gh200-vllm:v0.19.0-nonroot"
+    cmd, _ = nonroot.build_command("buildx")
+    assert cmd[cmd.index("--target") + 1] == "vllm-openai-nonroot"
+    # The same arguments and labels as the default image: every stage below the last one comes from the same cache.
+    default = make_plan(m, overrides=Overrides(build_number=42), commit=COMMIT)
+    assert (default.build_args, default.labels) == (nonroot.build_args, nonroot.labels)
+    assert default.target == "vllm-openai" and default.moving_tag == "gh200-vllm-tfa:v0.19.0-tfa"
+
+
 def test_vllm_ref_override_changes_only_vllm_inputs():
     m = load_release("v0.19.0-tfa")
     base = make_plan(m, overrides=Overrides(vllm_build="source"), commit=COMMIT)
@@ -97,7 +112,7 @@ def test_vllm_ref_override_changes_only_vllm_inputs():
 
 
 @pytest.mark.parametrize("kwargs", [{"vllm_ref": "main"}, {"image_tag": "bad tag"}, {"build_number": -1},
-                                    {"registry": "https://reg"}])
+                                    {"registry": "https://reg"}, {"target": "vllm-openai-base"}])
 def test_bad_overrides(kwargs):
     with pytest.raises(UsageError):
         Overrides(**kwargs)

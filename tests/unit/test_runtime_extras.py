@@ -199,10 +199,10 @@ def test_the_plan_installs_what_the_manifest_installs_and_names_each_stand_in():
 # ---- the imports smoke level: a recorded extra that is not in the image fails, naming it ----------------------------
 
 
-def run_smoke_extras(tmp_path: Path, recorded: str) -> subprocess.CompletedProcess[str]:
+def run_smoke_extras(tmp_path: Path, recorded: str, **env: str) -> subprocess.CompletedProcess[str]:
     expect = tmp_path / "expect.json"
     expect.write_text(json.dumps({"runtime_extras": recorded}))
-    env = {**os.environ, "GRACECTL_EXPECT_JSON": str(expect), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "GRACECTL_EXPECT_JSON": str(expect), "PYTHONDONTWRITEBYTECODE": "1", **env}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA",
                            "smoke_tests/test_imports.py::test_runtime_extras_the_image_installed_are_usable"],
                           cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
@@ -216,6 +216,58 @@ def test_the_imports_level_fails_naming_a_recorded_extra_that_is_not_installed(t
     assert "not usable: gracectl-no-such-package is not installed (pip)\n" in done.stdout  # and nothing on pluggy
     done = run_smoke_extras(tmp_path, "pip:pluggy")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# STAND-INS for an image's dpkg and numactl (this machine has no numactl): numactl as numactl.c behaves where the
+# kernel exposes no NUMA to the container (docker's default seccomp refuses get_mempolicy, qemu): --show and
+# --hardware print "No NUMA support available on this system." and exit 1; a program run under no policy is only
+# exec'd (as Debian's numactl 2.0.16 does, run once with a seccomp filter answering get_mempolicy with ENOSYS).
+# dpkg answers for the packages in DPKG_INSTALLED.
+NUMA_LESS_NUMACTL = """#!/bin/sh
+case "$1" in
+  -s|--show|-H|--hardware) echo "No NUMA support available on this system."; exit 1 ;;
+  -*|"") echo "usage: numactl [--interleave= | -i <nodes>] ..." >&2; exit 1 ;;
+esac
+PATH=/usr/bin:/bin exec "$@"
+"""
+NO_LIBNUMA = """#!/bin/sh
+echo "numactl: error while loading shared libraries: libnuma.so.1: cannot open shared object file" >&2
+exit 127
+"""
+STANDIN_DPKG = """#!/bin/sh
+# dpkg -s PACKAGE
+case " $DPKG_INSTALLED " in *" $2 "*) echo "Status: install ok installed"; exit 0 ;; esac
+echo "dpkg-query: package '$2' is not installed" >&2
+exit 1
+"""
+
+
+def standin_bin(tmp_path: Path, programs: dict[str, str]) -> str:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name, text in programs.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return str(folder)
+
+
+def test_the_numactl_check_proves_the_images_numactl_on_a_host_without_numa(tmp_path):
+    # README's `main-job.sh --stack real --release v0.25.0-tfa` failed here: the check ran `numactl --show`, which
+    # tests the host's NUMA, not the image's numactl.
+    path = standin_bin(tmp_path, {"dpkg": STANDIN_DPKG, "numactl": NUMA_LESS_NUMACTL})
+    done = run_smoke_extras(tmp_path, "apt:numactl", PATH=path, DPKG_INSTALLED="numactl")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Still a check of the image: numactl removed (package, or only its program), or its libnuma gone, fails.
+    done = run_smoke_extras(tmp_path, "apt:numactl", PATH=path, DPKG_INSTALLED="")
+    assert done.returncode == 1 and "numactl is not installed (apt)" in done.stdout, done.stdout
+    (tmp_path / "bin" / "numactl").unlink()
+    done = run_smoke_extras(tmp_path, "apt:numactl", PATH=path, DPKG_INSTALLED="numactl")
+    assert done.returncode == 1 and "numactl: numactl is not on PATH" in done.stdout, done.stdout
+    (tmp_path / "bin" / "numactl").write_text(NO_LIBNUMA)
+    (tmp_path / "bin" / "numactl").chmod(0o755)
+    done = run_smoke_extras(tmp_path, "apt:numactl", PATH=path, DPKG_INSTALLED="numactl")
+    assert done.returncode == 1 and "`numactl true` failed: numactl: error while loading shared libraries: " \
+        "libnuma.so.1" in done.stdout, done.stdout
 
 
 # ---- CLAWMINE.md's parity table is the manifests' -------------------------------------------------------------------

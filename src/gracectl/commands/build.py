@@ -14,11 +14,11 @@ from gracectl.adapters import docker
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.build import BuildResult, compare, layers, read_record, shorten
 from gracectl.build import build as run_build
-from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, VllmBuildOpt,
-                                       VllmRefOpt)
+from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, TargetOpt,
+                                       VllmBuildOpt, VllmRefOpt)
 from gracectl.errors import GraceError, UsageError
 from gracectl.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
-from gracectl.plan import plan_for
+from gracectl.plan import FINAL_STAGE, plan_for
 from gracectl.records import write_json
 from gracectl.release_ops import publish
 from gracectl.release_trust import verify_image
@@ -65,9 +65,10 @@ def build(
     registry: RegistryOpt = "",
     record: Annotated[Optional[Path], typer.Option("--record", help="build record JSON")] = None,
     vllm_build: VllmBuildOpt = "",
+    target: TargetOpt = FINAL_STAGE,
 ) -> None:
     """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record."""
-    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build)
+    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target)
     if platform:
         if platform not in ("linux/arm64", "linux/amd64"):
             raise UsageError(f"--platform must be linux/arm64 or linux/amd64, got {platform!r}")

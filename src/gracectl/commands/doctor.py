@@ -20,6 +20,8 @@ StageOpt = Annotated[Optional[List[str]], typer.Option(
     "--stage", help="a stage this node runs (repeat the option; default: every stage)")]
 RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="HOST:PORT/NAMESPACE to reach "
                                                     "(env REGISTRY; empty: not checked)")]
+ReleaseOpt = Annotated[Optional[str], typer.Option(
+    "--release", help="the release smoked on this node: its image's minimum NVIDIA driver (env RELEASE)")]
 MinFreeOpt = Annotated[Optional[float], typer.Option(
     "--min-free-gb", help=f"free disk a build needs (env {checks.MIN_FREE_ENV}, default {checks.DEFAULT_MIN_FREE_GB})")]
 
@@ -28,7 +30,8 @@ app = typer.Typer()
 
 
 @app.command()
-def doctor(stage: StageOpt = None, registry: RegistryOpt = None, min_free_gb: MinFreeOpt = None) -> None:
+def doctor(stage: StageOpt = None, registry: RegistryOpt = None, min_free_gb: MinFreeOpt = None,
+           release: ReleaseOpt = None) -> None:
     """Check that this node has what the given pipeline stages need; one line per finding, what to install."""
     wanted = [pipeline.stage(name) for name in stage] if stage else list(pipeline.STAGES)
     job = ci.job_values()
@@ -43,6 +46,7 @@ def doctor(stage: StageOpt = None, registry: RegistryOpt = None, min_free_gb: Mi
     free = min_free_gb if min_free_gb is not None else environment.min_free_gb(checks.DEFAULT_MIN_FREE_GB)
     settings = checks.Settings(registry=registry if registry is not None else job.get("registry", ""),
                                min_free_gb=free, smoke_gpus=job.get("smoke_gpus") or "all",
+                               release=release or job.get("release", ""),
                                access=(params or Params(release="doctor")).registry_access())
     findings = checks.examine(runs, settings)
     for finding in findings:

@@ -31,6 +31,8 @@ VllmRefOpt = Annotated[str, typer.Option("--vllm-ref", help="override the vLLM r
 ImageTagOpt = Annotated[str, typer.Option("--image-tag", help="override the moving tag")]
 VllmBuildOpt = Annotated[str, typer.Option("--vllm-build", help="source | wheel: build vLLM or install the "
                                            "official wheel (default: the manifest's sources.vllm.build)")]
+TargetOpt = Annotated[str, typer.Option("--target", help="vllm-openai | vllm-openai-nonroot (the final image as user "
+                                       "vllm, uid 2000: tags <tag>-nonroot)")]
 BuildNumberOpt = Annotated[int, typer.Option("--build-number", help="CI build number for the immutable tag")]
 RegistryOpt = Annotated[str, typer.Option("--registry", envvar="GRACECTL_REGISTRY",
                                           help="registry: HOST, HOST:PORT or HOST:PORT/NAMESPACE")]

@@ -11,9 +11,9 @@ from rich.table import Table
 from rich.tree import Tree
 
 from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, JsonOpt, MirrorOpt, RegistryOpt, ReleaseArg,
-                                       VllmBuildOpt, VllmRefOpt)
+                                       TargetOpt, VllmBuildOpt, VllmRefOpt)
 from gracectl.manifest import load_release, release_names, releases_dir
-from gracectl.plan import lint_dockerfile, plan_for
+from gracectl.plan import FINAL_STAGE, lint_dockerfile, plan_for
 
 out = Console()
 
@@ -48,9 +48,10 @@ def plan(
     build_number: BuildNumberOpt = 0,
     registry: RegistryOpt = "",
     vllm_build: VllmBuildOpt = "",
+    target: TargetOpt = FINAL_STAGE,
 ) -> None:
     """Print the stage graph, build arguments, tags, labels and the exact build command."""
-    p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build).to_dict()
+    p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target).to_dict()
     if as_json:
         print(json.dumps(p, indent=2))
         return
@@ -63,6 +64,8 @@ def plan(
         tree.add(f"[dim]not built for this release: {', '.join(p['not_built'])} (vLLM build "
                  f"{p['build_args']['VLLM_BUILD']}, triton_kernels {p['build_args']['TRITON_KERNELS']})[/dim]")
     out.print(tree)
+    out.print(f"minimum NVIDIA driver (Linux): {p['min_driver']} (CUDA {p['build_args']['CUDA_VERSION']}; an older "
+              f"driver fails at the first CUDA call)", highlight=False)
     for title, mapping in (("build arguments", p["build_args"]), ("labels", p["labels"]), ("tags", p["tags"])):
         table = Table(title=title, title_justify="left")
         table.add_column("name", no_wrap=True)
