@@ -25,4 +25,7 @@ if [ ! -x .venv/bin/gracectl ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q -e '.[test]'
   touch .venv/.installed
 fi
+# cosign and a sigstore-enabled skopeo from their Go modules, once per machine (the machine's cache, not the
+# clone): CI verifies the signatures and attestations with them (tests/integration/test_signing.py).
+bash scripts/go-tools.sh
 echo "bootstrap: ready ($(.venv/bin/gracectl --help >/dev/null && echo gracectl ok))"

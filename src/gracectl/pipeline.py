@@ -238,10 +238,10 @@ def stage_push(ctx: Context) -> dict:
         ref = ImageRef.parse(published.ref)
         plan = ctx.output("plan")
         statement = provenance.statement(f"{ref.registry}/{ref.repository}", published.digest, plan["plan"], built,
-                                         builder=ci.build_url() or f"gracectl@{socket.gethostname()}",
-                                         run_id=plan["run_id"], records=published.records)
-        result["provenance_record"] = release_trust.attest(ref, published.digest, statement, signing_key,
-                                                                   ctx.access)
+                                         builder=ci.job_url() or f"urn:gracectl:builder:{socket.gethostname()}",
+                                         invocation=ci.build_url() or plan["run_id"], records=published.records)
+        result["attestation"] = release_trust.attest(ref, published.digest, statement, signing_key,
+                                                     ctx.access)
         result["signed"] = True
     return result
 
