@@ -184,8 +184,8 @@ def sigstore_skopeo():
 
 
 def cosign(binary: str, home, *args: str, password: bytes | None = None) -> subprocess.CompletedProcess:
-    """cosign with its own HOME (its TUF cache, docker config), the key's password in its environment only."""
-    env = {**os.environ, "HOME": str(home), "DOCKER_CONFIG": str(home / "docker")}
+    """cosign with its own HOME (its TUF cache), the key's password in its environment only."""
+    env = {**os.environ, "HOME": str(home)}
     if password is not None:
         env["COSIGN_PASSWORD"] = password.decode().rstrip("\n")
     return subprocess.run([binary, *args], capture_output=True, text=True, env=env, timeout=180)
