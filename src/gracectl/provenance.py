@@ -88,28 +88,29 @@ def statement(repository: str, digest: str, plan: dict, build: dict, *, builder:
     metadata = {"invocationId": invocation}
     metadata.update({key: build[field] for key, field in (("startedOn", "started"), ("finishedOn", "finished"))
                      if build.get(field)})
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": repository, "digest": {"sha256": digest.split(":", 1)[1]}}],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": {
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": {"release": plan.get("release", ""), "platform": plan.get("platform", ""),
-                                       "target": plan.get("target", ""), "dockerfile": plan.get("dockerfile", ""),
-                                       "buildArgs": dict(sorted((plan.get("build_args") or {}).items()))},
-                "internalParameters": {"build_command": plan.get("build_command", []),
-                                       "standins": plan.get("standins", [])},
-                "resolvedDependencies": dependencies(plan, dockerfile_sha),
-            },
-            "runDetails": {
-                "builder": {"id": builder},
-                "metadata": metadata,
-                "byproducts": [{"name": f"{kind}-record", "digest": {"sha256": d.split(":", 1)[1]}}
-                               for kind, d in sorted(records.items()) if d],
-            },
+    return in_toto(repository, digest, PREDICATE_TYPE, {
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "externalParameters": {"release": plan.get("release", ""), "platform": plan.get("platform", ""),
+                                   "target": plan.get("target", ""), "dockerfile": plan.get("dockerfile", ""),
+                                   "buildArgs": dict(sorted((plan.get("build_args") or {}).items()))},
+            "internalParameters": {"build_command": plan.get("build_command", []),
+                                   "standins": plan.get("standins", [])},
+            "resolvedDependencies": dependencies(plan, dockerfile_sha),
         },
-    }
+        "runDetails": {
+            "builder": {"id": builder},
+            "metadata": metadata,
+            "byproducts": [{"name": f"{kind}-record", "digest": {"sha256": d.split(":", 1)[1]}}
+                           for kind, d in sorted(records.items()) if d],
+        },
+    })
+
+
+def in_toto(repository: str, digest: str, predicate_type: str, predicate: dict) -> dict:
+    """An in-toto Statement v1 about image `digest` of `repository` (REGISTRY/REPO)."""
+    return {"_type": STATEMENT_TYPE, "subject": [{"name": repository, "digest": {"sha256": digest.split(":", 1)[1]}}],
+            "predicateType": predicate_type, "predicate": predicate}
 
 
 def summary(stmt: dict) -> list[str]:

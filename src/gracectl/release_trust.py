@@ -58,9 +58,10 @@ def verify_image(source: str, *, access: RegistryAccess | None = None) -> dict:
 
 
 def attest(ref: ImageRef, digest: str, statement: dict, signing_key: signing.SigningKey,
-           access: RegistryAccess | None = None) -> str:
-    """Sign `digest` and attach its signed provenance `statement` as cosign attaches attestations (so `cosign
-    verify-attestation --type slsaprovenance1 --key` finds it); returns the attestation attachment's digest."""
+           access: RegistryAccess | None = None, *, also: tuple[dict, ...] = ()) -> str:
+    """Sign `digest` and attach its signed provenance `statement` (and the statements `also`: its SBOM) as cosign
+    attaches attestations (so `cosign verify-attestation --type slsaprovenance1 --key` finds it); returns the
+    attestation attachment's digest."""
     registry = open_registry(ref, access, bounded=False)
     signing.sign(registry, ref, digest, signing_key)
-    return signing.attach_statement(registry, ref, digest, statement, signing_key)
+    return signing.attach_statements(registry, ref, digest, [statement, *also], signing_key)

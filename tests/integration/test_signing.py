@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import provenance, release_trust
+from gracectl import provenance, release_trust, sbom
 from gracectl.adapters import signing
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
@@ -57,7 +57,11 @@ def attest(repo_name: str, digest: str, key: signing.SigningKey) -> str:
     stmt = provenance.statement(f"{ref.registry}/{ref.repository}", digest, plan, {},
                                 builder="urn:gracectl:builder:test", invocation="r1",
                                 records={"smoke": "sha256:" + "4" * 64})
-    return release_trust.attest(ref, digest, stmt, key, RegistryAccess.from_environment())
+    dpkg = {"os": {"id": "ubuntu", "version_id": "24.04"},
+            "packages": [{"name": "cuda-cudart-12-9", "version": "12.9.79-1", "arch": "arm64"}]}
+    bom = sbom.bom_from_inspect({"installed": [{"metadata": {"name": "vllm", "version": "0.19.0"}}]}, repo_name, dpkg)
+    return release_trust.attest(ref, digest, stmt, key, RegistryAccess.from_environment(),
+                                also=(sbom.statement(f"{ref.registry}/{ref.repository}", digest, {"bom": bom}),))
 
 
 def test_signed_images_promote_and_verify_unsigned_or_foreign_ones_do_not(repo, oci_image, site_key, other_key):
@@ -227,7 +231,12 @@ def test_cosign_verifies_the_site_signature_and_provenance_and_refuses_the_rest(
         attested = cosign(cosign_bin, tmp_path, "verify-attestation", "--type", "slsaprovenance1", "--key", str(pub),
                           *flags, f"{repo}@{digest}")
         assert (attested.returncode == 0) is admitted, (digest, attested.stderr)
+        bom = cosign(cosign_bin, tmp_path, "verify-attestation", "--type", "cyclonedx", "--key", str(pub), *flags,
+                     f"{repo}@{digest}")
+        assert (bom.returncode == 0) is admitted, (digest, bom.stderr)
         if admitted:
+            sbom_statement = json.loads(base64.b64decode(json.loads(bom.stdout.strip().splitlines()[0])["payload"]))
+            assert {c["name"] for c in sbom_statement["predicate"]["components"]} == {"vllm", "cuda-cudart-12-9"}
             envelope = json.loads(attested.stdout.strip().splitlines()[0])
             assert envelope["payloadType"] == signing.IN_TOTO
             statement = json.loads(base64.b64decode(envelope["payload"]))

@@ -214,16 +214,18 @@ def attestation_tag(digest: str) -> str:
     return digest.replace(":", "-") + ".att"
 
 
-def attach_statement(registry: Registry, ref: ImageRef, digest: str, statement: dict, signing: SigningKey) -> str:
-    """Sign `statement` (an in-toto Statement about `digest`) as a DSSE envelope and add it to the image's
+def attach_statements(registry: Registry, ref: ImageRef, digest: str, statements: list[dict],
+                      signing: SigningKey) -> str:
+    """Sign each of `statements` (in-toto Statements about `digest`) as a DSSE envelope and add them to the image's
     attestations as cosign stores them: tag `sha256-<hex>.att`, one layer per attestation, the layer the bare
     envelope (DSSE_ENVELOPE), annotated with its predicateType, kept beside earlier ones. Returns the attachment's
     manifest digest."""
-    envelope = json.dumps(sign_statement(statement, signing), separators=(",", ":")).encode()
     layers, _ = _attachment_layers(registry, ref, attestation_tag(digest), DSSE_ENVELOPE)
-    layer = registry.push_blob(ref.repository, envelope, DSSE_ENVELOPE)
-    layers.append({**layer.to_dict(), "annotations": {SIGNATURE_ANNOTATION: "",
-                                                      PREDICATE_ANNOTATION: statement.get("predicateType", "")}})
+    for statement in statements:
+        envelope = json.dumps(sign_statement(statement, signing), separators=(",", ":")).encode()
+        layer = registry.push_blob(ref.repository, envelope, DSSE_ENVELOPE)
+        layers.append({**layer.to_dict(), "annotations": {SIGNATURE_ANNOTATION: "",
+                                                          PREDICATE_ANNOTATION: statement.get("predicateType", "")}})
     return _put_attachment(registry, ref, attestation_tag(digest), layers)
 
 
