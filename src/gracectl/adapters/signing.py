@@ -1,17 +1,21 @@
-"""Image signatures and signed statements a site can verify: cosign-format sigstore signatures, key based.
+"""Image signatures and signed statements a site can verify: cosign-format sigstore signatures and attestations,
+key based.
 
 Format, and why: the signature is stored as cosign stores it (a sigstore "attachment"): tag `sha256-<hex>.sig`
 holds an OCI manifest with one simple-signing payload layer per signature (`critical.image.docker-manifest-digest`
-= the image's digest, `critical.identity.docker-reference` = its repository), the ECDSA P-256 / SHA-256
-signature of that payload base64 in the layer's `dev.cosignproject.cosign/signature` annotation. That layout is
-what `cosign verify --key cosign.pub` (and so Kubernetes admission policies) and containers' policy.json
-(`sigstoreSigned` + `keyPath`, with `use-sigstore-attachments: true` in registries.d) check, with no Rekor or
-Fulcio needed on an air-gapped site. Statements (the build provenance) are DSSE envelopes signed with the same
-key, as `cosign attest --key` signs them.
+= the image's digest, `critical.identity.docker-reference` = its repository), the ECDSA P-256 / SHA-256 signature of
+that payload base64 in the layer's `dev.cosignproject.cosign/signature` annotation. That layout is what `cosign
+verify --key cosign.pub` (and so Kubernetes admission policies) and containers' policy.json (`sigstoreSigned` +
+`keyPath`, with `use-sigstore-attachments: true` in registries.d) check, with no Rekor or Fulcio needed on an
+air-gapped site. Statements (the build provenance, the SBOM) are DSSE envelopes signed with the same key and
+attached as cosign attaches them: tag `sha256-<hex>.att`, one layer per envelope (media type
+application/vnd.dsse.envelope.v1+json, annotated with its predicateType), what `cosign verify-attestation --key`
+finds.
 
-Made here, in Python, with `cryptography` (keys, ECDSA) and `pynacl` (the key file's secretbox): Debian
-bookworm's skopeo 1.9.3 and podman 4.3 are built with sigstore DISABLED (measured: both signing and a
-sigstoreSigned policy answer "Debian-local change: sigstore disabled"), and cosign is not installable here.
+Made here, in Python, with `cryptography` (keys, ECDSA) and `pynacl` (the key file's secretbox), not by running
+cosign: the agents install gracectl with pip and have no cosign, and one signing path is one format to test
+(CLAWMINE.md, "Signed images", says why in full). CI checks the interop both ways with cosign and a sigstore-enabled
+skopeo built from their Go modules (scripts/go-tools.sh; Debian's skopeo and podman have sigstore disabled).
 Keys are cosign's encrypted PEM (scrypt N=32768 r=8 p=1, nacl/secretbox), which cosign and upstream skopeo read.
 Verification (promote/rollback's gate, `gracectl verify`) checks what policy.json's sigstoreSigned checks: the
 signature over the payload by the site's public key, the payload's digest equal to the image's, its
