@@ -30,9 +30,14 @@ if [ "${1:-}" = --paths ]; then
 fi
 
 # Go's own caches beside the tools (outside the clone); GOTOOLCHAIN=local: the machine's Go builds it, no
-# toolchain download.
+# toolchain download; the module proxy only (the machine's GOPROXY less any "direct" fallback: never a VCS host).
+command -v go >/dev/null || PATH="/usr/local/go/bin:$PATH"
 export GOMODCACHE="$GRACECTL_GO_CACHE/mod" GOCACHE="$GRACECTL_GO_CACHE/build"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
+# -modcacherw: the module cache stays deletable with a plain rm -rf.
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -modcacherw"
+if command -v go >/dev/null; then
+  GOPROXY=$(go env GOPROXY | sed -E 's/[,|]direct$//; s/^direct$/off/'); export GOPROXY
+fi
 for tool in cosign skopeo; do
   out=$(tool_path "$tool")
   if [ -x "$out" ] && "$out" --help >/dev/null 2>&1; then
