@@ -54,4 +54,7 @@ for tool in cosign skopeo; do
      -ldflags "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=${VERSION[$tool]}" "${PACKAGE[$tool]}")
   mv "$tmp" "$out"
   echo "go-tools: built $tool ${VERSION[$tool]} in $((SECONDS - start)) s ($out)"
+  built=1
 done
+# The compiled packages (~1.5 GB) serve only a rebuild; the module cache (~2.2 GB) is kept for a version bump.
+if [ "${built:-0}" = 1 ]; then go clean -cache; fi
