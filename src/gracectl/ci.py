@@ -34,6 +34,7 @@ class Provider:
     run_id: str
     build_number: str
     build_url: str
+    job_url: str  # the job itself, the same for every run: a stable SLSA builder.id
 
     def fact(self, name: str, env: Mapping[str, str]) -> str:
         """The fact filled in from `env`, or "" unless every variable it names is set."""
@@ -44,7 +45,8 @@ class Provider:
         return template.format_map({n: env[n] for n in names})
 
 
-JENKINS = Provider("jenkins", run_id="{BUILD_TAG}", build_number="{BUILD_NUMBER}", build_url="{BUILD_URL}")
+JENKINS = Provider("jenkins", run_id="{BUILD_TAG}", build_number="{BUILD_NUMBER}", build_url="{BUILD_URL}",
+                   job_url="{JOB_URL}")
 PROVIDERS: tuple[Provider, ...] = (JENKINS,)
 
 
@@ -53,7 +55,7 @@ def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 def fact(name: str, env: Mapping[str, str] | None = None) -> str:
-    """A provider fact about this run (run_id, build_number, build_url), "" outside CI."""
+    """A provider fact about this run (run_id, build_number, build_url, job_url), "" outside CI."""
     env = _env(env)
     return next((value for p in PROVIDERS if (value := p.fact(name, env))), "")
 
@@ -76,3 +78,7 @@ def run_id(env: Mapping[str, str] | None = None) -> str:
 
 def build_url(env: Mapping[str, str] | None = None) -> str:
     return fact("build_url", env)
+
+
+def job_url(env: Mapping[str, str] | None = None) -> str:
+    return fact("job_url", env)

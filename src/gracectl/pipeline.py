@@ -219,7 +219,7 @@ def stage_smoke(ctx: Context) -> dict:
 
 def stage_push(ctx: Context) -> dict:
     """Push the smoked image under its immutable build tag, its smoke record attached to the pushed digest."""
-    from gracectl import release_ops, release_trust
+    from gracectl import release_ops, release_trust, sbom
 
     built, smoked = ctx.output("build"), ctx.output("smoke")
     if smoked.get("passed") is not True:
@@ -238,10 +238,12 @@ def stage_push(ctx: Context) -> dict:
         ref = ImageRef.parse(published.ref)
         plan = ctx.output("plan")
         statement = provenance.statement(f"{ref.registry}/{ref.repository}", published.digest, plan["plan"], built,
-                                         builder=ci.build_url() or f"gracectl@{socket.gethostname()}",
-                                         run_id=plan["run_id"], records=published.records)
-        result["provenance_record"] = release_trust.attest(ref, published.digest, statement, signing_key,
-                                                                   ctx.access)
+                                         builder=ci.job_url() or f"urn:gracectl:builder:{socket.gethostname()}",
+                                         invocation=ci.build_url() or plan["run_id"], records=published.records)
+        # the SBOM too, signed where cosign looks for it (`cosign verify-attestation --type cyclonedx`)
+        also = tuple(sbom.statement(f"{ref.registry}/{ref.repository}", published.digest, r) for r in sboms)
+        result["attestation"] = release_trust.attest(ref, published.digest, statement, signing_key, ctx.access,
+                                                     also=also)
         result["signed"] = True
     return result
 

@@ -12,7 +12,7 @@ from gracectl.adapters.registry import Registry, open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import NotFoundError, UsageError
 from gracectl.image_ref import ImageRef
-from gracectl.records import get_records, put_record
+from gracectl.records import get_records
 
 
 def resolve(registry: Registry, ref: ImageRef) -> str:
@@ -47,26 +47,21 @@ def verify_image(source: str, *, access: RegistryAccess | None = None) -> dict:
     found = {"image": f"{ref.repo}@{digest}", "signature": verdict.to_dict(),
              "smoke": "passed" if smoke and smoke[-1].get("passed") is True else ("failed" if smoke else "none"),
              "provenance": None}
-    for record in reversed(get_records(ref, digest, provenance.KIND, registry=registry)):
-        try:
-            stmt = signing.open_statement(record.get("envelope") or {}, public_key)
-        except ValueError as e:
-            found["provenance"] = {"valid": False, "why": str(e)}
-            continue
-        subject = [s for s in stmt.get("subject", []) if s.get("digest", {}).get("sha256") == digest.split(":")[1]]
-        found["provenance"] = {"valid": bool(subject), "why": "signed, names this digest" if subject else
-                               "signed, but for another digest", "summary": provenance.summary(stmt),
-                               "statement": stmt}
-        if subject:
+    statements = signing.read_statements(registry, ref, digest, provenance.PREDICATE_TYPE, public_key)
+    for stmt, why in reversed(statements):  # the newest valid one; else what the newest one is
+        if stmt is not None:
+            found["provenance"] = {"valid": True, "why": "signed, names this digest",
+                                   "summary": provenance.summary(stmt), "statement": stmt}
             break
+        found["provenance"] = found["provenance"] or {"valid": False, "why": why}
     return found
 
 
 def attest(ref: ImageRef, digest: str, statement: dict, signing_key: signing.SigningKey,
-           access: RegistryAccess | None = None) -> str:
-    """Sign `digest` and store its signed provenance `statement` with it; returns the provenance record's digest."""
+           access: RegistryAccess | None = None, *, also: tuple[dict, ...] = ()) -> str:
+    """Sign `digest` and attach its signed provenance `statement` (and the statements `also`: its SBOM) as cosign
+    attaches attestations (so `cosign verify-attestation --type slsaprovenance1 --key` finds it); returns the
+    attestation attachment's digest."""
     registry = open_registry(ref, access, bounded=False)
     signing.sign(registry, ref, digest, signing_key)
-    envelope = signing.sign_statement(statement, signing_key)
-    return put_record(ref, digest, provenance.KIND, {"kind": provenance.KIND, "envelope": envelope},
-                      registry=registry)
+    return signing.attach_statements(registry, ref, digest, [statement, *also], signing_key)

@@ -33,7 +33,7 @@ from gracectl.image_ref import ImageRef
 from gracectl.records import get_records
 from gracectl.testbed.registry_server import RegistryServer
 from test_release_ops_integration import RACE, TAG, bench, gracectl, killed_during, smoke
-from test_signing import SIGSTORE_SKOPEO, policy_copy
+from test_signing import COSIGN_AIRGAP, cosign, go_tool, policy_copy
 from token_issuer import TokenIssuer
 
 pytestmark = pytest.mark.integration
@@ -441,7 +441,7 @@ def test_signed_promotion_over_tls_and_tokens(site, repo, oci_image, tmp_path):
     b = publish(oci_image, repo, "unsigned-tls", smoke())
     ref = ImageRef.parse(repo)
     stmt = provenance.statement(f"{ref.registry}/{ref.repository}", a, {"release": "v0.19.0-tfa"}, {},
-                                builder="test", run_id="tls", records={})
+                                builder="urn:gracectl:builder:test", invocation="tls", records={})
     release_trust.attest(ref, a, stmt, key, env_access())
     trust = {"GRACECTL_TRUST_KEY": str(pub)}
     verified = gracectl("verify", f"{repo}@{a}", env=trust)
@@ -451,8 +451,15 @@ def test_signed_promotion_over_tls_and_tokens(site, repo, oci_image, tmp_path):
     refused = gracectl("promote", f"{repo}@{b}", "--to", TAG, env=trust)
     assert refused.returncode == PromotionRefusedError.exit_code and "has no signature" in refused.stderr
     assert tag_digest(repo) == a
-    if SIGSTORE_SKOPEO:  # containers' own policy check through the site CA and the token flow (test_signing.py)
-        tls = ("--src-cert-dir", str(site.certs_d / site.address))
-        for digest, admitted in ((a, True), (b, False)):
-            checked = policy_copy(SIGSTORE_SKOPEO, repo, digest, pub, tmp_path / digest[7:19], source_tls=tls)
+    # cosign's and containers' own checks through the site CA and the token flow (the helper's credentials), as a
+    # site's admission runs them (test_signing.py has the plain registry and every refused case)
+    tls = ("--src-cert-dir", str(site.certs_d / site.address))
+    ca = ("--registry-cacert", str(site.certs_d / site.address / "ca.crt"))
+    for digest, admitted in ((a, True), (b, False)):
+        checked = policy_copy(go_tool("skopeo", "SKOPEO_WITH_SIGSTORE"), repo, digest, pub, tmp_path / digest[7:19],
+                              source_tls=tls)
+        assert (checked.returncode == 0) is admitted, checked.stderr
+        for command in (("verify",), ("verify-attestation", "--type", "slsaprovenance1")):
+            checked = cosign(go_tool("cosign", "COSIGN"), tmp_path, *command, "--key", str(pub), *COSIGN_AIRGAP, *ca,
+                             f"{repo}@{digest}")
             assert (checked.returncode == 0) is admitted, checked.stderr

@@ -68,3 +68,19 @@ def test_tfa_image_without_its_triton_kernels_fails_imports(bed, tmp_path):
     assert record["passed"] is False
     assert any("test_triton_kernels_is_the_expected_copy" in t for t in record["failed_tests"])
     assert record["versions"]["triton_kernels_mode"] == "vendored"  # what it found, not what it should be
+
+
+def test_the_sbom_lists_the_dpkg_database_of_a_real_arm64_image(bed):
+    """The OS packages of the test bed's arm64 runtime base (debootstrapped Debian, under qemu): every package its
+    dpkg database says is installed, with the distribution in each purl."""
+    from gracectl import sbom
+
+    image = f"{bed.state.base_image('runtime-base')}-arm64"
+    found = sbom.os_packages(image)
+    assert found["os"] == {"id": "debian", "version_id": "12"}
+    names = {p["name"]: p for p in found["packages"]}
+    assert {"libc6", "dpkg", "libibverbs1", "python3"} <= set(names) and len(names) > 100
+    assert names["libibverbs1"]["arch"] == "arm64"
+    bom = sbom.bom_from_inspect({"installed": []}, image, found)
+    assert sbom.packages(bom)["deb:libibverbs1"]["origin"] == "dpkg"
+

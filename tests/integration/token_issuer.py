@@ -59,7 +59,9 @@ class TokenIssuer:
 
     @property
     def realm(self) -> str:
-        return f"https://127.0.0.1:{self._server.server_address[1]}/token"
+        # A host name, as a site's realm is: go-containerregistry (cosign) refuses a realm that is a loopback or
+        # private IP literal other than the registry's own host:port (a malicious registry's SSRF).
+        return f"https://localhost:{self._server.server_address[1]}/token"
 
     def registry_config(self) -> dict:
         bundle = self.root / "token-signer-ca.pem"

@@ -31,7 +31,8 @@ def test_a_second_provider_is_one_table(monkeypatch):
     """The shape a GitHub Actions row would have: facts composed from several variables."""
     github = ci.Provider("github-actions", run_id="github-{GITHUB_RUN_ID}-{GITHUB_RUN_ATTEMPT}",
                          build_number="{GITHUB_RUN_NUMBER}",
-                         build_url="{GITHUB_SERVER_URL}/{GITHUB_REPOSITORY}/actions/runs/{GITHUB_RUN_ID}")
+                         build_url="{GITHUB_SERVER_URL}/{GITHUB_REPOSITORY}/actions/runs/{GITHUB_RUN_ID}",
+                         job_url="{GITHUB_SERVER_URL}/{GITHUB_REPOSITORY}/actions/workflows/{GITHUB_WORKFLOW}")
     monkeypatch.setattr(ci, "PROVIDERS", (ci.JENKINS, github))
     env = {"GITHUB_RUN_ID": "9", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_RUN_NUMBER": "7",
            "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "RELEASE": "v0.19.0"}

@@ -65,6 +65,43 @@ def test_report_packages_diffs_two_sbom_record_files(tmp_path):
         sbom.load(str(tmp_path / "c.json"))
 
 
+DPKG_OUTPUT = ('PRETTY_NAME="Ubuntu 24.04.2 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n@@dpkg@@\n'
+               "curl\t8.5.0-2ubuntu10.6\tarm64\tii \n"
+               "cuda-cudart-12-9\t12.9.79-1\tarm64\tii \n"
+               "libnccl2\t2.27.3-1+cuda12.9\tarm64\tii \n"
+               "removed-pkg\t1.0\tarm64\trc \n")
+
+
+def test_the_sbom_lists_the_os_and_cuda_packages_of_the_dpkg_database(monkeypatch):
+    from gracectl.adapters import docker
+
+    calls = []
+    monkeypatch.setattr(docker, "run", lambda args, **kw: calls.append(args) or
+                        subprocess.CompletedProcess(args, 0, DPKG_OUTPUT, ""))
+    dpkg = sbom.os_packages("img")
+    assert calls[0][:8] == ["run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "sh"]
+    assert dpkg["os"] == {"id": "ubuntu", "version_id": "24.04"}
+    assert [p["name"] for p in dpkg["packages"]] == ["curl", "cuda-cudart-12-9", "libnccl2"]  # installed only
+    bom = sbom.bom_from_inspect(REPORT_A, "img", dpkg)
+    comps = {c["name"]: c for c in bom["components"]}
+    assert comps["cuda-cudart-12-9"]["purl"] == "pkg:deb/ubuntu/cuda-cudart-12-9@12.9.79-1?arch=arm64&distro=ubuntu-24.04"
+    assert {p["name"]: p["value"] for p in comps["libnccl2"]["properties"]} == {"gracectl:origin": "dpkg",
+                                                                                 "gracectl:cuda": "true"}
+    assert "gracectl:cuda" not in {p["name"] for p in comps["curl"]["properties"]}
+    # What a rollback changes, OS packages included (named deb:NAME beside the Python distributions).
+    newer = {**dpkg, "packages": [{**p, "version": "12.9.80-1"} if p["name"] == "cuda-cudart-12-9" else p
+                                  for p in dpkg["packages"] if p["name"] != "curl"]}
+    d = sbom.diff(bom, sbom.bom_from_inspect(REPORT_A, "img", newer))
+    assert d["removed"] == {"deb:curl": "8.5.0-2ubuntu10.6"} and list(d["changed"]) == ["deb:cuda-cudart-12-9"]
+    assert d["same"] == 5  # four Python distributions and libnccl2
+
+
+def test_an_sbom_is_attested_as_cyclonedx_about_the_image():
+    stmt = sbom.statement("reg/img", "sha256:" + "ab" * 32, {"bom": {"bomFormat": "CycloneDX"}})
+    assert stmt["predicateType"] == "https://cyclonedx.org/bom" and stmt["predicate"] == {"bomFormat": "CycloneDX"}
+    assert stmt["subject"] == [{"name": "reg/img", "digest": {"sha256": "ab" * 32}}]
+
+
 def test_only_the_tests_a_named_standin_breaks_are_deselected():
     assert deselections(["cuda.runtime_packages: cuda-nvcc-12-9 (not installed: x)"]) == {}
     line = "torch.version: 2.10.0+cu129 -> 2.10.0 (STAND-IN: PyPI's CPU torch)"

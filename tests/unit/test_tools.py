@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gracectl.adapters import tools
-from gracectl.adapters.tools import BASE, DEBIAN, PIP, TOOLS
+from gracectl.adapters.tools import BASE, DEBIAN, GO, PIP, TOOLS
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("src", "tests")
@@ -167,6 +167,16 @@ def test_every_pip_distribution_is_a_runtime_dependency():
     """A runtime dependency, not an extra: the Jenkins agents install gracectl with `pip install --editable .`"""
     wanted = {pkg.lower() for t in TOOLS.values() if t.kind == PIP for pkg in t.packages}
     assert wanted - pyproject_dependencies() == set(), "add these to pyproject.toml's [project] dependencies"
+
+
+def test_every_go_module_is_pinned_and_built_by_go_tools():
+    text = (REPO / "scripts" / "go-tools.sh").read_text()
+    modules = dict(re.findall(r"\[(\w+)\]=(\S+?)[ )]", re.search(r"declare -A MODULE=\(([^)]*)\)", text)[1] + " "))
+    versions = dict(re.findall(r"(\w+)_VERSION=(v[\d.]+)", text))
+    wanted = {pkg for t in TOOLS.values() if t.kind == GO for pkg in t.packages}
+    assert wanted == set(modules.values())
+    assert {tool.upper() for tool in modules} == set(versions), "every Go tool has a pinned *_VERSION"
+    assert "bash scripts/go-tools.sh" in (REPO / "scripts" / "bootstrap.sh").read_text()
 
 
 def test_test_bed_installs_debian_packages_only():

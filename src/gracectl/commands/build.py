@@ -129,7 +129,7 @@ def report(
         found = verify_image(provenance_of, access=RegistryAccess.from_environment())
         prov = found["provenance"]
         if prov is None:
-            raise UsageError(f"{found['image']} has no provenance record: it was pushed unsigned")
+            raise UsageError(f"{found['image']} has no provenance attestation: it was pushed unsigned")
         report_out.print(f"{found['image']}: provenance {'VALID' if prov['valid'] else 'NOT VALID'} "
                          f"({prov['why']}); signature {'VALID' if found['signature']['valid'] else 'NOT VALID'}",
                          highlight=False)
