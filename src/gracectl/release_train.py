@@ -79,21 +79,30 @@ def _chosen(path: str) -> bool:
             or (path.startswith("build_steps.") and path.endswith(STEP_DECISIONS)))
 
 
-def _steps_lines(m: Manifest, d: Derived) -> list[Line]:
-    """Per step of upstream's image build: one the manifest neither does nor excludes fails, so does a "not
-    reviewed" exclusion, and so does a decision naming a file (in backquotes) that this release does not have."""
+def _ledger_lines(table: str, d: Derived, have: dict, missing: tuple[str, str, str], fix: str) -> list[Line]:
+    """Per entry upstream has in a ledger table ([runtime_extras], [build_steps]): one the manifest has no entry for
+    fails (`missing`: its status, what upstream does, what the manifest would do), and so does an exclusion left
+    "not reviewed"."""
     lines = []
-    for key, entry in sorted(d.data.get("build_steps", {}).items()):
-        if key not in m.build_steps:
-            lines.append(Line("FAIL", f"build_steps.{key}", f"upstream's build runs {entry['upstream']} "
-                              f"({d.provenance.get(f'build_steps.{key}.upstream', '?')}); the manifest neither does "
-                              "nor excludes it (release_derive.STEPS_DONE / STEPS_EXCLUDED, then release new --force)"))
+    for key, entry in sorted(d.data.get(table, {}).items()):
+        if key not in have:
+            kind = f"{entry['kind']}, " if "kind" in entry else ""
+            lines.append(Line(missing[0], f"{table}.{key}", f"{missing[1]} {entry['upstream']} ({kind}"
+                              f"{d.provenance.get(f'{table}.{key}.upstream', '?')}); the manifest neither "
+                              f"{missing[2]} nor excludes it"))
+    for key, entry in sorted(have.items()):
+        if entry.excluded.startswith(NOT_REVIEWED):
+            lines.append(Line("FAIL", f"{table}.{key}", f"{entry.upstream}: {entry.excluded}: {fix}"))
+    return lines
+
+
+def _steps_lines(m: Manifest, d: Derived) -> list[Line]:
+    """Per step of upstream's image build: the ledger's rules (release_derive.STEPS_DONE / STEPS_EXCLUDED), and a
+    decision naming a file (in backquotes) that this release does not have fails: its reason is no longer true."""
+    lines = _ledger_lines("build_steps", d, m.build_steps, ("FAIL", "upstream's build runs", "does"),
+                          "do it in a stage or exclude it with a reason (release_derive.STEPS_EXCLUDED)")
     for key, step in sorted(m.build_steps.items()):
-        decision = step.done or step.excluded
-        if step.excluded.startswith(NOT_REVIEWED):
-            lines.append(Line("FAIL", f"build_steps.{key}", f"{step.upstream}: {step.excluded}: do it in a stage "
-                              "or exclude it with a reason (release_derive.STEPS_EXCLUDED)"))
-        for named in re.findall(r"`([^`\s]+)`", decision):
+        for named in re.findall(r"`([^`\s]+)`", step.done or step.excluded):
             if not has_file(d.sdist, named):
                 lines.append(Line("FAIL", f"build_steps.{key}", f"the reason names `{named}`, which vllm "
                                   f"{d.version} does not have: the reason is no longer true"))
@@ -101,19 +110,9 @@ def _steps_lines(m: Manifest, d: Derived) -> list[Line]:
 
 
 def _extras_lines(m: Manifest, d: Derived) -> list[Line]:
-    """Per upstream final-stage install: one the manifest neither installs nor excludes fails (as drift), and so
-    does an exclusion left "not reviewed"."""
-    lines = []
-    for key, entry in sorted(d.data.get("runtime_extras", {}).items()):
-        if key not in m.runtime_extras:
-            lines.append(Line("DRIFT", f"runtime_extras.{key}", f"upstream's final image installs {entry['upstream']} "
-                              f"({entry['kind']}, {d.provenance.get(f'runtime_extras.{key}.upstream', '?')}); the "
-                              "manifest neither installs nor excludes it"))
-    for key, extra in sorted(m.runtime_extras.items()):
-        if extra.excluded.startswith(NOT_REVIEWED):
-            lines.append(Line("FAIL", f"runtime_extras.{key}", f"{extra.upstream}: {extra.excluded}: build it in a "
-                              "stage or exclude it with a reason (release_derive.EXTRAS_EXCLUDED)"))
-    return lines
+    """Per upstream final-stage install: the ledger's rules (release_derive.EXTRAS_*); a missing one is drift."""
+    return _ledger_lines("runtime_extras", d, m.runtime_extras, ("DRIFT", "upstream's final image installs", "installs"),
+                         "build it in a stage or exclude it with a reason (release_derive.EXTRAS_EXCLUDED)")
 
 
 @dataclass

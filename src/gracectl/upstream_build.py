@@ -17,7 +17,7 @@ from pathlib import Path
 from gracectl.adapters.package_index import SDIST_MEMBERS
 from gracectl.errors import UpstreamError
 from gracectl.upstream import docker_args
-from gracectl.upstream_final_stage import ASSUMED, FINAL_TARGET, _assignments, _instructions, _live_ranges, _stages
+from gracectl.upstream_final_stage import FINAL_TARGET, _assignments, _instructions, _live_ranges, read_dockerfile
 
 RUST_TOOLCHAIN_FILE = "rust-toolchain.toml"
 PROTOC_SCRIPT = "tools/install_protoc.sh"
@@ -78,15 +78,7 @@ def _runtime_chain(stages: dict[str, tuple[str, int, int]]) -> list[str]:
 def build_steps(sdist: Path) -> list[BuildStep]:
     """Every step of upstream's image build, keyed by what it runs (see BuildStep.key), in the Dockerfile's order
     (first occurrence wins). Branches the default arm64 build does not take are left out."""
-    path = sdist / "docker" / "Dockerfile"
-    if not path.is_file():
-        raise UpstreamError("the sdist has no docker/Dockerfile: its build cannot be read")
-    text = path.read_text()
-    lines = text.splitlines()
-    stages = _stages(text)
-    args = {k: p.value for k, p in docker_args(sdist).items()}
-    bare = {m.group(1): "" for m in re.finditer(r"(?m)^ARG\s+(\w+)\s*$", text)}
-    values = {**bare, **args, **ASSUMED}
+    text, lines, stages, values = read_dockerfile(sdist, "its build")
     runtime = set(_runtime_chain(stages))
     found: dict[str, BuildStep] = {}
 

@@ -170,27 +170,31 @@ def _words_after(command: str, text: str) -> list[tuple[str, int]]:
     return out
 
 
+def read_dockerfile(sdist: Path, what: str) -> tuple[str, list[str], dict[str, tuple[str, int, int]], dict[str, str]]:
+    """The release's docker/Dockerfile: (text, lines, its stages, the values its shell sees in upstream's default
+    arm64 build: ARG defaults, versions.json, ASSUMED; an ARG without a default is empty)."""
+    path = sdist / "docker" / "Dockerfile"
+    if not path.is_file():
+        raise UpstreamError(f"the sdist has no docker/Dockerfile: {what} cannot be read")
+    text = path.read_text()
+    args = {k: p.value for k, p in docker_args(sdist).items()}
+    bare = {m.group(1): "" for m in re.finditer(r"(?m)^ARG\s+(\w+)\s*$", text)}
+    return text, text.splitlines(), _stages(text), {**bare, **args, **ASSUMED}
+
+
 def final_stage_installs(sdist: Path) -> list[FinalInstall]:
     """Every install of the release's own final image (docker/Dockerfile: vllm-openai and the stages it is
     built on), as its default linux/arm64 build runs them: pip packages (with their pins and extras), apt
     packages, the built extensions it copies in (DeepEP with NVSHMEM: the ep_kernels step) and the packages it
     downloads (gdrcopy). Branches the default build does not take (nightly torch, INSTALL_KV_CONNECTORS=false,
     x86_64) are left out."""
-    path = sdist / "docker" / "Dockerfile"
-    if not path.is_file():
-        raise UpstreamError("the sdist has no docker/Dockerfile: its final image cannot be read")
-    text = path.read_text()
-    lines = text.splitlines()
-    stages = _stages(text)
+    text, lines, stages, values = read_dockerfile(sdist, "its final image")
     chain, name = [], FINAL_TARGET
     while name in stages:
         chain.append(name)
         name = stages[name][0]
     if not chain:
         raise UpstreamError(f"docker/Dockerfile has no `{FINAL_TARGET}` stage: not a layout this reader knows")
-    args = {k: p.value for k, p in docker_args(sdist).items()}
-    bare = {m.group(1): "" for m in re.finditer(r"(?m)^ARG\s+(\w+)\s*$", text)}
-    values = {**bare, **args, **ASSUMED}
     found: dict[str, FinalInstall] = {}
 
     def add(item: FinalInstall) -> None:
