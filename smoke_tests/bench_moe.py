@@ -6,7 +6,7 @@ activations x MXFP4 weights in triton_kernels' sm_90 layouts; GEMM1 with SwiGLU 
 its N is 2 x intermediate). The inputs are the kernels level's (moe_reference.make_inputs: bf16 router logits
 with boundary ties, pre-activations that reach the SwiGLU limit).
 
-Times, each a median (timing.py):
+Times, each a median (gpu_ms, median_ms, launch_ms below):
   median_ms  the GPU's time for the kernels: the call captured once in a CUDA graph and replayed, each replay
              between two CUDA events, L2 flushed before each outside them, as vLLM replays CUDA graphs at
              decode sizes. Every ratio below but ratio_vs_loop is computed from it.
