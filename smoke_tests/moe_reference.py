@@ -19,9 +19,22 @@ HIDDEN = 2880
 INTERMEDIATE = 2880
 N_EXPERTS = 32
 TOP_K = 4
-# gpt-oss SwiGLU constants.
+# gpt-oss SwiGLU constants (the model's config: swiglu_limit 7.0; alpha 1.702 in vLLM's gpt-oss MoE and in
+# SwigluOAIAndMul).
 SWIGLU_ALPHA = 1.702
 SWIGLU_LIMIT = 7.0
+# vLLM's bound for the bf16 routed GEMMs: max|err| / max|ref| (rel_max_err).
+MOE_REL_TOL = 1e-2
+# vLLM's tolerances for a bf16 result compared elementwise (tests/kernels/allclose_default.py, bf16):
+# |actual - expected| <= ACT_ATOL + ACT_RTOL * |expected|.
+ACT_ATOL = 1e-3
+ACT_RTOL = 1.6e-2
+# Scale of GEMM1's weights at which gpt-oss-like pre-activations reach the SwiGLU limit: with unit-variance
+# activations the pre-activations are ~N(0, W1_REALISTIC_SCALE**2), so about 13% of them lie beyond +-6 and
+# 3% between 6 and 7 (a std-1 pre-activation never reaches the clamp: a wrong limit would go unseen).
+W1_REALISTIC_SCALE = 4.0
+# One token in TIE_EVERY gets a forced tie at the top-k boundary, on top of the ties bf16 logits have anyway.
+TIE_EVERY = 8
 
 
 @dataclass
@@ -46,18 +59,20 @@ class Routing:
 
 
 def make_inputs(n_tokens: int, *, hidden: int = HIDDEN, intermediate: int = INTERMEDIATE,
-                n_experts: int = N_EXPERTS, seed: int = 0, device: str = "cuda"):
-    """Random activations, router logits and weights, scaled so that outputs stay O(1)."""
+                n_experts: int = N_EXPERTS, seed: int = 0, device: str = "cuda",
+                w1_scale: float = W1_REALISTIC_SCALE):
+    """Random activations, router logits and weights. The logits are bf16, as gpt-oss's router (a bf16 linear
+    layer) gives them to vLLM's triton_kernels MoE on Hopper, with ties at the top-k boundary (with_boundary_ties);
+    GEMM1's pre-activations are ~N(0, w1_scale**2), so that they reach the SwiGLU limit; GEMM2's outputs O(1)."""
     g = torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape, scale=1.0, dtype=torch.bfloat16):
         return (torch.randn(*shape, generator=g, device=device) * scale).to(dtype)
 
     x = randn(n_tokens, hidden)
-    # fp32 logits: no ties between experts, so the selected set is unique (bf16 logits can tie).
-    logits = randn(n_tokens, n_experts, dtype=torch.float32)
+    logits = with_boundary_ties(randn(n_tokens, n_experts))
     weights = MoeWeights(
-        w1=randn(n_experts, hidden, intermediate, scale=hidden**-0.5),
+        w1=randn(n_experts, hidden, intermediate, scale=w1_scale * hidden**-0.5),
         b1=randn(n_experts, intermediate, scale=0.1, dtype=torch.float32),
         w2=randn(n_experts, intermediate, hidden, scale=intermediate**-0.5),
         b2=randn(n_experts, hidden, scale=0.1, dtype=torch.float32),
@@ -108,15 +123,42 @@ def moe_flops(n_tokens: int, k: int, k_dim: int, n_dim: int) -> float:
 
 
 # ---------------------------------------------------------------------------- PyTorch reference
+#
+# The router's tie rule. vLLM's reference for its triton_kernels MoE (tests/kernels/moe/
+# test_gpt_oss_triton_kernels.py, oai_moe_forward) routes with torch.topk(logits, k, sorted=True) and a softmax
+# over the selected logits; triton_kernels.topk keys each logit with its expert id so that "stable top-k
+# tie-breaks to value with smaller index" (topk_details/_topk_forward.py). Stated once, here, and implemented
+# without torch.topk (whose order among equal values PyTorch does not document): of equal logits the LOWER expert
+# id is selected. With bf16 logits a few percent of tokens tie at the k-th place; there the rule decides which
+# expert the token goes to.
 
 
 def torch_routing(logits: torch.Tensor, k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor]:
-    """(expert_idx, gate) per token: top-k logits, softmax over the selected, experts in ascending id order
-    (the order triton_kernels.topk returns)."""
-    vals, idx = torch.topk(logits.float(), k, dim=1)
-    gate = torch.softmax(vals, dim=1)
-    idx, order = torch.sort(idx, dim=1)
-    return idx, torch.gather(gate, 1, order)
+    """(expert_idx, gate) per token under the tie rule: the k largest logits, on equal logits the lower expert
+    id first (a stable sort, descending, keeps equal values in id order); softmax over the selected logits in
+    fp32; experts in ascending id order (the order triton_kernels.topk returns)."""
+    order = torch.sort(logits.float(), dim=1, descending=True, stable=True).indices[:, :k]
+    gate = torch.softmax(torch.gather(logits.float(), 1, order), dim=1)
+    idx, by_id = torch.sort(order, dim=1)
+    return idx, torch.gather(gate, 1, by_id)
+
+
+def boundary_ties(logits: torch.Tensor, k: int = TOP_K) -> torch.Tensor:
+    """(n,) bool: the token's k-th and (k+1)-th largest logits are equal, so the tie rule picks its k-th expert."""
+    top = torch.sort(logits.float(), dim=1, descending=True).values
+    return top[:, k - 1] == top[:, k]
+
+
+def with_boundary_ties(logits: torch.Tensor, k: int = TOP_K, every: int = TIE_EVERY) -> torch.Tensor:
+    """A copy of logits where every `every`-th token's (k+1)-th largest logit is raised to its k-th: a tie at
+    the top-k boundary even in a small batch (a batch of bf16 logits has ties of its own, ~3% of tokens at
+    top-4 of 32). The tied pair keeps its ids, so in about half the forced ties the higher id held the larger
+    value before: the rule, not the original order, must decide."""
+    out = logits.clone()
+    rows = torch.arange(0, logits.shape[0], every, device=logits.device)
+    order = torch.sort(logits[rows].float(), dim=1, descending=True).indices
+    out[rows, order[:, k]] = logits[rows, order[:, k - 1]]
+    return out
 
 
 def _per_expert_rows(expert_idx: torch.Tensor, n_experts: int):
@@ -151,11 +193,66 @@ def loop_gemm2(h: torch.Tensor, w: MoeWeights, expert_idx: torch.Tensor, gate: t
 
 
 def swiglu_reference(a: torch.Tensor, alpha: float = SWIGLU_ALPHA, limit: float = SWIGLU_LIMIT) -> torch.Tensor:
-    """gpt-oss SwiGLU on interleaved (gate, linear) columns, in fp32."""
+    """gpt-oss SwiGLU on interleaved (gate, linear) columns, in fp32: vLLM's SwigluOAIAndMul.forward_native
+    (gate = x[..., ::2].clamp(max=limit), up = x[..., 1::2].clamp(-limit, limit),
+    gate * sigmoid(alpha * gate) * (up + 1)), written here, sharing no code with triton_kernels."""
     a = a.float()
     gate = a[..., ::2].clamp(max=limit)
     linear = a[..., 1::2].clamp(min=-limit, max=limit)
     return gate * torch.sigmoid(alpha * gate) * (linear + 1)
+
+
+def tolerance_ratio(actual: torch.Tensor, expected: torch.Tensor, atol: float = ACT_ATOL,
+                    rtol: float = ACT_RTOL) -> float:
+    """max over elements of |actual - expected| / (atol + rtol * |expected|): at most 1 passes vLLM's elementwise
+    bf16 check (allclose). Unlike rel_max_err it judges each element by its own size, so an error in small
+    outputs (a wrong alpha bends the negative half of SwiGLU) is not hidden behind the largest output."""
+    expected = expected.float()
+    return ((actual.float() - expected).abs() / (atol + rtol * expected.abs())).max().item()
+
+
+def lattice_inputs(n_tokens: int, *, hidden: int = HIDDEN, intermediate: int = INTERMEDIATE,
+                   n_experts: int = N_EXPERTS, seed: int = 2, device: str = "cuda"):
+    """Activations and GEMM1 weights on a coarse grid, so that GEMM1 is EXACT in fp32 whatever the summation
+    order (x in {-3..3}/2, variance 1; w1 in {-4..4}/32; b1 in {-8..8}/8: every product is a multiple of 2**-6
+    and every partial sum far below 2**24 of them; MXFP4 weights, e2m1 times a power of two, keep it exact too):
+    kernel and reference then see the same pre-activations and only the activation itself (and the bf16 rounding
+    of its output) can differ. Pre-activations ~N(0, 4.3**2): about 16% beyond +-6 and 3% between 6 and 7, so the SwiGLU limit is
+    reached. Returns x (n, hidden) bf16, router logits (bf16, with boundary ties),
+    w1 (E, hidden, 2*intermediate) bf16 with (gate, linear) columns interleaved, b1 (E, 2*intermediate) fp32."""
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def grid(*shape, lo, hi, step):
+        return torch.randint(lo, hi + 1, shape, generator=g, device=device).float() * step
+
+    x = grid(n_tokens, hidden, lo=-3, hi=3, step=0.5).to(torch.bfloat16)
+    w1 = grid(n_experts, hidden, 2 * intermediate, lo=-4, hi=4, step=1 / 32).to(torch.bfloat16)
+    b1 = grid(n_experts, 2 * intermediate, lo=-8, hi=8, step=0.125)
+    logits = with_boundary_ties((torch.randn(n_tokens, n_experts, generator=g, device=device)).to(torch.bfloat16))
+    return x, logits, w1, b1
+
+
+def gemm1_swiglu(x: torch.Tensor, w1, b1: torch.Tensor, r: "Routing", precision_config=None) -> torch.Tensor:
+    """(n*k, intermediate) bf16, expert-sorted rows: swiglu(x[token] @ w1[e] + b1[e]) with SwiGLU fused into
+    matmul_ogs's epilogue exactly as vLLM's triton_kernel_fused_experts configures it: FusedActivation(FnSpecs(
+    "swiglu", triton_kernels.swiglu.swiglu_fn, ("alpha", "limit"), reduction_n=2), (alpha, limit)), gpt-oss's
+    alpha 1.702 and limit 7.0; w1's columns interleave (gate, linear), which reduction_n=2 pairs."""
+    from triton_kernels.matmul_ogs import FnSpecs, FusedActivation, matmul_ogs
+    from triton_kernels.swiglu import swiglu_fn
+
+    act = FusedActivation(FnSpecs("swiglu", swiglu_fn, ("alpha", "limit"), reduction_n=2),
+                          (SWIGLU_ALPHA, SWIGLU_LIMIT))
+    kwargs = {"precision_config": precision_config} if precision_config is not None else {}
+    return matmul_ogs(x, w1, b1, r.data, gather_indx=r.gather, fused_activation=act, **kwargs)
+
+
+def limit_reach(pre: torch.Tensor, limit: float = SWIGLU_LIMIT) -> dict[str, float]:
+    """Fractions of the gate pre-activations (even columns) in (limit-1, limit] and beyond limit, and of the
+    linear ones (odd columns) beyond +-limit: what a wrong clamp would change."""
+    gate, linear = pre[..., ::2].float(), pre[..., 1::2].float()
+    return {"gate_near_limit": ((gate > limit - 1) & (gate <= limit)).float().mean().item(),
+            "gate_beyond_limit": (gate > limit).float().mean().item(),
+            "linear_beyond_limit": (linear.abs() > limit).float().mean().item()}
 
 
 def rel_max_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -269,7 +366,7 @@ def _to_triton_mxfp4(packed: torch.Tensor, scales: torch.Tensor, num_warps: int 
 
 
 def make_mxfp4_weights(*, hidden: int = HIDDEN, intermediate: int = INTERMEDIATE, n_experts: int = N_EXPERTS,
-                       seed: int = 1, device: str = "cuda") -> Mxfp4MoeWeights:
+                       seed: int = 1, device: str = "cuda", w1_scale: float = W1_REALISTIC_SCALE) -> Mxfp4MoeWeights:
     """Random bf16 expert weights quantized to MXFP4 here, converted as vLLM converts gpt-oss's checkpoint."""
     g = torch.Generator(device=device).manual_seed(seed)
 
@@ -277,7 +374,7 @@ def make_mxfp4_weights(*, hidden: int = HIDDEN, intermediate: int = INTERMEDIATE
         return (torch.randn(*shape, generator=g, device=device) * scale).to(torch.bfloat16)
 
     # Checkpoint orientation (E, out, in): quantized along `in`, the reduction axis of each GEMM.
-    q1, s1 = quantize_mxfp4(randn(n_experts, 2 * intermediate, hidden, scale=hidden**-0.5))
+    q1, s1 = quantize_mxfp4(randn(n_experts, 2 * intermediate, hidden, scale=w1_scale * hidden**-0.5))
     q2, s2 = quantize_mxfp4(randn(n_experts, hidden, intermediate, scale=intermediate**-0.5))
     w1, pc1, value_layout, scale_layout = _to_triton_mxfp4(q1, s1)
     w2, pc2, _, _ = _to_triton_mxfp4(q2, s2)
@@ -310,15 +407,8 @@ class vllm_hopper_opt_flags:
 
 def mxfp4_gemm1(x: torch.Tensor, w: Mxfp4MoeWeights, r: Routing) -> torch.Tensor:
     """(n*k, intermediate) bf16, expert-sorted rows: swiglu(x[token] @ w1[e] + b1[e]), SwiGLU fused into the
-    GEMM's epilogue the way vLLM's triton_kernel_fused_experts configures it (reduction_n=2 pairs the
-    interleaved gate/linear columns)."""
-    from triton_kernels.matmul_ogs import FnSpecs, FusedActivation, matmul_ogs
-    from triton_kernels.swiglu import swiglu_fn
-
-    act = FusedActivation(FnSpecs("swiglu", swiglu_fn, ("alpha", "limit"), reduction_n=2),
-                          (SWIGLU_ALPHA, SWIGLU_LIMIT))
-    return matmul_ogs(x, w.w1, w.b1, r.data, gather_indx=r.gather, precision_config=w.w1_precision,
-                      fused_activation=act)
+    GEMM's epilogue the way vLLM's triton_kernel_fused_experts configures it (gemm1_swiglu)."""
+    return gemm1_swiglu(x, w.w1, w.b1, r, w.w1_precision)
 
 
 def mxfp4_gemm2(h: torch.Tensor, w: Mxfp4MoeWeights, r: Routing) -> torch.Tensor:

@@ -431,16 +431,26 @@ def make_stale_copy(source: Path, dest_root: Path) -> Path:
     return dest_root
 
 
-def make_patched_copy(source: Path, dest_root: Path, file: str, anchor: str, replacement: str) -> Path:
-    """Copy the package `source` to dest_root/triton_kernels with `anchor` (exactly once in `file`) replaced.
-    Returns dest_root (to put on sys.path)."""
+def make_patched_copy(source: Path, dest_root: Path, file: str, anchor: str, replacement: str,
+                      count: int = 1) -> Path:
+    """Copy the package `source` to dest_root/triton_kernels with `anchor` (exactly `count` times in `file`)
+    replaced. Returns dest_root (to put on sys.path)."""
+    return make_edited_copy(source, dest_root, file, ((anchor, replacement, count),))
+
+
+def make_edited_copy(source: Path, dest_root: Path, file: str, edits) -> Path:
+    """make_patched_copy with several (anchor, replacement, count) edits of one file, each anchor found exactly
+    `count` times before any is applied."""
     dest = dest_root / "triton_kernels"
+    text = (source / file).read_text()
+    for anchor, _, count in edits:
+        if text.count(anchor) != count:
+            raise RuntimeError(f"expected {'one' if count == 1 else count} {anchor.strip()!r} in {source / file}, "
+                               f"found {text.count(anchor)}")
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
-    path = dest / file
-    text = path.read_text()
-    if text.count(anchor) != 1:
-        raise RuntimeError(f"expected one {anchor.strip()!r} in {source / file}")
-    path.write_text(text.replace(anchor, replacement))
+    for anchor, replacement, _ in edits:
+        text = text.replace(anchor, replacement)
+    (dest / file).write_text(text)
     return dest_root
 
 
@@ -474,15 +484,67 @@ def make_topk_fault_copy(source: Path, dest_root: Path) -> Path:
     return make_patched_copy(source, dest_root, TOPK_FILE, _TOPK_ANCHOR, _TOPK_FAULT)
 
 
+# The planted tie-break fault: topk keys each logit with its expert id so that on equal logits the LOWER id wins
+# ("stable top-k tie-breaks to value with smaller index"); the copy keys with the id itself, so the HIGHER id
+# wins, and sorts its output ascending again (experts still in ascending id order: only tied picks change).
+_TIE_EDITS = (("    return N_EXPTS_PAD - indx\n", "    return indx  # PLANTED FAULT: ties go to the higher id\n", 2),
+              ("acc = tl.sort(acc, dim=1, descending=True)",
+               "acc = tl.sort(acc, dim=1, descending=False)  # PLANTED FAULT (ids are keys now)", 1))
+# The planted clamp fault, in the fused path only (_swiglu_fn, which matmul_ogs's FusedActivation runs): the
+# limit is one lower (gpt-oss: 7.0 -> 6.0); the standalone swiglu kernel keeps the right one.
+SWIGLU_FILE = "swiglu_details/_swiglu.py"
+_CLAMP_ANCHOR = "    return compute_swiglu(gelu, linear, 1.0, alpha, limit)\n"
+_CLAMP_FAULT = "    return compute_swiglu(gelu, linear, 1.0, alpha, limit - 1.0)  # PLANTED FAULT: limit 7 -> 6\n"
+# The planted alpha fault, in compute_swiglu: the code the fused epilogue and the standalone kernel share, so
+# upstream's test_fused_act (fused against unfused) cancels it.
+_ALPHA_ANCHOR = "    s = gelu / (1 + tl.exp(-alpha * gelu))\n"
+_ALPHA_FAULT = "    s = gelu / (1 + tl.exp(-(alpha * 0.94) * gelu))  # PLANTED FAULT: alpha x 0.94\n"
+
+
+def make_topk_tie_fault_copy(source: Path, dest_root: Path) -> Path:
+    return make_edited_copy(source, dest_root, TOPK_FILE, _TIE_EDITS)
+
+
+def make_swiglu_clamp_fault_copy(source: Path, dest_root: Path) -> Path:
+    return make_patched_copy(source, dest_root, SWIGLU_FILE, _CLAMP_ANCHOR, _CLAMP_FAULT)
+
+
+def make_swiglu_alpha_fault_copy(source: Path, dest_root: Path) -> Path:
+    return make_patched_copy(source, dest_root, SWIGLU_FILE, _ALPHA_ANCHOR, _ALPHA_FAULT)
+
+
 PLANT_TOPK_ENV = "GRACECTL_PLANT_TOPK_SOFTMAX_FAULT"
 # Set to 1 to run against a copy whose Hopper MXFP4 upcast decodes e2m1 values wrongly (an in-kernel fault):
 # the MXFP4 kernels tests and the upstream level must then fail.
 PLANT_FP4_DECODE_ENV = "GRACECTL_PLANT_FP4_DECODE_FAULT"
-# Planted-fault switches (env var -> how the faulty copy is made), for conftest.py.
+PLANT_TOPK_TIE_ENV = "GRACECTL_PLANT_TOPK_TIE_FLIPPED"
+PLANT_SWIGLU_CLAMP_ENV = "GRACECTL_PLANT_FUSED_SWIGLU_CLAMP"
+PLANT_SWIGLU_ALPHA_ENV = "GRACECTL_PLANT_SWIGLU_ALPHA"
+
+
+@dataclass(frozen=True)
+class Plant:
+    """One planted fault: what it is, how its faulty copy of triton_kernels is made, and the smoke levels that
+    must FAIL with it. The claim is tested, not trusted: smoke_tests/plant_check.py runs each claimed level
+    clean and planted and requires a test that passed clean to fail planted (CLAWMINE.md has the last run)."""
+    what: str
+    make_copy: object  # (source package dir, dest root) -> dest root
+    caught_by: tuple[str, ...]
+
+
+# Planted-fault switches (env var -> Plant), for conftest.py and plant_check.py.
 PLANTED_FAULTS = {
-    PLANT_STALE_ENV: ("stale triton_kernels without SparseMatrix", make_stale_copy),
-    PLANT_MX_SCALE_ENV: ("triton_kernels whose Hopper MXFP4 upcast is one scale exponent off", make_mx_scale_fault_copy),
-    PLANT_TOPK_ENV: ("triton_kernels whose topk softmax runs at temperature 1/1.5", make_topk_fault_copy),
-    PLANT_FP4_DECODE_ENV: ("triton_kernels whose Hopper MXFP4 upcast drops the e2m1 mantissa bit of every "
-                           "fourth value", make_fp4_decode_fault_copy),
+    PLANT_STALE_ENV: Plant("stale triton_kernels without SparseMatrix", make_stale_copy, ("imports",)),
+    PLANT_MX_SCALE_ENV: Plant("triton_kernels whose Hopper MXFP4 upcast is one scale exponent off",
+                              make_mx_scale_fault_copy, ("kernels", "upstream")),
+    PLANT_TOPK_ENV: Plant("triton_kernels whose topk softmax runs at temperature 1/1.5", make_topk_fault_copy,
+                          ("kernels", "upstream")),
+    PLANT_FP4_DECODE_ENV: Plant("triton_kernels whose Hopper MXFP4 upcast drops the e2m1 mantissa bit of every "
+                                "fourth value", make_fp4_decode_fault_copy, ("kernels", "upstream")),
+    PLANT_TOPK_TIE_ENV: Plant("triton_kernels whose topk gives a tie at the top-k boundary to the higher expert id",
+                              make_topk_tie_fault_copy, ("kernels",)),
+    PLANT_SWIGLU_CLAMP_ENV: Plant("triton_kernels whose fused SwiGLU clamps at limit - 1 (gpt-oss: 6.0, not 7.0)",
+                                  make_swiglu_clamp_fault_copy, ("kernels",)),
+    PLANT_SWIGLU_ALPHA_ENV: Plant("triton_kernels whose SwiGLU (shared by the fused and standalone paths) uses "
+                                  "alpha x 0.94", make_swiglu_alpha_fault_copy, ("kernels",)),
 }

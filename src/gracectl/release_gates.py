@@ -53,6 +53,12 @@ def _gpu(record: dict) -> str:
     return str((record.get("gpu") or {}).get("name") or "")
 
 
+def _timing(record: dict) -> str:
+    """What a bench record's median_ms measures (bench_moe.py's TIMING; records before schema 2 say nothing:
+    eager calls from Python, the host's launch path included)."""
+    return str(record.get("timing") or "eager (launch path included)")
+
+
 def _medians(record: dict) -> dict[str, float]:
     out = {}
     for r in record.get("results") or []:
@@ -69,6 +75,10 @@ def compare_bench(candidate: dict, current: dict, max_regression: float = DEFAUL
     if not gpu_new or gpu_new != gpu_old:
         return BenchComparison(gpu_new, (), max_regression,
                                f"not compared: different GPU models ({gpu_new or '?'} vs {gpu_old or '?'})")
+    if _timing(candidate) != _timing(current):
+        return BenchComparison(gpu_new, (), max_regression,
+                               f"not compared: the medians are timed differently ({_timing(candidate)} vs "
+                               f"{_timing(current)})")
     new, old = _medians(candidate), _medians(current)
     rows = tuple(BenchRow(name, old[name], new[name]) for name in sorted(new.keys() & old.keys()))
     return BenchComparison(gpu_new, rows, max_regression, "" if rows else "not compared: no result in common")

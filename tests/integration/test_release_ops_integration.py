@@ -401,7 +401,8 @@ def test_credentials_refused_cleanly_and_never_printed(auth_registry, oci_image,
 def test_a_floor_on_the_bandwidth_figure_holds_decode_sizes(repo, oci_image):
     """`promote --floor ratio_vs_hbm_peak=X`: the candidate's MoE rows must reach X of the GPU's HBM peak (the
     figure that means something at decode sizes, where the FLOP ratio is near 0)."""
-    record = {"kind": "bench", "schema": 1, "gpu": {"name": "NVIDIA H200"}, "results": [
+    record = {"kind": "bench", "schema": 2, "timing": "gpu: CUDA-graph replay between CUDA events, L2 flushed",
+              "gpu": {"name": "NVIDIA H200"}, "results": [
         {"name": "moe_mxfp4_gemm1_tokens16", "median_ms": 0.4, "ratio_vs_dense": 0.04, "ratio_vs_hbm_peak": 0.12},
         {"name": "moe_mxfp4_gemm1_tokens8192", "median_ms": 2.1, "ratio_vs_dense": 0.77, "ratio_vs_hbm_peak": 0.03}]}
     a = publish(oci_image, repo, "floor-a", smoke(), record)
@@ -411,6 +412,10 @@ def test_a_floor_on_the_bandwidth_figure_holds_decode_sizes(repo, oci_image):
     assert tag_digest(repo) is None
     bad = gracectl("promote", f"{repo}@{a}", "--to", TAG, "--floor", "speed=1")
     assert bad.returncode == UsageError.exit_code and "ratio_vs_hbm_peak" in bad.stderr
+    decode = gracectl("promote", f"{repo}@{a}", "--to", TAG, "--floor", "ratio_vs_hbm_peak@16=0.2")
+    assert decode.returncode == PromotionRefusedError.exit_code
+    assert "moe_mxfp4_gemm1_tokens16: ratio_vs_hbm_peak 0.12 below the floor 0.2" in decode.stderr
+    assert "tokens8192" not in decode.stderr  # a floor @16 holds only the 16-token rows
     ok = gracectl("promote", f"{repo}@{a}", "--to", TAG, "--floor", "ratio_vs_hbm_peak=0.02", "--floor",
-                  "ratio_vs_dense=0.01")
+                  "ratio_vs_dense=0.01", "--floor", "ratio_vs_hbm_peak@16=0.1")
     assert ok.returncode == 0, ok.stderr

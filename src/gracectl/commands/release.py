@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from gracectl.adapters.registry import open_registry
-from gracectl.bench import GATE_FIGURES
+from gracectl.bench import GATE_FIGURES, parse_floor
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.commands.options import JsonOpt, registry_options
 from gracectl.adapters.signing import SigningKey, generate_key, key_id, load_public_key, sign
@@ -95,22 +95,15 @@ def promote_cmd(
     reason: ReasonOpt = "",
     max_regression: MaxRegressionOpt = DEFAULT_MAX_REGRESSION * 100,
     floor: Annotated[Optional[list[str]], typer.Option(
-        "--floor", help=f"FIGURE=VALUE: the candidate's MoE bench rows must reach it ({' or '.join(GATE_FIGURES)}; "
-        "e.g. ratio_vs_hbm_peak=0.1 for decode sizes); repeatable")] = None,
+        "--floor", help=f"FIGURE[@TOKENS]=VALUE: the candidate's MoE bench rows (of TOKENS tokens) must reach it "
+        f"({' or '.join(GATE_FIGURES)}; e.g. ratio_vs_hbm_peak@16=0.15 for decode size, ratio_vs_dense@8192=0.3); "
+        "repeatable")] = None,
     as_json: JsonOpt = False,
     *,
     access: RegistryAccess,
 ) -> None:
     """Move TAG to the image's digest: only with a passing smoke record and no benchmark regression."""
-    floors = {}
-    for item in floor or []:
-        figure, _, value = item.partition("=")
-        try:
-            floors[figure] = float(value)
-        except ValueError:
-            raise UsageError(f"--floor {item!r}: write FIGURE=NUMBER") from None
-        if figure not in GATE_FIGURES or not 0 < floors[figure] < 10:
-            raise UsageError(f"--floor {item!r}: FIGURE is one of {', '.join(GATE_FIGURES)}, the floor above 0")
+    floors = dict(parse_floor(item) for item in floor or [])
     entry = promote(source, to, force=force, reason=reason, max_regression=max_regression / 100,
                     access=access, floors=floors)
     _print_entry(entry, to, as_json)
