@@ -226,10 +226,13 @@ def wait_for(condition, timeout: float = 30.0) -> None:
 
 
 # -- SIGTERM (a Jenkins abort) or Ctrl-C mid-move: the outcome is read back and reported -------------------------
-@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
-                                             (signal.SIGINT, 130, "interrupted (SIGINT)")])
+@pytest.mark.parametrize("sig, said", [(signal.SIGTERM, "terminated (SIGTERM)"),
+                                       (signal.SIGINT, "interrupted (SIGINT)")])
 def test_an_interrupt_during_the_tag_write_reports_the_move_and_releases_the_lock(names, fault_proxy, oci_image,
-                                                                                  sig, code, said):
+                                                                                  sig, said):
+    """The tag write was forwarded (the registry moved the tag) and its answer held back; the signal cuts the wait
+    short. The tag moved, so the exit code is 0 (the contract: the exit code says the outcome), and the signal
+    is said in a warning line."""
     path, proxied, direct = names
     a, b = two_images(oci_image, direct)
     fault_proxy.add("PUT", tag_put(path), "stall", times=1)
@@ -238,9 +241,9 @@ def test_an_interrupt_during_the_tag_write_reports_the_move_and_releases_the_loc
     wait_for(lambda: fault_proxy.count("stall", answered=True) >= 1)
     time.sleep(0.3)
     p.send_signal(sig)
-    assert p.wait(timeout=30) == Interrupted(".", code).exit_code
-    last = p.stderr.read().strip().splitlines()[-1]
-    assert last.startswith(f"error: {said}") and "WAS moved" in last, last
+    assert p.wait(timeout=30) == 0
+    err = p.stderr.read()
+    assert f"warning: {said}" in err and "happened (recorded done)" in err, err
     assert tag_digest(direct) == b
     assert moves(direct)[-1] == ("promote", a, b, "done")
     # The lock was released: another host rolls back at once.
