@@ -67,9 +67,6 @@ from gracectl.bench import figure_findings
 from gracectl.release_gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, gate_findings
 from gracectl.release_lock import TagLock, describe, unlock as unlock_lock
 
-READ_BACK_ATTEMPTS = 3
-CLEANUP_S = 15.0
-MIN_SETTLE_S = 0.2  # a read-back holds still this long at least, even with GRACECTL_LOCK_SETTLE_S=0
 
 
 def moving_tag_name(tag: str) -> str:
@@ -85,29 +82,12 @@ def moving_tag_name(tag: str) -> str:
 # -- the move ------------------------------------------------------------------------------------------------
 def _read_back(registry: Registry, repository: str, tag: str, target: str) -> str:
     """After a tag write that did not answer cleanly: "done" if the tag points at `target`, "failed" if not,
-    "unknown" if it cannot be read. Read until the answer has held for the settle time (the lock's: how long a
-    write in flight takes to land), since a write the registry received but had not applied yet lands meanwhile."""
-    registry.extend_deadline(CLEANUP_S)
-    settle = max(registry.access.lock_settle_s, MIN_SETTLE_S)
-    give_up = time.monotonic() + CLEANUP_S
-    seen: list[str | None] = []  # the answers since the last change
-    errors = 0
-    while time.monotonic() < give_up:
-        try:
-            found = registry.head_manifest(repository, tag)
-        except GraceError:
-            errors += 1
-            if errors >= READ_BACK_ATTEMPTS and not seen:
-                return "unknown"
-            time.sleep(0.5)
-            continue
-        digest = found.digest if found else None
-        if not seen or seen[-1] != digest:
-            seen, since = [digest], time.monotonic()
-        elif time.monotonic() - since >= settle:
-            return "done" if digest == target else "failed"
-        time.sleep(settle / 3)
-    return "unknown"
+    "unknown" if it cannot be read - read until the answer holds still (Registry.settled_head)."""
+    try:
+        found = registry.settled_head(repository, tag)
+    except GraceError:
+        return "unknown"
+    return "done" if found and found.digest == target else "failed"
 
 
 def _record(registry: Registry, repository: str, tag: str, entry: Entry, lock: TagLock) -> bool:

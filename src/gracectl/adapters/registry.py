@@ -44,7 +44,18 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 MAX_REDIRECTS = 5
+READ_BACK_ERRORS = 3  # settled_head gives up after this many failed reads with no answer yet
+READ_BACK_S = 15.0  # settled_head's time, past the operation's deadline (it decides what to report)
+MIN_SETTLE_S = 0.2  # a read-back holds still this long at least, even with GRACECTL_LOCK_SETTLE_S=0
 MAX_ANSWER_BYTES = 32 << 20  # manifests, records and SBOMs are far smaller: a larger answer is refused, not read
+
+def says_read_only(output: str) -> bool:
+    """A Go registry client's words (skopeo's, dockerd's) for a write refused with 405: the registry is read-only
+    (skopeo: "StatusCode: 405, Method not allowed"; dockerd: "unsupported: ..." or "HTTP 405")."""
+    low = output.lower()
+    return "method not allowed" in low or low.startswith("unsupported:") or (
+        "405" in low and ("unsupported" in low or "status" in low))
+
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -230,6 +241,35 @@ class Registry:
         if not DIGEST_RE.match(digest):
             raise RegistryError(f"registry {self.host} gave no Docker-Content-Digest for {repo}:{reference}")
         return Descriptor(headers.get("Content-Type", ""), digest, int(headers.get("Content-Length") or 0))
+
+    def settled_head(self, repo: str, reference: str) -> Descriptor | None:
+        """What `reference` points at once the answer has held still for the settle time (access.lock_settle_s:
+        how long a write in flight takes to land; a write the registry received but had not applied yet - its
+        sender cut off, its answer lost - lands meanwhile), read every third of it for at most READ_BACK_S
+        (clean-up: past the deadline too). RegistryError when it cannot be read (three errors before any answer)
+        or never holds still."""
+        settle_s, within_s = max(self.access.lock_settle_s, MIN_SETTLE_S), READ_BACK_S
+        self.extend_deadline(within_s)
+        give_up = time.monotonic() + within_s
+        seen: list[Descriptor | None] = []  # the answers since it last changed
+        errors: list[RegistryError] = []
+        while time.monotonic() < give_up:
+            try:
+                found = self.head_manifest(repo, reference)
+            except RegistryError as e:
+                errors.append(e)
+                if len(errors) >= READ_BACK_ERRORS and not seen:
+                    raise
+                time.sleep(0.5)
+                continue
+            digest = found.digest if found else None
+            if not seen or (seen[-1].digest if seen[-1] else None) != digest:
+                seen, since = [found], time.monotonic()
+            elif time.monotonic() - since >= settle_s:
+                return found
+            time.sleep(settle_s / 3)
+        raise RegistryError(f"registry {self.host}: {repo}:{reference} did not hold still for {settle_s:g}s within "
+                            f"{within_s:g}s" + (f" ({errors[-1]})" if errors else ""))
 
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, Descriptor] | None:
         status, headers, body = self._request("GET", f"/v2/{repo}/manifests/{reference}",
