@@ -44,6 +44,7 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 MAX_REDIRECTS = 5
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)  # a busy or restarting registry: the same request may go through
 READ_BACK_ERRORS = 3  # settled_head gives up after this many failed reads with no answer yet
 READ_BACK_S = 15.0  # settled_head's time, past the operation's deadline (it decides what to report)
 MIN_SETTLE_S = 0.2  # a read-back holds still this long at least, even with GRACECTL_LOCK_SETTLE_S=0
@@ -167,6 +168,7 @@ class Registry:
             if connected:
                 error = RegistryError(f"registry {self.host} dropped {method} {parts.path} without an answer: "
                                       f"{e or type(e).__name__}")
+                error.transient = True
             else:
                 error = RegistryError(f"registry {self.host} is not reachable: {e or type(e).__name__} "
                                       "(is it running? `gracectl testbed status`)")
@@ -223,8 +225,10 @@ class Registry:
             who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
             return RegistryError(f"registry {self.host} denied {method} {path} to {who} (403 {reason}"
                                  + (f": {detail}" if detail else "") + "): ask for these rights")
-        return RegistryError(f"registry {self.host}: {method} {path} answered {status} {reason}"
-                             + (f" ({detail})" if detail else ""))
+        error = RegistryError(f"registry {self.host}: {method} {path} answered {status} {reason}"
+                              + (f" ({detail})" if detail else ""))
+        error.transient = status in TRANSIENT_STATUSES
+        return error
 
     # -- API ------------------------------------------------------------------------------------------
     def ping(self) -> None:
