@@ -19,6 +19,7 @@ def run() -> None:
         from gracectl.cli import run as run_command
     except interrupts.Interrupted as exc:
         print(f"error: {exc} while starting: nothing was done", file=sys.stderr)
+        interrupts.said()
         interrupts.finish(exc.exit_code)
     interrupts.finish(run_command())
 

@@ -46,6 +46,7 @@ def run(argv: list[str] | None = None) -> int:
             interrupts.hold()  # the outcome is decided: a signal from here on is a late warning, never a new error
     except (GraceError, Interrupted) as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)  # a name read from a registry never drives the tty
+        interrupts.said()
         return exc.exit_code
     except typer.Abort:
         print("error: aborted", file=sys.stderr)

@@ -26,6 +26,8 @@ SIGNALS = {signal.SIGINT: ("interrupted (SIGINT)", 130), signal.SIGTERM: ("termi
 _depth = 0
 _held = 0  # how much of _depth is hold()s: ended by resume() (or by restore() at the CLI's end)
 _noted: list[int] = []
+_unsaid: list[int] = []  # the raised interrupt until its report is written (said()): where a library swallowed
+# it (raised inside a __del__ or a garbage-collection callback: "Exception ignored"), finish() still says it
 
 
 def _raise(signum: int) -> None:
@@ -33,7 +35,13 @@ def _raise(signum: int) -> None:
     global _depth, _held
     _depth += 1
     _held += 1
+    _unsaid[:] = [signum]
     raise Interrupted(*SIGNALS[signum])
+
+
+def said() -> None:
+    """The raised interrupt has been reported (an error line, or a warning with the outcome)."""
+    _unsaid.clear()
 
 
 def _handler(signum, frame) -> None:
@@ -60,6 +68,7 @@ def restore(previous: dict) -> None:
             signal.signal(signum, handler)
     _depth = _held = 0
     _noted.clear()
+    _unsaid.clear()
 
 
 @contextlib.contextmanager
@@ -118,9 +127,9 @@ def finish(code: int) -> None:
     _flush()
     signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
     late = take()
-    pending = [s for s in SIGNALS if s in signal.sigpending()]
-    if late is None and pending:
-        late = Interrupted(*SIGNALS[pending[0]])
+    lost = _unsaid + [s for s in SIGNALS if s in signal.sigpending()]
+    if late is None and lost:
+        late = Interrupted(*SIGNALS[lost[0]])
     if late is not None:
         with contextlib.suppress(Exception):
             say_late(late)

@@ -164,6 +164,7 @@ def _after_failed_write(registry: Registry, repository: str, tag: str, entry: En
     if entry.status == "done":
         print(f"warning: {cause}; but {tag} reads back at {short(entry.to)}: the {entry.action} happened "
               "(recorded done)", file=sys.stderr)
+        interrupts.said()
         return entry
     if entry.status == "unknown":
         raise OutcomeUnknownError(f"{cause}; could not tell whether {tag} moved to {short(entry.to)}: the tag "

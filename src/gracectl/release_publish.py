@@ -124,4 +124,5 @@ def _push(registry: Registry, ref: ImageRef, image_id: str, push) -> str:
                               exc.exit_code) from None
         print(f"warning: {exc}; but {ref} reads back with this image: it was pushed ({short(found.digest)}), "
               "its records follow", file=sys.stderr)
+        interrupts.said()
         return found.digest

@@ -11,7 +11,7 @@ rule says:
     proxy.add("*", r"", "stall")                     # forwarded; the answer is held until the client leaves
     proxy.add("*", r"", "drip", 0.5)                 # the answer, one byte every 0.5 s
     proxy.add("PUT", r"/manifests/x$", "late", 13)   # the whole request held 13 s, then applied (client or not)
-    proxy.add("GET", r"\.gracectl-lock$", "error", status=500, every=10)  # every 10th: 500, never forwarded
+    proxy.add("GET", r"[.]gracectl-lock$", "error", status=500, every=10)  # every 10th: 500, never forwarded
     proxy.slow_every_request(0.3)                    # every answer 0.3 s late
     proxy.address                                    # "127.0.0.1:PORT": use it as the registry host
 
@@ -129,6 +129,12 @@ class FaultProxy:
                 if not chunk:
                     return
                 head += chunk
+                if head.startswith(b"\x16"):  # a TLS handshake (skopeo tries https first): the registry answers it
+                    upstream = socket.create_connection(self.upstream)
+                    upstream.sendall(head)
+                    threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+                    _pump(upstream, client)
+                    return
             method, path = (head.split(b"\r\n", 1)[0].decode(errors="replace").split(" ") + ["", ""])[:2]
             action, seconds = self._match(method, path.split("?", 1)[0])
             self.seen.append((method, path, action))
