@@ -71,6 +71,17 @@ def restore(previous: dict) -> None:
     _unsaid.clear()
 
 
+def start_thread(thread: threading.Thread) -> None:
+    """Start a helper thread that never receives these signals (a thread inherits its creator's mask): the kernel
+    then delivers them to the main thread alone, so a blocking call there is woken at once (EINTR), and a signal
+    that comes while finish() has them blocked stays pending where finish() looks."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextlib.contextmanager
 def deferred():
     """Signals arriving in the block are noted, not raised (main thread only; nested blocks are one)."""

@@ -154,7 +154,7 @@ class TagLock:
                 self._file.close()
             raise
         self._renewer = threading.Thread(target=self._renew_loop, name=f"renew {self.lock_tag}", daemon=True)
-        self._renewer.start()
+        interrupts.start_thread(self._renewer)
         return self
 
     # -- registry lock --------------------------------------------------------------------------------------

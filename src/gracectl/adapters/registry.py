@@ -29,6 +29,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from gracectl import interrupts
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_tls import tls_error
 from gracectl.adapters.registry_token import Authorizer
@@ -139,7 +140,7 @@ class Registry:
         cut_off = threading.Event()
         watchdog = threading.Timer(budget, _cut, (connection, cut_off))
         watchdog.daemon = True
-        watchdog.start()
+        interrupts.start_thread(watchdog)
         connected = False
         try:
             connection.connect()
