@@ -120,6 +120,24 @@ def test_lost_answer_and_unreadable_tag_says_could_not_tell(names, fault_proxy, 
     assert moves(direct)[-1] == ("promote", a, b, "done")
 
 
+def test_a_write_applied_after_its_read_back_is_repaired_by_the_next_move(names, fault_proxy, oci_image):
+    """The tag write is held by the network and applied 4 s later, long after gracectl gave up on its answer and
+    read the tag back (still at a): exit 5, "NOT moved", recorded failed. When it lands, the history says failed
+    for a move that happened; the next plain rollback says so, records it done, and undoes it (before: exit 8)."""
+    path, proxied, direct = names
+    a, b = two_images(oci_image, direct)
+    fault_proxy.add("PUT", tag_put(path), "late", 4, times=1)
+    result = gracectl("promote", f"{proxied}@{b}", "--to", TAG, env={"GRACECTL_REQUEST_TIMEOUT_S": "1"})
+    assert result.returncode == RegistryError.exit_code and "was NOT moved" in result.stderr, result.stderr
+    wait_for(lambda: tag_digest(direct) == b)  # the late write lands
+    assert release_ops.history(f"{direct}:{TAG}", access=env_access())[-1].status == "done"  # readers see the truth
+    undo = gracectl("rollback", f"{direct}:{TAG}")
+    assert undo.returncode == 0, undo.stderr
+    assert "failed, but the tag was at" in undo.stderr and "record repaired: done" in undo.stderr
+    assert tag_digest(direct) == a
+    assert moves(direct) == [("promote", None, a, "done"), ("promote", a, b, "done"), ("rollback", b, a, "done")]
+
+
 # -- 2. no lost history ----------------------------------------------------------------------------------------
 def test_a_slow_promotion_never_erases_a_concurrent_one(names, fault_proxy, oci_image, tmp_path):
     """The incident: P1 is slow (every answer late) and cannot renew its lock (its lock writes are refused
