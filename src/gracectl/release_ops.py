@@ -277,8 +277,8 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
             return None
         findings = gates(registry, ref, candidate, current_digest, max_regression, floors)
         _refuse_unless_forced(f"promote {ref} to {tag}", findings, force)
-        entry = Entry("promote", candidate, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
-                      forced=bool(findings) and force, source=str(ref), gate=findings)
+        entry = Entry("promote", candidate, current_digest, who=registry.access.who, when=utc_now(),
+                      reason=reason.strip(), forced=bool(findings) and force, source=str(ref), gate=findings)
         with TagLock(registry, ref.repository, tag) as lock:
             _settled_history(registry, ref.repository, tag, current_digest, lock)  # a contradicted record repaired
             return _apply(registry, ref.repository, tag, entry, lock)
@@ -325,8 +325,9 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
                 # and recorded so) when it was promoted.
                 last = undo_target(entries, tag)
                 if current_digest != last.to:
-                    raise ConflictError(f"{tag} points at {short(current_digest)}, not at {short(last.to)} where its last "
-                                        "recorded move put it (moved outside gracectl?): roll back with --to DIGEST")
+                    raise ConflictError(f"{tag} points at {short(current_digest)}, not at {short(last.to)} where "
+                                        "its last recorded move put it (moved outside gracectl?): roll back with "
+                                        "--to DIGEST")
                 if not last.from_:
                     raise NoHistoryError(f"the last promotion of {tag} created the tag: there is no earlier digest "
                                          "to roll back to; name one with --to DIGEST|TAG")
@@ -336,9 +337,9 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
                 _refuse_unless_forced(f"roll {tag} back to {short(dest)}", findings, force)
             if dest == current_digest:
                 return None
-            entry = Entry("rollback", dest, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
-                          forced=bool(findings) and force, source=to or f"undo of {undoes}", undoes=undoes,
-                          gate=findings)
+            entry = Entry("rollback", dest, current_digest, who=registry.access.who, when=utc_now(),
+                          reason=reason.strip(), forced=bool(findings) and force,
+                          source=to or f"undo of {undoes}", undoes=undoes, gate=findings)
             return _apply(registry, ref.repository, tag, entry, lock)
 
 
