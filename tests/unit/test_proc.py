@@ -63,8 +63,13 @@ def test_a_child_has_its_own_process_group_and_dies_when_gracectl_is_sigkilled()
     parent = subprocess.Popen([sys.executable, "-c", "from gracectl.adapters import proc; proc.run(['sleep', '60'])"],
                               stderr=subprocess.DEVNULL)
     children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+
+    def started() -> bool:  # listed from the fork on; its process group and parent-death signal are set by exec
+        kids = children.read_text().split()
+        return bool(kids) and Path(f"/proc/{kids[0]}/comm").read_text().strip() == "sleep"
+
     deadline = time.monotonic() + 20
-    while not children.read_text().split():
+    while not started():
         assert time.monotonic() < deadline, "the child never started"
         time.sleep(0.02)
     child = int(children.read_text().split()[0])
