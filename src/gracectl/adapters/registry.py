@@ -51,6 +51,7 @@ READ_BACK_S = 15.0  # settled_head's time, past the operation's deadline (it dec
 MIN_SETTLE_S = 0.2  # a read-back holds still this long at least, even with GRACECTL_LOCK_SETTLE_S=0
 MAX_ANSWER_BYTES = 32 << 20  # manifests, records and SBOMs are far smaller: a larger answer is refused, not read
 
+
 def says_read_only(output: str) -> bool:
     """A Go registry client's words (skopeo's, dockerd's) for a write refused with 405: the registry is read-only
     (skopeo: "StatusCode: 405, Method not allowed"; dockerd: "unsupported: ..." or "HTTP 405")."""
