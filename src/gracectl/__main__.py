@@ -1,19 +1,27 @@
 """`gracectl` and `python -m gracectl`: interrupts are gracectl's from the first instruction, before the CLI's
-imports (about half a second), so a Ctrl-C at any moment gives one line and a true exit code, never a traceback."""
+imports (about half a second), so a Ctrl-C at any moment gives one line and a true exit code, never a traceback;
+and until the last byte (interrupts.finish ends the process)."""
 
-import sys
+import _signal  # the C module alone (signal.py imports enum): a handler exists a few milliseconds sooner
 
-from gracectl import interrupts
+_early: list[int] = []  # signals that came before gracectl.interrupts' handlers: the first is raised by install()
+for _signum in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+    _signal.signal(_signum, lambda signum, frame: _early.append(signum))
+
+import sys  # noqa: E402
+
+from gracectl import interrupts  # noqa: E402
 
 
 def run() -> None:
-    interrupts.install()
     try:
-        from gracectl.cli import main
+        interrupts.install(_early)
+        from gracectl.cli import run as run_command
     except interrupts.Interrupted as exc:
         print(f"error: {exc} while starting: nothing was done", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    main()
+        interrupts.said()
+        interrupts.finish(exc.exit_code)
+    interrupts.finish(run_command())
 
 
 if __name__ == "__main__":

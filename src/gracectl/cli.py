@@ -34,27 +34,40 @@ app.add_typer(ci.app, name="ci")
 app.add_typer(doctor.app)
 
 
-def main(argv: list[str] | None = None) -> None:
+def run(argv: list[str] | None = None) -> int:
+    """One command, its failure said in one line; returns the exit code. The handlers stay in: the entry point
+    (gracectl.__main__) ends the process with interrupts.finish, which reports a signal that came late."""
     # Ctrl-C, a Jenkins abort (SIGTERM) and SIGHUP unwind as Interrupted, so locks are released, temporary files
     # removed and a tag move in flight is read back and reported (gracectl.interrupts), not by the CLI framework.
-    previous = interrupts.install()
     try:
-        rc = app(args=argv, standalone_mode=False)
+        try:
+            rc = app(args=argv, standalone_mode=False)
+        finally:
+            interrupts.hold()  # the outcome is decided: a signal from here on is a late warning, never a new error
     except (GraceError, Interrupted) as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)  # a name read from a registry never drives the tty
-        sys.exit(exc.exit_code)
+        interrupts.said()
+        return exc.exit_code
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:  # outside a tag move (which reports what it changed as Interrupted)
+        return 130
+    except KeyboardInterrupt:  # SIGINT is gracectl's; this is a KeyboardInterrupt raised by a library itself
         print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        return 130
     except typer.TyperException as exc:  # usage errors (unknown option, missing argument) in non-standalone mode
         print(f"error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    finally:
+        return exc.exit_code
+    return rc if isinstance(rc, int) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`run` inside another program (a test): gracectl's handlers in, then put back; SystemExit with the code."""
+    previous = interrupts.install()
+    try:
+        code = run(argv)
         late = interrupts.take()
+    finally:
         interrupts.restore(previous)
-    if late:  # arrived while the command's last write finished: its outcome, printed above, stands
-        print(f"warning: {late} after the command had finished; its result above stands", file=sys.stderr)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    if late:
+        interrupts.say_late(late)
+    sys.exit(code)

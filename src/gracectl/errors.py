@@ -47,6 +47,7 @@ class RegistryError(GraceError):
 
     exit_code = 5
     sent = True  # False when the request provably never reached the registry (no connection was made)
+    transient = False  # a busy registry's answer (500, 502, 503, 504, 429, a connection reset): worth a retry
 
 
 class ReadOnlyRegistryError(RegistryError):

@@ -1,16 +1,22 @@
 """Interrupts (Ctrl-C, a Jenkins abort, a closed terminal) handled by gracectl itself, never by the CLI framework.
 
-`install()` (the CLI does it first) turns SIGINT, SIGTERM and SIGHUP into `Interrupted` (exit 130, 143, 129),
-raised where the program is, so every `with` block unwinds: temporary files go, locks are released.
-Inside `deferred()` a signal is only noted: a tag write, its read-back and its record, and a lock's release,
-always finish, so what gracectl then says about the tag is what the registry holds. The block's owner asks
-`take()` for a noted signal and reports it with the outcome; the CLI reports one still noted at the end.
+`install()` (the entry point does it first) turns SIGINT, SIGTERM and SIGHUP into `Interrupted` (exit 130, 143,
+129), raised where the program is, so every `with` block unwinds: temporary files go, locks are released.
+ONE signal is raised: from then on (as inside `deferred()` and after `hold()`) a signal is only noted, so a second
+Ctrl-C never cuts the unwinding, a lock's release or the read-back of a tag write short, and never replaces the
+outcome already on its way with another. Inside `deferred()` (a tag write's read-back and record, a lock's
+release) and after `hold()` (the outcome is decided) nothing is raised either; the owner `take()`s a noted
+signal and reports it with the outcome, and `finish()` - the process's last act - reports one still noted.
+The handlers stay until the last byte is written: `finish()` blocks the signals, writes, and exits at once.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import signal
+import sys
 import threading
 
 from gracectl.errors import Interrupted
@@ -20,18 +26,38 @@ SIGNALS = {signal.SIGINT: ("interrupted (SIGINT)", 130), signal.SIGTERM: ("termi
 _depth = 0
 _held = 0  # how much of _depth is hold()s: ended by resume() (or by restore() at the CLI's end)
 _noted: list[int] = []
+_unsaid: list[int] = []  # the raised interrupt until its report is written (said()): where a library swallowed
+# it (raised inside a __del__ or a garbage-collection callback: "Exception ignored"), finish() still says it
+
+
+def _raise(signum: int) -> None:
+    """Raise the one Interrupted of this run: from here every further signal is noted (see the docstring)."""
+    global _depth, _held
+    _depth += 1
+    _held += 1
+    _unsaid[:] = [signum]
+    raise Interrupted(*SIGNALS[signum])
+
+
+def said() -> None:
+    """The raised interrupt has been reported (an error line, or a warning with the outcome)."""
+    _unsaid.clear()
 
 
 def _handler(signum, frame) -> None:
     if _depth:
         _noted.append(signum)
         return
-    raise Interrupted(*SIGNALS[signum])
+    _raise(signum)
 
 
-def install() -> dict:
-    """gracectl's handlers in; returns the ones they replace (for `restore`)."""
-    return {signum: signal.signal(signum, _handler) for signum in SIGNALS}
+def install(early: list[int] = ()) -> dict:
+    """gracectl's handlers in; returns the ones they replace (for `restore`). `early`: signals a bootstrap handler
+    noted before these existed (the entry point's first lines): the first is raised now."""
+    previous = {signum: signal.signal(signum, _handler) for signum in SIGNALS}
+    if early:
+        _raise(early[0])
+    return previous
 
 
 def restore(previous: dict) -> None:
@@ -42,6 +68,18 @@ def restore(previous: dict) -> None:
             signal.signal(signum, handler)
     _depth = _held = 0
     _noted.clear()
+    _unsaid.clear()
+
+
+def start_thread(thread: threading.Thread) -> None:
+    """Start a helper thread that never receives these signals (a thread inherits its creator's mask): the kernel
+    then delivers them to the main thread alone, so a blocking call there is woken at once (EINTR), and a signal
+    that comes while finish() has them blocked stays pending where finish() looks."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager
@@ -75,9 +113,10 @@ def resume() -> None:
         return
     _depth -= _held
     _held = 0
-    noted = take()
-    if noted:
-        raise noted
+    if _noted:
+        signum = _noted[0]
+        _noted.clear()
+        _raise(signum)
 
 
 def take() -> Interrupted | None:
@@ -87,3 +126,33 @@ def take() -> Interrupted | None:
     signum = _noted[0]
     _noted.clear()
     return Interrupted(*SIGNALS[signum])
+
+
+def finish(code: int) -> None:
+    """The process's last act: flush what was written, report a signal that came after the outcome was decided
+    (noted, or still pending at the kernel), and exit with `code` at once. The signals are blocked from the last
+    look onwards, so none can kill the process between its last byte and its exit (the interpreter's own
+    shutdown would put the default handlers back)."""
+    hold()
+    atexit._run_exitfuncs()  # what libraries registered (temporary files' finalizers) runs while signals are noted
+    _flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
+    late = take()
+    lost = _unsaid + [s for s in SIGNALS if s in signal.sigpending()]
+    if late is None and lost:
+        late = Interrupted(*SIGNALS[lost[0]])
+    if late is not None:
+        with contextlib.suppress(Exception):
+            say_late(late)
+        _flush()
+    os._exit(code)
+
+
+def say_late(late: Interrupted) -> None:
+    print(f"warning: {late} came after the outcome was decided: the result above stands", file=sys.stderr)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()

@@ -8,7 +8,9 @@ Statuses. A move is written "pending" before the tag is touched, then "done", "f
 tag write's answer was lost and the tag could not be read back); an entry's most settled state counts. Every
 reader settles "pending" and "unknown" entries against the registry (settle()): an entry is done when the tag
 pointed at its target right after it - at the next entry's `from`, or now for the last one - else failed. So
-the history never claims a move that did not happen, and a move that did happen is never lost.
+the history never claims a move that did not happen, and a move that did happen is never lost. A "failed"
+entry that the same test says happened (a write applied after its read-back: contradicted()) is repaired by
+the next move, which records it done (a "done" state outranks "failed").
 
 The lock's fencing check (release_lock.TagLock.check) still runs right before every write, so a holder that
 lost its lock adds nothing more; what it wrote before stays, settled against the tag like any entry.
@@ -100,13 +102,24 @@ class Entry:
         return entry
 
 
+def _with_after(entries: list[Entry], current: str | None):
+    """Each entry with where the tag pointed right after it: the next entry's `from`, or now for the last."""
+    return zip(entries, [e.from_ for e in entries[1:]] + [current])
+
+
 def settle(entries: list[Entry], current: str | None) -> list[Entry]:
     """Resolve "pending" and "unknown" moves against where the tag pointed right after each (see above)."""
-    for i, e in enumerate(entries):
+    for e, after in _with_after(entries, current):
         if e.status in UNSETTLED:
-            after = entries[i + 1].from_ if i + 1 < len(entries) else current
             e.status = "done" if after == e.to else "failed"
     return entries
+
+
+def contradicted(entries: list[Entry], current: str | None) -> list[Entry]:
+    """Moves recorded "failed" that happened all the same: the tag pointed at the target right after them (and
+    not before). A write the registry applied after gracectl had read the tag back; the record is repaired."""
+    return [e for e, after in _with_after(entries, current)
+            if e.status == "failed" and e.action in MOVES and after == e.to != e.from_]
 
 
 def undo_target(entries: list[Entry], tag: str) -> Entry:

@@ -123,6 +123,7 @@ class TagLock:
         # A write started with this much of the lock's life left lands (or times out) before it ends: derived
         # from the request timeout, and RegistryAccess keeps the TTL at least 3 timeouts, so it always fits.
         self.margin_s = 1.5 * access.request_timeout_s
+        self.retry_s = access.request_timeout_s  # how long a transient answer is retried
         self.renew_every_s = min(self.ttl_s / 4, (self.ttl_s - self.margin_s) / 2)
         self.host_id = f"{socket.gethostname()}:{self.lock_dir.resolve()}"
         self.nonce = secrets.token_hex(16)
@@ -153,13 +154,28 @@ class TagLock:
                 self._file.close()
             raise
         self._renewer = threading.Thread(target=self._renew_loop, name=f"renew {self.lock_tag}", daemon=True)
-        self._renewer.start()
+        interrupts.start_thread(self._renewer)
         return self
 
     # -- registry lock --------------------------------------------------------------------------------------
+    def _retrying(self, call, what: str):
+        """`call()`, again after a transient answer (RegistryError.transient: a 5xx, 429, a connection reset) until
+        it goes through or one request timeout is spent (the deadline still bounds every request): a busy
+        registry never turns contention into a registry fault. Each retry is said."""
+        give_up, pause = time.monotonic() + self.retry_s, 0.1
+        while True:
+            try:
+                return call()
+            except RegistryError as e:
+                if not e.transient or time.monotonic() + pause > give_up:
+                    raise
+                print(f"warning: {what} the lock of {self.tag}: {e}; trying again", file=sys.stderr)
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
     def read(self) -> tuple[str, dict] | None:
         try:
-            found = self.registry.read_artifact(self.repository, self.lock_tag)
+            found = self._retrying(lambda: self.registry.read_artifact(self.repository, self.lock_tag), "reading")
         except DamagedArtifact as e:
             return e.descriptor.digest, {"released": True}  # not a lock gracectl wrote: it holds nobody
         if found is None:
@@ -194,21 +210,31 @@ class TagLock:
                                     "is running; nothing was changed. Retry then, or if that holder is dead: "
                                     f"`gracectl unlock {self.registry.host}/{self.repository}:{self.tag} "
                                     "--reason TEXT`")
-        try:
-            self.claim_sent = True
-            self.digest = self._write(self._payload())
-        except ReadOnlyRegistryError:
-            raise  # the registry refuses every write: that, not a competing holder, is the news
-        except RegistryError:
-            now = self.read()  # two claims at once can make the registry answer 500 to one: who won?
-            if now and now[1].get("nonce") != self.nonce and not now[1].get("released"):
-                raise ConflictError(f"tag {self.tag} was just locked by {describe(now[1])}: another promotion "
-                                    "or rollback is running; nothing was changed, retry later") from None
-            raise
+        self._write_claim()
         time.sleep(self.settle_s)  # let an overlapping claimer's PUT land: only the last writer keeps the tag
         self.check()
         if held and held[0] != self.digest:
             self.registry.delete_manifest(self.repository, held[0])  # the replaced lock: no untagged leftover
+
+    def _write_claim(self) -> None:
+        """Write our claim. After a failed write, read who holds the lock now: another claimer -> contention (two
+        claims at once can make the registry answer 500 to one); free or ours -> write again if the answer was
+        transient (never after someone else's claim landed: that would be a late write over it)."""
+        def attempt() -> None:
+            try:
+                self.claim_sent = True
+                self.digest = self._write(self._payload())
+            except ReadOnlyRegistryError:
+                raise  # the registry refuses every write: that, not a competing holder, is the news
+            except RegistryError:
+                now = self.read()
+                lock = now[1] if now else {}
+                if now and lock.get("nonce") != self.nonce and not lock.get("released") \
+                        and expires(lock) >= time.time():
+                    raise ConflictError(f"tag {self.tag} was just locked by {describe(lock)}: another promotion "
+                                        "or rollback is running; nothing was changed, retry later") from None
+                raise
+        self._retrying(attempt, "writing")
 
     def _renew(self) -> None:
         """Extend our claim, only while it is still ours (called with the mutex held)."""
@@ -265,7 +291,7 @@ class TagLock:
             held = self.read()
             if held and held[1].get("nonce") == self.nonce and not held[1].get("released"):
                 released = {"nonce": self.nonce, "owner": self.owner, "released": True, "since": utc_now()}
-                self._write(released)
+                self._retrying(lambda: self._write(released), "releasing")
                 self.registry.delete_manifest(self.repository, held[0])
         except GraceError as e:  # the registry went away: the lock expires (or this host takes it over)
             print(f"warning: could not release the lock of {self.tag} (it expires in {self.ttl_s:.0f}s, or run "

@@ -53,6 +53,7 @@ from gracectl.release_history import (
     DamagedHistory,
     Entry,
     append,
+    contradicted,
     is_bookkeeping_tag,
     load,
     set_aside_document,
@@ -66,8 +67,6 @@ from gracectl.bench import figure_findings
 from gracectl.release_gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, gate_findings
 from gracectl.release_lock import TagLock, describe, unlock as unlock_lock
 
-READ_BACK_ATTEMPTS = 3
-CLEANUP_S = 15.0
 
 
 def moving_tag_name(tag: str) -> str:
@@ -82,17 +81,13 @@ def moving_tag_name(tag: str) -> str:
 
 # -- the move ------------------------------------------------------------------------------------------------
 def _read_back(registry: Registry, repository: str, tag: str, target: str) -> str:
-    """After an error in a tag write: "done" if the tag points at `target`, "failed" if it does not,
-    "unknown" if it cannot be read."""
-    registry.extend_deadline(CLEANUP_S)
-    for attempt in range(READ_BACK_ATTEMPTS):
-        time.sleep(0.5 * attempt)
-        try:
-            found = registry.head_manifest(repository, tag)
-        except GraceError:
-            continue
-        return "done" if found and found.digest == target else "failed"
-    return "unknown"
+    """After a tag write that did not answer cleanly: "done" if the tag points at `target`, "failed" if not,
+    "unknown" if it cannot be read - read until the answer holds still (Registry.settled_head)."""
+    try:
+        found = registry.settled_head(repository, tag)
+    except GraceError:
+        return "unknown"
+    return "done" if found and found.digest == target else "failed"
 
 
 def _record(registry: Registry, repository: str, tag: str, entry: Entry, lock: TagLock) -> bool:
@@ -105,6 +100,22 @@ def _record(registry: Registry, repository: str, tag: str, entry: Entry, lock: T
         return False
 
 
+def _settled_history(registry: Registry, repository: str, tag: str, current: str | None,
+                     lock: TagLock | None = None) -> list[Entry]:
+    """The tag's history settled against `current`. A move recorded "failed" that the tag's next state says
+    happened (a write the registry applied after its read-back) is said as a warning and, under the lock,
+    recorded done: the record never stays in the way of the next rollback."""
+    entries = settle(load(registry, repository, tag), current)
+    for e in contradicted(entries, current):
+        e.status = "done"
+        print(f"warning: the history said the {e.action} of {tag} to {short(e.to)} failed, but the tag was at "
+              f"{short(e.to)} right after it: it happened" + (" (record repaired: done)" if lock else ""),
+              file=sys.stderr)
+        if lock:
+            _record(registry, repository, tag, e, lock)
+    return entries
+
+
 def _apply(registry: Registry, repository: str, tag: str, entry: Entry, lock: TagLock) -> Entry:
     """Steps 1-4 of the module docstring. Called with the lock held."""
     lock.check()
@@ -115,42 +126,55 @@ def _apply(registry: Registry, repository: str, tag: str, entry: Entry, lock: Ta
                             f"{entry.action} was being checked; nothing was changed (see `gracectl history`)")
     append(registry, repository, tag, entry, lock.check)
     lock.check()  # fencing: a holder whose lock was taken over writes nothing more
-    try:
-        registry.tag_digest(repository, entry.to, tag)
-        interrupts.hold()  # the tag moved: from here no signal can make gracectl report otherwise
-    except BaseException as exc:  # (one that arrived before the hold is read back like any other)
-        with interrupts.deferred():  # a second Ctrl-C must not cut the read-back or the record short
-            return _after_failed_write(registry, repository, tag, entry, lock, exc)
+    cut_short = _write_tag(registry, repository, tag, entry)
+    if cut_short is not None:
+        with interrupts.deferred():  # (held already) the read-back and the record always finish
+            return _after_failed_write(registry, repository, tag, entry, lock, cut_short)
     entry.status = "done"
     _record(registry, repository, tag, entry, lock)
     return entry
 
 
+def _write_tag(registry: Registry, repository: str, tag: str, entry: Entry) -> BaseException | None:
+    """Move the tag: None when the registry answered, else what cut the write short (an error, or THE interrupt:
+    interrupts raises one). Either way the outcome is decided here, so signals are only noted from here on."""
+    try:
+        try:
+            registry.tag_digest(repository, entry.to, tag)
+            interrupts.hold()
+            return None
+        except Exception as exc:
+            interrupts.hold()
+            return exc
+    except Interrupted as exc:  # during the write, or while its error was being caught: read back all the same
+        return exc
+
+
 def _after_failed_write(registry: Registry, repository: str, tag: str, entry: Entry, lock: TagLock,
                         exc: BaseException) -> Entry:
-    """The tag write raised (an error, or an interrupt): read the tag back, record and report the outcome."""
+    """The tag write was cut short: read the tag back, record the outcome, and say it - by the exit code too:
+    0 (a warning line) when the tag is at the target, the error's or the signal's when it is not, 11 unknown."""
     ref = f"{registry.host}/{repository}:{tag}"
     entry.status = _read_back(registry, repository, tag, entry.to)
     if entry.status == "unknown" and getattr(exc, "sent", True) is False:
         entry.status = "failed"  # the failing request never reached the registry, so the PUT did not either
     _record(registry, repository, tag, entry, lock)
-    cause = str(exc) or "interrupted"
-    if entry.status == "done" and isinstance(exc, GraceError):
+    signal = exc if isinstance(exc, Interrupted) else interrupts.take()  # one that came meanwhile is said too
+    cause = "; ".join(dict.fromkeys(str(x) for x in (exc, signal) if x is not None and str(x)))
+    if entry.status == "done":
         print(f"warning: {cause}; but {tag} reads back at {short(entry.to)}: the {entry.action} happened "
               "(recorded done)", file=sys.stderr)
+        interrupts.said()
         return entry
-    if entry.status == "done":
-        outcome = f"{tag} WAS moved to {short(entry.to)} (recorded done)"
-    elif entry.status == "failed":
-        outcome = f"{tag} was NOT moved (it does not point at {short(entry.to)}; recorded failed)"
-    else:
+    if entry.status == "unknown":
         raise OutcomeUnknownError(f"{cause}; could not tell whether {tag} moved to {short(entry.to)}: the tag "
                                   f"could not be read back. Check with `gracectl history {ref}` (it reads the "
                                   "tag and settles the entry) before retrying") from None
-    if isinstance(exc, GraceError):
-        exc.args = (f"{cause}; {outcome}",)
+    outcome = f"{cause}; {tag} was NOT moved (it does not point at {short(entry.to)}; recorded failed)"
+    if signal is None:
+        exc.args = (outcome,)
         raise exc
-    interrupted = Interrupted(f"{exc or 'interrupted'}; {outcome}", getattr(exc, "exit_code", 130))
+    interrupted = Interrupted(outcome, signal.exit_code)
     interrupted.outcome_said = True
     raise interrupted from None
 
@@ -243,19 +267,21 @@ def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
     moving_tag_name(tag)
     _check_force(force, reason)
     check_max_regression(max_regression)
-    registry = open_registry(ref, access)
-    candidate = resolve(registry, ref)
-    check_image(registry, ref, candidate)
-    current = registry.head_manifest(ref.repository, tag)
-    current_digest = current.digest if current else None
-    if current_digest == candidate:
-        return None
-    findings = gates(registry, ref, candidate, current_digest, max_regression, floors)
-    _refuse_unless_forced(f"promote {ref} to {tag}", findings, force)
-    entry = Entry("promote", candidate, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
-                  forced=bool(findings) and force, source=str(ref), gate=findings)
-    with _nothing_moved_if_interrupted(tag), TagLock(registry, ref.repository, tag) as lock:
-        return _apply(registry, ref.repository, tag, entry, lock)
+    with _nothing_moved_if_interrupted(tag):  # a signal before the tag write: nothing moved, and said so
+        registry = open_registry(ref, access)
+        candidate = resolve(registry, ref)
+        check_image(registry, ref, candidate)
+        current = registry.head_manifest(ref.repository, tag)
+        current_digest = current.digest if current else None
+        if current_digest == candidate:
+            return None
+        findings = gates(registry, ref, candidate, current_digest, max_regression, floors)
+        _refuse_unless_forced(f"promote {ref} to {tag}", findings, force)
+        entry = Entry("promote", candidate, current_digest, who=registry.access.who, when=utc_now(),
+                      reason=reason.strip(), forced=bool(findings) and force, source=str(ref), gate=findings)
+        with TagLock(registry, ref.repository, tag) as lock:
+            _settled_history(registry, ref.repository, tag, current_digest, lock)  # a contradicted record repaired
+            return _apply(registry, ref.repository, tag, entry, lock)
 
 
 def _moving_ref(target: str, command: str) -> ImageRef:
@@ -276,42 +302,45 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
     _check_force(force, reason)
     check_max_regression(max_regression)
     named = target_ref(ref, to) if to else None
-    registry = open_registry(ref, access)
-    findings: list[str] = []
-    explicit = ""
-    if named:
-        explicit = resolve(registry, named)
-        check_image(registry, ref, explicit)
-        current = registry.head_manifest(ref.repository, tag)
-        findings = gates(registry, ref, explicit, current.digest if current else None, max_regression)
-        _refuse_unless_forced(f"roll {tag} back to {named}", findings, force)
-    with _nothing_moved_if_interrupted(tag), TagLock(registry, ref.repository, tag) as lock:
-        # Decided under the lock, from the settled history, so no concurrent move can slip in between.
-        current = registry.head_manifest(ref.repository, tag)
-        current_digest = current.digest if current else None
-        undoes = ""
-        if explicit:
-            dest = explicit
-        else:
-            # A plain rollback returns to an image this tag already held: it passed the gates (or was forced,
-            # and recorded so) when it was promoted.
-            last = undo_target(settle(load(registry, ref.repository, tag), current_digest), tag)
-            if current_digest != last.to:
-                raise ConflictError(f"{tag} points at {short(current_digest)}, not at {short(last.to)} where its last "
-                                    "recorded move put it (moved outside gracectl?): roll back with --to DIGEST")
-            if not last.from_:
-                raise NoHistoryError(f"the last promotion of {tag} created the tag: there is no earlier digest "
-                                     "to roll back to; name one with --to DIGEST|TAG")
-            check_image(registry, ref, last.from_, f"the history's previous digest {short(last.from_)} of {tag}")
-            dest, undoes = last.from_, last.id
-            findings = signature_findings(registry, ref, dest)  # an image the site did not sign never returns
-            _refuse_unless_forced(f"roll {tag} back to {short(dest)}", findings, force)
-        if dest == current_digest:
-            return None
-        entry = Entry("rollback", dest, current_digest, who=registry.access.who, when=utc_now(), reason=reason.strip(),
-                      forced=bool(findings) and force, source=to or f"undo of {undoes}", undoes=undoes,
-                      gate=findings)
-        return _apply(registry, ref.repository, tag, entry, lock)
+    with _nothing_moved_if_interrupted(tag):  # a signal before the tag write: nothing moved, and said so
+        registry = open_registry(ref, access)
+        findings: list[str] = []
+        explicit = ""
+        if named:
+            explicit = resolve(registry, named)
+            check_image(registry, ref, explicit)
+            current = registry.head_manifest(ref.repository, tag)
+            findings = gates(registry, ref, explicit, current.digest if current else None, max_regression)
+            _refuse_unless_forced(f"roll {tag} back to {named}", findings, force)
+        with TagLock(registry, ref.repository, tag) as lock:
+            # Decided under the lock, from the settled history, so no concurrent move can slip in between.
+            current = registry.head_manifest(ref.repository, tag)
+            current_digest = current.digest if current else None
+            entries = _settled_history(registry, ref.repository, tag, current_digest, lock)
+            undoes = ""
+            if explicit:
+                dest = explicit
+            else:
+                # A plain rollback returns to an image this tag already held: it passed the gates (or was forced,
+                # and recorded so) when it was promoted.
+                last = undo_target(entries, tag)
+                if current_digest != last.to:
+                    raise ConflictError(f"{tag} points at {short(current_digest)}, not at {short(last.to)} where "
+                                        "its last recorded move put it (moved outside gracectl?): roll back with "
+                                        "--to DIGEST")
+                if not last.from_:
+                    raise NoHistoryError(f"the last promotion of {tag} created the tag: there is no earlier digest "
+                                         "to roll back to; name one with --to DIGEST|TAG")
+                check_image(registry, ref, last.from_, f"the history's previous digest {short(last.from_)} of {tag}")
+                dest, undoes = last.from_, last.id
+                findings = signature_findings(registry, ref, dest)  # an image the site did not sign never returns
+                _refuse_unless_forced(f"roll {tag} back to {short(dest)}", findings, force)
+            if dest == current_digest:
+                return None
+            entry = Entry("rollback", dest, current_digest, who=registry.access.who, when=utc_now(),
+                          reason=reason.strip(), forced=bool(findings) and force,
+                          source=to or f"undo of {undoes}", undoes=undoes, gate=findings)
+            return _apply(registry, ref.repository, tag, entry, lock)
 
 
 def history(target: str, *, access: RegistryAccess | None = None) -> list[Entry]:
@@ -328,7 +357,7 @@ def history_report(target: str, *, access: RegistryAccess | None = None) -> tupl
     registry = open_registry(ref, access)
     current = registry.head_manifest(ref.repository, ref.tag)
     digest = current.digest if current else None
-    entries = settle(load(registry, ref.repository, ref.tag), digest)
+    entries = _settled_history(registry, ref.repository, ref.tag, digest)
     done = [e for e in entries if e.status == "done" and e.action in MOVES]
     if done and done[-1].to != digest:
         return entries, (f"{ref.tag} points at {short(digest)}, but its last recorded move put it at "

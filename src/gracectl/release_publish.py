@@ -10,12 +10,14 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 
+from gracectl import interrupts
 from gracectl.adapters import docker
-from gracectl.adapters.registry import open_registry
+from gracectl.adapters.registry import Registry, open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_tls import dockerd_trust_gap
 from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_ref
-from gracectl.errors import CommandFailedError, ConflictError, UsageError
+from gracectl.errors import (CommandFailedError, ConflictError, GraceError, Interrupted, OutcomeUnknownError,
+                             UsageError)
 from gracectl.image_ref import ImageRef
 from gracectl.records import put_record
 from gracectl.release_history import is_bookkeeping_tag, short
@@ -70,21 +72,57 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None
                              f"{local_image} is {short(image_id)}: attach records of this image only")
     existing = registry.head_manifest(ref.repository, ref.tag)
     if existing:
-        remote = json.loads(registry.get_manifest(ref.repository, existing.digest)[0])
-        if not image_id or (remote.get("config") or {}).get("digest") != image_id:
+        if not _holds(registry, ref, existing.digest, image_id):
             raise ConflictError(f"{dest} already exists ({short(existing.digest)}) and holds another image: build "
                                 "tags are immutable, publish under a new build number")
         digest, already = existing.digest, True
     else:
-        digest = (docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
-                  else skopeo_copy(source, ref, registry))
+        digest = _push(registry, ref, image_id, lambda: (
+            docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
+            else skopeo_copy(source, ref, registry)))
         already = False
     foreign = [r for r in attach if r.get("digest") not in (None, "", digest)]
     if foreign:  # never relabel another image's record as this one's
         raise UsageError(f"the {foreign[0].get('kind')} record names image {short(foreign[0]['digest'])}, not the "
                          f"pushed {short(digest)}: {dest} is pushed, no record was attached")
-    stored = {}
+    stored = {}  # (signals are noted from the push on: the records always follow the image)
     for record in attach:
         kind = record.get("kind", "")
         stored[kind] = put_record(ref, digest, kind, {**record, "digest": digest}, registry=registry)
     return Published(str(ref), digest, image_id, already, stored)
+
+
+def _holds(registry: Registry, ref: ImageRef, digest: str, image_id: str) -> bool:
+    """Whether the manifest `digest` is of the local image `image_id` (its config digest)."""
+    found = registry.get_manifest(ref.repository, digest)
+    remote = json.loads(found[0]) if found else {}
+    return bool(image_id) and (remote.get("config") or {}).get("digest") == image_id
+
+
+def _push(registry: Registry, ref: ImageRef, image_id: str, push) -> str:
+    """Run `push`; its digest. Cut short by THE interrupt (the pushing child's whole group is killed and waited
+    for first), the tag is read back until it holds still: it holds this image -> pushed (said, and the records
+    follow); else nothing is tagged (the registry stores a manifest whole or not at all) -> Interrupted, saying
+    so. Either way signals are only noted from here on: the outcome is decided."""
+    try:
+        try:
+            digest = push()
+            interrupts.hold()
+            return digest
+        except Exception:
+            interrupts.hold()  # a refused or failed push: not tagged (the error says why)
+            raise
+    except Interrupted as exc:  # (signals are noted now: interrupts raises one)
+        try:
+            found = registry.settled_head(ref.repository, ref.tag)
+            pushed = found and _holds(registry, ref, found.digest, image_id)
+        except GraceError as e:
+            raise OutcomeUnknownError(f"{exc}; could not tell whether {ref} was pushed: {e}. Publish again (a "
+                                      "push that happened is found and kept)") from None
+        if not pushed:
+            raise Interrupted(f"{exc}; {ref} was NOT pushed (the tag does not hold it; nothing was tagged)",
+                              exc.exit_code) from None
+        print(f"warning: {exc}; but {ref} reads back with this image: it was pushed ({short(found.digest)}), "
+              "its records follow", file=sys.stderr)
+        interrupts.said()
+        return found.digest

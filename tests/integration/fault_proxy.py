@@ -11,11 +11,13 @@ rule says:
     proxy.add("*", r"", "stall")                     # forwarded; the answer is held until the client leaves
     proxy.add("*", r"", "drip", 0.5)                 # the answer, one byte every 0.5 s
     proxy.add("PUT", r"/manifests/x$", "late", 13)   # the whole request held 13 s, then applied (client or not)
+    proxy.add("GET", r"[.]gracectl-lock$", "error", status=500, every=10)  # every 10th: 500, never forwarded
     proxy.slow_every_request(0.3)                    # every answer 0.3 s late
     proxy.address                                    # "127.0.0.1:PORT": use it as the registry host
 
 `proxy.count("stall", answered=True)`: how many of them the registry has handled.
-A rule fires `times` times (default: always); `after=other_rule` arms it once that one has fired. `proxy.seen` lists (method, path, action) per request.
+A rule fires `times` times (default: always), on every `every`-th request it matches (default: each);
+`after=other_rule` arms it once that one has fired. `proxy.seen` lists (method, path, action) per request.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from dataclasses import dataclass
 class Rule:
     method: str
     path: re.Pattern
-    action: str  # pass | drop | refuse | delay | stall | drip | late
+    action: str  # pass | drop | refuse | delay | stall | drip | late | error
     seconds: float = 0.0
     times: float = float("inf")
     after: Rule | None = None  # active only once that rule has fired all its times
+    status: int = 500  # what "error" answers
+    every: int = 1  # fires on every `every`-th matching request
+    matched: int = 0
 
 
 class FaultProxy:
@@ -57,8 +62,8 @@ class FaultProxy:
         return f"127.0.0.1:{self._listener.getsockname()[1]}"
 
     def add(self, method: str, path: str, action: str, seconds: float = 0.0, times: float = float("inf"),
-            after: Rule | None = None) -> Rule:
-        rule = Rule(method, re.compile(path), action, seconds, times, after)
+            after: Rule | None = None, status: int = 500, every: int = 1) -> Rule:
+        rule = Rule(method, re.compile(path), action, seconds, times, after, status, every)
         with self._lock:
             self.rules.append(rule)
         return rule
@@ -102,14 +107,17 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _match(self, method: str, path: str) -> tuple[str, float]:
+    def _match(self, method: str, path: str) -> tuple[str, float | int]:
         with self._lock:
             for rule in self.rules:
                 if rule.after and rule.after.times > 0:
                     continue
                 if rule.times > 0 and rule.method in ("*", method) and rule.path.search(path):
+                    rule.matched += 1
+                    if rule.matched % rule.every:
+                        continue
                     rule.times -= 1
-                    return rule.action, rule.seconds
+                    return rule.action, rule.status if rule.action == "error" else rule.seconds
         return "pass", 0.0
 
     def _serve(self, client: socket.socket) -> None:
@@ -121,11 +129,22 @@ class FaultProxy:
                 if not chunk:
                     return
                 head += chunk
+                if head.startswith(b"\x16"):  # a TLS handshake (skopeo tries https first): the registry answers it
+                    upstream = socket.create_connection(self.upstream)
+                    upstream.sendall(head)
+                    threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+                    _pump(upstream, client)
+                    return
             method, path = (head.split(b"\r\n", 1)[0].decode(errors="replace").split(" ") + ["", ""])[:2]
             action, seconds = self._match(method, path.split("?", 1)[0])
             self.seen.append((method, path, action))
             if action == "refuse":
                 _reset(client)
+                return
+            if action == "error":  # the registry's answer when it is overloaded or failing: never forwarded
+                body = b'{"errors":[{"code":"UNKNOWN","message":"injected by the fault proxy"}]}'
+                client.sendall(b"HTTP/1.1 %d Injected\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                               b"Connection: close\r\n\r\n%s" % (seconds, len(body), body))
                 return
             if action == "late":
                 _late(head, client, self.upstream, seconds, self.answered)

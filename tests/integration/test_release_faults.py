@@ -120,6 +120,24 @@ def test_lost_answer_and_unreadable_tag_says_could_not_tell(names, fault_proxy, 
     assert moves(direct)[-1] == ("promote", a, b, "done")
 
 
+def test_a_write_applied_after_its_read_back_is_repaired_by_the_next_move(names, fault_proxy, oci_image):
+    """The tag write is held by the network and applied 4 s later, long after gracectl gave up on its answer and
+    read the tag back (still at a): exit 5, "NOT moved", recorded failed. When it lands, the history says failed
+    for a move that happened; the next plain rollback says so, records it done, and undoes it (before: exit 8)."""
+    path, proxied, direct = names
+    a, b = two_images(oci_image, direct)
+    fault_proxy.add("PUT", tag_put(path), "late", 4, times=1)
+    result = gracectl("promote", f"{proxied}@{b}", "--to", TAG, env={"GRACECTL_REQUEST_TIMEOUT_S": "1"})
+    assert result.returncode == RegistryError.exit_code and "was NOT moved" in result.stderr, result.stderr
+    wait_for(lambda: tag_digest(direct) == b)  # the late write lands
+    assert release_ops.history(f"{direct}:{TAG}", access=env_access())[-1].status == "done"  # readers see the truth
+    undo = gracectl("rollback", f"{direct}:{TAG}")
+    assert undo.returncode == 0, undo.stderr
+    assert "failed, but the tag was at" in undo.stderr and "record repaired: done" in undo.stderr
+    assert tag_digest(direct) == a
+    assert moves(direct) == [("promote", None, a, "done"), ("promote", a, b, "done"), ("rollback", b, a, "done")]
+
+
 # -- 2. no lost history ----------------------------------------------------------------------------------------
 def test_a_slow_promotion_never_erases_a_concurrent_one(names, fault_proxy, oci_image, tmp_path):
     """The incident: P1 is slow (every answer late) and cannot renew its lock (its lock writes are refused
@@ -226,10 +244,13 @@ def wait_for(condition, timeout: float = 30.0) -> None:
 
 
 # -- SIGTERM (a Jenkins abort) or Ctrl-C mid-move: the outcome is read back and reported -------------------------
-@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
-                                             (signal.SIGINT, 130, "interrupted (SIGINT)")])
+@pytest.mark.parametrize("sig, said", [(signal.SIGTERM, "terminated (SIGTERM)"),
+                                       (signal.SIGINT, "interrupted (SIGINT)")])
 def test_an_interrupt_during_the_tag_write_reports_the_move_and_releases_the_lock(names, fault_proxy, oci_image,
-                                                                                  sig, code, said):
+                                                                                  sig, said):
+    """The tag write was forwarded (the registry moved the tag) and its answer held back; the signal cuts the wait
+    short. The tag moved, so the exit code is 0 (the contract: the exit code says the outcome), and the signal
+    is said in a warning line."""
     path, proxied, direct = names
     a, b = two_images(oci_image, direct)
     fault_proxy.add("PUT", tag_put(path), "stall", times=1)
@@ -238,9 +259,9 @@ def test_an_interrupt_during_the_tag_write_reports_the_move_and_releases_the_loc
     wait_for(lambda: fault_proxy.count("stall", answered=True) >= 1)
     time.sleep(0.3)
     p.send_signal(sig)
-    assert p.wait(timeout=30) == Interrupted(".", code).exit_code
-    last = p.stderr.read().strip().splitlines()[-1]
-    assert last.startswith(f"error: {said}") and "WAS moved" in last, last
+    assert p.wait(timeout=30) == 0
+    err = p.stderr.read()
+    assert f"warning: {said}" in err and "happened (recorded done)" in err, err
     assert tag_digest(direct) == b
     assert moves(direct)[-1] == ("promote", a, b, "done")
     # The lock was released: another host rolls back at once.
@@ -368,8 +389,8 @@ def test_no_secret_or_temp_folder_left_when_publish_is_killed(auth_registry, oci
         wait_for(lambda: proxy.count("stall") >= 1)  # skopeo is running, with its credentials
         p.send_signal(sig)
         rc = p.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):  # the skopeo that a SIGKILLed gracectl leaves behind
-            os.killpg(p.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a safety net only: skopeo dies with gracectl
+            os.killpg(p.pid, signal.SIGKILL)  # (test_release_signals checks that it does)
     assert rc == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
     leftovers = [f for f in tmp.rglob("*")]
     assert not [f for f in leftovers if f.is_file() and password.encode() in f.read_bytes()]

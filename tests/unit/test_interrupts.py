@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import threading
 
 import pytest
 
@@ -56,3 +60,58 @@ def test_after_an_operation_held_its_outcome_the_next_one_is_interruptible_again
         os.kill(os.getpid(), signal.SIGINT)
         for _ in range(1000):
             pass
+
+
+def test_one_signal_is_raised_and_the_next_ones_are_noted_while_it_unwinds(installed):
+    """A second Ctrl-C never cuts the first one's clean-up (a lock's release, a tag's read-back) short, nor
+    replaces the outcome it carries."""
+    with pytest.raises(Interrupted) as first:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):
+        pass  # not raised: noted
+    assert first.value.exit_code == 143
+    assert interrupts.take().exit_code == 130
+
+
+def test_helper_threads_never_receive_the_signals(installed):
+    masks = []
+    thread = threading.Thread(target=lambda: masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+    interrupts.start_thread(thread)
+    thread.join()
+    assert set(interrupts.SIGNALS) <= masks[0]
+    assert not set(interrupts.SIGNALS) & signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the main thread's: as was
+
+
+def finishing(body: str) -> subprocess.CompletedProcess:
+    """A process that installs the handlers, runs `body`, then ends with interrupts.finish(3)."""
+    code = "import os, signal\nfrom gracectl import interrupts\ninterrupts.install()\n" + textwrap.dedent(body) + \
+        "\nprint('result line', flush=True)\ninterrupts.finish(3)\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("body", [
+    "interrupts.hold(); os.kill(os.getpid(), signal.SIGTERM)",  # noted while the outcome was being reported
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); os.kill(os.getpid(), signal.SIGTERM)",  # pending
+    """
+    class Swallowing:  # raised inside a __del__: Python prints "Exception ignored" and carries on
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+    Swallowing()
+    """,
+])
+def test_finish_says_a_late_signal_and_exits_with_the_outcome_code(body):
+    result = finishing(body)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "result line\n"
+    assert result.stderr.strip().splitlines()[-1] == ("warning: terminated (SIGTERM) came after the outcome was "
+                                                      "decided: the result above stands")
+
+
+def test_finish_with_no_signal_says_nothing():
+    result = finishing("")
+    assert (result.returncode, result.stdout, result.stderr) == (3, "result line\n", "")

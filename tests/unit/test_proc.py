@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from gracectl.adapters import proc
@@ -48,3 +55,34 @@ def test_check_false_returns_the_failure():
 def test_timeout_is_a_command_failure():
     with pytest.raises(CommandFailedError, match="did not finish within 1s"):
         proc.run(["sleep", "5"], timeout=1, echo=False)
+
+
+def test_a_child_has_its_own_process_group_and_dies_when_gracectl_is_sigkilled():
+    """A parent (standing in for gracectl) runs `sleep` through proc.run and is SIGKILLed: the kernel kills the
+    child too (its parent-death signal), so nothing it was doing goes on unseen."""
+    parent = subprocess.Popen([sys.executable, "-c", "from gracectl.adapters import proc; proc.run(['sleep', '60'])"],
+                              stderr=subprocess.DEVNULL)
+    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+
+    def started() -> bool:  # listed from the fork on; its process group and parent-death signal are set by exec
+        kids = children.read_text().split()
+        return bool(kids) and Path(f"/proc/{kids[0]}/comm").read_text().strip() == "sleep"
+
+    deadline = time.monotonic() + 20
+    while not started():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.02)
+    child = int(children.read_text().split()[0])
+    assert os.getpgid(child) == child != os.getpgid(parent.pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break  # gone
+        if state == "Z":  # dead, waiting for its new parent to collect it
+            break
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.02)

@@ -206,3 +206,74 @@ def test_a_second_process_on_this_host_fails_at_once_on_the_local_lock(clock, st
     with TagLock(store, REPO, TAG):
         with pytest.raises(ConflictError, match="another gracectl on this host"):
             TagLock(store, REPO, TAG).__enter__()
+
+
+def busy(message: str = "registry reg.example:5000: GET answered 500 Internal Server Error") -> RegistryError:
+    error = RegistryError(message)
+    error.transient = True
+    return error
+
+
+def test_a_transient_answer_to_a_lock_read_is_retried_so_contention_stays_contention(clock, store, monkeypatch):
+    """The registry answers 500 to the loser's first lock read: it reads again and reports the holder (exit 8),
+    never the 500 (exit 5)."""
+    store.plant(**other_host(clock))
+    answers = iter([busy(), busy()])
+    real = store.read_artifact
+
+    def flaky(repo, reference):
+        error = next(answers, None)
+        if error:
+            raise error
+        return real(repo, reference)
+
+    monkeypatch.setattr(store, "read_artifact", flaky)
+    with pytest.raises(ConflictError, match="locked by them@far"):
+        TagLock(store, REPO, TAG).__enter__()
+
+
+def test_a_lasting_fault_is_not_retried_forever_and_a_plain_error_not_at_all(clock, store, monkeypatch):
+    calls = []
+
+    def failing(error):
+        def read(repo, reference):
+            calls.append(clock.now)
+            raise error
+        return read
+
+    monkeypatch.setattr(store, "read_artifact", failing(busy()))
+    with pytest.raises(RegistryError, match="500"):
+        TagLock(store, REPO, TAG).__enter__()
+    assert 3 < len(calls) < 40 and calls[-1] - calls[0] <= store.access.request_timeout_s  # bounded
+    calls.clear()
+    monkeypatch.setattr(store, "read_artifact", failing(RegistryError("registry x: GET answered 404 Not Found")))
+    with pytest.raises(RegistryError, match="404"):
+        TagLock(store, REPO, TAG).__enter__()
+    assert len(calls) == 1
+
+
+def test_a_claim_write_answered_500_reads_who_won(clock, store, monkeypatch):
+    """Two claims at once: ours is answered 500 and theirs landed -> contention (8); ours answered 500 and the
+    lock still free -> written again, and held."""
+    real = store.push_artifact
+
+    def theirs_landed(repo, reference, artifact_type, payload, **kw):
+        real(REPO, LOCK, "lock", json.dumps(other_host(clock)).encode())
+        raise busy("registry reg.example:5000: PUT answered 500")
+
+    monkeypatch.setattr(store, "push_artifact", theirs_landed)
+    with pytest.raises(ConflictError, match="just locked by them@far"):
+        TagLock(store, REPO, TAG).__enter__()
+
+    del store.tags[LOCK]
+    answers = iter([busy("registry reg.example:5000: PUT answered 503")])
+
+    def once_busy(repo, reference, artifact_type, payload, **kw):
+        error = next(answers, None)
+        if error:
+            raise error
+        return real(repo, reference, artifact_type, payload, **kw)
+
+    monkeypatch.setattr(store, "push_artifact", once_busy)
+    with TagLock(store, REPO, TAG) as lock:
+        assert store.lock()["nonce"] == lock.nonce

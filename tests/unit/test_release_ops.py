@@ -12,7 +12,7 @@ from gracectl.adapters.registry_auth import Credentials, credentials_for
 from gracectl.image_ref import ImageRef
 from gracectl.errors import NoHistoryError, UsageError
 from gracectl.release_gates import BenchRow, bench_gate, check_max_regression, compare_bench, gate_findings
-from gracectl.release_history import Entry, settle, undo_target
+from gracectl.release_history import Entry, contradicted, settle, undo_target
 from gracectl.release_ops import moving_tag_name
 
 GH200, H100 = "NVIDIA GH200 480GB", "NVIDIA H100 80GB HBM3"
@@ -104,6 +104,17 @@ def test_settle_resolves_earlier_unsettled_entries_by_where_the_next_one_started
     assert [e.status for e in fenced] == ["failed", "done"]
     lost = settle([entry("promote", A, B, "unknown"), entry("rollback", B, A, "done")], A)
     assert [e.status for e in lost] == ["done", "done"]
+
+
+def test_a_failed_move_the_tag_then_held_is_contradicted_and_no_other():
+    """A write the registry applied after its read-back: recorded failed, but the tag was at its target right
+    after it (the next entry started there, or it is there now). The next move repairs it (records done)."""
+    late = entry("promote", A, B, "failed")
+    assert contradicted([entry("promote", None, A, "done"), late], B) == [late]
+    assert contradicted([late, entry("rollback", B, A, "done")], A) == [late]
+    assert contradicted([late], A) == []  # it really failed
+    assert contradicted([entry("promote", A, B, "failed"), entry("promote", A, C, "done")], C) == []
+    assert contradicted([entry("unlock", B, B, "failed")], B) == []  # not a move
 
 
 def test_thresholds_must_be_finite_and_in_range():

@@ -84,12 +84,13 @@ PROGRESS_EVERY_S = 30.0
 
 def _push_error(host: str, message: str) -> GraceError:
     """dockerd's push error (the Go distribution client's words) -> one typed line that says what to do."""
+    from gracectl.adapters.registry import says_read_only
     from gracectl.adapters.registry_tls import go_tls_error  # registry_tls -> errors only; no cycle
 
     low = message.lower()
     if "connection refused" in low or "no such host" in low or "i/o timeout" in low:
         return RegistryError(f"registry {host} is not reachable from dockerd: {message}")
-    if "http 405" in low or "method not allowed" in low or low.startswith("unsupported:"):
+    if says_read_only(message):
         return ReadOnlyRegistryError(f"registry {host} refused the upload (read-only, maintenance?): {message}")
     if "unauthorized" in low or "authentication required" in low:
         return RegistryError(f"registry {host} refused dockerd's push credentials: {message}: log in or pass "

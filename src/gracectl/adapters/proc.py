@@ -4,13 +4,20 @@ List arguments only (no shell), the command echoed to stderr before it runs, sec
 echo and from any error text, a missing program turned into ToolMissingError with an install hint and a
 non-zero exit into CommandFailedError. Every adapter (docker, skopeo, git, registry) goes through here;
 which package provides which program is gracectl.adapters.tools' table.
+
+A child dies with gracectl: it runs in its own process group (a Ctrl-C or a Jenkins abort reaches gracectl,
+which ends the child's whole group itself, and waits for it, before it reports), with the kernel's parent-death
+signal set (PR_SET_PDEATHSIG: SIGKILL when gracectl dies, SIGKILL included), and no terminal to read from.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +27,8 @@ from gracectl.adapters import tools
 from gracectl.errors import CommandFailedError, ToolMissingError
 
 REDACTED = "***"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -71,10 +80,11 @@ def run(
     full_env = environment.for_child(env) if env is not None else None
     try:
         if on_line is None:
-            proc = subprocess.run(
-                args, input=input, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                pass_fds=tuple(pass_fds),
-            )
+            with _child(args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd,
+                        pass_fds=tuple(pass_fds)) as p:
+                stdout, stderr = p.communicate(input, timeout=timeout)
+            proc = subprocess.CompletedProcess(args, p.returncode, stdout, stderr)
         else:
             proc = _run_streaming(args, input, full_env, cwd, timeout, on_line)
     except subprocess.TimeoutExpired as exc:
@@ -104,9 +114,35 @@ def start_daemon(args: Sequence[str], log: str | os.PathLike[str],
                                 env=environment.for_child(env) if env else None)
 
 
+def _die_with_parent(parent: int):
+    """The child's last step before the program: the kernel SIGKILLs it when gracectl dies (no ctypes lookup
+    here: the function is resolved before the fork)."""
+    prctl, sigkill = _libc.prctl, int(signal.SIGKILL)
+
+    def setup() -> None:
+        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if os.getppid() != parent:  # gracectl died before that took effect: nobody else would end this child
+            os._exit(1)
+    return setup
+
+
+@contextlib.contextmanager
+def _child(args, **popen):
+    """A running child (see the module docstring); whatever ends the wait early (an interrupt, a timeout, an
+    error) kills its whole process group and waits for it, so nothing it started runs on unseen."""
+    with subprocess.Popen(args, process_group=0, preexec_fn=_die_with_parent(os.getpid()), **popen) as p:
+        try:
+            yield p
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise
+
+
 def _run_streaming(args, input, env, cwd, timeout, on_line) -> subprocess.CompletedProcess[str]:
     lines: list[str] = []
-    with subprocess.Popen(
+    with _child(
         args,
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,

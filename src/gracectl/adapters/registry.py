@@ -29,6 +29,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from gracectl import interrupts
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_tls import tls_error
 from gracectl.adapters.registry_token import Authorizer
@@ -44,7 +45,20 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 MAX_REDIRECTS = 5
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)  # a busy or restarting registry: the same request may go through
+READ_BACK_ERRORS = 3  # settled_head gives up after this many failed reads with no answer yet
+READ_BACK_S = 15.0  # settled_head's time, past the operation's deadline (it decides what to report)
+MIN_SETTLE_S = 0.2  # a read-back holds still this long at least, even with GRACECTL_LOCK_SETTLE_S=0
 MAX_ANSWER_BYTES = 32 << 20  # manifests, records and SBOMs are far smaller: a larger answer is refused, not read
+
+
+def says_read_only(output: str) -> bool:
+    """A Go registry client's words (skopeo's, dockerd's) for a write refused with 405: the registry is read-only
+    (skopeo: "StatusCode: 405, Method not allowed"; dockerd: "unsupported: ..." or "HTTP 405")."""
+    low = output.lower()
+    return "method not allowed" in low or low.startswith("unsupported:") or (
+        "405" in low and ("unsupported" in low or "status" in low))
+
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -127,7 +141,7 @@ class Registry:
         cut_off = threading.Event()
         watchdog = threading.Timer(budget, _cut, (connection, cut_off))
         watchdog.daemon = True
-        watchdog.start()
+        interrupts.start_thread(watchdog)
         connected = False
         try:
             connection.connect()
@@ -156,6 +170,7 @@ class Registry:
             if connected:
                 error = RegistryError(f"registry {self.host} dropped {method} {parts.path} without an answer: "
                                       f"{e or type(e).__name__}")
+                error.transient = True
             else:
                 error = RegistryError(f"registry {self.host} is not reachable: {e or type(e).__name__} "
                                       "(is it running? `gracectl testbed status`)")
@@ -212,8 +227,10 @@ class Registry:
             who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
             return RegistryError(f"registry {self.host} denied {method} {path} to {who} (403 {reason}"
                                  + (f": {detail}" if detail else "") + "): ask for these rights")
-        return RegistryError(f"registry {self.host}: {method} {path} answered {status} {reason}"
-                             + (f" ({detail})" if detail else ""))
+        error = RegistryError(f"registry {self.host}: {method} {path} answered {status} {reason}"
+                              + (f" ({detail})" if detail else ""))
+        error.transient = status in TRANSIENT_STATUSES
+        return error
 
     # -- API ------------------------------------------------------------------------------------------
     def ping(self) -> None:
@@ -230,6 +247,35 @@ class Registry:
         if not DIGEST_RE.match(digest):
             raise RegistryError(f"registry {self.host} gave no Docker-Content-Digest for {repo}:{reference}")
         return Descriptor(headers.get("Content-Type", ""), digest, int(headers.get("Content-Length") or 0))
+
+    def settled_head(self, repo: str, reference: str) -> Descriptor | None:
+        """What `reference` points at once the answer has held still for the settle time (access.lock_settle_s:
+        how long a write in flight takes to land; a write the registry received but had not applied yet - its
+        sender cut off, its answer lost - lands meanwhile), read every third of it for at most READ_BACK_S
+        (clean-up: past the deadline too). RegistryError when it cannot be read (three errors before any answer)
+        or never holds still."""
+        settle_s, within_s = max(self.access.lock_settle_s, MIN_SETTLE_S), READ_BACK_S
+        self.extend_deadline(within_s)
+        give_up = time.monotonic() + within_s
+        seen: list[Descriptor | None] = []  # the answers since it last changed
+        errors: list[RegistryError] = []
+        while time.monotonic() < give_up:
+            try:
+                found = self.head_manifest(repo, reference)
+            except RegistryError as e:
+                errors.append(e)
+                if len(errors) >= READ_BACK_ERRORS and not seen:
+                    raise
+                time.sleep(0.5)
+                continue
+            digest = found.digest if found else None
+            if not seen or (seen[-1].digest if seen[-1] else None) != digest:
+                seen, since = [found], time.monotonic()
+            elif time.monotonic() - since >= settle_s:
+                return found
+            time.sleep(settle_s / 3)
+        raise RegistryError(f"registry {self.host}: {repo}:{reference} did not hold still for {settle_s:g}s within "
+                            f"{within_s:g}s" + (f" ({errors[-1]})" if errors else ""))
 
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, Descriptor] | None:
         status, headers, body = self._request("GET", f"/v2/{repo}/manifests/{reference}",

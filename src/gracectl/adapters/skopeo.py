@@ -9,7 +9,7 @@ import json
 import os
 
 from gracectl.adapters import proc
-from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry import Registry, says_read_only
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_auth import docker_config_json, login_hint
 from gracectl.adapters.registry_tls import skopeo_cert_dir, go_tls_error
@@ -70,7 +70,7 @@ def skopeo_copy(source: str, dest: ImageRef, registry: Registry) -> str:
 def push_refusal(registry: str, output: str) -> RegistryError | None:
     """A registry's refusal in skopeo's output, in one line (None when it is another failure)."""
     low = output.lower()
-    if "405 method not allowed" in low or "status 405" in low or "unsupported" in low and "405" in low:
+    if says_read_only(output):
         return ReadOnlyRegistryError(f"registry {registry} is read-only (it answered skopeo's upload with 405): "
                                      "nothing was pushed; publish again when it is writable")
     if any(word in low for word in ("denied", "unauthorized", "authentication required")):
