@@ -286,6 +286,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "BUILD_REQUIREMENTS": " ".join(m.recipe.build_requirements),
         "USE_EXISTING_TORCH": m.recipe.use_existing_torch,
         "RUST_TOOLCHAIN": m.recipe.rust_toolchain,
+        "RUST_SOURCE": f"{mirror.repo(vllm_src.repo)}|{mirror.ref(vllm_src.pin)}" if m.recipe.rust_toolchain else "",
         "RUSTUP_DIST_SERVER": mirror.download(RUSTUP_DIST_SERVER) if m.recipe.rust_toolchain else "",
         "PROTOC_URL": mirror.download(PROTOC_URL.format(v=m.recipe.protoc_version,
                                                         arch=PROTOC_ARCH[rel.platform]))
