@@ -146,7 +146,11 @@ def compare(m: Manifest, d: Derived) -> list[Line]:
         origin = d.provenance.get(path, "")
         mine, theirs = have.get(path, ""), want.get(path, "")
         if m.provenance.get(path, "").startswith("override:"):
-            lines.append(Line("override", path, f"{mine} (upstream: {theirs or '-'}; {m.provenance[path]})"))
+            # d was derived with the manifest's own overrides: upstream's value is the one they replace.
+            upstream = d.upstream.get(path, theirs)
+            lines.append(Line("override", path, f"{mine} (upstream: {upstream or '-'}"
+                              f"{', ' + d.upstream_origin[path] if path in d.upstream_origin else ''}; "
+                              f"{m.provenance[path]})"))
         elif mine == theirs:
             lines.append(Line("ok", path, f"{mine}  ({origin or 'chosen'})"))
         elif not mine:
@@ -179,7 +183,8 @@ def triton_kernels_tree(repo: str, ref: str, subdir: str, cache: Path, mirror: M
     if (dest / "__init__.py").is_file():
         return dest
     if offline:
-        raise UpstreamError(f"offline: the triton_kernels tree {repo}@{ref} is not in the cache {cache}")
+        raise UpstreamError(f"offline: the triton_kernels tree {repo}@{ref} is not in the cache {cache}: give the "
+                            f"tree with --triton-kernels-tree {ref}=DIR, or run once without --offline")
     subdir = subdir.strip("/")
     package = subdir if subdir.endswith("triton_kernels/triton_kernels") else \
         "/".join(p for p in (subdir, "triton_kernels") if p)
@@ -203,20 +208,30 @@ def triton_kernels_tree(repo: str, ref: str, subdir: str, cache: Path, mirror: M
     return dest
 
 
-def pairing(sdist: Path, tree: Path, what: str) -> Line:
-    """Would vLLM (its source in the sdist) import everything it needs from this triton_kernels tree?"""
+def tree_name(ref: str) -> str:
+    """A triton_kernels tree as people know it: by the Triton release of its tag (never by the layout vLLM's
+    get_triton_kernels_version() detects: a 3.7.1 tree without matmul_ogs reads as its "3.8")."""
+    return f"the triton_kernels of Triton {ref[1:]} (tag {ref})" if TAG_RE.match(ref) else \
+        f"the triton_kernels at {ref}"
+
+
+def missing_names(sdist: Path, tree: Path) -> tuple[list[str], int, str]:
+    """(what vLLM (its source in the sdist) imports that the tree lacks, how many names it imports, the
+    generation vLLM takes the tree for)."""
     tkc = contract_module()
-    contract = tkc.derive_contract(sdist / "vllm")
     generation = tkc.tree_generation(tree)
-    needed = tkc.required(contract, generation)
-    missing = tkc.missing_in_tree(tree, needed)
-    count = sum(len(v) or 1 for v in needed.values())
+    needed = tkc.required(tkc.derive_contract(sdist / "vllm"), generation)
+    return tkc.missing_in_tree(tree, needed), sum(len(v) or 1 for v in needed.values()), generation
+
+
+def pairing(sdist: Path, tree: Path, what: str, ref: str) -> Line:
+    """Would vLLM import everything it needs from this triton_kernels tree (of `ref`)?"""
+    missing, count, generation = missing_names(sdist, tree)
     if missing:
         return Line("FAIL", f"pairing.{what}", f"vLLM would log 'Failed to import Triton kernels' or hit "
-                    f"'cannot import name' with triton_kernels {generation} from {tree}: missing "
-                    + "; ".join(missing))
-    return Line("ok", f"pairing.{what}", f"triton_kernels generation {generation}: all {count} names vLLM "
-                f"imports are there ({tree})")
+                    f"'cannot import name' with {tree_name(ref)} from {tree}: missing " + "; ".join(missing))
+    return Line("ok", f"pairing.{what}", f"{tree_name(ref)}: all {count} names vLLM imports are there (vLLM reads "
+                f"it as generation {generation}; {tree})")
 
 
 # --- build-time imports ----------------------------------------------------------------------------------------
@@ -283,7 +298,7 @@ def _build_imports_line(m: Manifest, index: PackageIndex) -> Line:
 
 
 def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRROR, resolve_set: bool = True,
-                  trees: dict[str, Path] | None = None) -> Report:
+                  trees: dict[str, Path] | None = None, resolved: Resolved | None = None) -> Report:
     """Re-derive every pin of `m` from its release's sources and check what would fail before a build."""
     version = m.sources.vllm.version or m.sources.vllm.ref.removeprefix("v")
     if not TAG_RE.match(m.sources.vllm.ref):
@@ -298,7 +313,7 @@ def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRRO
     try:
         found = (trees or {}).get(src.ref) or triton_kernels_tree(src.repo, src.pin, src.subdir, index.cache, mirror,
                                                                    index.offline)
-        report.lines.append(pairing(d.sdist, found, f"{what} {src.ref}"))
+        report.lines.append(pairing(d.sdist, found, f"{what} {src.ref}", src.ref))
     except UpstreamError as exc:
         report.lines.append(Line("FAIL", f"pairing.{what}", str(exc)))
     except (ValueError, SyntaxError, OSError) as exc:  # a vLLM generation the contract does not know, a bad tree
@@ -308,7 +323,7 @@ def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRRO
     except UpstreamError as exc:
         report.lines.append(Line("FAIL", "build_imports.flashinfer", str(exc)))
     if resolve_set:
-        report.lines.append(_resolve_line(m, d, mirror, index))
+        report.lines.append(_resolve_line(m, d, mirror, index, resolved))
     return report
 
 
@@ -336,29 +351,44 @@ def resolve_advice(reason: str, version: str) -> str:
             f"gracectl release new {version} --override NAME==VERSION --reason '...' pins one")
 
 
-def _resolve_line(m: Manifest, d: Derived, mirror: Mirror, index: PackageIndex) -> Line:
+# A requirement set already resolved in this run -> (the manifest that resolved it, its line): a fallback
+# resolves exactly its tfa manifest's set (~13 s each), so `release check` and `release new` resolve it once.
+Resolved = dict[tuple, tuple[str, Line]]
+
+
+def _resolve_line(m: Manifest, d: Derived, mirror: Mirror, index: PackageIndex,
+                  resolved: Resolved | None = None) -> Line:
     if index.offline:
         return Line("skipped", "resolve", "offline: resolving needs the package index")
     torch = [f"{k}=={mirror.version(getattr(m.torch, key))}" for k, key in
              (("torch", "version"), ("torchvision", "torchvision"), ("torchaudio", "torchaudio"))]
     extra = [mirror.index(m.torch.index_url)] if m.torch.index_url != m.python.index_url else []
     glibc = UBUNTU_GLIBC.get(m.base.runtime.tag.rpartition("ubuntu")[2], "2_28")
+    python = mirror.python_version or m.python.version
+    wanted = d.requirements + torch + m.runtime_pip_requirements()
+    # Everything uv is given (the requirement files are the sdist's, mirrored the same way for both).
+    key = (tuple(wanted), mirror.index(m.python.index_url), tuple(extra), python, tuple(m.python.overrides), glibc,
+           tuple(sorted(mirror.indexes.items())))
+    if resolved is not None and key in resolved:
+        by, line = resolved[key]
+        return Line(line.status, "resolve", f"{line.text} (the same requirement set as {by}: its resolution reused)")
     with tempfile.TemporaryDirectory() as tmp:
         cuda = mirrored_requirements(d.sdist, mirror, Path(tmp) / "requirements")
-        requirements = [f"-r {cuda}" if r == f"-r {d.sdist / 'requirements' / 'cuda.txt'}" else r
-                        for r in d.requirements]
+        requirements = [f"-r {cuda}" if r == f"-r {d.sdist / 'requirements' / 'cuda.txt'}" else r for r in wanted]
         try:
-            pins = resolve(requirements + torch + m.runtime_pip_requirements(),
-                           index_url=mirror.index(m.python.index_url), extra_index_urls=extra,
-                           python=mirror.python_version or m.python.version, overrides=m.python.overrides,
+            pins = resolve(requirements, index_url=mirror.index(m.python.index_url), extra_index_urls=extra,
+                           python=python, overrides=m.python.overrides,
                            platform=f"aarch64-manylinux_{glibc}", cache=index.cache / "uv")
+            mapped = [t for t, p in zip(torch, (m.torch.version, m.torch.torchvision, m.torch.torchaudio))
+                      if not t.endswith(f"=={p}")]
+            stand_in = f"; STAND-IN {', '.join(mapped)}: {mirror.versions_reason}" if mapped else ""
+            line = Line("ok", "resolve", f"{len(pins)} packages resolve for linux/aarch64 (glibc "
+                        f"{glibc.replace('_', '.')}), Python {python}{stand_in}")
         except UpstreamError as exc:
-            return Line("FAIL", "resolve", f"{exc} ({resolve_advice(str(exc), d.version)})")
-    mapped = [t for t, p in zip(torch, (m.torch.version, m.torch.torchvision, m.torch.torchaudio))
-              if not t.endswith(f"=={p}")]
-    stand_in = f"; STAND-IN {', '.join(mapped)}: {mirror.versions_reason}" if mapped else ""
-    return Line("ok", "resolve", f"{len(pins)} packages resolve for linux/aarch64 (glibc {glibc.replace('_', '.')}), "
-                f"Python {mirror.python_version or m.python.version}{stand_in}")
+            line = Line("FAIL", "resolve", f"{exc} ({resolve_advice(str(exc), d.version)})")
+    if resolved is not None:
+        resolved[key] = (m.release.name, line)
+    return line
 
 
 def release_pair(version: str) -> tuple[str, str]:
@@ -433,11 +463,12 @@ def check_releases(names: list[str], cache: Path, *, index_url: str = "", offlin
                    mirror: Mirror = NO_MIRROR, resolve_set: bool = True,
                    trees: dict[str, Path] | None = None) -> list[Report]:
     """Each manifest checked against its own index (its python.index_url through the mirror), unless one is given."""
-    reports = []
-    for name in names or release_names():
+    reports, resolved = [], {}
+    for name in names or ordered_releases(release_names()):  # each tfa before its fallback
         m = load_release(name)
         index = PackageIndex((index_url or mirror.sources_index_for(m.python.index_url)).rstrip("/"), cache, offline)
-        reports.append(check_release(m, index, mirror=mirror, resolve_set=resolve_set, trees=trees))
+        reports.append(check_release(m, index, mirror=mirror, resolve_set=resolve_set, trees=trees,
+                                     resolved=resolved))
     return reports
 
 

@@ -30,6 +30,7 @@ from email.message import Message
 from pathlib import Path
 
 from packaging.utils import canonicalize_name as normalize  # PEP 503 names
+from packaging.version import InvalidVersion, Version
 
 from gracectl.adapters import proc
 from gracectl.errors import CommandFailedError, UpstreamError
@@ -125,13 +126,16 @@ class PackageIndex:
         return page
 
     def versions(self, name: str) -> list[str]:
+        """Every version the index lists, oldest first as versions compare (0.9.2 before 0.10.0), never as
+        strings; a name that is no version (an odd upload) is left out."""
         page = self.project(name)
         if page.get("versions"):
-            return list(page["versions"])
-        # An index without PEP 700's list: the versions of its sdists.
-        prefix = f"{name}-"
-        return sorted({f["filename"][len(prefix):-len(".tar.gz")] for f in page["files"]
-                       if f["filename"].startswith(prefix) and f["filename"].endswith(".tar.gz")})
+            found = set(page["versions"])
+        else:  # an index without PEP 700's list: the versions of its sdists
+            prefix = f"{name}-"
+            found = {f["filename"][len(prefix):-len(".tar.gz")] for f in page["files"]
+                     if f["filename"].startswith(prefix) and f["filename"].endswith(".tar.gz")}
+        return sorted((v for v in found if _version(v)), key=_version)
 
     def _host(self) -> str:
         return cache_key(without_userinfo(self.url).split("://", 1)[-1]).strip("_")
@@ -302,6 +306,13 @@ class _HttpRangeFile(io.RawIOBase):
             raise OSError(f"range {self.pos}-{end - 1} cut short ({exc})") from None
         self.pos += len(data)
         return data
+
+
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
 
 
 def _page(data: bytes) -> dict | None:

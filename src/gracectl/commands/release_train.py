@@ -12,7 +12,6 @@ from gracectl import environment
 from gracectl.adapters.package_index import PackageIndex, default_cache
 from gracectl.errors import ReleaseCheckError, UsageError
 from gracectl.commands.options import MirrorOpt
-from gracectl.manifest import release_names
 from gracectl.mirrors import load_mirror
 from gracectl.release_train import Choices, check_releases, new_release
 
@@ -56,7 +55,8 @@ def new(
         "the release's torch requires; needs --reason)")] = "",
     override: Annotated[Optional[list[str]], typer.Option(
         "--override", help="NAME==VERSION for a pin the index cannot serve (repeatable; needs --reason)")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="why the overrides (kept in [provenance])")] = "",
+    # "\\[": rich markup would take an unescaped [provenance] for a style tag and print nothing.
+    reason: Annotated[str, typer.Option("--reason", help="why the overrides (kept in \\[provenance])")] = "",
     ubuntu: Annotated[str, typer.Option("--ubuntu", help="Ubuntu of the CUDA base images")] = "24.04",
     vllm_build: Annotated[str, typer.Option("--vllm-build", help="wheel | source (the manifest's default; source stays unproven until CI runs its path: CLAWMINE.md)")] = "wheel",
     force: Annotated[bool, typer.Option("--force", help="rewrite manifests that exist")] = False,
@@ -99,7 +99,7 @@ def check(
     pairing and the resolution; exit 14 when any fails."""
     failed = 0
     cache = cache_dir or environment.upstream_cache() or default_cache()
-    for report in check_releases(list(names or release_names()), cache, index_url=index_url, offline=offline,
+    for report in check_releases(list(names or []), cache, index_url=index_url, offline=offline,
                                  mirror=load_mirror(mirror), resolve_set=not no_resolve, trees=_trees(tree)):
         shown = [line for line in report.lines if verbose or line.status != "ok"
                  or line.path.startswith(("pairing", "resolve"))]
