@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
+import textwrap
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ class Line:
     status: str  # ok | DRIFT | override | chosen | FAIL
     path: str
     text: str
+    missing: tuple[str, ...] = ()  # a failed pairing: the names vLLM imports that the tree lacks
 
     def __str__(self) -> str:
         return f"{self.status:<8} {self.path:<34} {self.text}"
@@ -229,7 +231,8 @@ def pairing(sdist: Path, tree: Path, what: str, ref: str) -> Line:
     missing, count, generation = missing_names(sdist, tree)
     if missing:
         return Line("FAIL", f"pairing.{what}", f"vLLM would log 'Failed to import Triton kernels' or hit "
-                    f"'cannot import name' with {tree_name(ref)} from {tree}: missing " + "; ".join(missing))
+                    f"'cannot import name' with {tree_name(ref)} from {tree}: missing " + "; ".join(missing),
+                    tuple(missing))
     return Line("ok", f"pairing.{what}", f"{tree_name(ref)}: all {count} names vLLM imports are there (vLLM reads "
                 f"it as generation {generation}; {tree})")
 
@@ -395,6 +398,11 @@ def release_pair(version: str) -> tuple[str, str]:
     return f"v{version}-tfa", f"v{version}"
 
 
+def _head(d: Derived, choices: Choices) -> str:
+    return (f"# Written by `gracectl release new {d.version}` from vllm-{d.version}.tar.gz on {choices.index_url}:\n"
+            "# every pin's origin is in [provenance]; `gracectl release check` re-derives them and reports drift.\n")
+
+
 def render(d: Derived, choices: Choices) -> tuple[str, str]:
     """The tfa manifest and its fallback as TOML text."""
     tfa, fallback = release_pair(d.version)
@@ -406,8 +414,7 @@ def render(d: Derived, choices: Choices) -> tuple[str, str]:
     fb_release = {"name": fallback, "description": f"vLLM v{d.version} for GH200, working fallback (vendored "
                   f"triton_kernels {d.vendored.ref}) ({choices.platform}, sm_90a)", "image": choices.fallback_image,
                   "tag": fallback, "fallback": "", "platform": choices.platform, "triton_kernels": "vendored"}
-    head = (f"# Written by `gracectl release new {d.version}` from vllm-{d.version}.tar.gz on {choices.index_url}:\n"
-            "# every pin's origin is in [provenance]; `gracectl release check` re-derives them and reports drift.\n")
+    head = _head(d, choices)
     data = {**d.data, "release": tfa_release, "provenance": dict(sorted(d.provenance.items()))}
     fb = {"schema_version": 1, "extends": tfa, "release": fb_release}
     fb_head = (f"# The working fallback of {tfa}: the same pins, vLLM's own vendored triton_kernels only.\n" + head)
@@ -415,11 +422,44 @@ def render(d: Derived, choices: Choices) -> tuple[str, str]:
             + to_toml(data), fb_head + to_toml(fb))
 
 
+def render_fallback_only(d: Derived, choices: Choices, no_tfa: str) -> str:
+    """The fallback as a manifest of its own (no tfa twin to extend): every pin, vLLM's vendored triton_kernels
+    only; why there is no tfa image is kept in [provenance] (release.triton_kernels) and said on top."""
+    _, fallback = release_pair(d.version)
+    release = {"name": fallback, "description": f"vLLM v{d.version} for GH200, vendored triton_kernels "
+               f"{d.vendored.ref} only: no tfa image ({choices.platform}, sm_90a)", "image": choices.fallback_image,
+               "tag": fallback, "fallback": "", "platform": choices.platform, "triton_kernels": "vendored"}
+    provenance = dict(sorted({**d.provenance, "release.triton_kernels": no_tfa}.items()))
+    head = "".join(f"# {line}\n" for line in textwrap.wrap(f"FALLBACK ONLY: {no_tfa}", 112))
+    return head + _head(d, choices) + to_toml({**d.data, "release": release, "provenance": provenance})
+
+
+@dataclass
+class Written:
+    """What `release new` wrote: both manifests, or the fallback alone where no tfa image can work."""
+
+    paths: list[Path]
+    no_tfa: str = ""  # fallback only: why (which names vLLM imports, which Triton's triton_kernels lacks them)
+    missing: tuple[str, ...] = ()
+    triton_kernels: str = ""  # the tree the tfa image would have installed, by its Triton release
+
+
+def _tfa_impossible(tfa: Report, choices: Choices) -> Line | None:
+    """The tfa manifest's failed pairing when it is its only failure, with the DERIVED tree (the triton_kernels of
+    the image's own Triton: a chosen --triton-kernels-ref that fails is the chooser's to fix, never a fallback)."""
+    failed = tfa.failed
+    if choices.triton_kernels_ref or len(failed) != 1 or not failed[0].missing:
+        return None
+    return failed[0] if failed[0].path.startswith("pairing.site-packages") else None
+
+
 def new_release(version: str, index: PackageIndex, choices: Choices, directory: Path | None = None, *,
                 mirror: Mirror = NO_MIRROR, trees: dict[str, Path] | None = None, force: bool = False,
-                dry_run: bool = False, on_line=print) -> list[Path]:
+                dry_run: bool = False, on_line=print, resolved: Resolved | None = None) -> Written:
     """Derive, check (pairing, resolution), then write releases/v<V>-tfa.toml and v<V>.toml and the Jenkinsfile's
-    release choices. Nothing is written when a check fails; `dry_run` prints the manifests instead of writing."""
+    release choices. Nothing is written when a check fails, except where the only failure is that vLLM cannot
+    work with the triton_kernels of its own Triton: then the fallback alone (v<V>.toml, standalone), said plainly.
+    `dry_run` prints the manifests instead of writing."""
     directory = directory or releases_dir()
     names = release_pair(version)
     paths = [directory / f"{n}.toml" for n in names]
@@ -429,24 +469,41 @@ def new_release(version: str, index: PackageIndex, choices: Choices, directory: 
                          "--force rewrites it")
     d = derive(index, version, choices)
     texts = render(d, choices)
+    resolved = {} if resolved is None else resolved  # the fallback's set is the tfa's: resolved once
+    written = Written(paths)
     with tempfile.TemporaryDirectory() as tmp:
         for path, text in zip(paths, texts):
             (Path(tmp) / path.name).write_text(text)
         manifests = [load_manifest(Path(tmp) / p.name) for p in paths]  # the schema accepts what we write
-        failed = []
+        reports = []
         for m in manifests:
-            report = check_release(m, index, mirror=mirror, trees=trees, resolve_set=m is manifests[0])
-            for line in report.lines:
+            reports.append(check_release(m, index, mirror=mirror, trees=trees, resolved=resolved))
+            for line in reports[-1].lines:
                 if line.status != "ok" or line.path.startswith(("pairing", "resolve")):
                     on_line(f"{m.release.name}: {line}")
-            failed += report.failed
+        failed = reports[0].failed + reports[1].failed
+        impossible = _tfa_impossible(reports[0], choices)
+        if impossible and not reports[1].failed:
+            tree = tree_name(manifests[0].sources.triton_kernels.ref)
+            names_missing = tuple(n.split(" (")[0] for n in impossible.missing)
+            written = Written(paths[1:], f"vLLM {version} imports {', '.join(names_missing)}; {tree}, the Triton "
+                              "its torch requires, has none of them: no tfa image can work, so the fallback (vendored "
+                              f"triton_kernels {d.vendored.ref}) only. A tfa image for a site that wants one is a "
+                              f"reviewed override: gracectl release new {version} --triton-kernels-ref REF --reason "
+                              "'...'", names_missing, tree)
+            texts = (render_fallback_only(d, choices, written.no_tfa),)
+            (Path(tmp) / paths[1].name).write_text(texts[0])
+            load_manifest(Path(tmp) / paths[1].name)  # the schema accepts it too
+            on_line(f"{names[1]}: FALLBACK ONLY: {written.no_tfa}")
+            failed = []
         if dry_run:
-            for path, text in zip(paths, texts):
+            for path, text in zip(written.paths, texts):
                 on_line(f"# ---- {path.name} (not written: --print)\n{text}")
         if failed:
             raise ReleaseCheckError(f"vllm {version}: {failed[0].path}: {failed[0].text} (nothing written)")
         if dry_run:
-            return []
+            return Written([], written.no_tfa, written.missing, written.triton_kernels)
+        paths = written.paths
         directory.mkdir(parents=True, exist_ok=True)
         if JENKINSFILE.is_file():
             jenkins_release_choices(JENKINSFILE.read_text())  # fails here, before anything is written
@@ -455,17 +512,19 @@ def new_release(version: str, index: PackageIndex, choices: Choices, directory: 
             partial.write_text(text)
         for partial, path in zip(partials, paths):
             partial.replace(path)
+        if written.no_tfa:  # a tfa manifest of an earlier --force run would now extend nothing
+            (directory / f"{names[0]}.toml").unlink(missing_ok=True)
     sync_jenkinsfile(directory)
-    return paths
+    return written
 
 
 def check_releases(names: list[str], cache: Path, *, index_url: str = "", offline: bool = False,
-                   mirror: Mirror = NO_MIRROR, resolve_set: bool = True,
-                   trees: dict[str, Path] | None = None) -> list[Report]:
+                   mirror: Mirror = NO_MIRROR, resolve_set: bool = True, trees: dict[str, Path] | None = None,
+                   directory: Path | None = None, resolved: Resolved | None = None) -> list[Report]:
     """Each manifest checked against its own index (its python.index_url through the mirror), unless one is given."""
-    reports, resolved = [], {}
-    for name in names or ordered_releases(release_names()):  # each tfa before its fallback
-        m = load_release(name)
+    reports, resolved = [], {} if resolved is None else resolved
+    for name in names or ordered_releases(release_names(directory)):  # each tfa before its fallback
+        m = load_release(name, directory)
         index = PackageIndex((index_url or mirror.sources_index_for(m.python.index_url)).rstrip("/"), cache, offline)
         reports.append(check_release(m, index, mirror=mirror, resolve_set=resolve_set, trees=trees,
                                      resolved=resolved))

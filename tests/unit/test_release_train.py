@@ -167,3 +167,27 @@ def test_offline_without_the_tree_names_the_way_to_give_it(tmp_path):
     with pytest.raises(UpstreamError, match=r"not in the cache .*--triton-kernels-tree v3\.7\.1=DIR"):
         triton_kernels_tree("https://github.com/triton-lang/triton.git", "v3.7.1", "python/triton_kernels",
                             tmp_path, offline=True)
+
+
+def test_a_fallback_only_manifest_stands_alone_says_why_and_checks_clean(tmp_path):
+    """Where vLLM cannot work with its Triton's triton_kernels, `release new` writes v<V>.toml alone: every pin
+    (no tfa twin to extend), vendored only, the reason on top and in [provenance]; release check's comparison
+    of it with upstream is clean."""
+    from gracectl.release_train import Choices, render_fallback_only
+    from gracectl.upstream import FetchSource
+
+    d = derived_from("v0.25.0-tfa")
+    d.data["sources"] = {k: v for k, v in d.data["sources"].items() if v is not None}  # as derive writes them
+    d.vendored = FetchSource("triton_kernels", "https://github.com/triton-lang/triton.git", "v3.5.1", "", "", "x:1")
+    why = "vLLM 0.25.0 imports triton_kernels.matmul_ogs; the triton_kernels of Triton 3.7.1 (tag v3.7.1) ..."
+    path = tmp_path / "v0.25.0.toml"
+    path.write_text(render_fallback_only(d, Choices(), why))
+    assert path.read_text().startswith("# FALLBACK ONLY: vLLM 0.25.0 imports triton_kernels.matmul_ogs;")
+    m = load_manifest(path)
+    assert not m.extends and m.release.triton_kernels == "vendored" and not m.release.fallback
+    assert m.provenance["release.triton_kernels"] == why
+    assert {line.status for line in compare(m, d)} <= {"ok", "override"}
+    shipped = load_release("v0.25.0")  # the same pins as the shipped fallback, which extends its tfa twin
+    mine, theirs = ({k: v for k, v in x.model_dump().items() if k not in ("release", "provenance", "extends")}
+                    for x in (m, shipped))
+    assert mine == theirs

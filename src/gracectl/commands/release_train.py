@@ -75,11 +75,11 @@ def new(
     choices = Choices(index_url=index_url.rstrip("/"), ubuntu=ubuntu, vllm_build=vllm_build,
                       triton_kernels_ref=triton_kernels_ref, triton_kernels_reason=reason.strip(),
                       overrides=tuple((o, reason.strip()) for o in override or ()))
-    paths = new_release(version, _index(index_url, cache_dir, False), choices, mirror=load_mirror(mirror),
-                        trees=_trees(tree), force=force, dry_run=print_only)
-    for path in paths:
-        print(f"wrote {path}")
-    if paths:
+    written = new_release(version, _index(index_url, cache_dir, False), choices, mirror=load_mirror(mirror),
+                          trees=_trees(tree), force=force, dry_run=print_only)
+    for path in written.paths:
+        print(f"wrote {path}" + (" (FALLBACK ONLY: no tfa image, see its first lines)" if written.no_tfa else ""))
+    if written.paths:
         print("review: the [provenance] of each pin, the STAND-IN lines of `gracectl plan`, then commit releases/ and "
               "the Jenkinsfile")
 
