@@ -575,15 +575,20 @@ def sync_jenkinsfile(directory: Path | None = None, jenkinsfile: Path = JENKINSF
     directory = directory or releases_dir()
     if not jenkinsfile.is_file() or directory.resolve() != (jenkinsfile.parent / "releases").resolve():
         return False  # releases kept elsewhere (GRACECTL_RELEASES_DIR) are not this Jenkinsfile's
-    names = ordered_releases(release_names(directory))
     text = jenkinsfile.read_text()
-    jenkins_release_choices(text)
-    new = _CHOICE_LINE.sub(lambda m: m.group(1) + "[" + ", ".join(f"'{n}'" for n in names) + "]", text)
+    new = with_release_choices(text, release_names(directory))
     if new != text:
         partial = jenkinsfile.with_name(jenkinsfile.name + ".partial")
         partial.write_text(new)
         partial.replace(jenkinsfile)
     return new != text
+
+
+def with_release_choices(text: str, names: list[str]) -> str:
+    """The Jenkinsfile's text with its RELEASE choices set to `names` (newest first, each tfa before its fallback)."""
+    jenkins_release_choices(text)
+    listed = ", ".join(f"'{n}'" for n in ordered_releases(names))
+    return _CHOICE_LINE.sub(lambda m: m.group(1) + "[" + listed + "]", text)
 
 
 def ordered_releases(names: list[str]) -> list[str]:

@@ -191,3 +191,47 @@ def test_a_fallback_only_manifest_stands_alone_says_why_and_checks_clean(tmp_pat
     mine, theirs = ({k: v for k, v in x.model_dump().items() if k not in ("release", "provenance", "extends")}
                     for x in (m, shipped))
     assert mine == theirs
+
+
+def test_release_watch_fails_only_when_the_index_answers_nothing_and_reports_it(tmp_path):
+    """An unreachable index is the watch's one operational failure (exit 13, the report says so); a release it
+    refuses is an outcome (tests/integration/test_release_watch.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from gracectl.errors import UpstreamError
+
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    (releases / "v0.19.0.toml").write_text((releases_dir() / "v0.19.0-tfa.toml").read_text().replace(
+        'name = "v0.19.0-tfa"', 'name = "v0.19.0"'))
+    env = {**os.environ, "GRACECTL_RELEASES_DIR": str(releases), "GRACECTL_UPSTREAM_CACHE": str(tmp_path / "c")}
+    report = tmp_path / "watch.json"
+    done = subprocess.run([sys.executable, "-m", "gracectl", "release", "watch", "--index-url",
+                           "http://127.0.0.1:9/simple", "--report", str(report)], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == UpstreamError.exit_code, done.stdout + done.stderr
+    assert "127.0.0.1:9/simple/vllm/ cannot be reached" in done.stderr
+    data = json.loads(report.read_text())
+    assert data["releases"] == [] and "cannot be reached" in data["error"] and data["newest_known"] == "0.19.0"
+
+
+def test_the_watch_lists_new_releases_as_versions_from_the_newest_known_or_since(tmp_path):
+    import json
+
+    from gracectl.adapters.package_index import PackageIndex
+    from gracectl.release_watch import new_versions
+
+    page = tmp_path / "index" / "index.example_simple" / "vllm.json"
+    page.parent.mkdir(parents=True)
+    page.write_text(json.dumps({"files": [], "versions": ["0.9.0", "0.19.0", "0.25.0", "0.26.0rc1", "0.27.1",
+                                                          "0.100.0"]}))
+    index = PackageIndex("https://index.example/simple", tmp_path, offline=True)
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    for name in ("v0.19.0-tfa", "v0.19.0", "v0.25.0"):  # 0.25.0 fallback only
+        (releases / f"{name}.toml").write_text("")
+    assert new_versions(index, releases) == ["0.27.1", "0.100.0"]  # no pre-releases; 0.100 after 0.27
+    assert new_versions(index, releases, since="0.9.0") == ["0.9.0", "0.27.1", "0.100.0"]

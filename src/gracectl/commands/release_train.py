@@ -13,7 +13,9 @@ from gracectl.adapters.package_index import PackageIndex, default_cache
 from gracectl.errors import ReleaseCheckError, UsageError
 from gracectl.commands.options import MirrorOpt
 from gracectl.mirrors import load_mirror
+from gracectl.manifest import releases_dir
 from gracectl.release_train import Choices, check_releases, new_release
+from gracectl.release_watch import BRANCH_PREFIX, watch, write_report
 
 app = typer.Typer(help="Add a vLLM release (every pin derived from its own sources) and check manifests against "
                   "upstream.", no_args_is_help=True)
@@ -109,3 +111,33 @@ def check(
         failed += bool(report.failed)
     if failed:
         raise ReleaseCheckError(f"{failed} release(s) differ from upstream or would fail before a build (above)")
+
+
+@app.command("watch")
+def watch_cmd(
+    index_url: IndexOpt = "https://pypi.org/simple",
+    since: Annotated[str, typer.Option("--since", help="every release from this version on that releases/ lacks "
+                                       "(default: those newer than the newest in releases/)")] = "",
+    report: Annotated[Optional[Path], typer.Option("--report", help="the JSON report: one entry per release "
+                                                   "(written / fallback-only / refused / pending)")] = None,
+    push: Annotated[str, typer.Option("--push", help="git remote (URL or name) to push each release's manifests "
+                                      "to, on a branch of its own; empty: write releases/ only")] = "",
+    branch_prefix: Annotated[str, typer.Option("--branch-prefix", help="the branches' prefix (+ v<VERSION>)")]
+    = BRANCH_PREFIX,
+    mirror: MirrorOpt = None,
+    cache_dir: CacheOpt = None,
+    tree: TreeOpt = None,
+) -> None:
+    """Each vLLM release on the index that releases/ lacks, through `release new` and `release check`: one line
+    per release and a JSON report; exit 0 whatever each release's outcome, 13 when the index cannot be reached,
+    4 when a push fails."""
+    directory = releases_dir()
+    rep, error = watch(_index(index_url, cache_dir, False), Choices(index_url=index_url.rstrip("/")), directory,
+                       mirror=load_mirror(mirror), trees=_trees(tree), since=since, repo=directory.parent,
+                       remote=push, branch_prefix=branch_prefix)
+    if report:
+        write_report(rep, report)
+    print(f"release watch: {len(rep['releases'])} new release(s) on {rep['index']} (newest in releases/: "
+          f"{rep['newest_known'] or 'none'}) in {rep['seconds']} s" + (f"; report {report}" if report else ""))
+    if error:
+        raise error
