@@ -69,7 +69,8 @@ def new(
     tree: TreeOpt = None,
 ) -> None:
     """Write releases/v<VERSION>-tfa.toml and its fallback v<VERSION>.toml, every pin derived from the release's
-    sdist and the metadata of what it pins; nothing is written unless the pairing and the resolution pass."""
+    sdist and the metadata of what it pins; nothing is written unless the pairing and the resolution pass (a vLLM
+    that cannot work with its own Triton's triton_kernels: the fallback alone, saying why)."""
     if (override or triton_kernels_ref) and not reason.strip():
         raise UsageError("--override and --triton-kernels-ref need --reason (it is kept in the manifest)")
     if vllm_build not in ("source", "wheel"):
