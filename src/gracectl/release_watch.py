@@ -123,7 +123,8 @@ def watch_release(version: str, index: PackageIndex, choices: Choices, directory
     branch = f"{branch_prefix}v{version}"
     if remote and branch_exists(repo, remote, branch):
         return Outcome(version, "pending", reason=f"already on {branch} of {without_userinfo(remote)}, awaiting "
-                       "review (merge it, or delete the branch to make it again)", branch=branch)
+                       "review (merge it, or delete the branch to make it again)", branch=branch,
+                       seconds=time.monotonic() - start)
     try:
         written = new_release(version, index, choices, directory, mirror=mirror, trees=trees, resolved=resolved,
                               on_line=lambda line: None)
@@ -143,11 +144,12 @@ def watch_release(version: str, index: PackageIndex, choices: Choices, directory
     out = Outcome(version, "fallback-only" if written.no_tfa else "written", names, reason=written.no_tfa,
                   missing=list(written.missing), triton_kernels=written.triton_kernels, check="passed")
     if remote:
-        kind = "fallback only: " + written.no_tfa.split(":", 1)[0] if written.no_tfa else "tfa + fallback"
+        kind = "fallback only: no tfa image" if written.no_tfa else "tfa + fallback"
         out.branch = branch
         out.commit = commit_release(repo, directory, names, branch, remote,
                                     f"releases: vLLM {version} ({kind})\n\nWritten by `gracectl release watch` "
-                                    f"from {without_userinfo(index.url)}; `gracectl release check` passed.")
+                                    f"from {without_userinfo(index.url)}; `gracectl release check` passed."
+                                    + (f"\n\n{written.no_tfa}" if written.no_tfa else ""))
     out.seconds = time.monotonic() - start
     return out
 

@@ -140,6 +140,8 @@ def test_release_watch_writes_new_releases_to_branches_and_says_what_it_refused(
     # Its first failure (a build step of its own image nothing here reviewed yet); nothing written or pushed.
     assert refused["reason"].startswith("vllm 0.34.0: ") and refused["reason"].endswith("(nothing written)")
     assert "release-watch/v0.34.0" not in git("--git-dir", str(site), "branch", "--list")
+    message = git("--git-dir", str(site), "log", "--format=%B", "-1", "release-watch/v0.27.1")
+    assert message.startswith("releases: vLLM 0.27.1 (fallback only: no tfa image)\n") and fallback["reason"] in message
     lines = done.stdout.splitlines()
     assert lines[0].startswith("0.25.0: pending: already on release-watch/v0.25.0")
     assert lines[1].startswith("0.27.1: tfa impossible, fallback only: v0.27.1 on release-watch/v0.27.1")
