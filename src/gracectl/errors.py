@@ -118,6 +118,11 @@ class UpstreamError(GraceError):
     exit_code = 13
 
 
+class IndexUnreachableError(UpstreamError):
+    """The package index answers nothing (connection refused, DNS, timeout): an operational failure, which
+    `release watch` tells apart from a release it refuses."""
+
+
 class ReleaseCheckError(GraceError):
     """A manifest differs from what its release's own sources say (drift), or its triton_kernels pairing would
     fail: found before any build."""

@@ -247,6 +247,9 @@ class Derived:
     sdist: Path
     requirements: list[str] = field(default_factory=list)  # the full set to resolve (release check)
     vendored: FetchSource | None = None  # the triton_kernels vLLM's build vendors
+    # Where a choice overrides a derived pin: upstream's value and its origin (release check shows both).
+    upstream: dict[str, str] = field(default_factory=dict)
+    upstream_origin: dict[str, str] = field(default_factory=dict)
 
 
 def _cu(cuda: str) -> str:
@@ -317,8 +320,8 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
         index_origin = (f"chosen: the index's aarch64 torch {torch_v} is a CPU build, so the PyTorch index of "
                         f"CUDA {cuda} (docker/versions.json CUDA_VERSION)")
     tk_ref = choices.triton_kernels_ref or f"v{triton}"
-    tk_origin = (f"override: {choices.triton_kernels_reason}" if choices.triton_kernels_ref
-                 else f"the triton_kernels of triton {triton}, which {triton_where} requires")
+    tk_upstream = f"the triton_kernels of triton {triton}, which {triton_where} requires"
+    tk_origin = f"override: {choices.triton_kernels_reason}" if choices.triton_kernels_ref else tk_upstream
     sources = fetch_sources(sdist)
     by_key = {s.key: s for s in sources}
     for needed in ("flash_attn", "flashmla", "cmake.triton_kernels"):
@@ -420,7 +423,12 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
         for o, reason in choices.overrides:
             prov[f"python.overrides.{o.split('==')[0]}"] = f"override: {reason}"
     requirements = [f"-r {sdist / 'requirements' / 'cuda.txt'}", f"triton=={triton}"]
-    return Derived(version, data, prov, sdist, requirements, by_key["cmake.triton_kernels"])
+    upstream, upstream_origin = {}, {}
+    if choices.triton_kernels_ref:
+        upstream["sources.triton_kernels.ref"] = f"v{triton}"
+        upstream_origin["sources.triton_kernels.ref"] = tk_upstream
+    return Derived(version, data, prov, sdist, requirements, by_key["cmake.triton_kernels"], upstream,
+                   upstream_origin)
 
 
 # --- comparing ------------------------------------------------------------------------------------------------

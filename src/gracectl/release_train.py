@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
+import textwrap
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,7 @@ class Line:
     status: str  # ok | DRIFT | override | chosen | FAIL
     path: str
     text: str
+    missing: tuple[str, ...] = ()  # a failed pairing: the names vLLM imports that the tree lacks
 
     def __str__(self) -> str:
         return f"{self.status:<8} {self.path:<34} {self.text}"
@@ -148,7 +150,11 @@ def compare(m: Manifest, d: Derived) -> list[Line]:
         origin = d.provenance.get(path, "")
         mine, theirs = have.get(path, ""), want.get(path, "")
         if m.provenance.get(path, "").startswith("override:"):
-            lines.append(Line("override", path, f"{mine} (upstream: {theirs or '-'}; {m.provenance[path]})"))
+            # d was derived with the manifest's own overrides: upstream's value is the one they replace.
+            upstream = d.upstream.get(path, theirs)
+            lines.append(Line("override", path, f"{mine} (upstream: {upstream or '-'}"
+                              f"{', ' + d.upstream_origin[path] if path in d.upstream_origin else ''}; "
+                              f"{m.provenance[path]})"))
         elif mine == theirs:
             lines.append(Line("ok", path, f"{mine}  ({origin or 'chosen'})"))
         elif not mine:
@@ -181,7 +187,8 @@ def triton_kernels_tree(repo: str, ref: str, subdir: str, cache: Path, mirror: M
     if (dest / "__init__.py").is_file():
         return dest
     if offline:
-        raise UpstreamError(f"offline: the triton_kernels tree {repo}@{ref} is not in the cache {cache}")
+        raise UpstreamError(f"offline: the triton_kernels tree {repo}@{ref} is not in the cache {cache}: give the "
+                            f"tree with --triton-kernels-tree {ref}=DIR, or run once without --offline")
     subdir = subdir.strip("/")
     package = subdir if subdir.endswith("triton_kernels/triton_kernels") else \
         "/".join(p for p in (subdir, "triton_kernels") if p)
@@ -205,20 +212,31 @@ def triton_kernels_tree(repo: str, ref: str, subdir: str, cache: Path, mirror: M
     return dest
 
 
-def pairing(sdist: Path, tree: Path, what: str) -> Line:
-    """Would vLLM (its source in the sdist) import everything it needs from this triton_kernels tree?"""
+def tree_name(ref: str) -> str:
+    """A triton_kernels tree as people know it: by the Triton release of its tag (never by the layout vLLM's
+    get_triton_kernels_version() detects: a 3.7.1 tree without matmul_ogs reads as its "3.8")."""
+    return f"the triton_kernels of Triton {ref[1:]} (tag {ref})" if TAG_RE.match(ref) else \
+        f"the triton_kernels at {ref}"
+
+
+def missing_names(sdist: Path, tree: Path) -> tuple[list[str], int, str]:
+    """(what vLLM (its source in the sdist) imports that the tree lacks, how many names it imports, the
+    generation vLLM takes the tree for)."""
     tkc = contract_module()
-    contract = tkc.derive_contract(sdist / "vllm")
     generation = tkc.tree_generation(tree)
-    needed = tkc.required(contract, generation)
-    missing = tkc.missing_in_tree(tree, needed)
-    count = sum(len(v) or 1 for v in needed.values())
+    needed = tkc.required(tkc.derive_contract(sdist / "vllm"), generation)
+    return tkc.missing_in_tree(tree, needed), sum(len(v) or 1 for v in needed.values()), generation
+
+
+def pairing(sdist: Path, tree: Path, what: str, ref: str) -> Line:
+    """Would vLLM import everything it needs from this triton_kernels tree (of `ref`)?"""
+    missing, count, generation = missing_names(sdist, tree)
     if missing:
         return Line("FAIL", f"pairing.{what}", f"vLLM would log 'Failed to import Triton kernels' or hit "
-                    f"'cannot import name' with triton_kernels {generation} from {tree}: missing "
-                    + "; ".join(missing))
-    return Line("ok", f"pairing.{what}", f"triton_kernels generation {generation}: all {count} names vLLM "
-                f"imports are there ({tree})")
+                    f"'cannot import name' with {tree_name(ref)} from {tree}: missing " + "; ".join(missing),
+                    tuple(missing))
+    return Line("ok", f"pairing.{what}", f"{tree_name(ref)}: all {count} names vLLM imports are there (vLLM reads "
+                f"it as generation {generation}; {tree})")
 
 
 # --- build-time imports ----------------------------------------------------------------------------------------
@@ -285,7 +303,7 @@ def _build_imports_line(m: Manifest, index: PackageIndex) -> Line:
 
 
 def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRROR, resolve_set: bool = True,
-                  trees: dict[str, Path] | None = None) -> Report:
+                  trees: dict[str, Path] | None = None, resolved: Resolved | None = None) -> Report:
     """Re-derive every pin of `m` from its release's sources and check what would fail before a build."""
     version = m.sources.vllm.version or m.sources.vllm.ref.removeprefix("v")
     if not TAG_RE.match(m.sources.vllm.ref):
@@ -300,7 +318,7 @@ def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRRO
     try:
         found = (trees or {}).get(src.ref) or triton_kernels_tree(src.repo, src.pin, src.subdir, index.cache, mirror,
                                                                    index.offline)
-        report.lines.append(pairing(d.sdist, found, f"{what} {src.ref}"))
+        report.lines.append(pairing(d.sdist, found, f"{what} {src.ref}", src.ref))
     except UpstreamError as exc:
         report.lines.append(Line("FAIL", f"pairing.{what}", str(exc)))
     except (ValueError, SyntaxError, OSError) as exc:  # a vLLM generation the contract does not know, a bad tree
@@ -310,7 +328,7 @@ def check_release(m: Manifest, index: PackageIndex, *, mirror: Mirror = NO_MIRRO
     except UpstreamError as exc:
         report.lines.append(Line("FAIL", "build_imports.flashinfer", str(exc)))
     if resolve_set:
-        report.lines.append(_resolve_line(m, d, mirror, index))
+        report.lines.append(_resolve_line(m, d, mirror, index, resolved))
     return report
 
 
@@ -338,33 +356,53 @@ def resolve_advice(reason: str, version: str) -> str:
             f"gracectl release new {version} --override NAME==VERSION --reason '...' pins one")
 
 
-def _resolve_line(m: Manifest, d: Derived, mirror: Mirror, index: PackageIndex) -> Line:
+# A requirement set already resolved in this run -> (the manifest that resolved it, its line): a fallback
+# resolves exactly its tfa manifest's set (~13 s each), so `release check` and `release new` resolve it once.
+Resolved = dict[tuple, tuple[str, Line]]
+
+
+def _resolve_line(m: Manifest, d: Derived, mirror: Mirror, index: PackageIndex,
+                  resolved: Resolved | None = None) -> Line:
     if index.offline:
         return Line("skipped", "resolve", "offline: resolving needs the package index")
     torch = [f"{k}=={mirror.version(getattr(m.torch, key))}" for k, key in
              (("torch", "version"), ("torchvision", "torchvision"), ("torchaudio", "torchaudio"))]
     extra = [mirror.index(m.torch.index_url)] if m.torch.index_url != m.python.index_url else []
     glibc = UBUNTU_GLIBC.get(m.base.runtime.tag.rpartition("ubuntu")[2], "2_28")
+    python = mirror.python_version or m.python.version
+    wanted = d.requirements + torch + m.runtime_pip_requirements()
+    # Everything uv is given (the requirement files are the sdist's, mirrored the same way for both).
+    key = (tuple(wanted), mirror.index(m.python.index_url), tuple(extra), python, tuple(m.python.overrides), glibc,
+           tuple(sorted(mirror.indexes.items())))
+    if resolved is not None and key in resolved:
+        by, line = resolved[key]
+        return Line(line.status, "resolve", f"{line.text} (the same requirement set as {by}: its resolution reused)")
     with tempfile.TemporaryDirectory() as tmp:
         cuda = mirrored_requirements(d.sdist, mirror, Path(tmp) / "requirements")
-        requirements = [f"-r {cuda}" if r == f"-r {d.sdist / 'requirements' / 'cuda.txt'}" else r
-                        for r in d.requirements]
+        requirements = [f"-r {cuda}" if r == f"-r {d.sdist / 'requirements' / 'cuda.txt'}" else r for r in wanted]
         try:
-            pins = resolve(requirements + torch + m.runtime_pip_requirements(),
-                           index_url=mirror.index(m.python.index_url), extra_index_urls=extra,
-                           python=mirror.python_version or m.python.version, overrides=m.python.overrides,
+            pins = resolve(requirements, index_url=mirror.index(m.python.index_url), extra_index_urls=extra,
+                           python=python, overrides=m.python.overrides,
                            platform=f"aarch64-manylinux_{glibc}", cache=index.cache / "uv")
+            mapped = [t for t, p in zip(torch, (m.torch.version, m.torch.torchvision, m.torch.torchaudio))
+                      if not t.endswith(f"=={p}")]
+            stand_in = f"; STAND-IN {', '.join(mapped)}: {mirror.versions_reason}" if mapped else ""
+            line = Line("ok", "resolve", f"{len(pins)} packages resolve for linux/aarch64 (glibc "
+                        f"{glibc.replace('_', '.')}), Python {python}{stand_in}")
         except UpstreamError as exc:
-            return Line("FAIL", "resolve", f"{exc} ({resolve_advice(str(exc), d.version)})")
-    mapped = [t for t, p in zip(torch, (m.torch.version, m.torch.torchvision, m.torch.torchaudio))
-              if not t.endswith(f"=={p}")]
-    stand_in = f"; STAND-IN {', '.join(mapped)}: {mirror.versions_reason}" if mapped else ""
-    return Line("ok", "resolve", f"{len(pins)} packages resolve for linux/aarch64 (glibc {glibc.replace('_', '.')}), "
-                f"Python {mirror.python_version or m.python.version}{stand_in}")
+            line = Line("FAIL", "resolve", f"{exc} ({resolve_advice(str(exc), d.version)})")
+    if resolved is not None:
+        resolved[key] = (m.release.name, line)
+    return line
 
 
 def release_pair(version: str) -> tuple[str, str]:
     return f"v{version}-tfa", f"v{version}"
+
+
+def _head(d: Derived, choices: Choices) -> str:
+    return (f"# Written by `gracectl release new {d.version}` from vllm-{d.version}.tar.gz on {choices.index_url}:\n"
+            "# every pin's origin is in [provenance]; `gracectl release check` re-derives them and reports drift.\n")
 
 
 def render(d: Derived, choices: Choices) -> tuple[str, str]:
@@ -378,8 +416,7 @@ def render(d: Derived, choices: Choices) -> tuple[str, str]:
     fb_release = {"name": fallback, "description": f"vLLM v{d.version} for GH200, working fallback (vendored "
                   f"triton_kernels {d.vendored.ref}) ({choices.platform}, sm_90a)", "image": choices.fallback_image,
                   "tag": fallback, "fallback": "", "platform": choices.platform, "triton_kernels": "vendored"}
-    head = (f"# Written by `gracectl release new {d.version}` from vllm-{d.version}.tar.gz on {choices.index_url}:\n"
-            "# every pin's origin is in [provenance]; `gracectl release check` re-derives them and reports drift.\n")
+    head = _head(d, choices)
     data = {**d.data, "release": tfa_release, "provenance": dict(sorted(d.provenance.items()))}
     fb = {"schema_version": 1, "extends": tfa, "release": fb_release}
     fb_head = (f"# The working fallback of {tfa}: the same pins, vLLM's own vendored triton_kernels only.\n" + head)
@@ -410,11 +447,45 @@ def pin_base_digests(d: Derived, mirror: Mirror, access: RegistryAccess, on_line
         on_line(f"base.{kind}: {upstream} pinned by tag only (digest not resolved: {why}); `gracectl plan` names it")
 
 
+def render_fallback_only(d: Derived, choices: Choices, no_tfa: str) -> str:
+    """The fallback as a manifest of its own (no tfa twin to extend): every pin, vLLM's vendored triton_kernels
+    only; why there is no tfa image is kept in [provenance] (release.triton_kernels) and said on top."""
+    _, fallback = release_pair(d.version)
+    release = {"name": fallback, "description": f"vLLM v{d.version} for GH200, vendored triton_kernels "
+               f"{d.vendored.ref} only: no tfa image ({choices.platform}, sm_90a)", "image": choices.fallback_image,
+               "tag": fallback, "fallback": "", "platform": choices.platform, "triton_kernels": "vendored"}
+    provenance = dict(sorted({**d.provenance, "release.triton_kernels": no_tfa}.items()))
+    head = "".join(f"# {line}\n" for line in textwrap.wrap(f"FALLBACK ONLY: {no_tfa}", 112))
+    return head + _head(d, choices) + to_toml({**d.data, "release": release, "provenance": provenance})
+
+
+@dataclass
+class Written:
+    """What `release new` wrote: both manifests, or the fallback alone where no tfa image can work."""
+
+    paths: list[Path]
+    no_tfa: str = ""  # fallback only: why (which names vLLM imports, which Triton's triton_kernels lacks them)
+    missing: tuple[str, ...] = ()
+    triton_kernels: str = ""  # the tree the tfa image would have installed, by its Triton release
+
+
+def _tfa_impossible(tfa: Report, choices: Choices) -> Line | None:
+    """The tfa manifest's failed pairing when it is its only failure, with the DERIVED tree (the triton_kernels of
+    the image's own Triton: a chosen --triton-kernels-ref that fails is the chooser's to fix, never a fallback)."""
+    failed = tfa.failed
+    if choices.triton_kernels_ref or len(failed) != 1 or not failed[0].missing:
+        return None
+    return failed[0] if failed[0].path.startswith("pairing.site-packages") else None
+
+
 def new_release(version: str, index: PackageIndex, choices: Choices, directory: Path | None = None, *,
                 mirror: Mirror = NO_MIRROR, trees: dict[str, Path] | None = None, force: bool = False,
-                dry_run: bool = False, on_line=print, access: RegistryAccess | None = None) -> list[Path]:
+                dry_run: bool = False, on_line=print, resolved: Resolved | None = None,
+                access: RegistryAccess | None = None) -> Written:
     """Derive, check (pairing, resolution), then write releases/v<V>-tfa.toml and v<V>.toml and the Jenkinsfile's
-    release choices. Nothing is written when a check fails; `dry_run` prints the manifests instead of writing."""
+    release choices. Nothing is written when a check fails, except where the only failure is that vLLM cannot
+    work with the triton_kernels of its own Triton: then the fallback alone (v<V>.toml, standalone), said plainly.
+    `dry_run` prints the manifests instead of writing."""
     directory = directory or releases_dir()
     names = release_pair(version)
     paths = [directory / f"{n}.toml" for n in names]
@@ -426,24 +497,41 @@ def new_release(version: str, index: PackageIndex, choices: Choices, directory: 
     if access is not None:
         pin_base_digests(d, mirror, access, on_line)
     texts = render(d, choices)
+    resolved = {} if resolved is None else resolved  # the fallback's set is the tfa's: resolved once
+    written = Written(paths)
     with tempfile.TemporaryDirectory() as tmp:
         for path, text in zip(paths, texts):
             (Path(tmp) / path.name).write_text(text)
         manifests = [load_manifest(Path(tmp) / p.name) for p in paths]  # the schema accepts what we write
-        failed = []
+        reports = []
         for m in manifests:
-            report = check_release(m, index, mirror=mirror, trees=trees, resolve_set=m is manifests[0])
-            for line in report.lines:
+            reports.append(check_release(m, index, mirror=mirror, trees=trees, resolved=resolved))
+            for line in reports[-1].lines:
                 if line.status != "ok" or line.path.startswith(("pairing", "resolve")):
                     on_line(f"{m.release.name}: {line}")
-            failed += report.failed
+        failed = reports[0].failed + reports[1].failed
+        impossible = _tfa_impossible(reports[0], choices)
+        if impossible and not reports[1].failed:
+            tree = tree_name(manifests[0].sources.triton_kernels.ref)
+            names_missing = tuple(n.split(" (")[0] for n in impossible.missing)
+            written = Written(paths[1:], f"vLLM {version} imports {', '.join(names_missing)}; {tree}, the Triton "
+                              "its torch requires, has none of them: no tfa image can work, so the fallback (vendored "
+                              f"triton_kernels {d.vendored.ref}) only. A tfa image for a site that wants one is a "
+                              f"reviewed override: gracectl release new {version} --triton-kernels-ref REF --reason "
+                              "'...'", names_missing, tree)
+            texts = (render_fallback_only(d, choices, written.no_tfa),)
+            (Path(tmp) / paths[1].name).write_text(texts[0])
+            load_manifest(Path(tmp) / paths[1].name)  # the schema accepts it too
+            on_line(f"{names[1]}: FALLBACK ONLY: {written.no_tfa}")
+            failed = []
         if dry_run:
-            for path, text in zip(paths, texts):
+            for path, text in zip(written.paths, texts):
                 on_line(f"# ---- {path.name} (not written: --print)\n{text}")
         if failed:
             raise ReleaseCheckError(f"vllm {version}: {failed[0].path}: {failed[0].text} (nothing written)")
         if dry_run:
-            return []
+            return Written([], written.no_tfa, written.missing, written.triton_kernels)
+        paths = written.paths
         directory.mkdir(parents=True, exist_ok=True)
         if JENKINSFILE.is_file():
             jenkins_release_choices(JENKINSFILE.read_text())  # fails here, before anything is written
@@ -452,19 +540,22 @@ def new_release(version: str, index: PackageIndex, choices: Choices, directory: 
             partial.write_text(text)
         for partial, path in zip(partials, paths):
             partial.replace(path)
+        if written.no_tfa:  # a tfa manifest of an earlier --force run would now extend nothing
+            (directory / f"{names[0]}.toml").unlink(missing_ok=True)
     sync_jenkinsfile(directory)
-    return paths
+    return written
 
 
 def check_releases(names: list[str], cache: Path, *, index_url: str = "", offline: bool = False,
-                   mirror: Mirror = NO_MIRROR, resolve_set: bool = True,
-                   trees: dict[str, Path] | None = None) -> list[Report]:
+                   mirror: Mirror = NO_MIRROR, resolve_set: bool = True, trees: dict[str, Path] | None = None,
+                   directory: Path | None = None, resolved: Resolved | None = None) -> list[Report]:
     """Each manifest checked against its own index (its python.index_url through the mirror), unless one is given."""
-    reports = []
-    for name in names or release_names():
-        m = load_release(name)
+    reports, resolved = [], {} if resolved is None else resolved
+    for name in names or ordered_releases(release_names(directory)):  # each tfa before its fallback
+        m = load_release(name, directory)
         index = PackageIndex((index_url or mirror.sources_index_for(m.python.index_url)).rstrip("/"), cache, offline)
-        reports.append(check_release(m, index, mirror=mirror, resolve_set=resolve_set, trees=trees))
+        reports.append(check_release(m, index, mirror=mirror, resolve_set=resolve_set, trees=trees,
+                                     resolved=resolved))
     return reports
 
 
@@ -512,15 +603,20 @@ def sync_jenkinsfile(directory: Path | None = None, jenkinsfile: Path = JENKINSF
     directory = directory or releases_dir()
     if not jenkinsfile.is_file() or directory.resolve() != (jenkinsfile.parent / "releases").resolve():
         return False  # releases kept elsewhere (GRACECTL_RELEASES_DIR) are not this Jenkinsfile's
-    names = ordered_releases(release_names(directory))
     text = jenkinsfile.read_text()
-    jenkins_release_choices(text)
-    new = _CHOICE_LINE.sub(lambda m: m.group(1) + "[" + ", ".join(f"'{n}'" for n in names) + "]", text)
+    new = with_release_choices(text, release_names(directory))
     if new != text:
         partial = jenkinsfile.with_name(jenkinsfile.name + ".partial")
         partial.write_text(new)
         partial.replace(jenkinsfile)
     return new != text
+
+
+def with_release_choices(text: str, names: list[str]) -> str:
+    """The Jenkinsfile's text with its RELEASE choices set to `names` (newest first, each tfa before its fallback)."""
+    jenkins_release_choices(text)
+    listed = ", ".join(f"'{n}'" for n in ordered_releases(names))
+    return _CHOICE_LINE.sub(lambda m: m.group(1) + "[" + listed + "]", text)
 
 
 def ordered_releases(names: list[str]) -> list[str]:

@@ -100,8 +100,18 @@ abstract class JenkinsDsl extends Script {
 
     def parameters(Closure body) { body() }
     def choice(Map m) { parameterDefs << [type: 'choice', name: m.name, choices: m.choices, default: m.choices[0]] }
-    def string(Map m) { parameterDefs << [type: 'string', name: m.name, default: m.defaultValue] }
-    def booleanParam(Map m) { parameterDefs << [type: 'boolean', name: m.name, default: m.defaultValue] }
+    // In parameters {} these define a parameter; with `value:` (a `build` step's parameters) they are one.
+    def string(Map m) {
+        if (m.containsKey('value')) return [type: 'string', name: m.name, value: m.value?.toString()]
+        parameterDefs << [type: 'string', name: m.name, default: m.defaultValue]
+    }
+    def booleanParam(Map m) {
+        if (m.containsKey('value')) return [type: 'boolean', name: m.name, value: m.value]
+        parameterDefs << [type: 'boolean', name: m.name, default: m.defaultValue]
+    }
+
+    def triggers(Closure body) { body() }
+    def cron(String spec) { options.cron = spec }
 
     def options(Closure body) {
         if (collecting.last().is(pipelineSpec)) body()
@@ -211,6 +221,35 @@ abstract class JenkinsDsl extends Script {
         event('lock', [resource: m.resource.toString()])
         locks << m.resource.toString()
         try { body() } finally { locks.remove(locks.size() - 1) }
+    }
+
+    // An SSH key through ssh-agent: its variable holds a socket path, never the key.
+    def sshagent(Map m, Closure body) {
+        needNode('sshagent')
+        event('sshagent', [credentials: m.credentials.collect { it.toString() }])
+        envView.@overlays << [__credentials__: true, SSH_AUTH_SOCK: '/harness/ssh-agent.sock']
+        try { body() } finally { envView.@overlays.remove(envView.@overlays.size() - 1) }
+    }
+
+    def readJSON(Map m) { new JsonSlurper().parseText(readFile(m.file).toString()) }
+    def sleep(Map m) { event('sleep', [args: m]) }
+
+    // Another job: the first `build` of a job named in scenario.missing_jobs fails (not made yet), as Jenkins does.
+    def build(Map m) {
+        def job = m.job.toString()
+        def missing = (scenario.missing_jobs ?: []) as List
+        event('build', [job: job, wait: m.wait, parameters: (m.parameters ?: []).collect { it }])
+        if (missing.contains(job) && !attempted.contains(job)) {
+            attempted << job
+            throw new StepFailure("No item named ${job} found")
+        }
+    }
+    Set<String> attempted = [] as Set
+
+    def retry(int count, Closure body) {
+        for (int i = 1; ; i++) {
+            try { return body() } catch (StepFailure e) { if (i >= count) throw e }
+        }
     }
 
     def input(Map m) { event('input', [message: m.message.toString(), ok: m.ok]) }
@@ -357,7 +396,8 @@ def config = new CompilerConfiguration()
 config.scriptBaseClass = JenkinsDsl.name
 def shell = new GroovyShell(this.class.classLoader, new Binding(), config)
 def results = scenarios.collect { scenario ->
-    JenkinsDsl script = (JenkinsDsl) shell.parse(jenkinsfile)
+    // A class name of its own: the file name (release-watch.Jenkinsfile) is no Java name.
+    JenkinsDsl script = (JenkinsDsl) shell.parse(jenkinsfile.text, "Jenkinsfile_" + jenkinsfile.name.replaceAll(/\W/, "_"))
     def env = new EnvView(global: [BUILD_NUMBER: '42', BUILD_TAG: 'jenkins-gracectl-42', JOB_NAME: 'gracectl',
                                    PATH: '/usr/bin:/bin'])
     script.start(env)

@@ -46,3 +46,18 @@ def test_usage_errors_are_one_line_exit_2(argv, words):
     r = subprocess.run([sys.executable, "-m", "gracectl", *argv], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and words in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[" ".join(p) for p in PATHS])
+def test_help_keeps_every_bracketed_word(path):
+    """Rich markup takes `[provenance]` in a help text for a style tag and prints nothing (it once turned
+    `release new --help` into "kept in )"): every [word] a help text names is on the screen."""
+    import re
+
+    cmd = GROUP
+    for name in path:
+        cmd = cmd.get_command(typer.Context(cmd), name)
+    words = {w for p in cmd.params for w in re.findall(r"\[[A-Za-z_.]+\]", (getattr(p, "help", "") or "")
+                                                      .replace("\\[", "["))}
+    shown = CliRunner().invoke(app, [*path, "--help"], terminal_width=300).output
+    assert not [w for w in words if w not in shown], shown

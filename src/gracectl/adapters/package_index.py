@@ -30,9 +30,10 @@ from email.message import Message
 from pathlib import Path
 
 from packaging.utils import canonicalize_name as normalize  # PEP 503 names
+from packaging.version import InvalidVersion, Version
 
 from gracectl.adapters import proc
-from gracectl.errors import CommandFailedError, UpstreamError
+from gracectl.errors import CommandFailedError, IndexUnreachableError, UpstreamError
 
 JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
 # What `release new/check` read of an sdist: the build files, and vLLM's Python source (the triton_kernels
@@ -92,10 +93,10 @@ class PackageIndex:
         except urllib.error.HTTPError as exc:
             raise UpstreamError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise UpstreamError(f"{shown} cannot be reached ({getattr(exc, 'reason', exc)}): check --index-url, or "
+            raise IndexUnreachableError(f"{shown} cannot be reached ({getattr(exc, 'reason', exc)}): check --index-url, or "
                                 "use --offline with a filled cache") from None
 
-    def _cached(self, key: str, fetch, valid=lambda data: True) -> bytes:
+    def _cached(self, key: str, fetch, valid=lambda data: True, fresh: bool = False) -> bytes:
         path = self.cache / "index" / key
         if path.is_file() and (self.offline or not key.endswith(".json")):
             return path.read_bytes()
@@ -104,7 +105,7 @@ class PackageIndex:
             if not valid(data):  # never cache what cannot be read (an HTML error page for a JSON one)
                 raise UpstreamError(f"{without_userinfo(self.url)}: {key.rsplit('/', 1)[-1]} is not what was asked for")
         except UpstreamError:
-            if path.is_file():  # an index page: the cached one beats none when the index is down
+            if path.is_file() and not fresh:  # an index page: the cached one beats none when the index is down
                 return path.read_bytes()
             raise
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,25 +114,29 @@ class PackageIndex:
         tmp.replace(path)
         return data
 
-    def project(self, name: str) -> dict:
-        """The index's JSON page of a project: {"files": [...], "versions": [...]}."""
+    def project(self, name: str, fresh: bool = False) -> dict:
+        """The index's JSON page of a project: {"files": [...], "versions": [...]}; `fresh`: never the cached page
+        instead (what the index serves now, or an error)."""
         key = f"{self._host()}/{normalize(name)}.json"
         data = self._cached(key, lambda: self._get(f"{self.url.rstrip('/')}/{normalize(name)}/", JSON_SIMPLE, 60),
-                            valid=lambda data: _page(data) is not None)
+                            valid=lambda data: _page(data) is not None, fresh=fresh and not self.offline)
         page = _page(data)
         if page is None:
             raise UpstreamError(f"{without_userinfo(self.url)}: the page of {name} is not PEP 691 JSON (an index "
                                 "that serves only HTML pages? the site's mirror must speak PEP 691)")
         return page
 
-    def versions(self, name: str) -> list[str]:
-        page = self.project(name)
+    def versions(self, name: str, fresh: bool = False) -> list[str]:
+        """Every version the index lists, oldest first as versions compare (0.9.2 before 0.10.0), never as
+        strings; a name that is no version (an odd upload) is left out."""
+        page = self.project(name, fresh)
         if page.get("versions"):
-            return list(page["versions"])
-        # An index without PEP 700's list: the versions of its sdists.
-        prefix = f"{name}-"
-        return sorted({f["filename"][len(prefix):-len(".tar.gz")] for f in page["files"]
-                       if f["filename"].startswith(prefix) and f["filename"].endswith(".tar.gz")})
+            found = set(page["versions"])
+        else:  # an index without PEP 700's list: the versions of its sdists
+            prefix = f"{name}-"
+            found = {f["filename"][len(prefix):-len(".tar.gz")] for f in page["files"]
+                     if f["filename"].startswith(prefix) and f["filename"].endswith(".tar.gz")}
+        return sorted((v for v in found if _version(v)), key=_version)
 
     def _host(self) -> str:
         return cache_key(without_userinfo(self.url).split("://", 1)[-1]).strip("_")
@@ -302,6 +307,13 @@ class _HttpRangeFile(io.RawIOBase):
             raise OSError(f"range {self.pos}-{end - 1} cut short ({exc})") from None
         self.pos += len(data)
         return data
+
+
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
 
 
 def _page(data: bytes) -> dict | None:
