@@ -197,6 +197,11 @@ class Bases(_Strict):
     runtime: BaseImage
 
 
+def has_blackwell(arch_list: str) -> bool:
+    """Does a TORCH_CUDA_ARCH_LIST build for Blackwell (10.x, 11.x, 12.x)? Some kernels and headers serve only it."""
+    return any(a.split(".")[0] in ("10", "11", "12") for a in arch_list.replace("+PTX", "").split())
+
+
 class BuildSettings(_Strict):
     # vLLM's GH200 recipe: setup.py runs ninja -j(max_jobs / nvcc_threads) with nvcc_threads threads each, so
     # 66 / 2 = 33 compile jobs x 2 threads = 66 of Grace's 72 cores (CLAWMINE.md has the arithmetic).

@@ -14,7 +14,7 @@ from gracectl.adapters import docker, proc
 from gracectl.driver_floor import min_driver
 from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
 from gracectl.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
-                               load_release)
+                               has_blackwell, load_release)
 from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
 from gracectl.plan_extras import extras_plan
 
@@ -165,11 +165,6 @@ class Plan:
         }
 
 
-def has_blackwell(arch_list: str) -> bool:
-    """Does the arch list build for Blackwell (10.x, 11.x, 12.x)? FlashInfer's TRTLLM MoE headers serve only it."""
-    return any(a.split(".")[0] in ("10", "11", "12") for a in arch_list.replace("+PTX", "").split())
-
-
 def detect_builder() -> str:
     """`buildx` when the docker client has the buildx plugin, else plain `docker build` with BuildKit."""
     return "buildx" if docker.has_buildx() else "docker"
@@ -298,6 +293,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "NCCL_APT_SUFFIX": m.recipe.nccl_apt_suffix if mirror.package("libnccl-dev") else "",
         "NCCL_PACKAGE": f"nvidia-nccl-cu{m.cuda.version.split('.')[0]}=={m.recipe.nccl_version}"
         if m.recipe.nccl_version else "",
+        # FlashInfer's TRTLLM MoE headers serve Blackwell alone.
         "FLASHINFER_PREFETCH": "1" if m.recipe.flashinfer_prefetch and has_blackwell(m.build.cuda_arch_list) else "",
         # [runtime_extras]: what vLLM's own final image installs beyond vLLM's requirements (apt packages in the
         # base stage, pip requirements in the final install, DeepEP built against the image's torch, gdrcopy).

@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 
 from gracectl.adapters.package_index import PackageIndex
 from gracectl.errors import UpstreamError, UsageError
-from gracectl.manifest import Manifest
+from gracectl.manifest import Manifest, has_blackwell
 from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, extra_indexes, \
     fetch_sources, requirement_pins
 from gracectl.upstream_build import BuildStep, build_steps, recipe
@@ -197,7 +197,7 @@ def _native(name: str) -> str:
 def wheel_contents(names: list[str], arch_list: str) -> list[str]:
     """What check-wheel asks of a source build: the official wheel's native files (extensions, vllm-rs), less
     those a Hopper-only arch list does not build."""
-    blackwell = any(a.split(".")[0] in ("10", "11", "12") for a in arch_list.replace("+PTX", "").split())
+    blackwell = has_blackwell(arch_list)
     found = {_native(n) for n in names if n.startswith("vllm/") and (n.endswith(".so") or n == "vllm/vllm-rs")}
     return sorted(p for p in found if blackwell or p not in BLACKWELL_ONLY)
 

@@ -290,8 +290,9 @@ def _build_imports_line(m: Manifest, index: PackageIndex) -> Line:
     files: dict[str, bytes] = {}
     wheel = ""
     for module in imported_names(PREFETCH_SCRIPT, "flashinfer"):
-        wheel, got = index.wheel_files("flashinfer-python", version, module.replace(".", "/"), platform="any")
-        files.update(got)
+        for member in (f"{module.replace('.', '/')}.py", f"{module.replace('.', '/')}/__init__.py"):  # not the tree
+            wheel, got = index.wheel_files("flashinfer-python", version, member, platform="any")
+            files.update(got)
     missing = missing_api(PREFETCH_SCRIPT, "flashinfer", files)
     if missing:
         return Line("FAIL", "build_imports.flashinfer", f"vllm/flashinfer-prefetch.py imports {', '.join(missing)}, "

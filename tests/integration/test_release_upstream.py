@@ -291,3 +291,19 @@ def test_release_new_pins_the_base_images_by_digest_through_the_mirror(bed, mirr
     standin = gracectl(bed, "release", "new", "0.25.0", "--print", "--mirror", mirror)
     assert "pinned by tag only (digest not resolved: the mirror's" in standin.stdout
     assert 'digest = ""' in standin.stdout
+
+
+def test_the_prefetch_is_checked_against_the_real_pinned_flashinfer_wheel(index):
+    """vllm/flashinfer-prefetch.py's imports against the REAL flashinfer-python wheels (read by HTTP ranges): 0.19.0's
+    FlashInfer 0.6.6 has them; 0.25.0's 0.6.13 has no download_trtllm_headers, so a manifest that would run the
+    prefetch with that pin is refused before a build (0.25.0's own recipe does not run it)."""
+    from gracectl.manifest import load_release
+    from gracectl.release_train import _build_imports_line
+
+    assert _build_imports_line(load_release("v0.19.0-tfa"), index).status == "ok"
+    m = load_release("v0.25.0-tfa")
+    assert not m.recipe.flashinfer_prefetch and _build_imports_line(m, index).status == "ok"
+    planted = m.model_copy(update={"recipe": m.recipe.model_copy(update={"flashinfer_prefetch": True})})
+    line = _build_imports_line(planted, index)
+    assert line.status == "FAIL" and "flashinfer.jit.cubin_loader.download_trtllm_headers" in line.text
+    assert "flashinfer_python-0.6.13" in line.text
