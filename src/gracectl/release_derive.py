@@ -339,20 +339,17 @@ def derive(index: PackageIndex, version: str, choices: Choices = Choices()) -> D
     step_entries, steps_prov = steps_entries(steps)
     prov.update(steps_prov)
     wheel, names = index.wheel_names("vllm", version)
-    keys = {s.key for s in steps}
     recipe_data = {
         "build_requirements": pin("recipe.build_requirements", [rec.build_requirements[0]], rec.build_requirements[1]),
-        "use_existing_torch": pin("recipe.use_existing_torch", next(
-            (k for k in keys if k.endswith("use_existing_torch.py")), "use_existing_torch.py"),
-            "docker/Dockerfile (the file its build copies)"),
+        "use_existing_torch": pin("recipe.use_existing_torch", *rec.use_existing_torch),
         "rust_toolchain": pin("recipe.rust_toolchain", *rec.rust_toolchain),
         "protoc_version": pin("recipe.protoc_version", *rec.protoc_version),
         "rust_artifacts": pin("recipe.rust_artifacts", list(rec.rust_artifacts[0]), rec.rust_artifacts[1]),
         "wheel_contents": pin("recipe.wheel_contents", wheel_contents(names, choices.cuda_arch_list),
                               f"{wheel} file list (native files; arch list {choices.cuda_arch_list})"),
         "reinstall": pin("recipe.reinstall", list(rec.reinstall[0]), rec.reinstall[1]),
-        "nccl_apt_suffix": pin("recipe.nccl_apt_suffix", f"+cuda{cuda}" if "nccl:apt-pin" in keys else "",
-                               next((s.origin for s in steps if s.key == "nccl:apt-pin"), "")),
+        "nccl_apt_suffix": pin("recipe.nccl_apt_suffix", f"+cuda{cuda}" if rec.nccl_apt_pinned[0] else "",
+                               rec.nccl_apt_pinned[1]),
         "nccl_version": pin("recipe.nccl_version", *rec.nccl_version),
         "flashinfer_prefetch": pin("recipe.flashinfer_prefetch", *rec.flashinfer_prefetch),
     }

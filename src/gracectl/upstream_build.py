@@ -17,7 +17,8 @@ from pathlib import Path
 from gracectl.adapters.package_index import SDIST_MEMBERS
 from gracectl.errors import UpstreamError
 from gracectl.upstream import docker_args
-from gracectl.upstream_final_stage import FINAL_TARGET, _assignments, _instructions, _live_ranges, read_dockerfile
+from gracectl.upstream_final_stage import FINAL_TARGET, _assignments, _instructions, _live_ranges, read_dockerfile, \
+    script_default
 
 RUST_TOOLCHAIN_FILE = "rust-toolchain.toml"
 PROTOC_SCRIPT = "tools/install_protoc.sh"
@@ -119,23 +120,14 @@ class Recipe:
     """The values this image's build takes from upstream's build (the manifest's [recipe])."""
 
     build_requirements: tuple[str, str]  # (file, origin): what the wheel build installs
+    use_existing_torch: tuple[str, str]  # the script that strips the torch pins (moved to tools/ in 0.34)
     rust_toolchain: tuple[str, str]  # (channel, origin); "" when the release has no Rust build
     protoc_version: tuple[str, str]
     rust_artifacts: tuple[tuple[str, ...], str]  # what the Rust stage hands the wheel build (globs)
     reinstall: tuple[tuple[str, ...], str]  # packages force-reinstalled after the one transaction
     nccl_version: tuple[str, str]  # NCCL_VERSION of docker/versions.json ("" before 0.27)
+    nccl_apt_pinned: tuple[bool, str]  # are libnccl2/libnccl-dev pinned to the +cuda<major.minor> build
     flashinfer_prefetch: tuple[bool, str]  # does its final image fetch FlashInfer's TRTLLM headers at build time
-
-
-def _script_default(sdist: Path, script: str, name: str) -> tuple[str, str]:
-    path = sdist / script
-    if not path.is_file():
-        return "", ""
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        m = re.match(rf'^\s*{name}="?\$\{{\w+:-"?([^"}}]+)"?\}}', line)
-        if m:
-            return m.group(1), f"{script}:{n}"
-    return "", ""
 
 
 def recipe(sdist: Path, steps: list[BuildStep]) -> Recipe:
@@ -152,7 +144,9 @@ def recipe(sdist: Path, steps: list[BuildStep]) -> Recipe:
         if not m:
             raise UpstreamError(f"{RUST_TOOLCHAIN_FILE} names no channel")
         toolchain = (m.group(1), f"{RUST_TOOLCHAIN_FILE}:{text.count(chr(10), 0, m.start()) + 1}")
-    protoc = _script_default(sdist, PROTOC_SCRIPT, "VERSION") if PROTOC_SCRIPT in keys else ("", "")
+    protoc = script_default(sdist, PROTOC_SCRIPT, "VERSION") if PROTOC_SCRIPT in keys else ("", "")
+    torch_script = next((s for s in steps if s.key.endswith("use_existing_torch.py")), None)
+    nccl_pin = keys.get("nccl:apt-pin")
     dockerfile = (sdist / "docker" / "Dockerfile").read_text()
     artifacts = re.findall(r"(?m)^COPY\s+--from=rust-build\s+/\S+?/(vllm/\S+)\s", dockerfile)
     rust_at = next((f"docker/Dockerfile:{n}" for n, line in enumerate(dockerfile.splitlines(), 1)
@@ -161,9 +155,13 @@ def recipe(sdist: Path, steps: list[BuildStep]) -> Recipe:
     reinstall_at = next((s.origin for s in steps if s.key.startswith("reinstall:")), "")
     nccl = docker_args(sdist).get("NCCL_VERSION")
     prefetch_at = dockerfile.find("download_trtllm_headers")
-    return Recipe(build_requirements=(build_req.key, build_req.origin), rust_toolchain=toolchain,
+    return Recipe(build_requirements=(build_req.key, build_req.origin),
+                  use_existing_torch=(torch_script.key, torch_script.origin) if torch_script
+                  else ("use_existing_torch.py", "docker/Dockerfile copies none: the name vLLM's tree has had"),
+                  rust_toolchain=toolchain,
                   protoc_version=protoc, rust_artifacts=(tuple(dict.fromkeys(artifacts)), rust_at),
                   reinstall=(reinstall, reinstall_at),
                   nccl_version=(nccl.value, nccl.origin) if nccl else ("", ""),
+                  nccl_apt_pinned=(bool(nccl_pin), nccl_pin.origin if nccl_pin else ""),
                   flashinfer_prefetch=(prefetch_at >= 0, f"docker/Dockerfile:{dockerfile.count(chr(10), 0, prefetch_at) + 1}"
                                        if prefetch_at >= 0 else "docker/Dockerfile fetches no TRTLLM headers"))

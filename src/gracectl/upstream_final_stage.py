@@ -252,7 +252,7 @@ def final_stage_installs(sdist: Path) -> list[FinalInstall]:
     return list(found.values())  # in the Dockerfile's order
 
 
-def _script_default(sdist: Path, script: str, name: str) -> tuple[str, str]:
+def script_default(sdist: Path, script: str, name: str) -> tuple[str, str]:
     """(default, file:line) of `NAME=${NAME:-"default"}` in one of the release's tools/ scripts."""
     path = sdist / script
     if not path.is_file():
@@ -270,10 +270,10 @@ def _deepep_details(sdist: Path, text: str, values: dict[str, str]) -> tuple[tup
     ref = values.get("DEEPEP_COMMIT_HASH", "")
     ref_at = f"docker/Dockerfile:{_line_of(text, 'ARG DEEPEP_COMMIT_HASH=')}"
     if not ref:
-        ref, ref_at = _script_default(sdist, EP_KERNELS_SCRIPT, "DEEPEP_COMMIT_HASH")
+        ref, ref_at = script_default(sdist, EP_KERNELS_SCRIPT, "DEEPEP_COMMIT_HASH")
     nvshmem, nvshmem_at = values.get("NVSHMEM_VER", ""), f"docker/Dockerfile:{_line_of(text, 'ARG NVSHMEM_VER')}"
     if not nvshmem:
-        nvshmem, nvshmem_at = _script_default(sdist, EP_KERNELS_SCRIPT, "NVSHMEM_VER")
+        nvshmem, nvshmem_at = script_default(sdist, EP_KERNELS_SCRIPT, "NVSHMEM_VER")
     script = (sdist / EP_KERNELS_SCRIPT).read_text()
     repo = re.search(r'"(https://github\.com/[^"\s]+/DeepEP)(?:\.git)?"', script)
     if not repo:
@@ -292,7 +292,7 @@ GDRCOPY_URL = ("https://developer.download.nvidia.com/compute/redist/gdrcopy/CUD
 
 def _gdrcopy_details(sdist: Path, values: dict[str, str], origin: str) -> tuple[tuple[str, str, str], ...]:
     """The libgdrapi .deb tools/install_gdrcopy.sh downloads for the image's arch (its version, its URL)."""
-    version, at = _script_default(sdist, GDRCOPY_SCRIPT, "GDRCOPY_PKG_VER")
+    version, at = script_default(sdist, GDRCOPY_SCRIPT, "GDRCOPY_PKG_VER")
     os_ver, cuda = values.get("GDRCOPY_OS_VERSION", ""), values.get("GDRCOPY_CUDA_VERSION", "")
     if not os_ver or not cuda:
         raise UpstreamError("docker/Dockerfile installs gdrcopy without GDRCOPY_OS_VERSION / GDRCOPY_CUDA_VERSION")
