@@ -15,8 +15,10 @@ from gracectl import interrupts  # noqa: E402
 
 def run() -> None:
     try:
-        interrupts.install(_early)
+        # the CLI's imports (~0.5 s) run while signals are only noted: one raised inside an import can come out as
+        # another error (Python 3.11 rewraps it as RuntimeError inside a class's __set_name__); install() raises it
         from gracectl.cli import run as run_command
+        interrupts.install(_early)
     except interrupts.Interrupted as exc:
         print(f"error: {exc} while starting: nothing was done", file=sys.stderr)
         interrupts.said()

@@ -57,6 +57,13 @@ def run(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # usage errors (unknown option, missing argument) in non-standalone mode
         print(f"error: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # an Interrupted the interpreter or a library rewrapped (raised inside __set_name__)
+        cause = interrupts.within(exc)
+        if cause is None:
+            raise
+        print(f"error: {printable(str(cause))}", file=sys.stderr)
+        interrupts.said()
+        return cause.exit_code
     return rc if isinstance(rc, int) else 0
 
 

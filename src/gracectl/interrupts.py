@@ -39,6 +39,17 @@ def _raise(signum: int) -> None:
     raise Interrupted(*SIGNALS[signum])
 
 
+def within(exc: BaseException) -> Interrupted | None:
+    """The Interrupted an exception carries as its cause or context (one rewrapped on its way up), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def said() -> None:
     """The raised interrupt has been reported (an error line, or a warning with the outcome)."""
     _unsaid.clear()
