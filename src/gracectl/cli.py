@@ -34,6 +34,44 @@ app.add_typer(ci.app, name="ci")
 app.add_typer(doctor.app)
 
 
+# What an interrupt leaves, said as the last words of its line where the command did not say it itself (a tag
+# write, a push and a lock's claim say theirs). Release tags move only inside promote/rollback's write, which
+# reports its own outcome, so "no release tag was moved" holds for every other instant. One entry per command:
+# tests/unit/test_cli.py holds that a new command gets its own.
+NOTHING = "nothing was changed"
+NO_TAG = "no release tag was moved"
+INTERRUPT_LEAVES = {
+    **dict.fromkeys(["releases", "plan", "lint", "history", "records", "verify", "report", "doctor", "release check",
+                     "ci stages", "ci archive", "testbed status"], NOTHING),
+    **dict.fromkeys(["build", "smoke", "bench", "publish", "promote", "rollback", "sign", "ci plan", "ci build",
+                     "ci smoke", "ci push", "ci promote", "ci rollback", "ci cleanup"],
+                    NO_TAG + " (a record or image is written whole or not at all)"),
+    "rehearse": "the stages the lines above passed stand (the test bed's tags they moved included)",
+    "release new": "the manifests are written whole or not at all (`git status releases/` says which)",
+    "release watch": "what the lines above said done stands; run it again for the rest",
+    "keygen": f"{NO_TAG}; a half-written key pair may be left: remove it before keygen again",
+    "unlock": f"{NO_TAG}; `gracectl history TAG` says whether the lock was released",
+    **dict.fromkeys(["testbed up", "testbed down"], f"{NO_TAG}; the test bed may be partly changed: run it again"),
+}
+
+
+def interrupt_outcome(argv: list[str]) -> str:
+    """The outcome an interrupt of the command `argv` names leaves; before a command was chosen, nothing."""
+    return INTERRUPT_LEAVES.get(command_path(argv), NOTHING)
+
+
+def command_path(argv: list[str]) -> str:
+    """"ci build" for ["ci", "build", "--x"]: the words of argv that name a command or a command group."""
+    group, words = typer.main.get_command(app), []
+    for word in argv:
+        sub = getattr(group, "commands", {}).get(word)
+        if sub is None:
+            break
+        words.append(word)
+        group = sub
+    return " ".join(words)
+
+
 def run(argv: list[str] | None = None) -> int:
     """One command, its failure said in one line; returns the exit code. The handlers stay in: the entry point
     (gracectl.__main__) ends the process with interrupts.finish, which reports a signal that came late."""
@@ -44,7 +82,9 @@ def run(argv: list[str] | None = None) -> int:
             rc = app(args=argv, standalone_mode=False)
         finally:
             interrupts.hold()  # the outcome is decided: a signal from here on is a late warning, never a new error
-    except (GraceError, Interrupted) as exc:
+    except Interrupted as exc:
+        return _say_interrupted(exc, sys.argv[1:] if argv is None else argv)
+    except GraceError as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)  # a name read from a registry never drives the tty
         interrupts.said()
         return exc.exit_code
@@ -52,7 +92,7 @@ def run(argv: list[str] | None = None) -> int:
         print("error: aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # SIGINT is gracectl's; this is a KeyboardInterrupt raised by a library itself
-        print("error: interrupted", file=sys.stderr)
+        print(f"error: interrupted; {interrupt_outcome(sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
         return 130
     except typer.TyperException as exc:  # usage errors (unknown option, missing argument) in non-standalone mode
         print(f"error: {exc.format_message()}", file=sys.stderr)
@@ -61,10 +101,15 @@ def run(argv: list[str] | None = None) -> int:
         cause = interrupts.within(exc)
         if cause is None:
             raise
-        print(f"error: {printable(str(cause))}", file=sys.stderr)
-        interrupts.said()
-        return cause.exit_code
+        return _say_interrupted(cause, sys.argv[1:] if argv is None else argv)
     return rc if isinstance(rc, int) else 0
+
+
+def _say_interrupted(exc: Interrupted, argv: list[str]) -> int:
+    said = str(exc) if exc.outcome_said else f"{exc}; {interrupt_outcome(argv)}"
+    print(f"error: {printable(said)}", file=sys.stderr)
+    interrupts.said()
+    return exc.exit_code
 
 
 def main(argv: list[str] | None = None) -> None:

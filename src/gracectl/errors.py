@@ -98,9 +98,10 @@ class Interrupted(BaseException):
 
     exit_code = 130
 
-    def __init__(self, message: str, exit_code: int = 130):
+    def __init__(self, message: str, exit_code: int = 130, *, outcome_said: bool = False):
         super().__init__(message)
         self.exit_code = exit_code
+        self.outcome_said = outcome_said  # the message already ends with what was changed (else the CLI adds it)
 
 
 class TestbedError(GraceError):

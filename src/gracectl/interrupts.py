@@ -24,7 +24,7 @@ from gracectl.errors import Interrupted
 SIGNALS = {signal.SIGINT: ("interrupted (SIGINT)", 130), signal.SIGTERM: ("terminated (SIGTERM)", 143),
            signal.SIGHUP: ("hung up (SIGHUP)", 129)}
 _depth = 0
-_held = 0  # how much of _depth is hold()s: ended by resume() (or by restore() at the CLI's end)
+_held = 0  # how much of _depth is hold()s: ended with their operation() (or by restore() at the CLI's end)
 _noted: list[int] = []
 _unsaid: list[int] = []  # the raised interrupt until its report is written (said()): where a library swallowed
 # it (raised inside a __del__ or a garbage-collection callback: "Exception ignored"), finish() still says it
@@ -116,18 +116,24 @@ def hold() -> None:
         _held += 1
 
 
-def resume() -> None:
-    """Before the next operation of a run of several in one process (the rehearsal's stages): the holds of the
-    operations before end, and a signal noted meanwhile is raised now, before new work starts."""
+@contextlib.contextmanager
+def operation():
+    """One operation of a run of several in one process (the rehearsal's stages). A signal noted before it (while
+    the one before reported its outcome) is raised at its start, before new work; the holds it makes end with it,
+    so every hold() is undone by construction. Unwinding an interrupt keeps them: a second signal never cuts
+    the clean-up short."""
     global _depth, _held
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    _depth -= _held
-    _held = 0
-    if _noted:
+    if _noted and not _depth:  # nothing deferred or held around us: the noted signal stops the run here
         signum = _noted[0]
         _noted.clear()
         _raise(signum)
+    held = _held
+    yield
+    _depth -= _held - held
+    _held = held
 
 
 def take() -> Interrupted | None:

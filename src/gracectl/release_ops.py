@@ -174,9 +174,7 @@ def _after_failed_write(registry: Registry, repository: str, tag: str, entry: En
     if signal is None:
         exc.args = (outcome,)
         raise exc
-    interrupted = Interrupted(outcome, signal.exit_code)
-    interrupted.outcome_said = True
-    raise interrupted from None
+    raise Interrupted(outcome, signal.exit_code, outcome_said=True) from None
 
 
 @contextlib.contextmanager
@@ -185,9 +183,10 @@ def _nothing_moved_if_interrupted(tag: str) -> Iterator[None]:
     try:
         yield
     except Interrupted as exc:
-        if getattr(exc, "outcome_said", False):
+        if exc.outcome_said:
             raise
-        raise Interrupted(f"{exc}; {tag} was NOT moved (nothing was changed)", exc.exit_code) from None
+        raise Interrupted(f"{exc}; {tag} was NOT moved (nothing was changed)", exc.exit_code,
+                          outcome_said=True) from None
 
 
 # -- checks ---------------------------------------------------------------------------------------------

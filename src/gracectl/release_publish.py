@@ -121,7 +121,7 @@ def _push(registry: Registry, ref: ImageRef, image_id: str, push) -> str:
                                       "push that happened is found and kept)") from None
         if not pushed:
             raise Interrupted(f"{exc}; {ref} was NOT pushed (the tag does not hold it; nothing was tagged)",
-                              exc.exit_code) from None
+                              exc.exit_code, outcome_said=True) from None
         print(f"warning: {exc}; but {ref} reads back with this image: it was pushed ({short(found.digest)}), "
               "its records follow", file=sys.stderr)
         interrupts.said()

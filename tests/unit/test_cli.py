@@ -61,3 +61,44 @@ def test_help_keeps_every_bracketed_word(path):
                                                       .replace("\\[", "["))}
     shown = CliRunner().invoke(app, [*path, "--help"], terminal_width=300).output
     assert not [w for w in words if w not in shown], shown
+
+
+LEAVES = [p for p in PATHS if not hasattr(GROUP.get_command(typer.Context(GROUP), p[0]), "list_commands")
+          or len(p) > 1]
+
+
+def test_every_command_says_what_an_interrupt_leaves():
+    """The interrupt line always ends with the outcome: a new command must state its own (cli.INTERRUPT_LEAVES)."""
+    from gracectl.cli import INTERRUPT_LEAVES
+
+    assert {" ".join(p) for p in LEAVES} == set(INTERRUPT_LEAVES)
+
+
+@pytest.mark.parametrize("argv, ends", [(["plan", "v0.19.0-tfa"], "; nothing was changed"),
+                                        (["ci", "build"], "; no release tag was moved (a record or image is written whole or not at all)"),
+                                        (["rehearse"], "(the test bed's tags they moved included)")])
+def test_an_interrupt_inside_a_command_ends_its_line_with_the_outcome(monkeypatch, capsys, argv, ends):
+    """Interrupted raised where the command is (as gracectl.interrupts raises it), plainly and rewrapped the way
+    Python 3.11 rewraps an exception raised inside a class's __set_name__."""
+    from gracectl import cli, interrupts
+    from gracectl.errors import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted("interrupted (SIGINT)", 130)
+
+    def rewrapped(*args, **kwargs):
+        try:
+            interrupted()
+        except Interrupted as exc:
+            raise RuntimeError("Error calling __set_name__") from exc
+
+    for raiser in (interrupted, rewrapped):
+        monkeypatch.setattr(typer.Typer, "__call__", lambda *a, **k: raiser())
+        previous = interrupts.install()
+        try:
+            assert cli.run(argv) == 130
+        finally:
+            interrupts.restore(previous)  # run() holds at its end: the next test's signals must raise again
+        line = capsys.readouterr().err
+        assert line.startswith("error: interrupted (SIGINT); ") and line.rstrip().endswith(ends), line
+        assert line.count("\n") == 1

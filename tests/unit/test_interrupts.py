@@ -46,20 +46,52 @@ def test_inside_a_deferred_block_a_signal_is_noted_then_taken_once(installed):
 
 
 def test_after_an_operation_held_its_outcome_the_next_one_is_interruptible_again(installed):
-    """The rehearsal runs several promotions in one process: a signal noted while one finished stops the run at
-    the next step (resume), and after it signals raise again."""
-    interrupts.hold()  # a promotion moved its tag
-    os.kill(os.getpid(), signal.SIGTERM)
-    for _ in range(1000):
-        pass  # noted, not raised: the outcome is being reported
+    """The rehearsal runs several promotions in one process, each in an operation(): a signal noted while one
+    reported its outcome stops the run at the next one's start, and the holds end with their operation."""
+    with interrupts.operation():
+        interrupts.hold()  # a promotion moved its tag
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass  # noted, not raised: the outcome is being reported
     with pytest.raises(Interrupted) as caught:
-        interrupts.resume()
+        with interrupts.operation():
+            pytest.fail("the next operation started although a signal was noted")
     assert caught.value.exit_code == 143
-    interrupts.resume()  # nothing noted: goes on
+
+
+def test_holds_end_with_their_operation_so_the_next_signal_raises(installed):
+    with interrupts.operation():
+        interrupts.hold()
+        interrupts.hold()
+    with interrupts.operation():
+        pass  # nothing noted: goes on
     with pytest.raises(Interrupted):
         os.kill(os.getpid(), signal.SIGINT)
         for _ in range(1000):
             pass
+
+
+def test_an_interrupt_unwinding_an_operation_keeps_signals_noted(installed):
+    """Unwinding keeps the hold the raise made: a second signal never cuts the clean-up outside short."""
+    with pytest.raises(Interrupted):
+        with interrupts.operation():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):
+        pass  # noted, not raised
+    assert interrupts.take().exit_code == 130
+
+
+def test_an_operation_inside_a_held_outcome_never_raises_a_noted_signal(installed):
+    interrupts.hold()  # the outcome is decided (the CLI's end)
+    os.kill(os.getpid(), signal.SIGHUP)
+    for _ in range(1000):
+        pass
+    with interrupts.operation():
+        pass
+    assert interrupts.take().exit_code == 129
 
 
 def test_one_signal_is_raised_and_the_next_ones_are_noted_while_it_unwinds(installed):

@@ -222,10 +222,10 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
             on_row(row)
 
     def check(label: str, what: str, fn) -> None:
-        interrupts.resume()
         start = time.monotonic()
         try:
-            found = fn()
+            with interrupts.operation():
+                found = fn()
         except GraceError as exc:
             add(Row(label, what, time.monotonic() - start, "FAILED", str(exc)))
             raise RehearsalFailed(f"rehearsal failed at {label} / {what}: {exc}", rows, exc.exit_code) from None
@@ -247,10 +247,11 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
         wd = workdir / label.split(" (")[0].replace(" ", "-")
         access = dataclasses.replace(params.registry_access(), trust_key=trust_key)
         for stage in pipeline.stages_for(params):
-            interrupts.resume()  # a signal noted while the stage before finished its promotion stops the run here
             start = time.monotonic()
             try:
-                record = pipeline.run_stage(stage.name, params, wd, access, site_key)
+                # a signal noted while the stage before reported its promotion stops the run here
+                with interrupts.operation():
+                    record = pipeline.run_stage(stage.name, params, wd, access, site_key)
             except GraceError as exc:
                 add(Row(label, stage.name, time.monotonic() - start, "FAILED", str(exc)))
                 raise RehearsalFailed(f"rehearsal failed at {label} / {stage.name}: {exc}", rows,
