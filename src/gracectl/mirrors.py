@@ -27,6 +27,9 @@ git.internal) and the local test bed (everything on 127.0.0.1). A mirror file is
     [packages]                                   # apt package -> the mirror's name; "" = not installed
     "cuda-nvcc-12-9" = ""                        # (a STAND-IN site: `standin_reason` says why)
     standin_reason = "..."                       # (top-level key) shown by the plan for every dropped input
+    apt_sources = ["deb https://apt.internal/nvidia/cuda/ubuntu2404/sbsa /"]  # (top-level) NVIDIA's CUDA
+                                                 # repository as the site mirrors it, for the CUDA packages and
+                                                 # NCCL's pin (not left in the image)
 
     sources_index = "http://127.0.0.1:5090/index" # where `release check` reads a release's sources (sdist, wheel
                                                  # metadata) when [indexes] maps the build's index to a STAND-IN
@@ -76,6 +79,10 @@ class Mirror(BaseModel):
     git_url_rewrite: dict[str, str] = {}
     downloads: dict[str, str] = {}
     packages: dict[str, str] = {}
+    # apt sources lines ("deb [opts] URL SUITE [COMPONENT...]") the base stage adds for its CUDA packages: a site's
+    # mirror of NVIDIA's CUDA repository; `apt_sources_reason` names a STAND-IN one (the test bed's) in the plan.
+    apt_sources: list[Annotated[str, Field(pattern=r"^deb [^;\n]+$")]] = []
+    apt_sources_reason: str = ""
     python_packages: dict[str, str] = {}
     standin_reason: str = ""
     versions: dict[str, str] = {}

@@ -244,6 +244,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "TORCHAUDIO_VERSION": torch_pins["torchaudio"],
         "CUDA_VERSION": m.cuda.version,
         "CUDA_RUNTIME_PACKAGES": " ".join(p for p in cuda_packages if p),
+        "APT_SOURCES": ";".join(mirror.apt_sources),
         # An override of flashinfer-python (the release's pin is not on the index) moves its JIT cache with it:
         # FlashInfer refuses a JIT cache of another version than the library.
         "FLASHINFER_VERSION": m.overridden("flashinfer-python") or m.flashinfer.version,
@@ -289,7 +290,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "RUST_ARTIFACTS": " ".join(m.recipe.rust_artifacts),
         "WHEEL_CONTENTS": " ".join(m.recipe.wheel_contents) if mirror.vllm_native else "",
         "REINSTALL_AFTER": " ".join(m.recipe.reinstall),
-        # Only where the mirror's apt sources carry NCCL (the test bed's Debian bases do not: STAND-IN).
+        # Only where the mirror's apt sources carry NCCL (a mirror without NVIDIA's repository maps it to "").
         "NCCL_APT_SUFFIX": m.recipe.nccl_apt_suffix if mirror.package("libnccl-dev") else "",
         "NCCL_PACKAGE": f"nvidia-nccl-cu{m.cuda.version.split('.')[0]}=={m.recipe.nccl_version}"
         if m.recipe.nccl_version else "",
@@ -363,6 +364,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
                  {**src.pinned(), "vllm": vllm_src}.items() if not s.commit and not COMMIT_RE.match(s.ref)]
     standins = [f"cuda.runtime_packages: {p} (not installed: {mirror.standin_reason})"
                 for p, mapped in zip(m.cuda.runtime_packages, cuda_packages) if not mapped]
+    if mirror.apt_sources_reason and any(cuda_packages):
+        standins.append(f"cuda.runtime_packages: from {'; '.join(mirror.apt_sources)} ({mirror.apt_sources_reason})")
     standins += [f"torch.{k}: {getattr(m.torch, k)} -> {v} ({mirror.versions_reason})"
                  for k, v in torch_pins.items() if v != getattr(m.torch, k)]
     if not build_args["FLASHINFER_CUBINS_URL"]:

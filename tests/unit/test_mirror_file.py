@@ -29,8 +29,11 @@ def test_real_stack_mirror_plans_pypi_through_the_proxy_and_names_the_standins(t
     assert args["TRITON_KERNELS_REPO"] == "git://127.0.0.1:9618/triton-lang/triton-real.git"
     standins = "\n".join(plan.standins)
     for needle in ("torch.version: 2.10.0+cu129 -> 2.10.0", "torch.torchvision", "flashinfer.cubins_url",
-                   "cuda.runtime_packages: cuda-nvcc-12-9"):
+                   "cuda.runtime_packages: from deb [trusted=yes] http://127.0.0.1:5280/nvidia-apt ./ (STAND-IN"):
         assert needle in standins
+    # the CUDA packages are installed, from the stand-in repository the build is given
+    assert "cuda-nvcc-12-9" in args["CUDA_RUNTIME_PACKAGES"].split()
+    assert args["APT_SOURCES"] == "deb [trusted=yes] http://127.0.0.1:5280/nvidia-apt ./"
 
 
 def test_standin_mirror_keeps_the_standin_index_and_cuda_pins(tmp_path):

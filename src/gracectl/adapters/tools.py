@@ -66,7 +66,8 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     *_rows(BASE, "coreutils", "sleep"),
     *_rows(BASE, "tar", "tar"),
     *_rows(BASE, "apt", "apt-get"),
-    *_rows(BASE, "dpkg", "dpkg", "dpkg-query"),  # tests/unit/test_tools.py asks dpkg who owns a program
+    # tests/unit/test_tools.py asks dpkg who owns a program; the test bed builds its stand-in apt repository's .debs
+    *_rows(BASE, "dpkg", "dpkg", "dpkg-query", "dpkg-deb"),
     *_rows(AGENT, "nvidia-driver", "nvidia-smi", note="the NVIDIA driver, from NVIDIA's repository"),
     *_rows(AGENT, "nvidia-container-toolkit", "nvidia-ctk", "nvidia-container-runtime-hook",
            note="NVIDIA's apt repository; then `nvidia-ctk runtime configure --runtime=docker` and restart dockerd"),

@@ -99,6 +99,7 @@ class Testbed:
             self.start_git_daemon()
         with step("package index"):
             self.make_index()
+            self.standins.make_apt()
             self.start_index()
         with step(f"caching PyPI proxy on {st.proxy_url}"):
             self.start_proxy()

@@ -21,10 +21,12 @@ from gracectl.testbed.state import State
 
 STANDIN, REAL = "standin", "real"
 STACKS = (STANDIN, REAL)
-CUDA_STANDIN_REASON = ("STAND-IN test bed: its Debian bases have no NVIDIA CUDA apt repository, "
-                       "so the CUDA runtime packages are left out")
-REAL_STANDIN_REASON = ("STAND-IN test bed: no NVIDIA CUDA apt repository and no FlashInfer cubin repository "
-                       "can be reached from here")
+CUDA_STANDIN_REASON = ("STAND-IN test bed: GitHub, NVIDIA's redist and the stand-in index's missing projects cannot "
+                       "be reached from here")
+REAL_STANDIN_REASON = ("STAND-IN test bed: no FlashInfer cubin repository, NVIDIA redist or GitHub can be reached "
+                       "from here")
+APT_STANDIN_REASON = ("STAND-IN: the test bed's apt repository of EMPTY packages with NVIDIA's CUDA package names and "
+                      "NCCL's +cudaX.Y builds; NVIDIA's CUDA repository cannot be reached from here")
 TORCH_STANDIN_REASON = ("STAND-IN: PyPI's aarch64 torch of the same public version, a CPU build; the CUDA build "
                         "lives on the PyTorch index, which cannot be reached from here")
 TRITON_URL = "https://github.com/triton-lang/triton.git"
@@ -38,7 +40,7 @@ def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
         m = load_release(name)
         images[m.base.build.ref] = state.base_image("build-base")
         images[m.base.runtime.ref] = state.base_image("runtime-base")
-        packages.update({p: "" for p in m.cuda.runtime_packages})
+        packages.update({p: p for p in m.cuda.runtime_packages})  # from the STAND-IN apt repository
         for extra in m.runtime_extras.values():  # built and downloaded by vLLM's own image: nothing here serves them
             if extra.install and extra.repo and extra.repo not in STANDIN_REPOS:
                 repos[extra.repo] = ""  # DeepEP: GitHub, and a CUDA torch and nvcc to build it, are not here
@@ -78,7 +80,9 @@ def write_mirror(state: State, path: Path, stack: str = STANDIN) -> Path:
              'build_network = "host"  # build steps reach the mirrors on 127.0.0.1',
              f'python_version = "{PYTHON_VERSION}"  # the stand-in base images carry Debian\'s Python',
              f'standin_reason = "{reason}"',
-             "standin_images = true  # the CUDA bases are debootstrapped stand-ins: no upstream digest to pin"]
+             "standin_images = true  # the CUDA bases are debootstrapped stand-ins: no upstream digest to pin",
+             f'apt_sources = ["{state.apt_source}"]',
+             f'apt_sources_reason = "{APT_STANDIN_REASON}"']
     if versions:
         lines.append(f'versions_reason = "{TORCH_STANDIN_REASON}"')
     if stack == STANDIN:  # the stand-in index has no sdists: release checks read the real ones (PyPI, proxied)

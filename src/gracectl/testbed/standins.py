@@ -28,9 +28,10 @@ from gracectl.adapters import proc
 from gracectl.errors import GraceError, TestbedError
 from gracectl.manifest import load_release, release_names
 from gracectl.plan import DOCKERFILE, REPO_ROOT
+from gracectl.testbed.apt_standin import make_apt_repo, standin_packages
 from gracectl.testbed.base_images import PYTHON_VERSION
 from gracectl.testbed.progress import say
-from gracectl.testbed.state import State
+from gracectl.testbed.state import APT_STANDIN_DIR, State
 
 STANDINS = REPO_ROOT / "scripts" / "testbed" / "standins"
 # Upstream repository -> (path under the git daemon's base path, stand-in tree under STANDINS)
@@ -182,6 +183,13 @@ class StandIns:
                      env=GIT_ENV, echo=False)
             return commit_tree(bare, Path(tmp), f"real triton_kernels: {note}",
                                extra={"python/triton_kernels/testbed_change.txt": note + "\n"})
+
+    def make_apt(self) -> Path:
+        """The STAND-IN NVIDIA apt repository under the index (gracectl.testbed.apt_standin), for every release."""
+        manifests = [load_release(n) for n in release_names()]
+        packages = standin_packages({p for m in manifests for p in m.cuda.runtime_packages},
+                                    {m.recipe.nccl_apt_suffix for m in manifests if m.recipe.nccl_apt_suffix})
+        return make_apt_repo(self.index_root / APT_STANDIN_DIR, packages)
 
     def make_index(self) -> None:
         """PEP 503 layout: index/simple/<project>/{index.html, *.whl}; index/flashinfer/simple/ holds only the

@@ -26,6 +26,9 @@ def state_dir() -> Path:
     return environment.state_dir() or default_state_dir()
 
 
+APT_STANDIN_DIR = "nvidia-apt"  # under the package index's root
+
+
 @dataclass
 class State:
     registry_port: int = 5000
@@ -68,6 +71,11 @@ class State:
     def flashinfer_index_url(self) -> str:
         """The stand-in index with nothing but flashinfer-jit-cache (the real stack's FlashInfer index)."""
         return f"http://{HOST}:{self.index_port}/flashinfer/simple"
+
+    @property
+    def apt_source(self) -> str:
+        """The sources line of the STAND-IN NVIDIA apt repository (gracectl.testbed.apt_standin), on the index."""
+        return f"deb [trusted=yes] http://{HOST}:{self.index_port}/{APT_STANDIN_DIR} ./"
 
     @property
     def proxy_url(self) -> str:
