@@ -115,9 +115,9 @@ def cuda_runtime_packages(installs: list[FinalInstall], cuda: str) -> tuple[list
 # What this build does about each step of upstream's image build (gracectl.upstream_build.build_steps), by key. A file
 # of the release named in backquotes must exist in that release (`release check` holds it: a reason stays true). A
 # key upstream adds that is not here is written "not reviewed", which `release check` fails.
-SOURCE_TREE = "build-vllm builds the wheel from the release's whole tree (source mode)"
-RUST = ("build-rust: the release's Rust toolchain (recipe.rust_toolchain, from `rust-toolchain.toml`) and protoc "
-        "(recipe.protoc_version) build what recipe.rust_artifacts names; build-vllm puts them in the tree and "
+SOURCE_TREE = "the build stage builds the wheel from the release's whole tree (source mode)"
+RUST = ("rust-build: the release's Rust toolchain (recipe.rust_toolchain, from `rust-toolchain.toml`) and protoc "
+        "(recipe.protoc_version) build what recipe.rust_artifacts names; the build stage puts them in the tree and "
         "check-wheel asserts them (source mode)")
 UV_ENV = ("uv's settings for upstream's own installs; this image removes uv after its install "
           "(runtime_extras.uv)")
@@ -125,10 +125,10 @@ STEPS_DONE = {
     "requirements/common.txt": "resolved with the vLLM wheel in the final install (its requirements)",
     "requirements/cuda.txt": "resolved with the vLLM wheel in the final install (torch.*, flashinfer.version from "
                              "`requirements/cuda.txt`)",
-    "use_existing_torch.py": "build-vllm runs it (recipe.use_existing_torch): the build keeps build-base's torch",
-    "tools/use_existing_torch.py": "build-vllm runs it (recipe.use_existing_torch): the build keeps build-base's torch",
-    "requirements/build.txt": "build-vllm installs it (recipe.build_requirements)",
-    "requirements/build/cuda.txt": "build-vllm installs it (recipe.build_requirements)",
+    "use_existing_torch.py": "the build stage runs it (recipe.use_existing_torch): the build keeps base's torch",
+    "tools/use_existing_torch.py": "the build stage runs it (recipe.use_existing_torch): the build keeps base's torch",
+    "requirements/build.txt": "the build stage installs it (recipe.build_requirements)",
+    "requirements/build/cuda.txt": "the build stage installs it (recipe.build_requirements)",
     "pyproject.toml": SOURCE_TREE, "setup.py": SOURCE_TREE, "CMakeLists.txt": SOURCE_TREE, "cmake": SOURCE_TREE,
     "csrc": SOURCE_TREE, "vllm/envs.py": SOURCE_TREE, "vllm/__init__.py": SOURCE_TREE,
     "rust": RUST, "rust-toolchain.toml": RUST, "build_rust.sh": RUST, "tools/build_rust.sh": RUST,
