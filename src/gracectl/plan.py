@@ -300,7 +300,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         # FlashInfer's TRTLLM MoE headers serve Blackwell alone.
         "FLASHINFER_PREFETCH": "1" if m.recipe.flashinfer_prefetch and has_blackwell(m.build.cuda_arch_list) else "",
         # [runtime_extras]: what vLLM's own final image installs beyond vLLM's requirements (apt packages in the
-        # base stage, pip requirements in the final install, DeepEP built against the image's torch, gdrcopy).
+        # vllm-base stage, pip requirements in the final install, DeepEP built against the image's torch, gdrcopy).
         "RUNTIME_APT_PACKAGES": " ".join(extras.apt),
         "RUNTIME_PIP": " ".join(extras.pip),
         "DEEPEP_REPO": extras.deepep_repo,

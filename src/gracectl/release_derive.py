@@ -36,7 +36,7 @@ CUDA_RUNTIME_TEMPLATE = ("cuda-nvcc-{v}", "cuda-cudart-{v}", "cuda-nvrtc-{v}", "
 # the rule `release new` applies (pip and apt packages: installed as upstream pins them, from the site's mirrors;
 # built and downloaded things: only what a stage here builds). A key upstream adds that is a build or a download
 # gets a "not reviewed" exclusion, which `release check` fails: add a stage for it or a reasoned exclusion here.
-BASE_STAGE = "vllm/Dockerfile base stage"
+BASE_STAGE = "vllm/Dockerfile vllm-base stage"
 EXTRAS_COVERED = {
     "requirements-cuda": "vLLM's requirements: resolved with the vLLM wheel in the final install (torch.*, "
                          "flashinfer.version)",
@@ -55,7 +55,8 @@ EXTRAS_EXCLUDED = {
     "sudo": "upstream's own build step uses it once (chmod of the deadsnakes key); the image runs as root and "
             "nothing at run time calls sudo",
     "libibverbs-dev": "the development files (headers, libibverbs.so link); what NCCL and NVSHMEM dlopen at run "
-                      "time is the library itself, which the base stage installs (libibverbs1 + ibverbs-providers)",
+                      "time is the library itself, which the vllm-base stage installs "
+                      "(libibverbs1 + ibverbs-providers)",
     "uv": "upstream's installer; this image installs with uv too (UV_VERSION) and removes it after the install",
 }
 # Built and downloaded: what this image installs for them (the stage that makes it).
@@ -135,14 +136,14 @@ STEPS_DONE = {
     "tools/build_rust.py": RUST, "requirements/build/rust.txt": RUST, "tools/install_protoc.sh": RUST,
     "tools/install_deepgemm.sh": "build-deepgemm (sources.deepgemm)",
     "tools/ep_kernels/install_python_libraries.sh": "build-deepep (runtime_extras.deepep)",
-    "tools/install_gdrcopy.sh": "base stage installs libgdrapi (runtime_extras.gdrcopy)",
+    "tools/install_gdrcopy.sh": "vllm-base stage installs libgdrapi (runtime_extras.gdrcopy)",
     "docker/entrypoints/vllm-nonroot-entrypoint.sh": "the vllm-openai-nonroot target (uid 2000, gid 0)",
     "reinstall:nvidia-cutlass-dsl-libs-cu13": "vllm-openai: forced reinstall after the one uv transaction "
                                               "(recipe.reinstall), as upstream",
-    "nccl:apt-pin": "base stage: libnccl2 and libnccl-dev at the newest build for this CUDA "
+    "nccl:apt-pin": "vllm-base stage: libnccl2 and libnccl-dev at the newest build for this CUDA "
                     "(recipe.nccl_apt_suffix)",
     "nccl:version": "uv override nvidia-nccl-cuNN==recipe.nccl_version in build-deepep and the final install",
-    "env:DEBIAN_FRONTEND": "base stage ENV",
+    "env:DEBIAN_FRONTEND": "vllm-base stage ENV",
     "env:VLLM_ENABLE_CUDA_COMPATIBILITY": "vllm-openai ENV, 0 as upstream (CLAWMINE: driver floor)",
     "env:TORCH_CUDA_ARCH_LIST": "vllm-openai ENV = build.cuda_arch_list (the JIT builds for the arch list built)",
     "env:VLLM_USAGE_SOURCE": "vllm-openai ENV", "env:LD_LIBRARY_PATH": "vllm-openai ENV",

@@ -363,3 +363,35 @@ def test_nonroot_entrypoint_serves_with_a_writable_home_for_an_arbitrary_uid():
         assert home.startswith("/tmp/vllm-home.")
         shutil.rmtree(home)
         assert serve(HOME=folder, USER="alice") == f"HOME={folder} USER=alice LOGNAME=alice ARGS=serve --model m"
+
+
+def clawmine_build_arg_rows() -> list[tuple[list[str], str]]:
+    """CLAWMINE.md's build-argument table: (argument names, default column) per row."""
+    text = (REPO_ROOT / "CLAWMINE.md").read_text()
+    table = text[text.index("| argument | default | what it is |"):].split("\n\n", 1)[0].splitlines()[2:]
+    rows = []
+    for line in table:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        rows.append((re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[0]), cells[1]))
+    return rows
+
+
+def test_clawmines_build_argument_defaults_are_the_files():
+    # The doc's copy of each default is held here: a pin bumped in the manifest (and so in the file, above) fails
+    # this until the doc says it too.
+    defaults = DF.arg_defaults()
+    rows = clawmine_build_arg_rows()
+    assert len(rows) > 20
+    for names, cell in rows:
+        assert names and set(names) <= set(defaults), f"CLAWMINE names arguments the file lacks: {names}"
+        values = [defaults[n] for n in names]
+        if cell.startswith("empty"):
+            assert values == [""] * len(values), (names, values)
+            continue
+        shown = re.findall(r"`([^`]+)`", cell)  # "abc…": a commit shown by its first digits
+        if len(shown) == len(values):  # one shown value per argument, in order
+            for name, v, have in zip(names, shown, values):
+                assert have == v or (v.endswith("…") and have.startswith(v[:-1])), (name, v, have)
+        else:
+            for v in shown:
+                assert any(v.removesuffix("…") in have for have in values), (names, v, values)
