@@ -395,3 +395,11 @@ def test_clawmines_build_argument_defaults_are_the_files():
         else:
             for v in shown:
                 assert any(v.removesuffix("…") in have for have in values), (names, v, values)
+
+
+def test_gracectls_uv_is_the_images_uv():
+    # Written once, in the file (UV_VERSION: the image's installer); pyproject's pin of gracectl's own resolver
+    # (release check resolves with it for the image) is the copy held here.
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    (pinned,) = re.findall(r'"uv==([^"]+)"', pyproject)
+    assert pinned == DF.arg_defaults()["UV_VERSION"]
