@@ -4,7 +4,7 @@ image keeps of the build.
     gracectl testbed up && python benchmarks/build_cache.py [--release v0.19.0-tfa] [--out bench-build.json]
 
 1. builds the release as pinned (warm after the first run), 2. makes a new commit in the stand-in vLLM repo and
-rebuilds with only the vLLM ref changed, 3. builds the build-base and build-vllm stages as images to weigh them.
+rebuilds with only the vLLM ref changed, 3. builds the base and build stages (devel base, vLLM wheel) as images to weigh them.
 Prints: stages rebuilt / stages with steps, rebuild time / build time, final image size / build stage size.
 """
 
@@ -23,7 +23,7 @@ from gracectl.plan import plan_for
 from gracectl.errors import GraceError, TestbedError
 from gracectl.testbed import Testbed
 
-WEIGHED_STAGES = ("build-base", "build-vllm")
+WEIGHED_STAGES = ("base", "build")
 
 
 def main(argv: list[str] | None = None) -> int:

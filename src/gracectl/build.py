@@ -3,7 +3,7 @@
 The command is exactly `Plan.build_command(detect_builder())` (plus --iidfile), run from the repository
 root. BuildKit's `--progress plain` output is parsed as it streams:
 
-    #12 [build-vllm 3/4] RUN --mount=type=cache,...      a step starts (vertex 12, stage build-vllm)
+    #12 [build 3/4] RUN --mount=type=cache,...           a step starts (vertex 12, stage build)
     #12 0.512 some output                                 its output
     #12 CACHED                                            taken from the cache
     #12 DONE 12.3s                                        ran for 12.3 s

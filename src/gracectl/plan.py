@@ -30,27 +30,29 @@ FINAL_STAGE = "vllm-openai"
 TARGETS = {FINAL_STAGE: "", "vllm-openai-nonroot": "-nonroot"}
 IMAGE_SOURCE = "https://github.com/grace-gpu-containers/grace-gpu-containers"
 
-# The Dockerfile's stage graph: stage -> the stages it is built FROM or mounts files from.
+# The Dockerfile's stage graph: stage -> the stages it is built FROM or mounts files from. Named as upstream vLLM's
+# docker/Dockerfile names them (base: the devel build base, vllm-base: the runtime base, build: the vLLM wheel).
 # tests/unit/test_dockerfile.py parses vllm/Dockerfile and checks it is exactly this.
 STAGE_GRAPH: dict[str, tuple[str, ...]] = {
     "base": (),
-    "build-base": (),
-    "build-triton": ("build-base",),
-    "build-triton-kernels": ("build-base",),
-    "build-flash-attn": ("build-base",),
-    "build-flashmla": ("build-base",),
-    "build-cmake-sources": ("build-base",),
-    "build-deepgemm": ("build-base",),
-    "build-deepep": ("build-base",),
-    "build-rust": ("build-base",),
-    "build-vllm": ("build-base", "build-flash-attn", "build-flashmla", "build-cmake-sources", "build-rust"),
-    "vllm-from-source": ("build-vllm",),
-    "vllm-from-wheel": ("base",),
+    "vllm-base": (),
+    "build-triton": ("base",),
+    "build-triton-kernels": ("base",),
+    "build-flash-attn": ("base",),
+    "build-flashmla": ("base",),
+    "build-cmake-sources": ("base",),
+    "build-deepgemm": ("base",),
+    "build-deepep": ("base",),
+    "rust-build": ("base",),
+    "build": ("base", "build-flash-attn", "build-flashmla", "build-cmake-sources", "rust-build"),
+    "vllm-from-source": ("build",),
+    "vllm-from-wheel": ("vllm-base",),
     "vllm-choice": ("vllm-from-{vllm_build}",),
     "triton-kernels-site-packages": ("build-triton-kernels",),
-    "triton-kernels-vendored": ("base",),
+    "triton-kernels-vendored": ("vllm-base",),
     "triton-kernels-choice": ("triton-kernels-{mode}",),
-    "vllm-openai": ("base", "build-triton", "vllm-choice", "build-deepgemm", "build-deepep", "triton-kernels-choice"),
+    "vllm-openai": ("vllm-base", "build-triton", "vllm-choice", "build-deepgemm", "build-deepep",
+                    "triton-kernels-choice"),
     "vllm-openai-nonroot": ("vllm-openai",),
 }
 
@@ -121,6 +123,8 @@ class Plan:
             common += ["--network", self.build_network]
         for key, value in self.build_args.items():
             common += ["--build-arg", f"{key}={value}"]
+        for key, value in self.labels.items():
+            common += ["--label", f"{key}={value}"]
         for tag in tags:
             common += ["--tag", tag]
         cache = registry_cache and bool(self.cache_ref)
@@ -238,7 +242,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "PIP_INDEX_URL": mirror.index(m.python.index_url),
         "TORCH_INDEX_URL": mirror.index(m.torch.index_url),
         "TORCH_VERSION": torch_pins["version"],
-        # build-base's torch, for what compiles against it: the vLLM source build and a DeepGEMM wheel.
+        # base's torch, for what compiles against it: the vLLM source build and a DeepGEMM wheel.
         "BUILD_TORCH": "1" if vllm_build == "source" or src.deepgemm or extras.deepep_ref else "",
         "TORCHVISION_VERSION": torch_pins["torchvision"],
         "TORCHAUDIO_VERSION": torch_pins["torchaudio"],
@@ -297,7 +301,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         # FlashInfer's TRTLLM MoE headers serve Blackwell alone.
         "FLASHINFER_PREFETCH": "1" if m.recipe.flashinfer_prefetch and has_blackwell(m.build.cuda_arch_list) else "",
         # [runtime_extras]: what vLLM's own final image installs beyond vLLM's requirements (apt packages in the
-        # base stage, pip requirements in the final install, DeepEP built against the image's torch, gdrcopy).
+        # vllm-base stage, pip requirements in the final install, DeepEP built against the image's torch, gdrcopy).
         "RUNTIME_APT_PACKAGES": " ".join(extras.apt),
         "RUNTIME_PIP": " ".join(extras.pip),
         "DEEPEP_REPO": extras.deepep_repo,
@@ -305,25 +309,13 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "NVSHMEM_PACKAGE": extras.nvshmem,
         "GDRCOPY_URL": extras.gdrcopy_url,
         "RUNTIME_EXTRAS": " ".join(extras.record),
-        # Final-stage metadata (labels and /opt/gracectl/image.json).
+        # /opt/gracectl/image.json's own values (the rest of it is the build's inputs above).
         "RELEASE": rel.name,
-        "IMAGE_TITLE": rel.image,
-        "IMAGE_DESCRIPTION": rel.description,
-        "IMAGE_SOURCE": IMAGE_SOURCE,
-        "IMAGE_REVISION": commit,
-        "BASE_NAME": runtime_base,
         # The oldest NVIDIA driver that runs the image's CUDA (gracectl.driver_floor): label, image.json, doctor, smoke.
         "MIN_DRIVER": min_driver(m.cuda.version),
-        "PIN_VLLM": _pin(mirror, vllm_src),
-        "PIN_TRITON": _pin(mirror, src.triton),
-        # The triton_kernels this image holds: site-packages' pin, or (the fallback) the copy vLLM vendors.
-        "PIN_TRITON_KERNELS": _pin(mirror, src.triton_kernels if m.with_triton_kernels
-                                   else src.cmake.get("triton_kernels") or src.triton_kernels),
-        "PIN_FLASH_ATTN": _pin(mirror, src.flash_attn),
-        "PIN_FLASHMLA": _pin(mirror, src.flashmla),
-        "PIN_DEEPGEMM": _pin(mirror, src.deepgemm),
-        "PIN_CMAKE": " ".join(f"{name}={_pin(mirror, s)}" for name, s in sorted(src.cmake.items())),
     }
+    # The image's labels: given to the build by the plan (--label), never declared in the Dockerfile, so each value
+    # is computed here once. Pins are REPO@REF as the build fetches them.
     labels = {
         "org.opencontainers.image.title": rel.image,
         "org.opencontainers.image.description": rel.description,
@@ -344,13 +336,15 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "io.gracectl.version.torchvision": torch_pins["torchvision"],
         "io.gracectl.version.torchaudio": torch_pins["torchaudio"],
         "io.gracectl.version.flashinfer": build_args["FLASHINFER_VERSION"],
-        "io.gracectl.pin.vllm": build_args["PIN_VLLM"],
-        "io.gracectl.pin.triton": build_args["PIN_TRITON"],
-        "io.gracectl.pin.triton_kernels": build_args["PIN_TRITON_KERNELS"],
-        "io.gracectl.pin.flash_attn": build_args["PIN_FLASH_ATTN"],
-        "io.gracectl.pin.flashmla": build_args["PIN_FLASHMLA"],
-        "io.gracectl.pin.deepgemm": build_args["PIN_DEEPGEMM"],
-        "io.gracectl.pin.cmake": build_args["PIN_CMAKE"],
+        "io.gracectl.pin.vllm": _pin(mirror, vllm_src),
+        "io.gracectl.pin.triton": _pin(mirror, src.triton),
+        # The triton_kernels this image holds: site-packages' pin, or (the fallback) the copy vLLM vendors.
+        "io.gracectl.pin.triton_kernels": _pin(mirror, src.triton_kernels if m.with_triton_kernels
+                                               else src.cmake.get("triton_kernels") or src.triton_kernels),
+        "io.gracectl.pin.flash_attn": _pin(mirror, src.flash_attn),
+        "io.gracectl.pin.flashmla": _pin(mirror, src.flashmla),
+        "io.gracectl.pin.deepgemm": _pin(mirror, src.deepgemm),
+        "io.gracectl.pin.cmake": " ".join(f"{name}={_pin(mirror, s)}" for name, s in sorted(src.cmake.items())),
         "io.gracectl.runtime-extras": build_args["RUNTIME_EXTRAS"],
     }
 

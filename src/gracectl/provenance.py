@@ -18,7 +18,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from gracectl.plan import REPO_ROOT
+from gracectl.plan import IMAGE_SOURCE, REPO_ROOT
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -26,6 +26,8 @@ BUILD_TYPE = "https://grace-gpu-containers/gracectl/vllm-dockerfile/v1"
 _COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
 _GIT_PIN = re.compile(r"^(?P<name>\w+)=(?P<repo>\S+)@(?P<ref>\S+)$")
+# The plan's pin labels (REPO@REF; io.gracectl.pin.cmake: "NAME=REPO@REF ...").
+PIN_LABEL = "io.gracectl.pin."
 
 
 def _digest(ref: str) -> dict:
@@ -48,10 +50,11 @@ def _git(name: str, repo: str, ref: str) -> dict:
 
 def dependencies(plan: dict, dockerfile_sha: str) -> list[dict]:
     """The build's inputs as SLSA ResourceDescriptors: this repository at its commit, the Dockerfile, the base
-    images, every git source the plan pins (PIN_* build args: vLLM, Triton, triton_kernels, FlashAttention,
-    FlashMLA, DeepGEMM, the cmake sources), DeepEP, and files fetched by URL."""
+    images, every git source the plan pins (its io.gracectl.pin.* labels: vLLM, Triton, triton_kernels,
+    FlashAttention, FlashMLA, DeepGEMM, the cmake sources), DeepEP, and files fetched by URL."""
     args = {k: str(v) for k, v in (plan.get("build_args") or {}).items()}
-    source = args.get("IMAGE_SOURCE", "https://github.com/grace-gpu-containers/grace-gpu-containers")
+    labels = {k: str(v) for k, v in (plan.get("labels") or {}).items()}
+    source = labels.get("org.opencontainers.image.source", IMAGE_SOURCE)
     found: list[dict] = []
     if plan.get("source_commit"):
         found.append({"name": "grace-gpu-containers", "uri": f"git+{source}@{plan['source_commit']}",
@@ -64,11 +67,11 @@ def dependencies(plan: dict, dockerfile_sha: str) -> list[dict]:
             entry = {"name": arg.lower(), "uri": f"docker://{image}"}
             digest = _digest(image)
             found.append({**entry, "digest": digest} if digest else {**entry, "annotations": {"pinned": "tag"}})
-    for arg in sorted(a for a in args if a.startswith("PIN_") and a != "PIN_CMAKE"):
-        repo, _, ref = args[arg].rpartition("@")
+    for label in sorted(k for k in labels if k.startswith(PIN_LABEL) and k != PIN_LABEL + "cmake"):
+        repo, _, ref = labels[label].rpartition("@")
         if repo and ref:
-            found.append(_git(arg[4:].lower(), repo, ref))
-    for pin in args.get("PIN_CMAKE", "").split():
+            found.append(_git(label.removeprefix(PIN_LABEL), repo, ref))
+    for pin in labels.get(PIN_LABEL + "cmake", "").split():
         if m := _GIT_PIN.match(pin):
             found.append(_git(f"cmake:{m['name']}", m["repo"], m["ref"]))
     if args.get("DEEPEP_REPO") and args.get("DEEPEP_REF"):

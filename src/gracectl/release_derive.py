@@ -36,7 +36,7 @@ CUDA_RUNTIME_TEMPLATE = ("cuda-nvcc-{v}", "cuda-cudart-{v}", "cuda-nvrtc-{v}", "
 # the rule `release new` applies (pip and apt packages: installed as upstream pins them, from the site's mirrors;
 # built and downloaded things: only what a stage here builds). A key upstream adds that is a build or a download
 # gets a "not reviewed" exclusion, which `release check` fails: add a stage for it or a reasoned exclusion here.
-BASE_STAGE = "vllm/Dockerfile base stage"
+BASE_STAGE = "vllm/Dockerfile vllm-base stage"
 EXTRAS_COVERED = {
     "requirements-cuda": "vLLM's requirements: resolved with the vLLM wheel in the final install (torch.*, "
                          "flashinfer.version)",
@@ -55,7 +55,8 @@ EXTRAS_EXCLUDED = {
     "sudo": "upstream's own build step uses it once (chmod of the deadsnakes key); the image runs as root and "
             "nothing at run time calls sudo",
     "libibverbs-dev": "the development files (headers, libibverbs.so link); what NCCL and NVSHMEM dlopen at run "
-                      "time is the library itself, which the base stage installs (libibverbs1 + ibverbs-providers)",
+                      "time is the library itself, which the vllm-base stage installs "
+                      "(libibverbs1 + ibverbs-providers)",
     "uv": "upstream's installer; this image installs with uv too (UV_VERSION) and removes it after the install",
 }
 # Built and downloaded: what this image installs for them (the stage that makes it).
@@ -115,9 +116,9 @@ def cuda_runtime_packages(installs: list[FinalInstall], cuda: str) -> tuple[list
 # What this build does about each step of upstream's image build (gracectl.upstream_build.build_steps), by key. A file
 # of the release named in backquotes must exist in that release (`release check` holds it: a reason stays true). A
 # key upstream adds that is not here is written "not reviewed", which `release check` fails.
-SOURCE_TREE = "build-vllm builds the wheel from the release's whole tree (source mode)"
-RUST = ("build-rust: the release's Rust toolchain (recipe.rust_toolchain, from `rust-toolchain.toml`) and protoc "
-        "(recipe.protoc_version) build what recipe.rust_artifacts names; build-vllm puts them in the tree and "
+SOURCE_TREE = "the build stage builds the wheel from the release's whole tree (source mode)"
+RUST = ("rust-build: the release's Rust toolchain (recipe.rust_toolchain, from `rust-toolchain.toml`) and protoc "
+        "(recipe.protoc_version) build what recipe.rust_artifacts names; the build stage puts them in the tree and "
         "check-wheel asserts them (source mode)")
 UV_ENV = ("uv's settings for upstream's own installs; this image removes uv after its install "
           "(runtime_extras.uv)")
@@ -125,24 +126,24 @@ STEPS_DONE = {
     "requirements/common.txt": "resolved with the vLLM wheel in the final install (its requirements)",
     "requirements/cuda.txt": "resolved with the vLLM wheel in the final install (torch.*, flashinfer.version from "
                              "`requirements/cuda.txt`)",
-    "use_existing_torch.py": "build-vllm runs it (recipe.use_existing_torch): the build keeps build-base's torch",
-    "tools/use_existing_torch.py": "build-vllm runs it (recipe.use_existing_torch): the build keeps build-base's torch",
-    "requirements/build.txt": "build-vllm installs it (recipe.build_requirements)",
-    "requirements/build/cuda.txt": "build-vllm installs it (recipe.build_requirements)",
+    "use_existing_torch.py": "the build stage runs it (recipe.use_existing_torch): the build keeps base's torch",
+    "tools/use_existing_torch.py": "the build stage runs it (recipe.use_existing_torch): the build keeps base's torch",
+    "requirements/build.txt": "the build stage installs it (recipe.build_requirements)",
+    "requirements/build/cuda.txt": "the build stage installs it (recipe.build_requirements)",
     "pyproject.toml": SOURCE_TREE, "setup.py": SOURCE_TREE, "CMakeLists.txt": SOURCE_TREE, "cmake": SOURCE_TREE,
     "csrc": SOURCE_TREE, "vllm/envs.py": SOURCE_TREE, "vllm/__init__.py": SOURCE_TREE,
     "rust": RUST, "rust-toolchain.toml": RUST, "build_rust.sh": RUST, "tools/build_rust.sh": RUST,
     "tools/build_rust.py": RUST, "requirements/build/rust.txt": RUST, "tools/install_protoc.sh": RUST,
     "tools/install_deepgemm.sh": "build-deepgemm (sources.deepgemm)",
     "tools/ep_kernels/install_python_libraries.sh": "build-deepep (runtime_extras.deepep)",
-    "tools/install_gdrcopy.sh": "base stage installs libgdrapi (runtime_extras.gdrcopy)",
+    "tools/install_gdrcopy.sh": "vllm-base stage installs libgdrapi (runtime_extras.gdrcopy)",
     "docker/entrypoints/vllm-nonroot-entrypoint.sh": "the vllm-openai-nonroot target (uid 2000, gid 0)",
     "reinstall:nvidia-cutlass-dsl-libs-cu13": "vllm-openai: forced reinstall after the one uv transaction "
                                               "(recipe.reinstall), as upstream",
-    "nccl:apt-pin": "base stage: libnccl2 and libnccl-dev at the newest build for this CUDA "
+    "nccl:apt-pin": "vllm-base stage: libnccl2 and libnccl-dev at the newest build for this CUDA "
                     "(recipe.nccl_apt_suffix)",
     "nccl:version": "uv override nvidia-nccl-cuNN==recipe.nccl_version in build-deepep and the final install",
-    "env:DEBIAN_FRONTEND": "base stage ENV",
+    "env:DEBIAN_FRONTEND": "vllm-base stage ENV",
     "env:VLLM_ENABLE_CUDA_COMPATIBILITY": "vllm-openai ENV, 0 as upstream (CLAWMINE: driver floor)",
     "env:TORCH_CUDA_ARCH_LIST": "vllm-openai ENV = build.cuda_arch_list (the JIT builds for the arch list built)",
     "env:VLLM_USAGE_SOURCE": "vllm-openai ENV", "env:LD_LIBRARY_PATH": "vllm-openai ENV",

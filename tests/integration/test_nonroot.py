@@ -43,7 +43,9 @@ def test_the_nonroot_image_is_the_release_run_as_uid_2000_gid_0(bed, nonroot):
     assert nonroot["target"] == TARGET and TARGET in nonroot["stages"]
     config = docker.inspect_image(nonroot["image_id"])["Config"]
     assert config["User"] == "2000:0" and config["Entrypoint"] == ["/usr/local/bin/vllm-nonroot-entrypoint"]
-    assert config["Labels"]["io.gracectl.release"] == RELEASE  # the release's labels, inherited
+    # The release's labels, given by the plan's build command to whichever target it builds.
+    assert config["Labels"]["io.gracectl.release"] == RELEASE
+    assert {k: config["Labels"].get(k) for k in plan.labels} == plan.labels
     # As its default user (no --user): who it is, its home, what it cannot read, and vLLM imported.
     script = ('id -u; id -g; id -un; echo "$HOME"; pwd; touch "$HOME/.cache/probe" && echo home-writable; '
               'find /opt/venv /opt/gracectl \\( ! -readable -o -type d ! -executable \\) -print | head -5; '

@@ -307,3 +307,32 @@ def test_the_prefetch_is_checked_against_the_real_pinned_flashinfer_wheel(index)
     line = _build_imports_line(planted, index)
     assert line.status == "FAIL" and "flashinfer.jit.cubin_loader.download_trtllm_headers" in line.text
     assert "flashinfer_python-0.6.13" in line.text
+
+
+def stage_roots(dockerfile: str) -> dict[str, str]:
+    """Each stage of a Dockerfile -> the image ARG its FROM chain starts at (e.g. BUILD_BASE_IMAGE)."""
+    bases = dict((name, base) for base, name in re.findall(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)\s+AS\s+(\S+)\s*$",
+                                                           dockerfile, flags=re.M | re.I))
+
+    def root(name: str) -> str:
+        base = bases[name]
+        return root(base) if base in bases else base.strip("${}")
+    return {name: root(name) for name in bases}
+
+
+@pytest.mark.parametrize("version", ["0.19.0", "0.25.0"])
+def test_stages_named_as_upstreams_are_on_the_same_side_as_upstreams(index, version):
+    """The release's own docker/Dockerfile, from its sdist: a stage of ours named as one of upstream's is built on
+    the same kind of base there (the devel build base or the runtime base), so `base` and `vllm-base` mean here what
+    they mean upstream."""
+    from gracectl.plan import DOCKERFILE
+
+    side = {"BUILD_BASE_IMAGE": "devel", "FINAL_BASE_IMAGE": "runtime", "RUNTIME_BASE_IMAGE": "runtime"}
+    upstream = stage_roots((index.sdist("vllm", version) / "docker" / "Dockerfile").read_text())
+    ours = stage_roots(DOCKERFILE.read_text())
+    shared = set(upstream) & set(ours)
+    assert {"base", "vllm-base", "build", "vllm-openai"} <= shared, sorted(upstream)
+    if version == "0.25.0":
+        assert {"rust-build", "vllm-openai-nonroot"} <= shared
+    assert {name: side[ours[name]] for name in shared} == {name: side[upstream[name]] for name in shared}
+    assert side[ours["base"]] == "devel" and side[ours["vllm-base"]] == "runtime"

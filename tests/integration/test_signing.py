@@ -52,8 +52,8 @@ def other_key(tmp_path_factory):
 def attest(repo_name: str, digest: str, key: signing.SigningKey) -> str:
     ref = ImageRef.parse(repo_name)
     plan = {"release": "v0.19.0-tfa", "platform": "linux/arm64", "dockerfile": "vllm/Dockerfile",
-            "build_args": {"PIN_FLASH_ATTN": "https://github.com/vllm-project/flash-attention.git@" + "2" * 40,
-                           "BUILD_BASE_IMAGE": "base@sha256:" + "3" * 64}}
+            "build_args": {"BUILD_BASE_IMAGE": "base@sha256:" + "3" * 64},
+            "labels": {"io.gracectl.pin.flash_attn": "https://github.com/vllm-project/flash-attention.git@" + "2" * 40}}
     stmt = provenance.statement(f"{ref.registry}/{ref.repository}", digest, plan, {},
                                 builder="urn:gracectl:builder:test", invocation="r1",
                                 records={"smoke": "sha256:" + "4" * 64})

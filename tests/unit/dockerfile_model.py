@@ -82,6 +82,3 @@ def parse(path: Path) -> Dockerfile:
         stage.deps = list(dict.fromkeys(stage.deps))
     return Dockerfile(global_args, stages)
 
-
-def substitute(value: str, args: dict[str, str]) -> str:
-    return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], value)

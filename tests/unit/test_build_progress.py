@@ -15,24 +15,24 @@ LOG = """\
 #1 DONE 0.0s
 #3 [internal] load metadata for 127.0.0.1:5000/testbed/build-base:bookworm
 #3 DONE 0.1s
-#5 [base 1/2] FROM 127.0.0.1:5000/testbed/runtime-base:bookworm@sha256:0123
+#5 [vllm-base 1/2] FROM 127.0.0.1:5000/testbed/runtime-base:bookworm@sha256:0123
 #5 sha256:a4476755a3348969affa3079370f6c4420887b256dc506efa0f1b6681406c7bf
 #5 DONE 0.0s
-#6 [base 2/2] RUN --mount=type=cache,target=/var/cache/apt,sharing=locked     rm -f /etc/apt/apt.conf.d/docker-clean
+#6 [vllm-base 2/2] RUN --mount=type=cache,target=/var/cache/apt,sharing=locked     rm -f /etc/apt/apt.conf.d/docker-clean
 #6 CACHED
-#7 [build-base 1/5] FROM 127.0.0.1:5000/testbed/build-base:bookworm@sha256:4567
+#7 [base 1/5] FROM 127.0.0.1:5000/testbed/build-base:bookworm@sha256:4567
 #7 resolve 127.0.0.1:5000/testbed/build-base:bookworm@sha256:4567 done
 #7 DONE 1.5s
-#8 [build-base 2/5] RUN python3.11 -m venv /opt/venv
+#8 [base 2/5] RUN python3.11 -m venv /opt/venv
 #8 CACHED
-#12 [build-vllm 1/4] RUN fetch-source "$VLLM_REPO" "$VLLM_REF" /src/vllm
+#12 [build 1/4] RUN fetch-source "$VLLM_REPO" "$VLLM_REF" /src/vllm
 #12 0.412 fetched git://127.0.0.1:9418/vllm-project/vllm.git@v0.19.0 -> 0a1b
 #13 [build-triton 1/1] RUN --mount=type=cache,target=/root/.cache/pip pip download triton==3.6.0
 #13 CACHED
 #12 DONE 2.5s
-#14 [build-vllm 2/4] WORKDIR /src/vllm
+#14 [build 2/4] WORKDIR /src/vllm
 #14 DONE 0.0s
-#15 [build-vllm 3/4] RUN python use_existing_torch.py && pip install -r requirements/build.txt
+#15 [build 3/4] RUN python use_existing_torch.py && pip install -r requirements/build.txt
 #15 1.0 removed torch pins from requirements/build.txt
 #15 DONE 7.25s
 #16 [linux/arm64 vllm-openai 1/4] RUN --mount=type=cache,target=/root/.cache/pip pip install torch==2.10.0
@@ -51,13 +51,13 @@ def feed_all(text: str) -> BuildProgress:
 
 def test_stages_steps_cache_and_seconds():
     stages = feed_all(LOG).stages()
-    assert list(stages) == ["base", "build-base", "build-vllm", "build-triton", "vllm-openai"]
-    base = stages["base"]
+    assert list(stages) == ["vllm-base", "base", "build", "build-triton", "vllm-openai"]
+    runtime = stages["vllm-base"]
     # a FROM is never CACHED in BuildKit's output: it does not make a stage a cache miss
-    assert (base["steps"], base["cached"], base["ran"], base["cache_hit"]) == (1, 1, 0, True)
-    assert stages["build-base"]["cache_hit"] is True and stages["build-base"]["seconds"] == 1.5
+    assert (runtime["steps"], runtime["cached"], runtime["ran"], runtime["cache_hit"]) == (1, 1, 0, True)
+    assert stages["base"]["cache_hit"] is True and stages["base"]["seconds"] == 1.5
     assert stages["build-triton"]["cache_hit"] is True
-    vllm = stages["build-vllm"]
+    vllm = stages["build"]
     assert (vllm["steps"], vllm["cached"], vllm["ran"], vllm["cache_hit"]) == (3, 0, 3, False)
     assert vllm["seconds"] == pytest.approx(9.8, abs=0.05)  # 2.5 + 0.0 + 7.25, rounded
     # the platform prefix buildx prints is not part of the stage name
@@ -68,28 +68,28 @@ def test_stages_steps_cache_and_seconds():
 
 def test_feed_messages_for_the_operator():
     progress = BuildProgress()
-    assert progress.feed("#12 [build-vllm 1/4] RUN fetch-source x y /src/vllm") == \
-        "build-vllm [1/4] RUN fetch-source x y /src/vllm"
+    assert progress.feed("#12 [build 1/4] RUN fetch-source x y /src/vllm") == \
+        "build [1/4] RUN fetch-source x y /src/vllm"
     # a repeated header (output resumed after another step's lines) is not a new step
-    assert progress.feed("#12 [build-vllm 1/4] RUN fetch-source x y /src/vllm") is None
+    assert progress.feed("#12 [build 1/4] RUN fetch-source x y /src/vllm") is None
     assert progress.feed("#12 0.1 some output") is None
-    assert progress.feed("#12 DONE 3.0s") == "build-vllm [1/4] done in 3.0s"
+    assert progress.feed("#12 DONE 3.0s") == "build [1/4] done in 3.0s"
     assert progress.feed("#99 DONE 1.0s") is None  # a vertex we never saw (internal)
     assert len(progress.steps) == 1
 
 
 def test_failed_step_keeps_error_and_last_output():
     progress = feed_all(
-        "#20 [build-vllm 4/4] RUN pip wheel --no-deps --no-build-isolation -w /wheels/vllm .\n"
+        "#20 [build 4/4] RUN pip wheel --no-deps --no-build-isolation -w /wheels/vllm .\n"
         "#20 1.5 stand-in vLLM build: FLASH_MLA_SRC_DIR is not set\n"
         '#20 ERROR: process "/bin/bash -o pipefail -c pip wheel" did not complete successfully: exit code: 1\n'
     )
     step = progress.failed_step()
-    assert step is not None and step.stage == "build-vllm" and step.index == 4
+    assert step is not None and step.stage == "build" and step.index == 4
     assert step.tail[-1] == "stand-in vLLM build: FLASH_MLA_SRC_DIR is not set"
     assert "exit code: 1" in step.error
     stages = progress.stages()
-    assert stages["build-vllm"]["failed"] == 1 and stages["build-vllm"]["cache_hit"] is False
+    assert stages["build"]["failed"] == 1 and stages["build"]["cache_hit"] is False
 
 
 def test_record_round_trip_and_refusals(tmp_path):
@@ -109,11 +109,11 @@ def test_compare_names_changed_inputs_and_rebuilt_stages():
     hit = {"steps": 2, "cached": 2, "ran": 0, "failed": 0, "seconds": 0.0, "cache_hit": True}
     miss = {"steps": 2, "cached": 0, "ran": 2, "failed": 0, "seconds": 9.0, "cache_hit": False}
     a = {"kind": "build", "build_args": {"VLLM_REF": "v0.19.0", "TRITON_REF": "v3.6.0"}, "seconds": 60.0,
-         "size": 300, "stages": {"build-triton": miss, "build-vllm": miss}}
+         "size": 300, "stages": {"build-triton": miss, "build": miss}}
     b = {"kind": "build", "build_args": {"VLLM_REF": "0" * 40, "TRITON_REF": "v3.6.0"}, "seconds": 12.0,
-         "size": 301, "stages": {"build-triton": hit, "build-vllm": miss}}
+         "size": 301, "stages": {"build-triton": hit, "build": miss}}
     diff = compare(a, b)
     assert diff["changed_build_args"] == {"VLLM_REF": ("v0.19.0", "0" * 40)}
-    assert diff["rebuilt"] == (["build-triton", "build-vllm"], ["build-vllm"])
-    assert rebuilt_stages(b) == ["build-vllm"]
+    assert diff["rebuilt"] == (["build-triton", "build"], ["build"])
+    assert rebuilt_stages(b) == ["build"]
     assert diff["stages"]["build-triton"] == {"a": miss, "b": hit}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 
 import pytest
 
-from dockerfile_model import instructions, parse, substitute
+from dockerfile_model import instructions, parse
 from gracectl.manifest import load_release
 from gracectl.plan import DOCKERFILE, FINAL_STAGE, REPO_ROOT, STAGE_GRAPH, TARGETS, Overrides, make_plan, \
     stage_closure
@@ -48,7 +50,7 @@ def test_stage_graph_is_the_plans():
 
 def test_one_stage_per_component():
     for stage in ("build-triton", "build-triton-kernels", "build-flash-attn", "build-flashmla", "build-cmake-sources",
-                  "build-deepgemm", "build-vllm"):
+                  "build-deepgemm", "build"):
         assert stage in DF.stages
     # The release's own set of cmake sources is data (CMAKE_SOURCES), not one stage each.
     assert not {"build-cutlass", "build-qutlass"} & set(DF.stages)
@@ -68,17 +70,61 @@ def test_every_build_arg_is_declared_and_every_default_matches_the_tfa_manifest(
     assert set(args) <= declared, f"plan passes args the Dockerfile lacks: {set(args) - declared}"
     if release == "v0.19.0-tfa":  # the file's defaults are the tfa release's (the header says so)
         defaults = DF.arg_defaults()
-        mismatched = {k: (defaults[k], args[k]) for k in defaults if k in args and defaults[k] != args[k]
-                      and k != "IMAGE_REVISION"}
+        mismatched = {k: (defaults[k], args[k]) for k in defaults if k in args and defaults[k] != args[k]}
         assert not mismatched, f"ARG default != manifest: {mismatched}"
 
 
-@pytest.mark.parametrize("release", ["v0.19.0-tfa", "v0.19.0"])
-def test_labels_resolve_to_the_plans_labels(release):
+def test_labels_come_from_the_plan_only():
+    # Written once: the plan computes every label and gives it to the build (--label); the file declares none,
+    # so a pin cannot be stamped twice with two values.
+    assert not any(s.labels for s in DF.stages.values())
+    assert not re.search(r"^\s*LABEL\s", TEXT, flags=re.M)
+    p = plan("v0.19.0-tfa")
+    for builder in ("buildx", "docker"):
+        cmd, _ = p.build_command(builder)
+        given = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--label"]
+        assert given == [f"{k}={v}" for k, v in p.labels.items()], builder
+
+
+def test_every_arg_default_is_written_once():
+    # One default per name in the file (a name several stages use takes its default from a global ARG), so a
+    # pin bumped in the manifest is bumped in one line here (the test above finds which).
+    lines = [line for line in re.sub(r"\\\n", " ", TEXT).splitlines() if re.match(r"ARG \w+=", line.strip())]
+    names = [re.match(r"ARG (\w+)=", line.strip()).group(1) for line in lines]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def smoke_expectations():
+    """smoke_tests/conftest.py's EXPECT_KEYS and loader: what the suite inside the image reads from image.json."""
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(REPO_ROOT / "smoke_tests"))  # its own imports (node_driver, the contract)
+    spec = importlib.util.spec_from_file_location("smoke_conftest", REPO_ROOT / "smoke_tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("release", ["v0.19.0-tfa", "v0.25.0", "v0.19.0"])
+def test_image_json_says_what_the_labels_say(release, tmp_path):
+    # The step that writes /opt/gracectl/image.json, run by bash with the plan's build args: every value the smoke
+    # suite reads from it is the plan's label of the same name.
     p = plan(release)
-    final = DF.stages[FINAL_STAGE]
-    resolved = {k: substitute(v, p.build_args) for k, v in final.labels.items()}
-    assert resolved == p.labels
+    step = next(r for r in DF.stages[FINAL_STAGE].runs if "/opt/gracectl/image.json" in r)
+    out = tmp_path / "image.json"
+    script = step.replace("/opt/gracectl/image.json", str(out)).replace("python -c", f"{sys.executable} -c")
+    subprocess.run(["bash", "-o", "pipefail", "-c", script], check=True, env={"PATH": "/usr/bin:/bin", **p.build_args})
+    written = json.loads(out.read_text())
+    smoke = smoke_expectations()
+    expected = smoke.load_expectations(str(out))
+    compared = set()
+    for key, names in smoke.EXPECT_KEYS.items():
+        label = next((n for n in names if n in p.labels), None)
+        if label:
+            assert expected[key] == written[key] == p.labels[label], key
+            compared.add(key)
+    assert {"release", "min_driver", "runtime_extras", "vllm", "torch", "cuda"} <= compared
+    assert written["deepgemm"] == ("wheel" if p.labels["io.gracectl.pin.deepgemm"] else "")
 
 
 def test_every_external_input_is_a_build_arg():
@@ -104,7 +150,7 @@ def test_final_image_takes_triton_kernels_only_in_the_tfa_release():
 
 def test_final_stage_installs_the_choice_into_the_pinned_pythons_venv():
     final = DF.stages[FINAL_STAGE]
-    assert final.base == "base"
+    assert final.base == "vllm-base"
     install = next(r for r in final.runs if "uv pip install" in r)
     # The stack's install names nothing that differs between the tfa release and its fallback, so both images
     # share that multi-GB layer; triton_kernels comes in a later step of its own.
@@ -115,12 +161,12 @@ def test_final_stage_installs_the_choice_into_the_pinned_pythons_venv():
     assert final.runs.index(kernels[0]) > final.runs.index(install)
     assert final.runs.index(kernels[0]) > next(i for i, r in enumerate(final.runs) if "flashinfer-prefetch" in r)
     # No argument that differs between the two releases is declared before the triton_kernels step.
-    final_start = TEXT.index("FROM base AS vllm-openai")
+    final_start = TEXT.index("FROM vllm-base AS vllm-openai")
     before = TEXT[final_start:TEXT.index("from=triton-kernels-choice", final_start)]
-    for arg in ("TRITON_KERNELS", "RELEASE", "IMAGE_TITLE", "IMAGE_REVISION"):
+    for arg in ("TRITON_KERNELS", "RELEASE"):
         assert f"ARG {arg}\n" not in before and f"ARG {arg}=" not in before, arg
-    # pip is the venv's (PATH=/opt/venv/bin), and the venv is made by python${PYTHON_VERSION} in base.
-    assert any('"python${PYTHON_VERSION}" -m venv /opt/venv' in r for r in DF.stages["base"].runs)
+    # pip is the venv's (PATH=/opt/venv/bin), and the venv is made by python${PYTHON_VERSION} in vllm-base.
+    assert any('"python${PYTHON_VERSION}" -m venv /opt/venv' in r for r in DF.stages["vllm-base"].runs)
     assert "PATH=/opt/venv/bin:$PATH" in TEXT
     site = DF.stages["triton-kernels-site-packages"]
     assert site.base == "build-triton-kernels"
@@ -133,7 +179,7 @@ def test_final_stage_installs_the_choice_into_the_pinned_pythons_venv():
 def test_vllm_build_fetches_nothing_itself():
     # Every source vLLM's cmake would fetch comes from a pinned stage (tests/integration/test_vllm_sources.py
     # checks the manifest's list against vLLM's real cmake files), and any other fetch fails the build.
-    step = next(r for r in DF.stages["build-vllm"].runs if "pip wheel" in r)
+    step = next(r for r in DF.stages["build"].runs if "pip wheel" in r)
     for env in ("VLLM_FLASH_ATTN_SRC_DIR=", "FLASH_MLA_SRC_DIR="):
         assert env in step
     # Every cmake source: exported as <ENV>=/deps/cmake/<ENV> from build-cmake-sources, before the build.
@@ -142,13 +188,13 @@ def test_vllm_build_fetches_nothing_itself():
     assert step.index('export "${dir##*/}') < step.index("pip wheel")
     assert 'CMAKE_ARGS="-DFETCHCONTENT_FULLY_DISCONNECTED=ON"' in step
     assert "--no-build-isolation" in step
-    # build-vllm no longer takes triton_kernels from build-triton-kernels (that stage feeds site-packages only).
+    # The build stage no longer takes triton_kernels from build-triton-kernels (that stage feeds site-packages only).
     assert "build-triton-kernels" not in step
 
 
 def test_cmake_sources_stage_fetches_each_entry_into_its_env_dir():
     fetch = DF.stages["build-cmake-sources"]
-    assert fetch.base == "build-base" and len(fetch.runs) == 1
+    assert fetch.base == "base" and len(fetch.runs) == 1
     run = fetch.runs[0]
     assert "IFS='|' read -r env repo ref subdir" in run and "|| exit 1" in run  # a failed fetch fails the loop
     assert 'fetch-source "$repo" "$ref" "/src/cmake/$env"' in run
@@ -185,7 +231,7 @@ def test_cmake_sources_stage_runs_the_way_the_dockerfile_says(tmp_path):
 
 
 def test_vllm_build_is_release_with_the_manifests_parallelism():
-    step = next(r for r in DF.stages["build-vllm"].runs if "pip wheel" in r)
+    step = next(r for r in DF.stages["build"].runs if "pip wheel" in r)
     for env in ('CMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE}"', 'MAX_JOBS="${MAX_JOBS}"', 'NVCC_THREADS="${NVCC_THREADS}"'):
         assert env in step
     args = plan("v0.19.0-tfa").build_args
@@ -195,12 +241,12 @@ def test_vllm_build_is_release_with_the_manifests_parallelism():
 
 
 def test_built_wheels_are_checked_for_what_optional_steps_drop():
-    vllm_step = next(r for r in DF.stages["build-vllm"].runs if "pip wheel" in r)
+    vllm_step = next(r for r in DF.stages["build"].runs if "pip wheel" in r)
     # __init__.py: the triton_kernels vendored by different releases have no other module in common.
     assert "check-wheel /wheels/vllm vllm/third_party/triton_kernels/__init__.py" in vllm_step
     assert "vllm/transformers_utils/chat_templates/*.jinja" in vllm_step
     # The vLLM source keeps its shallow .git for setuptools-scm's file finder.
-    assert any(r.startswith('fetch-source --keep-git "$VLLM_REPO"') for r in DF.stages["build-vllm"].runs)
+    assert any(r.startswith('fetch-source --keep-git "$VLLM_REPO"') for r in DF.stages["build"].runs)
 
 
 def test_no_step_hides_a_failure_behind_a_semicolon():
@@ -216,14 +262,14 @@ def test_no_step_hides_a_failure_behind_a_semicolon():
 def test_final_image_keeps_what_runtime_jit_and_serving_need_but_no_build_cache():
     # vLLM's own final image keeps a compiler and Python headers (Triton's launcher stub, Inductor), nvcc and
     # CUDA dev libraries (FlashInfer, DeepGEMM JIT), libibverbs (NCCL over InfiniBand) and media libraries.
-    base_install = next(r for r in DF.stages["base"].runs if "apt-ensure" in r)
+    base_install = next(r for r in DF.stages["vllm-base"].runs if "apt-ensure" in r)
     for pkg in ('"python${PYTHON_VERSION}-dev"', "gcc", "g++", "libc6-dev", "libibverbs1", "ibverbs-providers",
                 "ffmpeg", "libgl1", '"${cuda_packages[@]}"'):
         assert pkg in base_install, f"the final image's base lacks {pkg}"
     assert "nvcc" in plan("v0.19.0-tfa").build_args["CUDA_RUNTIME_PACKAGES"]
-    final_closure = stage_closure({n: list(d) for n, d in STAGE_GRAPH.items()}, "base")
-    assert final_closure == ["base"]  # the final image's own layers come from the runtime base only
-    for run in DF.stages[FINAL_STAGE].runs + DF.stages["base"].runs:
+    final_closure = stage_closure({n: list(d) for n, d in STAGE_GRAPH.items()}, "vllm-base")
+    assert final_closure == ["vllm-base"]  # the final image's own layers come from the runtime base only
+    for run in DF.stages[FINAL_STAGE].runs + DF.stages["vllm-base"].runs:
         assert "ccache" not in run
         if "pip install" in run:
             assert "--mount=type=cache,target=/root/.cache/pip" in run
@@ -255,7 +301,7 @@ def test_release_overrides_are_a_uv_override_file():
 
 
 def test_torch_comes_from_the_torch_index():
-    runs = " ".join(DF.stages["build-base"].runs + DF.stages[FINAL_STAGE].runs)
+    runs = " ".join(DF.stages["base"].runs + DF.stages[FINAL_STAGE].runs)
     assert '--index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"' in " ".join(" ".join(runs.split("\\")).split())
     assert '--extra-index-url "${TORCH_INDEX_URL}"' in runs
     # The self-built vLLM wheel no longer names them (use_existing_torch.py): the final stage pins them itself.
@@ -317,3 +363,43 @@ def test_nonroot_entrypoint_serves_with_a_writable_home_for_an_arbitrary_uid():
         assert home.startswith("/tmp/vllm-home.")
         shutil.rmtree(home)
         assert serve(HOME=folder, USER="alice") == f"HOME={folder} USER=alice LOGNAME=alice ARGS=serve --model m"
+
+
+def clawmine_build_arg_rows() -> list[tuple[list[str], str]]:
+    """CLAWMINE.md's build-argument table: (argument names, default column) per row."""
+    text = (REPO_ROOT / "CLAWMINE.md").read_text()
+    table = text[text.index("| argument | default | what it is |"):].split("\n\n", 1)[0].splitlines()[2:]
+    rows = []
+    for line in table:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        rows.append((re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[0]), cells[1]))
+    return rows
+
+
+def test_clawmines_build_argument_defaults_are_the_files():
+    # The doc's copy of each default is held here: a pin bumped in the manifest (and so in the file, above) fails
+    # this until the doc says it too.
+    defaults = DF.arg_defaults()
+    rows = clawmine_build_arg_rows()
+    assert len(rows) > 20
+    for names, cell in rows:
+        assert names and set(names) <= set(defaults), f"CLAWMINE names arguments the file lacks: {names}"
+        values = [defaults[n] for n in names]
+        if cell.startswith("empty"):
+            assert values == [""] * len(values), (names, values)
+            continue
+        shown = re.findall(r"`([^`]+)`", cell)  # "abc…": a commit shown by its first digits
+        if len(shown) == len(values):  # one shown value per argument, in order
+            for name, v, have in zip(names, shown, values):
+                assert have == v or (v.endswith("…") and have.startswith(v[:-1])), (name, v, have)
+        else:
+            for v in shown:
+                assert any(v.removesuffix("…") in have for have in values), (names, v, values)
+
+
+def test_gracectls_uv_is_the_images_uv():
+    # Written once, in the file (UV_VERSION: the image's installer); pyproject's pin of gracectl's own resolver
+    # (release check resolves with it for the image) is the copy held here.
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    (pinned,) = re.findall(r'"uv==([^"]+)"', pyproject)
+    assert pinned == DF.arg_defaults()["UV_VERSION"]

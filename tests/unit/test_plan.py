@@ -50,8 +50,8 @@ def test_cli_plan_human_output_shows_graph_args_tags_and_command():
                    "io.gracectl.pin.flashmla", "vllm/Dockerfile", "pinned by tag only"):
         assert needle in r.stdout, needle
     # The manifest's default is wheel mode (the proven path): the source build's stages are not built.
-    assert "not built for this release: build-flash-attn, build-flashmla, build-cmake-sources, build-rust, " \
-           "build-vllm, vllm-from-source, triton-kernels-vendored" in r.stdout
+    assert "not built for this release: build-flash-attn, build-flashmla, build-cmake-sources, rust-build, " \
+           "build, vllm-from-source, triton-kernels-vendored" in r.stdout
     assert "WARNING" not in r.stdout
     source = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0-tfa", "--vllm-build", "source"],
                             capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
@@ -64,7 +64,7 @@ def test_cli_plan_wheel_mode_names_the_stages_it_does_not_build():
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
     assert p["build_args"]["VLLM_BUILD"] == "wheel" and p["labels"]["io.gracectl.vllm-build"] == "wheel"
-    assert set(p["not_built"]) >= {"build-vllm", "build-flash-attn", "build-flashmla", "build-cmake-sources",
+    assert set(p["not_built"]) >= {"build", "build-flash-attn", "build-flashmla", "build-cmake-sources",
                                    "vllm-from-source"}
     bad = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0", "--vllm-build", "egg"],
                          capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
@@ -106,7 +106,10 @@ def test_vllm_ref_override_changes_only_vllm_inputs():
     base = make_plan(m, overrides=Overrides(vllm_build="source"), commit=COMMIT)
     other = make_plan(m, overrides=Overrides(vllm_ref="f" * 40, vllm_build="source"), commit=COMMIT)
     changed = {k for k in base.build_args if base.build_args[k] != other.build_args[k]}
-    assert changed == {"VLLM_REF", "VLLM_VERSION", "PIN_VLLM"}
+    assert changed == {"VLLM_REF", "VLLM_VERSION"}
+    relabelled = {k for k in base.labels if base.labels[k] != other.labels[k]}
+    assert relabelled == {"io.gracectl.pin.vllm", "io.gracectl.version.vllm"}
+    assert other.labels["io.gracectl.pin.vllm"].endswith("@" + "f" * 40)
     assert other.build_args["VLLM_VERSION"] == "0.19.0+gfffffff"
     assert vllm_version(m, "v0.19.1") == "0.19.1"
 
@@ -200,7 +203,7 @@ def test_wheel_mode_skips_the_source_build_stages_and_keeps_triton_kernels_choic
     src = make_plan(m, commit="0" * 40, overrides=Overrides(vllm_build="source"))
     whl = make_plan(m, commit="0" * 40)
     assert whl.build_args["VLLM_BUILD"] == "wheel"  # the manifest's default: the proven path
-    for stage in ("build-vllm", "build-flash-attn", "build-flashmla", "build-cmake-sources"):
+    for stage in ("build", "build-flash-attn", "build-flashmla", "build-cmake-sources"):
         assert stage in src.final_stages and stage not in whl.final_stages
     # the tfa release still installs triton_kernels into site-packages, and DeepGEMM is still built
     for stage in ("triton-kernels-site-packages", "build-triton-kernels", "build-deepgemm", "vllm-from-wheel"):
@@ -257,7 +260,7 @@ def test_cmake_sources_are_the_manifests_own_set(tmp_path):
     assert p.build_args["CMAKE_SOURCES"] == (
         "VLLM_CUTLASS_SRC_DIR|https://github.com/NVIDIA/cutlass.git|" + "c" * 40 + "| "
         "DEEPSELECT_SRC_DIR|git://127.0.0.1/ds.git|" + "d" * 40 + "|csrc")
-    assert p.labels["io.gracectl.pin.cmake"] == p.build_args["PIN_CMAKE"] == (
+    assert p.labels["io.gracectl.pin.cmake"] == (
         "cutlass=https://github.com/NVIDIA/cutlass.git@" + "c" * 40 + " deepselect=git://127.0.0.1/ds.git@" + "d" * 40)
     assert "sources.cmake.cutlass: https://github.com/NVIDIA/cutlass.git@v4.2.1 (tag, no commit)" in p.unpinned
     assert not any("deepselect" in u for u in p.unpinned)  # pinned by commit
@@ -270,7 +273,7 @@ def test_no_deepgemm_wheel_builds_nothing_and_passes_empty_args(tmp_path):
     m = cmake_manifest(tmp_path, lambda d: d["sources"].pop("deepgemm"))
     assert m.sources.deepgemm is None and "deepgemm" not in m.sources.pinned()
     p = make_plan(m, commit=COMMIT)
-    assert p.build_args["DEEPGEMM_REF"] == p.build_args["DEEPGEMM_REPO"] == p.build_args["PIN_DEEPGEMM"] == ""
+    assert p.build_args["DEEPGEMM_REF"] == p.build_args["DEEPGEMM_REPO"] == ""
     assert p.labels["io.gracectl.pin.deepgemm"] == ""
     assert "build-deepgemm" in p.final_stages and "build-deepgemm" in p.to_dict()["not_built"]
     assert "build-deepgemm" not in make_plan(load_release("v0.19.0-tfa"), commit=COMMIT).to_dict()["not_built"]
