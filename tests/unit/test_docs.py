@@ -1,0 +1,150 @@
+"""The operator's documents against the code: CLAWMINE.md's exit-code table is errors.py's and the interrupt
+handler's codes, TABLES.md's Jenkins parameters and doctor checks are the Jenkinsfile's and the pipeline's, the
+runbook opens CLAWMINE.md, and every link between the documents lands on a heading that exists."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from gracectl import doctor, errors, interrupts, pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = ("README.md", "CLAWMINE.md", "MEASUREMENTS.md", "TABLES.md")
+RUNBOOK_TASKS = ("Add a release", "Build", "Promote", "Roll back", "Add a builder node", "Rotate a key",
+                 "What each exit code means")
+
+
+def read(name: str) -> str:
+    return (REPO / name).read_text()
+
+
+def between(text: str, begin: str, end: str) -> str:
+    start = text.index(begin)
+    return text[text.index("\n", start) + 1:text.index(end, start)]
+
+
+def rows(table: str) -> list[list[str]]:
+    """The body rows of a markdown table, cells stripped (the header and its rule left out)."""
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines[2:]]
+
+
+# ---- the exit codes ------------------------------------------------------------------------------------------------
+
+
+def error_types() -> dict[int, set[str]]:
+    """exit code -> the names of errors.py's types that exit with it (Interrupted: one per signal it stands for)."""
+    codes: dict[int, set[str]] = {}
+    for name, obj in vars(errors).items():
+        if inspect.isclass(obj) and obj.__module__ == errors.__name__ and name != "Interrupted":
+            codes.setdefault(obj.exit_code, set()).add(name)
+    for _, code in interrupts.SIGNALS.values():
+        codes.setdefault(code, set()).add("Interrupted")
+    return codes
+
+
+def documented_exit_codes() -> dict[int, set[str]]:
+    table = between(read("CLAWMINE.md"), "<!-- exit codes:", "<!-- end of exit codes -->")
+    documented: dict[int, set[str]] = {}
+    for cells in rows(table):
+        names = set(re.findall(r"`(\w+)`", cells[1]))
+        for code in cells[0].split(","):
+            assert int(code) not in documented, f"exit {code} is in CLAWMINE.md's table twice"
+            documented[int(code)] = names
+    return documented
+
+
+def test_the_exit_code_table_is_errors_py():
+    """Every code gracectl exits with for an expected failure is in the runbook's table, with the types that give it,
+    and the table names no code or type that errors.py and the signal handler do not have."""
+    want = {0: set(), **error_types()}
+    have = documented_exit_codes()
+    assert sorted(have) == sorted(want), "CLAWMINE.md's exit codes differ from errors.py's (and interrupts.SIGNALS')"
+    for code in want:
+        assert have[code] == want[code], f"exit {code}: CLAWMINE.md names {sorted(have[code])}, errors.py has " \
+                                         f"{sorted(want[code])}"
+
+
+def test_a_signal_row_names_each_signal_s_code():
+    table = between(read("CLAWMINE.md"), "<!-- exit codes:", "<!-- end of exit codes -->")
+    row = next(cells for cells in rows(table) if "`Interrupted`" in cells[1])
+    assert [int(c) for c in row[0].split(",")] == [code for _, code in interrupts.SIGNALS.values()]
+
+
+def test_the_property_tests_codes_are_documented():
+    """test_properties.py's DOCUMENTED (what the release operations may exit with) is a subset of the table."""
+    found = re.search(r"^DOCUMENTED = \{([\d, ]+)\}", read("tests/unit/test_properties.py"), re.M)
+    assert found, "tests/unit/test_properties.py has no DOCUMENTED set"
+    assert {int(c) for c in found.group(1).split(",")} <= set(documented_exit_codes())
+
+
+# ---- TABLES.md's tables held to the code ---------------------------------------------------------------------------
+
+
+def test_the_jenkins_parameter_table_is_the_jenkinsfile_s():
+    declared = re.findall(r"^\s*(?:choice|string|booleanParam)\(name: '(\w+)'", read("Jenkinsfile"), re.M)
+    table = between(read("TABLES.md"), "<!-- jenkins parameters:", "<!-- end of jenkins parameters -->")
+    assert [cells[0].strip("`") for cells in rows(table)] == declared
+
+
+def test_the_doctor_table_is_what_each_stage_needs():
+    table = between(read("TABLES.md"), "<!-- doctor checks:", "<!-- end of doctor checks -->")
+    have = {cells[0].strip("`"): [s.strip() for s in cells[1].split(",")] for cells in rows(table)}
+    want = doctor.needs_of(pipeline.STAGES)
+    assert list(have) == list(want), "TABLES.md's doctor checks differ from pipeline.STAGES' node_needs"
+    assert have == want
+
+
+# ---- CLAWMINE.md opens with the runbook ---------------------------------------------------------------------------
+
+
+def test_the_runbook_is_on_clawmine_s_first_screen():
+    """The first 40 lines hold the table of contents and the runbook's start; the runbook's tasks come before any
+    reference section, in this order."""
+    text = read("CLAWMINE.md")
+    first_screen = text.splitlines()[:40]
+    assert "## Runbook" in first_screen
+    assert "### " + RUNBOOK_TASKS[0] in first_screen
+    headings = re.findall(r"^(#{1,3}) (.+)$", text, re.M)
+    titles = [title for _, title in headings]
+    positions = [titles.index(task) for task in RUNBOOK_TASKS]
+    assert positions == sorted(positions)
+    reference = titles.index("Reference")
+    assert all(p < reference for p in positions)
+
+
+# ---- links between the documents ----------------------------------------------------------------------------------
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped but - and _, spaces as -, repeats numbered."""
+    seen: dict[str, int] = {}
+    found = set()
+    in_code = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        m = None if in_code else re.match(r"^#{1,6} (.+)$", line)
+        if not m:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_link_between_the_documents_lands(doc):
+    text = read(doc)
+    for target, anchor in re.findall(r"\]\(([A-Za-z.\-]*\.md)?(?:#([\w\-]+))?\)", text):
+        if not target and not anchor:
+            continue
+        path = REPO / (target or doc)
+        assert path.exists(), f"{doc} links to {target}, which does not exist"
+        if anchor:
+            assert anchor in anchors(path.read_text()), f"{doc} links to {target or doc}#{anchor}: no such heading"
