@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,65 @@ def test_every_link_between_the_documents_lands(doc):
         assert path.exists(), f"{doc} links to {target}, which does not exist"
         if anchor:
             assert anchor in anchors(path.read_text()), f"{doc} links to {target or doc}#{anchor}: no such heading"
+
+
+def test_every_section_named_from_the_code_exists():
+    """`CLAWMINE.md, "Driver floor"` in a docstring, a script or a document names a heading (or a bold paragraph
+    opening) that the document still has: a section renamed or moved fails here, naming the file that cites it."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    cite = re.compile(r"\b(CLAWMINE|MEASUREMENTS|TABLES)\.md,? \(?\"([^\"\n]+)\"")
+    stale, cited = [], 0
+    for name in files:
+        path = REPO / name
+        if path.suffix in (".png", ".whl", ".gz") or not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for doc, section in cite.findall(text):
+            cited += 1
+            target = read(f"{doc}.md")
+            if not re.search(r"^(?:#{1,6} |\*\*)" + re.escape(section), target, re.M | re.I):
+                stale.append(f"{name}: {doc}.md, \"{section}\"")
+    assert cited > 10, "no citations found: the pattern no longer matches how the code cites the documents"
+    assert not stale, f"sections cited that the documents no longer have: {stale}"
+
+
+# ---- the runbook's commands are the CLI's ---------------------------------------------------------------------------
+
+
+def runbook_commands() -> list[list[str]]:
+    """Every `gracectl ...` command the runbook shows (in backquotes or a code block), as argv after `gracectl`."""
+    text = read("CLAWMINE.md")
+    runbook = text[text.index("## Runbook"):text.index("\n# Reference")]
+    snippets = re.findall(r"`(?:\.venv/bin/)?(gracectl [^`]+)`", runbook)
+    for block in re.findall(r"```bash\n(.*?)```", runbook, re.S):
+        snippets += [line.split("#")[0].rstrip(" \\") for line in block.splitlines() if line.startswith("gracectl ")]
+    commands = []
+    for snippet in snippets:
+        for part in re.split(r"&&|\|", snippet):
+            words = shlex.split(part.split("<")[0], comments=False)
+            if words and words[0] == "gracectl":
+                commands.append(words[1:])
+    return commands
+
+
+def test_every_runbook_command_and_option_is_the_cli_s():
+    import typer
+
+    from gracectl.cli import app
+
+    root = typer.main.get_command(app)  # a group has .commands (typer's own click or click's)
+    commands = runbook_commands()
+    assert len(commands) > 30, commands
+    for argv in commands:
+        command, words = root, list(argv)
+        while hasattr(command, "commands") and words and not words[0].startswith("-"):
+            assert words[0] in command.commands, f"`gracectl {' '.join(argv)}`: no command {words[0]!r}"
+            command = command.commands[words.pop(0)]
+        assert not hasattr(command, "commands"), f"`gracectl {' '.join(argv)}` names no command"
+        options = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+        for word in words:
+            if word.startswith("--"):
+                assert word.split("=")[0] in options, f"`gracectl {' '.join(argv)}`: {command.name} has no {word}"
