@@ -212,3 +212,24 @@ def test_every_runbook_command_and_option_is_the_cli_s():
         for word in words:
             if word.startswith("--"):
                 assert word.split("=")[0] in options, f"`gracectl {' '.join(argv)}`: {command.name} has no {word}"
+
+
+# ---- names the documents take from the tree -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_source_path_the_documents_name_exists(doc):
+    """A module moved or renamed fails here until the documents follow it."""
+    missing = sorted({path for path in re.findall(r"\b((?:src/gracectl|smoke_tests|scripts|benchmarks|tests)/[\w/.-]+"
+                                                  r"\.(?:py|sh|groovy))\b", read(doc)) if not (REPO / path).exists()})
+    assert not missing, f"{doc} names files the tree does not have: {missing}"
+
+
+def test_clawmine_s_stage_graph_names_the_dockerfile_s_stages():
+    """The stage graph in "Build configuration" names stages of vllm/Dockerfile only (a renamed stage fails here)."""
+    text = read("CLAWMINE.md")
+    section = text[text.index("## Build configuration"):]
+    graph = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    named = set(re.findall(r"[a-z][a-z0-9-]*[a-z0-9]", graph)) - {"final", "image"}
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)", read("vllm/Dockerfile"), re.M | re.I))
+    assert named and named <= stages, f"CLAWMINE.md's stage graph names {sorted(named - stages)}, not stages"
