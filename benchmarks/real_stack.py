@@ -11,7 +11,7 @@ from the real upstream packages (official vLLM 0.19.0 wheel, Triton 3.6.0, PyPI'
    wheels it installed (as downloaded, compressed: the PyPI proxy's files of each installed name and version);
 4. with the real-stack rehearsal's pushes (`--rehearsal DIR`, default gracectl-out/rehearsal): how much of the
    fallback image (v0.19.0) a node holding the tfa image still pulls (compressed layers, from the registry).
-Prints the figures CLAWMINE.md quotes; --out writes them as JSON.
+Prints the figures MEASUREMENTS.md quotes; --out writes them as JSON.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
   GRACECTL_PLANT_TOPK_TIE_FLIPPED=1) a faulty copy of the image's triton_kernels is put first on sys.path before
   any test imports it. Which levels must then fail is each Plant's `caught_by`, and that list is tested, not
   written down: `python plant_check.py` runs each claimed level clean and planted and fails unless a test that
-  passed clean fails planted (CLAWMINE.md, "What was proven where", has the last table).
+  passed clean fails planted (MEASUREMENTS.md, "Smoke levels on GPUs", has the last table).
 - The versions and the GPU seen are written into the JUnit XML as testsuite properties; gracectl reads them
   into the smoke record.
 """

@@ -526,7 +526,7 @@ PLANT_SWIGLU_ALPHA_ENV = "GRACECTL_PLANT_SWIGLU_ALPHA"
 class Plant:
     """One planted fault: what it is, how its faulty copy of triton_kernels is made, and the smoke levels that
     must FAIL with it. The claim is tested, not trusted: smoke_tests/plant_check.py runs each claimed level
-    clean and planted and requires a test that passed clean to fail planted (CLAWMINE.md has the last run)."""
+    clean and planted and requires a test that passed clean to fail planted (MEASUREMENTS.md has the last run)."""
     what: str
     make_copy: object  # (source package dir, dest root) -> dest root
     caught_by: tuple[str, ...]

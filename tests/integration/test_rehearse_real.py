@@ -2,7 +2,7 @@
 upstream packages, smoked, pushed, promoted and rolled back; checked in the registry itself. Its own CI tier
 (scripts/test.sh --real-stack) rehearses v0.19.0-tfa (the official vLLM 0.19.0 wheel, Triton 3.6.0, PyPI's CPU
 torch as the named stand-in); GRACECTL_REAL_STACK_RELEASE=v0.25.0-tfa rehearses 0.25.0 on the REAL CUDA torch
-2.11.0 and its nvidia-* libraries from PyPI (no torch stand-in; CLAWMINE.md says what it costs)."""
+2.11.0 and its nvidia-* libraries from PyPI (no torch stand-in; MEASUREMENTS.md says what it costs)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The MoE bench's memory figures (smoke_tests/bench_figures.py, used by bench_moe.py) and the floors the perf
 gate can hold the rows to (gracectl.bench.figure_findings: per token count, refused rows, GPU-timed records
 only), on CPU. The figures measured on GPUs are in
-CLAWMINE.md, "Benchmarks".
+MEASUREMENTS.md, "Benchmarks".
 """
 
 from __future__ import annotations

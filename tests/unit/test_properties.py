@@ -21,7 +21,7 @@ from gracectl.image_ref import ImageRef
 from gracectl.manifest import load_manifest, load_release
 
 NO_REGISTRY = "127.0.0.1:9"
-DOCUMENTED = {0, 2, 5, 7, 8, 9, 11, 12}  # CLAWMINE.md's exit-code table (the release operations)
+DOCUMENTED = {0, 2, 5, 7, 8, 9, 11, 12}  # the release operations' codes in CLAWMINE.md's exit-code table
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300)
 hostile = st.one_of(text, st.sampled_from(["../../other/manifests/x", "a b", "127.0.0.1:abc/x:b1", "x" * 5000,

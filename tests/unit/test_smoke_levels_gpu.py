@@ -2,7 +2,7 @@
 triton_kernels' own tests, their counting into the smoke record, the level lists, the planted faults and
 plant_check.py's verdicts on which level catches which (the claims themselves are tested on a GPU by
 plant_check.py).
-The GPU runs themselves are on lent Hopper machines (see CLAWMINE.md, "What was proven where").
+The GPU runs themselves are on lent Hopper machines (see MEASUREMENTS.md, "Smoke levels on GPUs").
 """
 
 from __future__ import annotations

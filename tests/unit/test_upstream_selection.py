@@ -2,7 +2,7 @@
 selection by the parameters pytest itself reports (the module runs as the collecting pytest's plugin, here on
 a small suite shaped like upstream's test_matmul.py), the loud failure on a renamed test or parameter, the
 bound, the JUnit results keyed by node id, and the group verdict (any failure, a missing result, or fewer than
-min_ran passed fails; skips do not count as ran). The GPU runs are in CLAWMINE.md, "What was proven where".
+min_ran passed fails; skips do not count as ran). The GPU runs are in MEASUREMENTS.md, "Smoke levels on GPUs".
 """
 
 from __future__ import annotations
