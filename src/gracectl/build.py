@@ -1,7 +1,7 @@
 """`gracectl build`: run a Plan's build command, follow BuildKit stage by stage, write the build record.
 
-The command is exactly `Plan.build_command(detect_builder())` (plus --iidfile), run from the repository
-root. BuildKit's `--progress plain` output is parsed as it streams:
+The command is exactly `Plan.build_command()` on the plan's builder (plus --iidfile, or buildx's --metadata-file
+when a buildx builder pushes by digest itself: gracectl.builders), run from the repository root. BuildKit's `--progress plain` output is parsed as it streams:
 
     #12 [build 3/4] RUN --mount=type=cache,...           a step starts (vertex 12, stage build)
     #12 0.512 some output                                 its output
@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gracectl import builders
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, GraceError
-from gracectl.plan import REPO_ROOT, Plan, detect_builder, stage_closure
+from gracectl.plan import REPO_ROOT, Plan, stage_closure
 from gracectl.records import utc_now, write_json
 
 RECORD_SCHEMA = 1
@@ -124,19 +125,22 @@ class BuildResult:
 
 
 def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, registry_cache: bool = False,
-          mirror_file: str = "", echo: Callable[[str], None] | None = None) -> BuildResult:
+          mirror_file: str = "", echo: Callable[[str], None] | None = None, push: bool = False) -> BuildResult:
     """Build `plan` into a local image tagged with its immutable build tag; write the build record.
-    (Pushing is release_ops.publish, the one push path: `gracectl build --push` and the pipeline's push stage.)
+    (Pushing is release_ops.publish, the one push path from dockerd: `gracectl build --push` and the pipeline's
+    push stage.)
 
     `registry_cache`: share BuildKit's cache through the plan's registry (Plan.build_command says how).
+    `push` (a buildx builder only): the builder pushes the image by digest itself and nothing is loaded into the
+    node's dockerd; the record's digest is the one the builder pushed.
     """
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     record_path = Path(record_path)
     log_path = Path(log_path or record_path.with_suffix(".log"))
     record_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    builder = detect_builder()
-    cmd, env = plan.build_command(builder, tags=[plan.build_tag], registry_cache=registry_cache)
+    if push and not plan.builder:
+        raise GraceError("only a buildx builder pushes while it builds: name one (--builder), or push afterwards")
     progress = BuildProgress()
     started, t0 = utc_now(), time.monotonic()
     record = {
@@ -144,11 +148,13 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, regist
         "digest": "", "created": started, "release": plan.release, "platform": plan.platform,
         "target": plan.target, "tags": {"build": plan.build_tag, "moving": plan.moving_tag},
         "source_commit": plan.source_commit, "mirror_file": mirror_file, "build_args": plan.build_args,
-        "labels": plan.labels, "builder": builder, "log": str(log_path), "started": started,
+        "labels": plan.labels, "builder": builders.describe(plan.builder), "log": str(log_path), "started": started,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        iidfile = Path(tmp) / "iid"
-        full = docker.command([*cmd[:-1], "--iidfile", str(iidfile), cmd[-1]])
+        iidfile, metadata = Path(tmp) / "iid", Path(tmp) / "metadata.json"
+        cmd, env = plan.build_command(tags=[plan.build_tag], registry_cache=registry_cache, push=push,
+                                      metadata_file=str(metadata) if plan.builder else None)
+        full = docker.command(cmd if push else [*cmd[:-1], "--iidfile", str(iidfile), cmd[-1]])
         stages = len(stage_closure(plan.stages, plan.target))
         echo(f"building {plan.build_tag} ({plan.platform}, target {plan.target}, {stages} stages); log {log_path}")
         with open(log_path, "w") as log:
@@ -160,11 +166,17 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, regist
 
             result = proc.run(full, env=env, cwd=REPO_ROOT, check=False, on_line=on_line)
         image_id = iidfile.read_text().strip() if iidfile.exists() else ""
+        pushed = builders.read_metadata(metadata) if push and result.returncode == 0 else None
     record.update(finished=utc_now(), seconds=round(time.monotonic() - t0, 1), stages=progress.stages())
-    if result.returncode != 0 or not image_id:
+    if result.returncode != 0 or not (image_id or pushed):
         record["error"] = failure_message(progress, result, log_path)
         write_json(record_path, record)
         raise CommandFailedError(record["error"], returncode=result.returncode)
+    if pushed:  # nothing local to inspect: the registry holds it, by digest
+        record.update(status="pushed", digest=pushed.digest, node=pushed.node,
+                      pushed=f"{plan.build_tag.rsplit(':', 1)[0]}@{pushed.digest}")
+        write_json(record_path, record)
+        return BuildResult(record, record_path)
     info = docker.inspect_image(image_id) or {}
     record.update(image_id=image_id, size=int(info.get("Size") or 0), status="built")
     actual = (info.get("Config") or {}).get("Labels") or {}

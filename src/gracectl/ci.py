@@ -23,7 +23,8 @@ PARAMETERS = {"RELEASE": "release", "ACTION": "action", "VLLM_REF": "vllm_ref", 
               "REGISTRY": "registry", "SMOKE_LEVEL": "smoke_level", "PUSH": "push", "PROMOTE": "promote",
               "ROLLBACK_TO": "rollback_to", "GRACECTL_RUN_ID": "run_id", "GRACECTL_MIRROR": "mirror",
               "GRACECTL_SMOKE_GPUS": "smoke_gpus", "GRACECTL_INSECURE_REGISTRY": "insecure_registry",
-              "GRACECTL_RELEASE_CHECK": "release_check", "GRACECTL_UPSTREAM_CACHE": "upstream_cache"}
+              "GRACECTL_RELEASE_CHECK": "release_check", "GRACECTL_UPSTREAM_CACHE": "upstream_cache",
+              "BUILDER": "builder"}
 
 
 @dataclass(frozen=True)

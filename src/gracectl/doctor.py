@@ -12,14 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gracectl import driver_floor, pipeline
+from gracectl import builders, driver_floor, pipeline
 from gracectl.adapters import docker, proc, tools
 from gracectl.adapters.registry import open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import ImageRef
 from gracectl.errors import GraceError, ToolMissingError, UsageError
 from gracectl.manifest import load_release
-from gracectl.plan import detect_builder
 
 DEFAULT_MIN_FREE_GB = 100  # a vLLM source build: BuildKit cache, CUDA base layers, the image (gh200: 480 GB)
 MIN_FREE_ENV = "GRACECTL_MIN_FREE_GB"
@@ -33,6 +32,7 @@ class Settings:
     smoke_gpus: str = "all"  # "none": the smoke stage runs without GPUs (the CPU test bed)
     release: str = ""  # the release the job builds and smokes: its image's minimum driver; empty: not checked
     access: RegistryAccess = field(default_factory=RegistryAccess)  # how the stages would reach the registry
+    builder: str = ""  # the buildx builder the build stage names (BUILDER / --builder); empty: the node's dockerd
 
 
 @dataclass
@@ -85,18 +85,22 @@ def check_docker(_: Settings) -> str:
     return f"{docker.binary()}, daemon {server}"
 
 
-def check_buildkit(_: Settings) -> str:
-    """buildx, or a client that builds with DOCKER_BUILDKIT=1 (Debian's 20.10): proven by a real empty build."""
+def check_buildkit(settings: Settings) -> str:
+    """The builder the build stage will use: a named buildx builder (buildx has it, and its nodes), else the
+    node's dockerd, whose client builds with DOCKER_BUILDKIT=1 (Debian's 20.10): proven by a real empty build."""
     client = docker.binary()
-    if detect_builder() == "buildx":  # what the build stage will use
-        return f"{_first_line(_output(docker.command(['docker', 'buildx', 'version'])))}"
+    if settings.builder:
+        try:
+            return builders.inspect(settings.builder)
+        except GraceError as exc:
+            raise Missing(str(exc)) from None
     try:
         _output(docker.command(["docker", "build", "--output", "type=tar,dest=/dev/null", "-"]),
                 input="FROM scratch\n", env=docker.BUILDKIT_ENV, timeout=120)
     except Missing as exc:
         raise Missing(f"{client} has no buildx and refuses DOCKER_BUILDKIT=1 builds ({exc}): "
                       f"{tools.hint('docker-buildx')} (GRACECTL_DOCKER picks the client)") from None
-    return f"{client} builds with DOCKER_BUILDKIT=1 (no buildx)"
+    return f"builder {builders.describe('')}: {client} builds with DOCKER_BUILDKIT=1"
 
 
 def check_nvidia_runtime(settings: Settings) -> str:

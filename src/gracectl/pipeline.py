@@ -71,6 +71,7 @@ class Params:
     # triton_kernels pairing: gracectl.release_train); off only for a node that can reach no index.
     release_check: bool = True
     upstream_cache: str = ""  # where sdists and triton_kernels trees are kept (default ~/.cache/gracectl/upstream)
+    builder: str = ""  # the buildx builder the build stage runs on (gracectl.builders); empty: the node's dockerd
 
     def __post_init__(self):
         if not self.release:
@@ -130,7 +131,7 @@ class Context:
         """The build plan for these parameters; `check`: it must be the one the plan stage recorded."""
         p = self.params
         plan = plan_for(p.release, Path(p.mirror) if p.mirror else None, p.vllm_ref, p.image_tag,
-                        p.build_number, p.registry, p.vllm_build)
+                        p.build_number, p.registry, p.vllm_build, builder=p.builder)
         if check:
             planned = self.output("plan")
             if (planned["build_tag"], planned["moving_tag"]) != (plan.build_tag, plan.moving_tag):

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gracectl.adapters import docker, proc
+from gracectl import builders
+from gracectl.adapters import proc
 from gracectl.driver_floor import min_driver
 from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
 from gracectl.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
@@ -67,8 +68,10 @@ class Overrides:
     registry: str = ""  # host[:port][/namespace] the tags are pushed to; empty = local names only
     vllm_build: str = ""  # "source" | "wheel"; empty = the manifest's sources.vllm.build
     target: str = FINAL_STAGE  # one of TARGETS
+    builder: str = ""  # a buildx builder's name; empty: the node's dockerd (gracectl.builders)
 
     def __post_init__(self):
+        builders.check_name(self.builder)
         if self.target not in TARGETS:
             raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.vllm_build and self.vllm_build not in VLLM_BUILDS:
@@ -107,15 +110,16 @@ class Plan:
     # What upstream's final image installs and what this build does about each: "KEY (kind): upstream -> how".
     runtime_extras: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what a site should know before it builds (unproven paths)
+    builder: str = ""  # the buildx builder that builds it; empty: the node's dockerd (gracectl.builders)
 
-    def build_command(self, builder: str, *, tags: list[str] | None = None, push: bool = False,
-                      registry_cache: bool = False,
+    def build_command(self, *, tags: list[str] | None = None, push: bool = False, registry_cache: bool = False,
                       metadata_file: str | None = None) -> tuple[list[str], dict[str, str]]:
-        """The exact command line (and extra environment) for `builder` ("buildx" or "docker").
+        """The exact command line (and extra environment) on the plan's builder.
 
         `registry_cache` (needs --registry): builds on different agents share BuildKit's cache through the
-        registry: buildx exports every stage to `cache_ref`; plain `docker build` (no cache exporter) embeds an
-        inline cache in the image and reuses the one of the image the moving tag points at.
+        registry: a buildx builder exports every stage to `cache_ref`; plain `docker build` (no cache exporter)
+        embeds an inline cache in the image and reuses the one of the image the moving tag points at.
+        `push` (a buildx builder only): the builder pushes by digest itself (gracectl.builders.buildx_command).
         """
         tags = tags if tags is not None else [self.build_tag]
         common = ["--platform", self.platform, "--target", self.target, "--file", self.dockerfile]
@@ -128,15 +132,10 @@ class Plan:
         for tag in tags:
             common += ["--tag", tag]
         cache = registry_cache and bool(self.cache_ref)
-        if builder == "buildx":
-            cmd = ["docker", "buildx", "build", *common, "--progress", "plain"]
-            if cache:
-                cmd += ["--cache-from", f"type=registry,ref={self.cache_ref}",
-                        "--cache-to", f"type=registry,ref={self.cache_ref},mode=max"]
-            if metadata_file:
-                cmd += ["--metadata-file", metadata_file]
-            cmd += ["--push" if push else "--load", self.context]
-            return cmd, {}
+        if self.builder:
+            return builders.buildx_command(self.builder, common, context=self.context,
+                                           cache_ref=self.cache_ref if cache else "", push=push,
+                                           metadata_file=metadata_file), {}
         # Plain `docker build` with BuildKit: no --push (gracectl pushes afterwards).
         cmd = ["docker", "build", *common, "--progress", "plain"]
         if cache:
@@ -145,7 +144,7 @@ class Plan:
         return cmd, {"DOCKER_BUILDKIT": "1"}
 
     def to_dict(self) -> dict:
-        cmd, env = self.build_command(detect_builder())
+        cmd, env = self.build_command()
         return {
             "release": self.release,
             "platform": self.platform,
@@ -165,13 +164,9 @@ class Plan:
             "standins": self.standins,
             "runtime_extras": self.runtime_extras,
             "warnings": self.warnings,
+            "builder": builders.describe(self.builder),
             "build_command": [f"{k}={v}" for k, v in env.items()] + cmd,
         }
-
-
-def detect_builder() -> str:
-    """`buildx` when the docker client has the buildx plugin, else plain `docker build` with BuildKit."""
-    return "buildx" if docker.has_buildx() else "docker"
 
 
 def source_commit() -> str:
@@ -399,6 +394,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         empty_stages=empty_stages,
         runtime_extras=extras.lines,
         warnings=warnings,
+        builder=overrides.builder,
     )
 
 
@@ -412,11 +408,12 @@ def lint_dockerfile() -> None:
 
 
 def plan_for(release: str, mirror: Path | None = None, vllm_ref: str = "", image_tag: str = "",
-             build_number: int = 0, registry: str = "", vllm_build: str = "", target: str = FINAL_STAGE) -> Plan:
+             build_number: int = 0, registry: str = "", vllm_build: str = "", target: str = FINAL_STAGE,
+             builder: str = "") -> Plan:
     """The one way a release name and the operator's options become a Plan (CLI, pipeline, rehearse)."""
     return make_plan(
         load_release(release),
         mirror=load_mirror(mirror),
         overrides=Overrides(vllm_ref=vllm_ref, image_tag=image_tag, build_number=build_number, registry=registry,
-                            vllm_build=vllm_build, target=target),
+                            vllm_build=vllm_build, target=target, builder=builder),
     )

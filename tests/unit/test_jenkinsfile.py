@@ -113,7 +113,7 @@ def test_parameters(runs):
     assert defs["SMOKE_LEVEL"]["default"] == Params(release="x").smoke_level
     for name in ("PUSH", "PROMOTE", "APPROVE_PROMOTION"):
         assert defs[name] == {"type": "boolean", "name": name, "default": False}
-    for name in ("VLLM_REF", "IMAGE_TAG", "ROLLBACK_TO", "GRACECTL_INSECURE_REGISTRY"):
+    for name in ("VLLM_REF", "IMAGE_TAG", "ROLLBACK_TO", "GRACECTL_INSECURE_REGISTRY", "BUILDER"):
         assert defs[name]["type"] == "string" and defs[name]["default"] == ""
     assert defs["AGENT_LABEL"]["default"] == "gh200"
     assert defs["REGISTRY"]["default"]  # a sensible default (env GRACECTL_REGISTRY on the controller)

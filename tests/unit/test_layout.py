@@ -17,7 +17,7 @@ FLOORS = [
     ("adapters", ["gracectl.adapters"]),
     ("inputs", ["gracectl.manifest", "gracectl.mirrors", "gracectl.upstream", "gracectl.upstream_final_stage",
                 "gracectl.upstream_build", "gracectl.driver_floor"]),
-    ("plan and records", ["gracectl.plan", "gracectl.plan_extras", "gracectl.records", "gracectl.workdir", "gracectl.provenance"]),
+    ("plan and records", ["gracectl.plan", "gracectl.builders", "gracectl.plan_extras", "gracectl.records", "gracectl.workdir", "gracectl.provenance"]),
     ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
               "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom",
               "gracectl.release_derive", "gracectl.release_train", "gracectl.release_watch", "gracectl.release_trust",

@@ -93,7 +93,7 @@ def test_the_nonroot_target_is_the_same_build_one_stage_further_under_its_own_ta
     assert nonroot.moving_tag == "gh200-vllm-tfa:v0.19.0-tfa-nonroot"
     assert nonroot.build_tag == "gh200-vllm-tfa:v0.19.0-tfa-nonroot-b42-1a2b3c4"
     assert nonroot.fallback == "gh200-vllm:v0.19.0-nonroot"
-    cmd, _ = nonroot.build_command("buildx")
+    cmd, _ = nonroot.build_command()
     assert cmd[cmd.index("--target") + 1] == "vllm-openai-nonroot"
     # The same arguments and labels as the default image: every stage below the last one comes from the same cache.
     default = make_plan(m, overrides=Overrides(build_number=42), commit=COMMIT)
@@ -139,7 +139,7 @@ def test_mirror_maps_every_external_input(tmp_path):
     assert a["VLLM_REPO"] == "git://127.0.0.1/vllm.git" and a["FLASH_ATTN_REF"] == "e" * 40
     assert a["PIP_INDEX_URL"] == a["TORCH_INDEX_URL"] == "http://127.0.0.1:8080/simple"
     assert a["PYTHON_VERSION"] == "3.11" and p.labels["io.gracectl.python"] == "3.11"
-    cmd, env = p.build_command("docker")
+    cmd, env = p.build_command()
     assert cmd[cmd.index("--network") + 1] == "host" and env == {"DOCKER_BUILDKIT": "1"}
     # The upstream name stays in the base-name label: the image says what it was built from.
     assert p.labels["org.opencontainers.image.base.name"] == "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
@@ -175,25 +175,45 @@ def test_bad_mirror_file(tmp_path):
         load_mirror(tmp_path / "absent.toml")
 
 
-def test_buildx_and_docker_commands():
+def test_dockerd_is_the_default_and_a_named_builder_runs_buildx():
     p = make_plan(load_release("v0.19.0"), commit=COMMIT)
-    bx, env = p.build_command("buildx", push=True, metadata_file="meta.json")
-    assert bx[:3] == ["docker", "buildx", "build"] and "--push" in bx and env == {}
-    assert "--cache-from" not in bx  # no registry: no shared cache
-    plain, env = p.build_command("docker", tags=["a:1", "a:2"])
+    plain, env = p.build_command(tags=["a:1", "a:2"])
     assert plain[:2] == ["docker", "build"] and env == {"DOCKER_BUILDKIT": "1"}
     assert [plain[i + 1] for i, x in enumerate(plain) if x == "--tag"] == ["a:1", "a:2"]
-    assert plain[-1] == "."
+    assert plain[-1] == "." and p.to_dict()["builder"] == "dockerd (docker build, BuildKit)"
+    named = make_plan(load_release("v0.19.0"), overrides=Overrides(builder="agents"), commit=COMMIT)
+    bx, env = named.build_command(metadata_file="meta.json")
+    assert bx[:5] == ["docker", "buildx", "build", "--builder", "agents"] and env == {}
+    assert "--cache-from" not in bx  # no registry: no shared cache
+    assert "--load" in bx and bx[bx.index("--metadata-file") + 1] == "meta.json" and bx[-1] == "."
+    assert named.to_dict()["builder"] == "buildx builder agents"
+    assert named.to_dict()["build_command"][:5] == bx[:5]
+    with pytest.raises(UsageError, match="--builder"):
+        Overrides(builder="no spaces")
+
+
+def test_a_builder_pushes_an_oci_index_by_digest_without_loading():
+    p = make_plan(load_release("v0.19.0"), overrides=Overrides(builder="agents", registry="reg:5000/ml"),
+                  commit=COMMIT)
+    bx, _ = p.build_command(push=True, metadata_file="meta.json")
+    assert "--load" not in bx and "--push" not in bx
+    assert bx[bx.index("--output") + 1] == "type=registry,oci-mediatypes=true"
+    # an index for one platform (the frontend's platform map), and no BuildKit attestations beside the image
+    assert "BUILDKIT_MULTI_PLATFORM=1" in bx and "--provenance=false" in bx and "--sbom=false" in bx
+    assert bx[bx.index("--platform") + 1] == "linux/arm64"
+    assert bx[bx.index("--tag") + 1] == p.build_tag
 
 
 def test_registry_cache_per_builder():
-    p = make_plan(load_release("v0.19.0-tfa"), overrides=Overrides(registry="reg:5000/ml"), commit=COMMIT)
+    p = make_plan(load_release("v0.19.0-tfa"), overrides=Overrides(registry="reg:5000/ml", builder="agents"),
+                  commit=COMMIT)
     assert p.cache_ref == "reg:5000/ml/gh200-vllm-tfa:buildcache"
-    bx, _ = p.build_command("buildx", registry_cache=True)
+    bx, _ = p.build_command(registry_cache=True)
     assert bx[bx.index("--cache-from") + 1] == "type=registry,ref=reg:5000/ml/gh200-vllm-tfa:buildcache"
     assert bx[bx.index("--cache-to") + 1] == "type=registry,ref=reg:5000/ml/gh200-vllm-tfa:buildcache,mode=max"
     # Plain docker build has no cache exporter: inline cache in the image, reused from the released image.
-    plain, _ = p.build_command("docker", registry_cache=True)
+    p.builder = ""
+    plain, _ = p.build_command(registry_cache=True)
     assert plain[plain.index("--cache-from") + 1] == "reg:5000/ml/gh200-vllm-tfa:v0.19.0-tfa"
     assert "BUILDKIT_INLINE_CACHE=1" in plain and plain[-1] == "."
 
@@ -293,7 +313,7 @@ def test_empty_jit_cache_index_and_overrides_are_passed_through(tmp_path):
     assert p.build_args["PIP_OVERRIDES"] == "flashinfer-python==0.7.4 foo==1.0"
     # the JIT cache (where there is one) and the labels follow the overridden FlashInfer
     assert p.build_args["FLASHINFER_VERSION"] == p.labels["io.gracectl.version.flashinfer"] == "0.7.4"
-    cmd, _ = p.build_command("docker")
+    cmd, _ = p.build_command()
     assert "FLASHINFER_INDEX_URL=" in cmd and "PIP_OVERRIDES=flashinfer-python==0.7.4 foo==1.0" in cmd
 
 

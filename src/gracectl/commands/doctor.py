@@ -22,6 +22,8 @@ RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="HOST:POR
                                                     "(env REGISTRY; empty: not checked)")]
 ReleaseOpt = Annotated[Optional[str], typer.Option(
     "--release", help="the release smoked on this node: its image's minimum NVIDIA driver (env RELEASE)")]
+BuilderOpt = Annotated[Optional[str], typer.Option(
+    "--builder", help="the buildx builder the build runs on (env BUILDER; empty: this node's dockerd)")]
 MinFreeOpt = Annotated[Optional[float], typer.Option(
     "--min-free-gb", help=f"free disk a build needs (env {checks.MIN_FREE_ENV}, default {checks.DEFAULT_MIN_FREE_GB})")]
 
@@ -31,7 +33,7 @@ app = typer.Typer()
 
 @app.command()
 def doctor(stage: StageOpt = None, registry: RegistryOpt = None, min_free_gb: MinFreeOpt = None,
-           release: ReleaseOpt = None) -> None:
+           release: ReleaseOpt = None, builder: BuilderOpt = None) -> None:
     """Check that this node has what the given pipeline stages need; one line per finding, what to install."""
     wanted = [pipeline.stage(name) for name in stage] if stage else list(pipeline.STAGES)
     job = ci.job_values()
@@ -47,7 +49,8 @@ def doctor(stage: StageOpt = None, registry: RegistryOpt = None, min_free_gb: Mi
     settings = checks.Settings(registry=registry if registry is not None else job.get("registry", ""),
                                min_free_gb=free, smoke_gpus=job.get("smoke_gpus") or "all",
                                release=release or job.get("release", ""),
-                               access=(params or Params(release="doctor")).registry_access())
+                               access=(params or Params(release="doctor")).registry_access(),
+                               builder=builder if builder is not None else job.get("builder", ""))
     findings = checks.examine(runs, settings)
     for finding in findings:
         print(finding.line(), flush=True)

@@ -38,6 +38,9 @@ RegistryOpt = Annotated[str, typer.Option("--registry", envvar="GRACECTL_REGISTR
                                           help="registry: HOST, HOST:PORT or HOST:PORT/NAMESPACE")]
 
 # the pipeline's (None: from the job's environment)
+BuilderOpt = Annotated[str, typer.Option("--builder", help="the buildx builder to build on (e.g. remote BuildKit "
+                                         "agents; empty: this node's dockerd)")]
+CiBuilderOpt = Annotated[Optional[str], typer.Option("--builder", help="buildx builder (env BUILDER; empty: dockerd)")]
 WorkdirOpt = Annotated[Path, typer.Option("--workdir", help="stage inputs/outputs (plan.json, records...)")]
 CiReleaseOpt = Annotated[Optional[str], typer.Option("--release", help="release name (env RELEASE)")]
 CiVllmRefOpt = Annotated[Optional[str], typer.Option("--vllm-ref", help="override the vLLM ref (env VLLM_REF)")]

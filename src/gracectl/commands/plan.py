@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, JsonOpt, MirrorOpt, RegistryOpt, ReleaseArg,
+from gracectl.commands.options import (BuilderOpt, BuildNumberOpt, ImageTagOpt, JsonOpt, MirrorOpt, RegistryOpt, ReleaseArg,
                                        TargetOpt, VllmBuildOpt, VllmRefOpt)
 from gracectl.manifest import load_release, release_names, releases_dir
 from gracectl.plan import FINAL_STAGE, lint_dockerfile, plan_for
@@ -49,9 +49,11 @@ def plan(
     registry: RegistryOpt = "",
     vllm_build: VllmBuildOpt = "",
     target: TargetOpt = FINAL_STAGE,
+    builder: BuilderOpt = "",
 ) -> None:
-    """Print the stage graph, build arguments, tags, labels and the exact build command."""
-    p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target).to_dict()
+    """Print the stage graph, build arguments, tags, labels, the builder and the exact build command."""
+    p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target,
+                 builder).to_dict()
     if as_json:
         print(json.dumps(p, indent=2))
         return
@@ -87,6 +89,7 @@ def plan(
             out.print(f"  - {line}")
     for line in p.get("warnings", []):
         out.print(f"[bold yellow]WARNING[/bold yellow] {line}", highlight=False)
+    out.print(f"[bold]builder[/bold] {p['builder']}", highlight=False)
     out.print("[bold]build command[/bold]")
     out.print(shlex.join(p["build_command"]), soft_wrap=True, highlight=False, markup=False)
 
