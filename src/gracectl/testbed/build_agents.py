@@ -151,15 +151,16 @@ class BuildAgents:
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "buildkitd.toml"
         config.write_text(buildkitd_config(self.registries))
-        # `ip netns exec` execs buildkitd in the namespace (and a mount namespace of its own: its overlay mounts
-        # end with it). The pid recorded is buildkitd's.
-        args = ["ip", "netns", "exec", agent.name, self.buildkitd, "--config", str(config),
+        # nsenter joins the network namespace only: `ip netns exec` would also give it a mount namespace with a
+        # fresh /sys and no cgroup mounts, where runc cannot run a step. nsenter execs, so the pid is buildkitd's.
+        args = ["nsenter", f"--net=/run/netns/{agent.name}", self.buildkitd, "--config", str(config),
                 "--root", str(folder / "root"), "--addr", agent.endpoint]
 
         def record(pid: int) -> None:
             (folder / "buildkitd.pid").write_text(str(pid))
 
-        start_daemon(args, what=f"buildkitd on {agent.name} ({agent.endpoint})", program="ip",
+        # program "": the pid runs nsenter until it execs buildkitd, so no program name holds across the start.
+        start_daemon(args, what=f"buildkitd on {agent.name} ({agent.endpoint})", program="",
                      log=folder / "buildkitd.log", ready=lambda: self.answers(agent), timeout=60, record=record)
 
     # -- buildx ------------------------------------------------------------------------------------------------

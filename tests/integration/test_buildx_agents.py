@@ -1,0 +1,132 @@
+"""Builds through a buildx builder of two remote BuildKit daemons, for real: each buildkitd in its own network
+namespace with its own address (gracectl.testbed.build_agents), joined into one builder with `docker buildx create
+--driver remote` and `--append`. buildx and buildkitd are the ones scripts/go-tools.sh built from their Go modules.
+
+The same stand-in release is built twice through the builder with the registry cache (`mode=max`): first on agent
+A, then - A gone, as a build host that went away - on agent B, which takes its steps from the cache A exported.
+Both push by digest (no `--load`): an OCI index naming the image's platform, so a pull for another platform is
+refused by the real dockerd with the real registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gracectl.build import read_record
+from gracectl.plan import REPO_ROOT, plan_for
+from gracectl.testbed.build_agents import BuildAgents
+from test_signing import go_tool
+
+pytestmark = pytest.mark.integration
+RELEASE = "v0.19.0-tfa"
+BUILDER = "gracectl-test-agents"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+@pytest.fixture(scope="module")
+def docker_env(tmp_path_factory) -> dict[str, str]:
+    """A DOCKER_CONFIG of the test's own: buildx (go-tools' build) as its CLI plugin, and the builders it makes
+    kept there, not in the machine's ~/.docker."""
+    config = tmp_path_factory.mktemp("docker-config")
+    (config / "cli-plugins").mkdir()
+    (config / "cli-plugins" / "docker-buildx").symlink_to(go_tool("docker-buildx", "DOCKER_BUILDX"))
+    return {"DOCKER_CONFIG": str(config)}
+
+
+@pytest.fixture(scope="module")
+def agents(bed, docker_env):
+    buildkitd = go_tool("buildkitd", "BUILDKITD")
+    with BuildAgents(bed.root / "build-agents", registries=[bed.state.registry], buildkitd=buildkitd,
+                     env=docker_env) as found:
+        found.builder(BUILDER)
+        yield found
+        found.remove_builder(BUILDER)
+
+
+def gracectl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gracectl", *args], capture_output=True, text=True, timeout=3000,
+                          cwd=REPO_ROOT, env={**os.environ, **env})
+
+
+@pytest.fixture(scope="module")
+def builds(bed, agents, docker_env, tmp_path_factory):
+    """(first record, second record, registry namespace): the release built on agent A, then on agent B."""
+    out = tmp_path_factory.mktemp("buildx-builds")
+    # A namespace of this run's own: its cache ref is empty, so the first build is cold and B's hits are A's.
+    registry = f"{bed.state.registry}/buildx-{uuid.uuid4().hex[:8]}"
+    common = [RELEASE, "--vllm-build", "source", "--mirror", str(bed.mirror_path), "--registry", registry,
+              "--builder", BUILDER, "--push", "--registry-cache"]
+    first = gracectl("build", *common, "--build-number", "1", "--record", str(out / "first.json"), env=docker_env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    agents.stop(agents.agents[0])  # agent A goes away: the builder's next build lands on B
+    second = gracectl("build", *common, "--build-number", "2", "--record", str(out / "second.json"), env=docker_env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return read_record(out / "first.json"), read_record(out / "second.json"), registry
+
+
+def steps(record: dict) -> tuple[int, int]:
+    """(cached, total) steps of a build, from BuildKit's plain progress (gracectl.build.BuildProgress)."""
+    stages = record["stages"].values()
+    return sum(s["cached"] for s in stages), sum(s["steps"] for s in stages)
+
+
+def test_the_second_agent_builds_the_release_from_the_first_ones_cache(builds, agents, record_property):
+    first, second, _ = builds
+    a, b = agents.agents
+    assert (first["node"], second["node"]) == (a.name, b.name)
+    assert first["builder"] == second["builder"] == f"buildx builder {BUILDER}"
+    cached_a, total_a = steps(first)
+    cached_b, total_b = steps(second)
+    print(f"\nagent {a.name}: {cached_a} of {total_a} steps cached, {first['seconds']} s; "
+          f"agent {b.name}: {cached_b} of {total_b} steps cached, {second['seconds']} s")
+    record_property("first_build", f"{cached_a}/{total_a} cached, {first['seconds']} s")
+    record_property("second_build", f"{cached_b}/{total_b} cached, {second['seconds']} s")
+    assert cached_a < total_a  # cold: a fresh cache ref and a fresh daemon
+    assert total_b == total_a and cached_b == total_b, second["stages"]  # every step from A's exported cache
+    assert first["digest"] == second["digest"]  # the same image, built twice on two hosts
+
+
+def test_the_builder_pushes_an_oci_index_naming_the_platform(builds, bed):
+    first, _, registry = builds
+    plan = plan_for(RELEASE, bed.mirror_path, build_number=1, registry=registry, vllm_build="source",
+                    builder=BUILDER)
+    assert first["status"] == "pushed" and first["image"] == plan.build_tag
+    assert first["pushed"] == f"{plan.build_tag.rsplit(':', 1)[0]}@{first['digest']}"
+    assert first["image_id"] == ""  # nothing loaded into this node's dockerd
+    host, _, path = plan.build_tag.partition("/")
+    repository, tag = path.rsplit(":", 1)
+    request = urllib.request.Request(f"http://{host}/v2/{repository}/manifests/{tag}", headers={"Accept": OCI_INDEX})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        body = answer.read()
+        assert answer.headers["Content-Type"] == OCI_INDEX
+    assert f"sha256:{hashlib.sha256(body).hexdigest()}" == first["digest"]
+    index = json.loads(body)
+    assert [m["platform"] for m in index["manifests"]] == [{"architecture": "arm64", "os": "linux"}]
+
+
+def test_a_pull_for_another_platform_says_so(builds):
+    first, _, _ = builds
+    pulled = subprocess.run(["/usr/bin/docker", "pull", "--platform", "linux/amd64", first["pushed"]],
+                            capture_output=True, text=True, timeout=300)
+    assert pulled.returncode != 0
+    assert "no matching manifest for linux/amd64" in pulled.stderr, pulled.stderr
+
+
+def test_doctor_and_plan_name_the_builder(agents, docker_env):
+    doctor = gracectl("doctor", "--stage", "build", "--builder", BUILDER, env={**docker_env,
+                                                                             "GRACECTL_MIN_FREE_GB": "0"})
+    line = next(line for line in doctor.stdout.splitlines() if " buildkit " in f" {line} ")
+    assert line.startswith("ok") and f"buildx builder {BUILDER}: driver remote" in line, doctor.stdout
+    assert all(f"{a.name} ({a.endpoint})" in line for a in agents.agents), line
+    plan = gracectl("plan", RELEASE, "--builder", BUILDER, env=docker_env)
+    assert f"builder buildx builder {BUILDER}" in plan.stdout
+    assert f"docker buildx build --builder {BUILDER}" in plan.stdout.replace("\n", " ")
