@@ -11,8 +11,10 @@ namespace's own, so each agent's loopback TCP is forwarded to the host's by two 
 port, the build arguments unchanged - which is what lets both agents and dockerd share one cache): inside the
 namespace, TCP to 127.0.0.1 is DNATed to the host end of the veth (route_localnet lets a loopback address leave
 the namespace, MASQUERADE gives it the agent's source address); on the host, TCP arriving on NAME-h for its
-address is DNATed to 127.0.0.1 (route_localnet on NAME-h only). `down` removes the host rule and the namespace
-(the veth pair and the namespace's own rules go with it).
+address is DNATed to 127.0.0.1 (route_localnet on NAME-h only). Everything else goes out as from a build host
+(a step's `apt-get update` reaches Debian's mirror): the namespace's default route is the host end, the host
+masquerades the agent's /30 and lets its traffic through FORWARD (docker's policy there is DROP). `down` removes the
+host's rules and the namespace (the veth pair and the namespace's own rules go with it).
 
 Needs root (namespaces, iptables). Nothing here is needed by production code: a site's agents are real hosts.
 """
@@ -58,9 +60,20 @@ class Agent:
     def endpoint(self) -> str:
         return f"tcp://{self.ip}:{BUILDKITD_PORT}"
 
-    def host_rule(self) -> list[str]:
-        """The host's NAT rule (iptables arguments after -A/-C/-D PREROUTING)."""
-        return ["-i", self.host_if, "-d", self.host_ip, "-p", "tcp", "-j", "DNAT", "--to-destination", "127.0.0.1"]
+    def host_rules(self) -> list[tuple[str, str, list[str]]]:
+        """The host's rules for this agent: (table, chain, iptables arguments after -A/-C/-D CHAIN)."""
+        subnet = f"{SUBNET}.{self.index}.0/30"
+        return [
+            # the agent's 127.0.0.1 is the host's
+            ("nat", "PREROUTING", ["-i", self.host_if, "-d", self.host_ip, "-p", "tcp", "-j", "DNAT",
+                                   "--to-destination", "127.0.0.1"]),
+            # and it goes out as a build host does (a build step's `apt-get update` reaches Debian's mirror):
+            # routed through the host, masqueraded; docker's FORWARD policy is DROP, so it is let through
+            ("nat", "POSTROUTING", ["-s", subnet, "!", "-o", self.host_if, "-j", "MASQUERADE"]),
+            ("filter", "FORWARD", ["-i", self.host_if, "-j", "ACCEPT"]),
+            ("filter", "FORWARD", ["-o", self.host_if, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                                   "-j", "ACCEPT"]),
+        ]
 
 
 def buildkitd_config(registries: list[str]) -> str:
@@ -79,11 +92,13 @@ def _ip(*args: str, netns: str = "") -> str:
 
 
 def _iptables_ensure(table_chain: tuple[str, str], rule: list[str], netns: str = "") -> None:
-    """Append the rule unless it is there (`-C` checks): running `up` twice adds nothing."""
+    """Add the rule unless it is there (`-C` checks): running `up` twice adds nothing. FORWARD rules go first,
+    ahead of docker's chains."""
     table, chain = table_chain
     prefix = ["ip", "netns", "exec", netns, "iptables"] if netns else ["iptables"]
     if proc.run([*prefix, "-t", table, "-C", chain, *rule], check=False, echo=False).returncode != 0:
-        proc.run([*prefix, "-t", table, "-A", chain, *rule], echo=False)
+        where = ["-I", chain, "1"] if chain == "FORWARD" else ["-A", chain]
+        proc.run([*prefix, "-t", table, *where, *rule], echo=False)
 
 
 class BuildAgents:
@@ -118,13 +133,15 @@ class BuildAgents:
         _ip("ip", "link", "set", agent.host_if, "up")
         _ip("ip", "link", "set", agent.agent_if, "up", netns=agent.name)
         _ip("ip", "link", "set", "lo", "up", netns=agent.name)
+        _ip("ip", "route", "replace", "default", "via", agent.host_ip, netns=agent.name)
         # Loopback addresses may leave the namespace (then be NATed), and arrive on the host end.
         _ip("sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1", netns=agent.name)
         Path(f"/proc/sys/net/ipv4/conf/{agent.host_if}/route_localnet").write_text("1\n")
         _iptables_ensure(("nat", "OUTPUT"), ["-d", "127.0.0.1", "-p", "tcp", "-j", "DNAT", "--to-destination",
                                             agent.host_ip], netns=agent.name)
         _iptables_ensure(("nat", "POSTROUTING"), ["-o", agent.agent_if, "-j", "MASQUERADE"], netns=agent.name)
-        _iptables_ensure(("nat", "PREROUTING"), agent.host_rule())
+        for table, chain, rule in agent.host_rules():
+            _iptables_ensure((table, chain), rule)
 
     # -- buildkitd ---------------------------------------------------------------------------------------------
     def _dir(self, agent: Agent) -> Path:
@@ -199,7 +216,8 @@ class BuildAgents:
     def down(self, keep_cache: bool = False) -> None:
         for agent in self.agents:
             self.stop(agent)
-            proc.run(["iptables", "-t", "nat", "-D", "PREROUTING", *agent.host_rule()], check=False, echo=False)
+            for table, chain, rule in agent.host_rules():
+                proc.run(["iptables", "-t", table, "-D", chain, *rule], check=False, echo=False)
             if self._netns_exists(agent):
                 try:
                     _ip("ip", "netns", "del", agent.name)  # its veth pair and its own rules go with it
