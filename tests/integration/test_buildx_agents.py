@@ -24,6 +24,7 @@ import pytest
 from gracectl.build import read_record
 from gracectl.plan import REPO_ROOT, plan_for
 from gracectl.testbed.build_agents import BuildAgents
+from gracectl.testbed.registry_server import RegistryServer
 from test_signing import go_tool
 
 pytestmark = pytest.mark.integration
@@ -44,12 +45,24 @@ def docker_env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def agents(bed, docker_env):
+    """The two agents and their builder, and a registry of their own (a real docker-registry) that the builds push
+    to and export their cache to; base images come from the test bed's registry."""
     buildkitd = go_tool("buildkitd", "BUILDKITD")
-    with BuildAgents(bed.root / "build-agents", registries=[bed.state.registry], buildkitd=buildkitd,
-                     env=docker_env) as found:
-        found.builder(BUILDER)
-        yield found
-        found.remove_builder(BUILDER)
+    # The agents' state and that registry on a tmpfs (12 GB at most; the first agent's build holds ~4 GB): built
+    # layers and caches of every run never pile up on the machine's disk.
+    found = BuildAgents(bed.root / "build-agents", registries=[bed.state.registry], buildkitd=buildkitd,
+                        env=docker_env, tmpfs_gb=12)
+    try:
+        found.mount()
+        with RegistryServer(found.root / "registry").start() as server:
+            found.registries.append(server.address)
+            found.up()
+            found.builder(BUILDER)
+            found.registry = server.address
+            yield found
+            found.remove_builder(BUILDER)
+    finally:
+        found.down()
 
 
 def gracectl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -62,7 +75,7 @@ def builds(bed, agents, docker_env, tmp_path_factory):
     """(first record, second record, registry namespace): the release built on agent A, then on agent B."""
     out = tmp_path_factory.mktemp("buildx-builds")
     # A namespace of this run's own: its cache ref is empty, so the first build is cold and B's hits are A's.
-    registry = f"{bed.state.registry}/buildx-{uuid.uuid4().hex[:8]}"
+    registry = f"{agents.registry}/buildx-{uuid.uuid4().hex[:8]}"
     common = [RELEASE, "--vllm-build", "source", "--mirror", str(bed.mirror_path), "--registry", registry,
               "--builder", BUILDER, "--push", "--registry-cache"]
     first = gracectl("build", *common, "--build-number", "1", "--record", str(out / "first.json"), env=docker_env)

@@ -343,3 +343,12 @@ def test_testbed_mirror_leaves_repos_without_a_standin_unmapped(tmp_path, monkey
         assert p.build_args["FLASHINFER_INDEX_URL"] == ""
         assert not mirror.versions and p.build_args["TORCH_VERSION"] == "2.10.0"  # only +cuNNN pins are mapped
         assert p.build_args["VLLM_REPO"].startswith("git://127.0.0.1:9618/")
+
+
+def test_plan_prints_the_builder():
+    """`gracectl plan` names what the build runs on: the node's dockerd unless a buildx builder is named."""
+    for args, said in (([], "builder dockerd (docker build, BuildKit)"),
+                       (["--builder", "agents"], "builder buildx builder agents")):
+        out = subprocess.run([sys.executable, "-m", "gracectl", "plan", "v0.19.0", *args], capture_output=True,
+                             text=True)
+        assert out.returncode == 0 and said in out.stdout, out.stderr[-500:]

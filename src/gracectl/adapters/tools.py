@@ -76,6 +76,7 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     *_rows(BASE, "bash", "bash"),  # tests/unit/test_dockerfile.py runs the Dockerfile's shell loops
     *_rows(BASE, "coreutils", "sleep"),
     *_rows(BASE, "util-linux", "nsenter"),  # a test-bed build agent's buildkitd joins its network namespace
+    *_rows(BASE, "mount", "mount", "umount"),  # the test-bed build agents' state on a tmpfs
     *_rows(BASE, "tar", "tar"),
     *_rows(BASE, "apt", "apt-get"),
     # tests/unit/test_tools.py asks dpkg who owns a program; the test bed builds its stand-in apt repository's .debs

@@ -16,7 +16,11 @@ address is DNATed to 127.0.0.1 (route_localnet on NAME-h only). Everything else 
 masquerades the agent's /30 and lets its traffic through FORWARD (docker's policy there is DROP). `down` removes the
 host's rules and the namespace (the veth pair and the namespace's own rules go with it).
 
-Needs root (namespaces, iptables). Nothing here is needed by production code: a site's agents are real hosts.
+`tmpfs_gb`: the agents' state (each daemon's content store, snapshots, cache) on a tmpfs of that size mounted over
+`root`, unmounted by `down`: a build agent's first build holds its base images twice (compressed and unpacked) and
+on the test machine that must not compete with the registry and dockerd for the disk.
+
+Needs root (namespaces, iptables, mount). Nothing here is needed by production code: a site's agents are real hosts.
 """
 
 from __future__ import annotations
@@ -105,8 +109,9 @@ class BuildAgents:
     """`up()` the agents (idempotent), `builder(name)` a buildx builder of them, `down()` everything it made."""
 
     def __init__(self, root: Path, names: tuple[str, ...] = ("gbk-a", "gbk-b"), registries: list[str] | None = None,
-                 buildkitd: str = "buildkitd", env: dict[str, str] | None = None):
+                 buildkitd: str = "buildkitd", env: dict[str, str] | None = None, tmpfs_gb: int = 0):
         self.root = Path(root)
+        self.tmpfs_gb = tmpfs_gb
         self.agents = [Agent(name, i + 1) for i, name in enumerate(names)]
         self.registries = registries or []
         self.buildkitd = buildkitd
@@ -201,6 +206,7 @@ class BuildAgents:
     def up(self) -> BuildAgents:
         if os.geteuid() != 0:
             raise TestbedError("build agents need root (network namespaces, iptables)")
+        self.mount()
         for agent in self.agents:
             self._network(agent)
             self._start(agent)
@@ -226,3 +232,15 @@ class BuildAgents:
                     _ip("ip", "netns", "del", agent.name)
             if not keep_cache:
                 shutil.rmtree(self._dir(agent), ignore_errors=True)
+        if self._mounted() and not keep_cache:
+            proc.run(["umount", str(self.root)], echo=False)
+
+    def mount(self) -> None:
+        """The tmpfs over `root` (when `tmpfs_gb`), once: what else lives there (a test's registry) may come first."""
+        if self.tmpfs_gb and not self._mounted():
+            self.root.mkdir(parents=True, exist_ok=True)
+            proc.run(["mount", "-t", "tmpfs", "-o", f"size={self.tmpfs_gb}g,mode=0700", "gracectl-build-agents",
+                      str(self.root)], echo=False)
+
+    def _mounted(self) -> bool:
+        return any(line.split()[1] == str(self.root) for line in Path("/proc/mounts").read_text().splitlines())
