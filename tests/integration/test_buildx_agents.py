@@ -3,7 +3,8 @@ namespace with its own address (gracectl.testbed.build_agents), joined into one 
 --driver remote` and `--append`. buildx and buildkitd are the ones scripts/go-tools.sh built from their Go modules.
 
 The same stand-in release is built twice through the builder with the registry cache (`mode=max`): first on agent
-A, then - A gone, as a build host that went away - on agent B, which takes its steps from the cache A exported.
+A, then - A gone and out of the builder, as a build host taken away - on agent B, which takes its steps from the
+cache A exported.
 Both push by digest (no `--load`): an OCI index naming the image's platform, so a pull for another platform is
 refused by the real dockerd with the real registry.
 """
@@ -80,10 +81,24 @@ def builds(bed, agents, docker_env, tmp_path_factory):
               "--builder", BUILDER, "--push", "--registry-cache"]
     first = gracectl("build", *common, "--build-number", "1", "--record", str(out / "first.json"), env=docker_env)
     assert first.returncode == 0, first.stderr[-3000:]
-    agents.stop(agents.agents[0])  # agent A goes away: the builder's next build lands on B
+    # Agent A goes away and leaves the builder (buildx would wait on a dead first node): the next build lands on B.
+    agents.stop(agents.agents[0])
+    agents.leave(BUILDER, agents.agents[0])
     second = gracectl("build", *common, "--build-number", "2", "--record", str(out / "second.json"), env=docker_env)
     assert second.returncode == 0, second.stderr[-3000:]
     return read_record(out / "first.json"), read_record(out / "second.json"), registry
+
+
+def test_doctor_and_plan_name_the_builder(agents, docker_env):
+    """First in the module: the builds below take agent A out of the builder."""
+    doctor = gracectl("doctor", "--stage", "build", "--builder", BUILDER, env={**docker_env,
+                                                                             "GRACECTL_MIN_FREE_GB": "0"})
+    line = next(line for line in doctor.stdout.splitlines() if " buildkit " in f" {line} ")
+    assert line.startswith("ok") and f"buildx builder {BUILDER}: driver remote" in line, doctor.stdout
+    assert all(f"{a.name} ({a.endpoint})" in line for a in agents.agents), line
+    plan = gracectl("plan", RELEASE, "--builder", BUILDER, env=docker_env)
+    assert f"builder buildx builder {BUILDER}" in plan.stdout
+    assert f"docker buildx build --builder {BUILDER}" in plan.stdout.replace("\n", " ")
 
 
 def steps(record: dict) -> tuple[int, int]:
@@ -134,12 +149,46 @@ def test_a_pull_for_another_platform_says_so(builds):
     assert "no matching manifest for linux/amd64" in pulled.stderr, pulled.stderr
 
 
-def test_doctor_and_plan_name_the_builder(agents, docker_env):
-    doctor = gracectl("doctor", "--stage", "build", "--builder", BUILDER, env={**docker_env,
-                                                                             "GRACECTL_MIN_FREE_GB": "0"})
-    line = next(line for line in doctor.stdout.splitlines() if " buildkit " in f" {line} ")
-    assert line.startswith("ok") and f"buildx builder {BUILDER}: driver remote" in line, doctor.stdout
-    assert all(f"{a.name} ({a.endpoint})" in line for a in agents.agents), line
-    plan = gracectl("plan", RELEASE, "--builder", BUILDER, env=docker_env)
-    assert f"builder buildx builder {BUILDER}" in plan.stdout
-    assert f"docker buildx build --builder {BUILDER}" in plan.stdout.replace("\n", " ")
+def image_layers(registry: str, pushed: str) -> dict[str, int]:
+    """digest -> size of every blob of the pushed image (its config and layers), read from the registry by digest."""
+    repository, digest = pushed.removeprefix(f"{registry}/").split("@")
+
+    def get(ref: str, accept: str) -> dict:
+        request = urllib.request.Request(f"http://{registry}/v2/{repository}/manifests/{ref}",
+                                         headers={"Accept": accept})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    index = get(digest, OCI_INDEX)
+    manifest = get(index["manifests"][0]["digest"], "application/vnd.oci.image.manifest.v1+json")
+    return {d["digest"]: d["size"] for d in [manifest["config"], *manifest["layers"]]}
+
+
+def test_the_pair_and_a_one_input_rebuild_on_the_second_agent(bed, builds, agents, docker_env, tmp_path,
+                                                             record_property):
+    """Issue 30's cost of the pair, measured on agent B through the shared cache: the fallback (vendored
+    triton_kernels) beside the tfa image in the registry, and the tfa image rebuilt with only the vLLM ref changed."""
+    first, _, registry = builds
+    common = ["--vllm-build", "source", "--mirror", str(bed.mirror_path), "--registry", registry, "--builder",
+              BUILDER, "--push", "--registry-cache"]
+    fallback = gracectl("build", "v0.19.0", *common, "--build-number", "3", "--record", str(tmp_path / "fb.json"),
+                        env=docker_env)
+    assert fallback.returncode == 0, fallback.stderr[-3000:]
+    commit = bed.add_vllm_commit(f"test_buildx_agents {uuid.uuid4().hex}")
+    rebuild = gracectl("build", RELEASE, *common, "--build-number", "4", "--vllm-ref", commit, "--record",
+                       str(tmp_path / "rebuild.json"), env=docker_env)
+    assert rebuild.returncode == 0, rebuild.stderr[-3000:]
+    fb, rb = read_record(tmp_path / "fb.json"), read_record(tmp_path / "rebuild.json")
+    tfa_blobs, fb_blobs = image_layers(agents.registry, first["pushed"]), image_layers(agents.registry, fb["pushed"])
+    shared = set(tfa_blobs) & set(fb_blobs)
+    pair = sum({**tfa_blobs, **fb_blobs}.values())
+    line = (f"registry bytes: tfa {sum(tfa_blobs.values())}, fallback {sum(fb_blobs.values())}, the pair {pair} "
+            f"({len(shared)} of {len(tfa_blobs)} blobs shared; fallback-only {len(set(fb_blobs) - shared)}); "
+            f"fallback on {fb['node']}: {steps(fb)[0]} of {steps(fb)[1]} steps cached, {fb['seconds']} s; "
+            f"one-input rebuild (VLLM_REF) on {rb['node']}: {steps(rb)[0]} of {steps(rb)[1]} cached, "
+            f"{rb['seconds']} s")
+    print("\n" + line)
+    record_property("pair_cost", line)
+    assert fb["node"] == rb["node"] == agents.agents[1].name
+    assert shared and pair < sum(tfa_blobs.values()) + sum(fb_blobs.values())
+    assert 0 < steps(rb)[0] < steps(rb)[1]  # the vLLM stages rebuilt, every other step from the cache

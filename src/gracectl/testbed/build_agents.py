@@ -199,6 +199,11 @@ class BuildAgents:
         self._buildx("inspect", "--bootstrap", name)
         return name
 
+    def leave(self, name: str, agent: Agent) -> None:
+        """Take the agent's node out of the builder (`create --leave`): buildx sends a build to the first node of
+        the platform and waits on it when it is down, it does not fail over."""
+        self._buildx("create", "--name", name, "--leave", "--node", agent.name)
+
     def remove_builder(self, name: str) -> None:
         self._buildx("rm", name, check=False)
 
