@@ -59,7 +59,7 @@ def build_runtime_stage(bed, apt_source: str) -> tuple[str, int, str]:
     """(image tag, exit code, output) of building the runtime stage of the release's plan with `apt_source`."""
     tag = f"gracectl-apt-standin:{uuid.uuid4().hex[:8]}"
     staged = dataclasses.replace(release_plan(bed, apt_source), target=RUNTIME_STAGE)
-    args, env = staged.build_command("docker", tags=[tag])
+    args, env = staged.build_command(tags=[tag])
     done = proc.run(docker.command(args), env=env, cwd=REPO_ROOT, check=False)
     return tag, done.returncode, done.stdout + done.stderr
 

@@ -80,8 +80,9 @@ def test_labels_come_from_the_plan_only():
     assert not any(s.labels for s in DF.stages.values())
     assert not re.search(r"^\s*LABEL\s", TEXT, flags=re.M)
     p = plan("v0.19.0-tfa")
-    for builder in ("buildx", "docker"):
-        cmd, _ = p.build_command(builder)
+    for builder in ("agents", ""):  # a buildx builder, the node's dockerd
+        p.builder = builder
+        cmd, _ = p.build_command()
         given = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--label"]
         assert given == [f"{k}={v}" for k, v in p.labels.items()], builder
 
