@@ -16,6 +16,7 @@ from gracectl.adapters import signing
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import GraceError, UsageError
 from gracectl.plan import plan_for
+from slsa_schema import SLSA_V1, SLSA_V1_PINNED
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -59,43 +60,6 @@ def test_a_signed_statement_opens_only_with_the_site_key_and_untouched(keys, tmp
         signing.open_statement({"payload": 3}, signing.load_public_key(pub))
 
 
-# SLSA Provenance v1 (https://slsa.dev/spec/v1.0/provenance) in an in-toto Statement v1, as a JSON schema: the
-# spec's required fields and types; ResourceDescriptor needs one of uri/digest/content, uri absolute, digest values
-# lower-case hex; timestamps RFC 3339.
-_URI = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$"}
-_TIME = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$"}
-_DESCRIPTOR = {"type": "object", "anyOf": [{"required": ["uri"]}, {"required": ["digest"]}, {"required": ["content"]}],
-               "properties": {"uri": _URI, "name": {"type": "string"}, "content": {"type": "string"},
-                              "digest": {"type": "object", "minProperties": 1,
-                                         "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]+$"}},
-                              "downloadLocation": _URI, "mediaType": {"type": "string"},
-                              "annotations": {"type": "object"}},
-               "additionalProperties": False}
-SLSA_V1 = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object", "required": ["_type", "subject", "predicateType", "predicate"], "additionalProperties": False,
-    "properties": {
-        "_type": {"const": "https://in-toto.io/Statement/v1"},
-        "subject": {"type": "array", "minItems": 1, "items": {**_DESCRIPTOR, "required": ["digest"]}},
-        "predicateType": {"const": "https://slsa.dev/provenance/v1"},
-        "predicate": {"type": "object", "required": ["buildDefinition", "runDetails"], "additionalProperties": False,
-                      "properties": {
-            "buildDefinition": {"type": "object", "required": ["buildType", "externalParameters"],
-                                "additionalProperties": False, "properties": {
-                "buildType": _URI, "externalParameters": {"type": "object", "minProperties": 1},
-                "internalParameters": {"type": "object"},
-                "resolvedDependencies": {"type": "array", "items": _DESCRIPTOR}}},
-            "runDetails": {"type": "object", "required": ["builder"], "additionalProperties": False, "properties": {
-                "builder": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {
-                    "id": _URI, "version": {"type": "object"},
-                    "builderDependencies": {"type": "array", "items": _DESCRIPTOR}}},
-                "metadata": {"type": "object", "additionalProperties": False, "properties": {
-                    "invocationId": {"type": "string", "minLength": 1}, "startedOn": _TIME, "finishedOn": _TIME}},
-                "byproducts": {"type": "array", "items": _DESCRIPTOR}}}}},
-    },
-}
-
-
 def resolved_for(plan: dict) -> dict:
     """A build record's "resolved" for `plan` as gracectl.build_inputs records it: each base image by a digest, each
     git source a built stage fetches by a commit, the final install's wheels by sha256."""
@@ -123,7 +87,7 @@ def test_provenance_is_slsa_v1_and_names_every_input_with_an_absolute_uri_and_a_
                                 builder="https://ci.example/job/gh200-vllm/", invocation="https://ci.example/job/gh200-vllm/1/",
                                 records={"smoke": "sha256:" + "cd" * 32})
     jsonschema.Draft202012Validator.check_schema(SLSA_V1)
-    jsonschema.Draft202012Validator(SLSA_V1).validate(stmt)
+    jsonschema.Draft202012Validator(SLSA_V1_PINNED).validate(stmt)
     assert stmt["subject"] == [{"name": "127.0.0.1:5000/gh200-vllm-tfa", "digest": {"sha256": "ab" * 32}}]
     definition = stmt["predicate"]["buildDefinition"]
     assert definition["externalParameters"]["buildArgs"] == dict(sorted(plan["build_args"].items()))
@@ -160,6 +124,11 @@ def test_provenance_is_slsa_v1_and_names_every_input_with_an_absolute_uri_and_a_
                                 invocation="run-1", records={})
     jsonschema.Draft202012Validator(SLSA_V1).validate(bare)
     assert bare["predicate"]["runDetails"]["metadata"] == {"invocationId": "run-1"}
+    # SLSA itself takes a dependency named by uri alone; the pinned schema does not
+    bare["predicate"]["buildDefinition"]["resolvedDependencies"].append({"uri": "git+https://x/y.git@v1"})
+    jsonschema.Draft202012Validator(SLSA_V1).validate(bare)
+    with pytest.raises(jsonschema.ValidationError, match="'digest' is a required property"):
+        jsonschema.Draft202012Validator(SLSA_V1_PINNED).validate(bare)
 
 
 def test_provenance_refuses_an_input_the_build_did_not_pin():
