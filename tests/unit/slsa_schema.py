@@ -1,8 +1,13 @@
-"""SLSA Provenance v1 as a JSON schema, shared by the unit and integration tests of the provenance (its one copy)."""
+"""SLSA Provenance v1 as a JSON schema, shared by the unit and integration tests of the provenance (its one copy), and
+the inputs a build of a plan resolved (a build record's "resolved") for tests that sign without building."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
+
+from gracectl import provenance
 
 # SLSA Provenance v1 (https://slsa.dev/spec/v1.0/provenance) in an in-toto Statement v1, as a JSON schema: the
 # spec's required fields and types; ResourceDescriptor needs one of uri/digest/content, uri absolute, digest values
@@ -51,3 +56,19 @@ def _pinned(schema: dict) -> dict:
 
 
 SLSA_V1_PINNED = _pinned(SLSA_V1)
+
+
+def resolved_for(plan: dict) -> dict:
+    """A build record's "resolved" for `plan` as gracectl.build_inputs records it: each base image by a digest, each
+    git source a built stage fetches by a commit, the final install's wheels by sha256."""
+    args = plan["build_args"]
+    git = [{"repo": repo, "ref": ref,
+            "commit": ref if re.fullmatch("[0-9a-f]{40}", ref) else hashlib.sha1(f"{repo}@{ref}".encode()).hexdigest()}
+           for _, repo, ref, stage in provenance._pins(plan)
+           if stage in set(plan["stages"]) - set(plan["not_built"])]
+    return {"images": {args[a]: "sha256:" + hashlib.sha256(a.encode()).hexdigest()
+                       for a in ("BUILD_BASE_IMAGE", "RUNTIME_BASE_IMAGE")},
+            "git": git, "downloads": [{"url": args["GDRCOPY_URL"], "sha256": "ef" * 32}] if args["GDRCOPY_URL"] else [],
+            "python": [{"name": "torch", "version": "2.10.0+cu129", "sha256": "12" * 32, "from": "package index",
+                        "uri": "https://download.pytorch.org/whl/cu129/torch-2.10.0%2Bcu129-cp312-cp312-"
+                               "manylinux_2_28_aarch64.whl"}]}

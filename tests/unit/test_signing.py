@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 import stat
 
 import pytest
@@ -16,7 +15,7 @@ from gracectl.adapters import signing
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import GraceError, UsageError
 from gracectl.plan import plan_for
-from slsa_schema import SLSA_V1, SLSA_V1_PINNED
+from slsa_schema import SLSA_V1, SLSA_V1_PINNED, resolved_for
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -58,22 +57,6 @@ def test_a_signed_statement_opens_only_with_the_site_key_and_untouched(keys, tmp
         signing.open_statement(envelope, signing.load_public_key(other))
     with pytest.raises(ValueError, match="not a DSSE envelope"):
         signing.open_statement({"payload": 3}, signing.load_public_key(pub))
-
-
-def resolved_for(plan: dict) -> dict:
-    """A build record's "resolved" for `plan` as gracectl.build_inputs records it: each base image by a digest, each
-    git source a built stage fetches by a commit, the final install's wheels by sha256."""
-    args = plan["build_args"]
-    git = [{"repo": repo, "ref": ref,
-            "commit": ref if re.fullmatch("[0-9a-f]{40}", ref) else hashlib.sha1(f"{repo}@{ref}".encode()).hexdigest()}
-           for _, repo, ref, stage in provenance._pins(plan)
-           if stage in set(plan["stages"]) - set(plan["not_built"])]
-    return {"images": {args[a]: "sha256:" + hashlib.sha256(a.encode()).hexdigest()
-                       for a in ("BUILD_BASE_IMAGE", "RUNTIME_BASE_IMAGE")},
-            "git": git, "downloads": [{"url": args["GDRCOPY_URL"], "sha256": "ef" * 32}],
-            "python": [{"name": "torch", "version": "2.10.0+cu129", "sha256": "12" * 32, "from": "package index",
-                        "uri": "https://download.pytorch.org/whl/cu129/torch-2.10.0%2Bcu129-cp312-cp312-"
-                               "manylinux_2_28_aarch64.whl"}]}
 
 
 def test_provenance_is_slsa_v1_and_names_every_input_with_an_absolute_uri_and_a_digest():
