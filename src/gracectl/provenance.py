@@ -100,6 +100,9 @@ def dependencies(plan: dict, dockerfile_sha: str, resolved: dict | None) -> list
     commits = {(g["repo"], g["ref"]): g["commit"] for g in resolved.get("git", [])}
     used = set()
     for name, repo, ref, stage in _pins(plan):
+        if stage and stage not in (plan.get("stages") or {}):  # _PIN_STAGE behind the Dockerfile's stage names
+            missing.append(f"{name} {repo}@{ref} (the plan has no stage {stage})")
+            continue
         if stage not in built:  # not fetched by this build (another pin may share its repo and ref: Triton's)
             continue
         commit = commits.get((repo, ref), "")

@@ -129,6 +129,11 @@ def test_provenance_refuses_an_input_the_build_did_not_pin():
         statement(no_flashmla)
     with pytest.raises(GraceError, match="gdrcopy"):
         statement({**resolved, "downloads": []})
+    # a stage renamed in the Dockerfile but not in _PIN_STAGE: refused, never silently left out
+    renamed = {**plan, "stages": {("flashmla-src" if k == "build-flashmla" else k): v for k, v in plan["stages"].items()}}
+    with pytest.raises(GraceError, match="flashmla .*no stage build-flashmla"):
+        provenance.statement("r/x", DIGEST, renamed, {"resolved": resolved}, builder="urn:x:b", invocation="r",
+                             records={})
     # wheel mode: the stages that fetch vLLM's own sources do not run, so theirs are no inputs of this image
     wheel = plan_for("v0.19.0-tfa", None, "", "", 7, "127.0.0.1:5000", "wheel").to_dict()
     names = {d["name"] for d in provenance.statement("r/x", DIGEST, wheel, {"resolved": resolved_for(wheel)},
