@@ -11,8 +11,8 @@ root. BuildKit's `--progress plain` output is parsed as it streams:
 
 The build record (JSON, kind "build") holds the release, every pin (the plan's build args and labels), the
 image ID and size, per-stage time and cache hits, the full log's path, start and end, and what the build resolved
-("resolved": base image digests, git commits, wheel sha256s; gracectl.build_inputs), which its provenance names. A failed build writes
-a record with status "failed" and moves no tag (BuildKit tags only a finished image).
+("resolved": base image digests, git commits, wheel sha256s; gracectl.build_inputs), which its provenance names.
+A failed build writes a record with status "failed" and moves no tag (BuildKit tags only a finished image).
 """
 
 from __future__ import annotations

@@ -159,7 +159,8 @@ def test_the_provenance_of_a_real_build_pins_every_input_by_what_the_build_resol
         listed = proc.run(["git", "ls-remote", repo, ref, f"{ref}^{{}}"], echo=False, check=False).stdout.split()
         assert d["digest"]["gitCommit"] == (listed[-2] if listed else ref), d
     wheels = {d["name"].removeprefix("pypi:"): d for d in deps if d["name"].startswith("pypi:")}
-    installed = {sbom.normalize(dist["metadata"]["name"]) for dist in sbom.inspect_image(record["image_id"])["installed"]}
+    installed = {sbom.normalize(dist["metadata"]["name"])
+                 for dist in sbom.inspect_image(record["image_id"])["installed"]}
     assert set(wheels) == installed
     for d in wheels.values():
         if d["uri"].startswith("http"):  # the very file the index serves

@@ -130,7 +130,8 @@ def test_provenance_refuses_an_input_the_build_did_not_pin():
     with pytest.raises(GraceError, match="gdrcopy"):
         statement({**resolved, "downloads": []})
     # a stage renamed in the Dockerfile but not in _PIN_STAGE: refused, never silently left out
-    renamed = {**plan, "stages": {("flashmla-src" if k == "build-flashmla" else k): v for k, v in plan["stages"].items()}}
+    renamed = {**plan, "stages": {("flashmla-src" if k == "build-flashmla" else k): v
+                                  for k, v in plan["stages"].items()}}
     with pytest.raises(GraceError, match="flashmla .*no stage build-flashmla"):
         provenance.statement("r/x", DIGEST, renamed, {"resolved": resolved}, builder="urn:x:b", invocation="r",
                              records={})
