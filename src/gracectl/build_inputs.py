@@ -7,8 +7,9 @@
 - downloads: "URL SHA256" of each file a stage downloaded (gdrcopy's .deb: /opt/gracectl/downloads.txt);
 - Python distributions: every one installed in the final image (read there: name, version, wheel tags, installer,
   direct URL), each with the sha256 of the very wheel file it came from: the index's (the file of that name, version
-  and tags on one of the build's indexes, with the sha256 the index publishes), the build's own (/wheels files:
-  /opt/gracectl/wheels.sha256), or the base image's (the venv's seed pip, from its ensurepip wheel).
+  and tags on one of the build's indexes, with the sha256 the index publishes; for a project without a wheel, the
+  sdist the installer built it from), the build's own (/wheels files: /opt/gracectl/wheels.sha256), or the base
+  image's (the venv's seed pip, from its ensurepip wheel).
 
 Anything without a digest is an error naming it: provenance never lists an input it cannot pin.
 """
@@ -19,7 +20,8 @@ import json
 import re
 from pathlib import Path
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename,
+                             parse_wheel_filename)
 from packaging.version import InvalidVersion, Version
 
 from gracectl.adapters import docker, package_index, proc
@@ -104,17 +106,27 @@ def _wheel_matches(filename: str, name: str, version: str, tags: set[str]) -> bo
         return False
 
 
+def _sdist_matches(filename: str, name: str, version: str) -> bool:
+    try:
+        sname, sversion = parse_sdist_filename(filename)
+        return sname == canonicalize_name(name) and sversion == Version(version)
+    except (InvalidSdistFilename, InvalidVersion):
+        return False
+
+
 def python_inputs(found: dict, indexes: list[str]) -> list[dict]:
     """Every installed distribution with the wheel it came from: {"name", "version", "uri", "sha256", "from"}."""
     built = {Path(path).name: sha for sha, path in _lines(found["files"].get("wheels.sha256", ""), 2)}
     pages: dict[tuple[str, str], list[dict]] = {}
 
-    def on_index(name: str, version: str, tags: set[str], sha: str = "") -> dict | None:
+    def on_index(name: str, version: str, tags: set[str], sha: str = "", sdist: bool = False) -> dict | None:
         for index in indexes:
             if (index, name) not in pages:
                 pages[index, name] = package_index.published_files(index, name)
             for f in pages[index, name]:
-                if _wheel_matches(f["filename"], name, version, tags) and f["sha256"] and sha in ("", f["sha256"]):
+                matches = _sdist_matches(f["filename"], name, version) if sdist else \
+                    _wheel_matches(f["filename"], name, version, tags)
+                if matches and f["sha256"] and sha in ("", f["sha256"]):
                     return f
         return None
 
@@ -133,6 +145,8 @@ def python_inputs(found: dict, indexes: list[str]) -> list[dict]:
                         "from": "package index" if f else "built by this build"})
         elif f := on_index(name, version, tags):
             out.append({**entry, "uri": f["url"], "sha256": f["sha256"], "from": "package index"})
+        elif f := on_index(name, version, tags, sdist=True):  # no wheel for it: the installer built one from this
+            out.append({**entry, "uri": f["url"], "sha256": f["sha256"], "from": "package index (sdist, built here)"})
         elif seed := next((b for fn, b in found["bundled"].items() if _wheel_matches(fn, name, version, tags)), None):
             # the venv's own pip/setuptools: installed by `python -m venv` from the base image's ensurepip wheel
             out.append({**entry, "uri": f"file://{seed['path']}", "sha256": seed["sha256"],

@@ -32,6 +32,7 @@ FILES = {
                "sha256": "a" * 64},
               {"filename": "numpy-2.2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
                "url": f"{INDEX}/numpy/x86.whl", "sha256": "b" * 64}],
+    "fire": [{"filename": "fire-0.7.0.tar.gz", "url": f"{INDEX}/fire/fire-0.7.0.tar.gz", "sha256": "f" * 64}],
     "triton": [{"filename": "triton-3.6.0-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl",
                 "url": f"{INDEX}/triton/triton-3.6.0.whl", "sha256": "c" * 64}],
 }
@@ -61,7 +62,8 @@ def test_each_installed_wheel_is_pinned_by_the_sha256_of_the_file_it_came_from(i
                                   "manylinux_2_28_aarch64.whl"),
                   dist("triton_kernels", "1.0.0", ["py3-none-any"], installer="pip",
                        direct_url="file:///wheels/triton_kernels/triton_kernels-1.0.0-py3-none-any.whl"),
-                  dist("pip", "23.0.1", ["py3-none-any"], installer="pip")],
+                  dist("pip", "23.0.1", ["py3-none-any"], installer="pip"),
+                  dist("fire", "0.7.0", ["py3-none-any"])],  # an sdist-only project: uv built the wheel
         "bundled": {"pip-23.0.1-py3-none-any.whl": {"path": "/usr/share/python-wheels/pip-23.0.1-py3-none-any.whl",
                                                     "sha256": "e" * 64}},
         "files": {"wheels.sha256": f"{'c' * 64}  /wheels/triton/triton-3.6.0-cp311-cp311-manylinux_2_27_aarch64."
@@ -78,6 +80,7 @@ def test_each_installed_wheel_is_pinned_by_the_sha256_of_the_file_it_came_from(i
                                      "uri": "file:///wheels/triton_kernels/triton_kernels-1.0.0-py3-none-any.whl",
                                      "from": "built by this build"}
     assert got["pip"]["sha256"] == "e" * 64 and got["pip"]["from"] == "runtime base image (ensurepip)"
+    assert got["fire"]["sha256"] == "f" * 64 and got["fire"]["from"] == "package index (sdist, built here)"
 
 
 def test_a_distribution_without_a_known_sha256_fails_the_build_loudly(index, monkeypatch):
