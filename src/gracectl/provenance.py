@@ -109,7 +109,7 @@ def dependencies(plan: dict, dockerfile_sha: str, resolved: dict | None) -> list
         if not commit:
             missing.append(f"{name} {repo}@{ref} (stage {stage} recorded no commit)")
             continue
-        if _COMMIT.match(ref) and commit != ref:
+        if re.fullmatch(r"[0-9a-f]{7,40}", ref) and not commit.startswith(ref):  # a (short) commit pin: the same
             missing.append(f"{name} {repo}@{ref} (the build checked out {commit})")
             continue
         used.add((repo, ref))

@@ -58,12 +58,18 @@ def _pinned(schema: dict) -> dict:
 SLSA_V1_PINNED = _pinned(SLSA_V1)
 
 
+def full_commit(repo: str, ref: str) -> str:
+    """The commit a fetch of `ref` checks out: a (short) commit extended to 40 hex, a tag some commit of its own."""
+    made = hashlib.sha1(f"{repo}@{ref}".encode()).hexdigest()
+    return ref + made[len(ref):] if re.fullmatch("[0-9a-f]{7,40}", ref) else made
+
+
 def resolved_for(plan: dict) -> dict:
     """A build record's "resolved" for `plan` as gracectl.build_inputs records it: each base image by a digest, each
     git source a built stage fetches by a commit, the final install's wheels by sha256."""
     args = plan["build_args"]
     git = [{"repo": repo, "ref": ref,
-            "commit": ref if re.fullmatch("[0-9a-f]{40}", ref) else hashlib.sha1(f"{repo}@{ref}".encode()).hexdigest()}
+            "commit": full_commit(repo, ref)}
            for _, repo, ref, stage in provenance._pins(plan)
            if stage in set(plan["stages"]) - set(plan["not_built"])]
     return {"images": {args[a]: "sha256:" + hashlib.sha256(a.encode()).hexdigest()

@@ -129,6 +129,10 @@ def test_provenance_refuses_an_input_the_build_did_not_pin():
         statement(no_flashmla)
     with pytest.raises(GraceError, match="gdrcopy"):
         statement({**resolved, "downloads": []})
+    # DeepEP's short commit pin: the full commit the build checked out must extend it
+    deepep = {**resolved, "git": [{**g, "commit": "f" * 40} if "DeepEP" in g["repo"] else g for g in resolved["git"]]}
+    with pytest.raises(GraceError, match="deepep .*the build checked out ffff"):
+        statement(deepep)
     # a stage renamed in the Dockerfile but not in _PIN_STAGE: refused, never silently left out
     renamed = {**plan, "stages": {("flashmla-src" if k == "build-flashmla" else k): v
                                   for k, v in plan["stages"].items()}}
