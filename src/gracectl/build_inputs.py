@@ -56,7 +56,12 @@ for pattern in ("/usr/share/python-wheels/*.whl",
     for path in glob.glob(pattern):
         with open(path, "rb") as f:
             bundled[os.path.basename(path)] = {"path": path, "sha256": hashlib.sha256(f.read()).hexdigest()}
-print(json.dumps({"dists": dists, "bundled": bundled,
+try:  # the tags this interpreter installs, best first (what an installer ranks wheels by), from the venv's own pip
+    from pip._vendor.packaging.tags import sys_tags
+    supported = [str(t) for t in sys_tags()]
+except ImportError:
+    supported = []
+print(json.dumps({"dists": dists, "bundled": bundled, "supported": supported,
                   "files": {n: read("/opt/gracectl/" + n) for n in %r}}))
 """ % (IMAGE_FILES,)
 
@@ -119,6 +124,8 @@ def python_inputs(found: dict, indexes: list[str]) -> list[dict]:
     built = {Path(path).name: sha for sha, path in _lines(found["files"].get("wheels.sha256", ""), 2)}
     pages: dict[tuple[str, str], list[dict]] = {}
 
+    rank = {tag: i for i, tag in enumerate(found.get("supported") or [])}
+
     def on_index(name: str, version: str, tags: set[str], sha: str = "", sdist: bool = False) -> dict | None:
         for index in indexes:
             if (index, name) not in pages:
@@ -129,6 +136,23 @@ def python_inputs(found: dict, indexes: list[str]) -> list[dict]:
                 if matches and f["sha256"] and sha in ("", f["sha256"]):
                     return f
         return None
+
+    def best_for_platform(name: str, version: str) -> dict | None:
+        """The wheel of name==version an installer takes here (its best-ranked tag): for a wheel whose WHEEL file
+        names other tags than its file name (NVIDIA's cusparselt: manylinux2014_sbsa inside, _aarch64 outside)."""
+        ranked = []
+        for index in indexes:
+            for f in pages.get((index, name), []):
+                if not (f["sha256"] and _wheel_matches(f["filename"], name, version, set())):
+                    continue
+                here = [rank[str(t)] for t in parse_wheel_filename(f["filename"])[3] if str(t) in rank]
+                if here:
+                    ranked.append((min(here), f))
+        ranked.sort(key=lambda pair: pair[0])
+        if not ranked or (len(ranked) > 1 and ranked[0][0] == ranked[1][0]
+                          and ranked[0][1]["sha256"] != ranked[1][1]["sha256"]):
+            return None  # none, or two different files as good: no way to say which one was installed
+        return ranked[0][1]
 
     out, missing = [], []
     for d in found["dists"]:
@@ -143,14 +167,19 @@ def python_inputs(found: dict, indexes: list[str]) -> list[dict]:
             f = on_index(name, version, tags, sha)  # an official wheel a stage downloaded (triton): its index URL
             out.append({**entry, "uri": f["url"] if f else d["direct_url"], "sha256": sha,
                         "from": "package index" if f else "built by this build"})
-        elif f := on_index(name, version, tags):
-            out.append({**entry, "uri": f["url"], "sha256": f["sha256"], "from": "package index"})
-        elif f := on_index(name, version, tags, sdist=True):  # no wheel for it: the installer built one from this
-            out.append({**entry, "uri": f["url"], "sha256": f["sha256"], "from": "package index (sdist, built here)"})
-        elif seed := next((b for fn, b in found["bundled"].items() if _wheel_matches(fn, name, version, tags)), None):
-            # the venv's own pip/setuptools: installed by `python -m venv` from the base image's ensurepip wheel
+        elif d["installer"] == "pip" and (seed := next((b for fn, b in found["bundled"].items()
+                                                        if _wheel_matches(fn, name, version, tags)), None)):
+            # the venv's own pip/setuptools: `python -m venv` installed them from the base image's ensurepip wheel
+            # (Debian rebuilds those: PyPI's file of the same name is other bytes)
             out.append({**entry, "uri": f"file://{seed['path']}", "sha256": seed["sha256"],
                         "from": "runtime base image (ensurepip)"})
+        elif f := on_index(name, version, tags):
+            out.append({**entry, "uri": f["url"], "sha256": f["sha256"], "from": "package index"})
+        elif f := best_for_platform(name, version):
+            out.append({**entry, "uri": f["url"], "sha256": f["sha256"],
+                        "from": "package index (by this platform's tags: its WHEEL file names others)"})
+        elif f := on_index(name, version, tags, sdist=True):  # no wheel for it: the installer built one from this
+            out.append({**entry, "uri": f["url"], "sha256": f["sha256"], "from": "package index (sdist, built here)"})
         else:
             missing.append(f"{name} {version} (on none of {', '.join(indexes)} with a sha256)")
     if missing:

@@ -32,6 +32,13 @@ FILES = {
                "sha256": "a" * 64},
               {"filename": "numpy-2.2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
                "url": f"{INDEX}/numpy/x86.whl", "sha256": "b" * 64}],
+    "nvidia-cusparselt-cu13": [
+        {"filename": f"nvidia_cusparselt_cu13-0.8.0-py3-none-manylinux2014_{arch}.whl", "sha256": sha,
+         "url": f"{INDEX}/nvidia-cusparselt-cu13/nvidia_cusparselt_cu13-0.8.0-py3-none-manylinux2014_{arch}.whl"}
+        for arch, sha in (("x86_64", "7" * 64), ("aarch64", "8" * 64))],
+    # PyPI's pip of the version Debian bundles: other bytes than the bundled wheel the venv was made from
+    "pip": [{"filename": "pip-23.0.1-py3-none-any.whl", "url": f"{INDEX}/pip/pip-23.0.1-py3-none-any.whl",
+             "sha256": "9" * 64}],
     "fire": [{"filename": "fire-0.7.0.tar.gz", "url": f"{INDEX}/fire/fire-0.7.0.tar.gz", "sha256": "f" * 64}],
     "triton": [{"filename": "triton-3.6.0-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl",
                 "url": f"{INDEX}/triton/triton-3.6.0.whl", "sha256": "c" * 64}],
@@ -63,7 +70,10 @@ def test_each_installed_wheel_is_pinned_by_the_sha256_of_the_file_it_came_from(i
                   dist("triton_kernels", "1.0.0", ["py3-none-any"], installer="pip",
                        direct_url="file:///wheels/triton_kernels/triton_kernels-1.0.0-py3-none-any.whl"),
                   dist("pip", "23.0.1", ["py3-none-any"], installer="pip"),
-                  dist("fire", "0.7.0", ["py3-none-any"])],  # an sdist-only project: uv built the wheel
+                  dist("fire", "0.7.0", ["py3-none-any"]),  # an sdist-only project: uv built the wheel
+                  # NVIDIA's wheel says manylinux2014_sbsa inside, _aarch64 in its file name
+                  dist("nvidia-cusparselt-cu13", "0.8.0", ["py3-none-manylinux2014_sbsa"])],
+        "supported": ["cp311-cp311-manylinux_2_36_aarch64", "py3-none-manylinux2014_aarch64", "py3-none-any"],
         "bundled": {"pip-23.0.1-py3-none-any.whl": {"path": "/usr/share/python-wheels/pip-23.0.1-py3-none-any.whl",
                                                     "sha256": "e" * 64}},
         "files": {"wheels.sha256": f"{'c' * 64}  /wheels/triton/triton-3.6.0-cp311-cp311-manylinux_2_27_aarch64."
@@ -81,6 +91,7 @@ def test_each_installed_wheel_is_pinned_by_the_sha256_of_the_file_it_came_from(i
                                      "from": "built by this build"}
     assert got["pip"]["sha256"] == "e" * 64 and got["pip"]["from"] == "runtime base image (ensurepip)"
     assert got["fire"]["sha256"] == "f" * 64 and got["fire"]["from"] == "package index (sdist, built here)"
+    assert got["nvidia-cusparselt-cu13"]["sha256"] == "8" * 64  # the aarch64 file, by this platform's tags
 
 
 def test_a_distribution_without_a_known_sha256_fails_the_build_loudly(index, monkeypatch):
