@@ -4,6 +4,7 @@
 # carry CUTLASS as one) without history; records the commit it resolved to in DEST/.fetched-commit.
 # --keep-git keeps the shallow .git (one commit): setuptools-scm's file finder needs it to list what a wheel
 # ships beyond package_data (vLLM's chat templates); otherwise .git is removed.
+# DEST/.fetched-source: "REPO REF COMMIT", what the build's provenance names (vllm/Dockerfile collects them).
 # GIT_URL_REWRITE ("FROM=TO FROM=TO", e.g. https://github.com/=https://git.internal/) points every git URL,
 # submodules included, at a site's mirror.
 set -euo pipefail
@@ -21,10 +22,11 @@ if [ -f "$dest/.gitmodules" ]; then
   git -C "$dest" submodule update -q --init --recursive --depth 1
 fi
 git -C "$dest" rev-parse HEAD > "$dest/.fetched-commit"
+echo "$repo $ref $(cat "$dest/.fetched-commit")" > "$dest/.fetched-source"
 echo "fetched $repo@$ref -> $(cat "$dest/.fetched-commit")"
 if [ "$keep_git" = 0 ]; then
   find "$dest" -name .git -prune -exec rm -rf {} +
 else
-  # .fetched-commit is not part of the source: keep it out of the file finder's and git's view.
-  echo .fetched-commit >> "$dest/.git/info/exclude"
+  # .fetched-commit/-source are not part of the source: keep them out of the file finder's and git's view.
+  printf '%s\n' .fetched-commit .fetched-source >> "$dest/.git/info/exclude"
 fi

@@ -10,8 +10,9 @@ when a buildx builder pushes by digest itself: gracectl.builders), run from the 
     #12 ERROR: process "/bin/bash ..." did not complete   failed
 
 The build record (JSON, kind "build") holds the release, every pin (the plan's build args and labels), the
-image ID and size, per-stage time and cache hits, the full log's path, start and end. A failed build writes
-a record with status "failed" and moves no tag (BuildKit tags only a finished image).
+image ID and size, per-stage time and cache hits, the full log's path, start and end, and what the build resolved
+("resolved": base image digests, git commits, wheel sha256s; gracectl.build_inputs), which its provenance names.
+A failed build writes a record with status "failed" and moves no tag (BuildKit tags only a finished image).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gracectl import builders
+from gracectl import build_inputs, builders
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, GraceError
 from gracectl.plan import REPO_ROOT, Plan, stage_closure
@@ -186,6 +187,12 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, regist
                                                                      for k, (a, b) in drift.items())
         write_json(record_path, record)
         raise GraceError(f"{plan.build_tag}: {record['error']}")
+    try:  # what the build resolved (digests, commits, wheel hashes): its provenance names exactly these
+        record["resolved"] = build_inputs.resolved(plan.build_args, image_id, log_path.read_text())
+    except GraceError as exc:
+        record.update(status="failed", error=f"the build's inputs cannot all be pinned: {exc}")
+        write_json(record_path, record)
+        raise GraceError(f"{plan.build_tag}: {record['error']}") from None
     write_json(record_path, record)
     return BuildResult(record, record_path)
 

@@ -7,20 +7,27 @@ only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
+from gracectl import provenance, sbom
 from gracectl.adapters import docker, proc
 from gracectl.build import compare, read_record, rebuilt_stages
 from gracectl.mirrors import load_mirror
 from gracectl.plan import REPO_ROOT, plan_for
 from gracectl.testbed.processes import free_port
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))  # the SLSA schema lives with the unit tests
+from slsa_schema import SLSA_V1_PINNED  # noqa: E402
 
 pytestmark = pytest.mark.integration
 RELEASE = "v0.19.0-tfa"
@@ -129,3 +136,39 @@ def test_build_push_publishes_by_digest_under_the_immutable_tag(bed, builds, tmp
     assert inspected["Labels"]["io.gracectl.pin.triton_kernels"] == plan.labels["io.gracectl.pin.triton_kernels"]
     # the same build inputs as the first build: the very same image, only pushed
     assert record["image_id"] == first["image_id"]
+
+
+def test_the_provenance_of_a_real_build_pins_every_input_by_what_the_build_resolved(bed, builds):
+    """Every resolvedDependency of the release build: an absolute uri and a digest, each one checked here against its
+    source (the registry's manifest, the git daemon's ref, the index's file, the image's own distributions)."""
+    import jsonschema
+
+    record, _, _ = builds
+    plan = plan_for(RELEASE, bed.mirror_path, build_number=9001, vllm_build="source").to_dict()
+    stmt = provenance.statement(f"{bed.state.registry}/gh200-vllm-tfa", record["image_id"], plan, record,
+                                builder="urn:gracectl:builder:test", invocation="test_build", records={})
+    jsonschema.Draft202012Validator(SLSA_V1_PINNED).validate(stmt)
+    deps = stmt["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert all(d["uri"] and d["digest"] and "pinned" not in d.get("annotations", {}) for d in deps), deps
+    by_name = {d["name"]: d for d in deps}
+    for arg in ("BUILD_BASE_IMAGE", "RUNTIME_BASE_IMAGE"):  # the digest the mirror's tag names now
+        image = plan["build_args"][arg]
+        raw = proc.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{image}"], echo=False).stdout
+        assert by_name[arg.lower()]["digest"] == {"sha256": hashlib.sha256(raw.encode()).hexdigest()}
+    git = [d for d in deps if d["uri"].startswith("git+git://")]
+    assert {"vllm", "triton_kernels", "flash_attn", "flashmla", "deepgemm", "cmake:cutlass"} <= {d["name"] for d in git}
+    for d in git:  # the commit the mirror's ref names (a tag peeled to its commit)
+        repo, _, ref = d["uri"].removeprefix("git+").rpartition("@")
+        listed = proc.run(["git", "ls-remote", repo, ref, f"{ref}^{{}}"], echo=False, check=False).stdout.split()
+        assert d["digest"]["gitCommit"] == (listed[-2] if listed else ref), d
+    wheels = {d["name"].removeprefix("pypi:"): d for d in deps if d["name"].startswith("pypi:")}
+    installed = {sbom.normalize(dist["metadata"]["name"])
+                 for dist in sbom.inspect_image(record["image_id"])["installed"]}
+    assert set(wheels) == installed
+    for d in wheels.values():
+        if d["uri"].startswith("http"):  # the very file the index serves
+            with urllib.request.urlopen(d["uri"], timeout=60) as r:
+                assert hashlib.sha256(r.read()).hexdigest() == d["digest"]["sha256"], d
+    assert wheels["vllm"]["annotations"]["from"] == "built by this build"
+    assert wheels["torch"]["annotations"]["from"] == "package index"
+    print(f"provenance: {len(deps)} inputs, {len(json.dumps(stmt))} bytes")

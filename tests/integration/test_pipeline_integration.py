@@ -22,6 +22,9 @@ from gracectl.adapters.registry import Registry
 from gracectl.adapters.skopeo import skopeo_inspect_raw
 from gracectl.image_ref import ImageRef
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))  # shared with the unit tests: a build's resolved inputs
+from slsa_schema import resolved_for  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 
@@ -42,8 +45,10 @@ def fake_build_and_smoke(workdir: Path, image: str, passed: bool = True) -> None
     outcome = "passed" if passed else "failed"
     record = smoke.smoke_record(image, image_id, "kernels", smoke.JunitResult(
         tests=[{"name": "test_kernels::test_moe", "outcome": outcome, "time": 1.0}]))
+    plan = json.loads((workdir / "plan.json").read_text())["plan"]
     (workdir / "build-record.json").write_text(json.dumps(
-        {"kind": "build", "image": image, "image_id": image_id, "stage": "build", "stage_status": "passed"}))
+        {"kind": "build", "image": image, "image_id": image_id, "stage": "build", "stage_status": "passed",
+         "resolved": resolved_for(plan)}))  # what a real build records: the provenance of a signed push names it
     (workdir / "smoke-record.json").write_text(json.dumps(
         {**record, "stage": "smoke", "stage_status": "passed" if passed else "failed"}))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -35,6 +36,9 @@ def test_rehearsal_builds_promotes_rebuilds_and_rolls_back(bed, tmp_path):
     assert first["digest"] != second["digest"]
     # every push signed and attested with the test bed's site key, every move through the signature gate
     assert first["signed"] and second["signed"] and "signature + provenance" in done.stdout
+    # each signed provenance pins every input it names (gracectl.build_inputs: what the build resolved)
+    counts = re.findall(r"provenance:\s+(\d+)\s+inputs,\s+(\d+)\s+pinned", done.stderr)  # progress lines, maybe wrapped
+    assert len(counts) >= 2 and all(n == pinned and int(n) > 20 for n, pinned in counts), counts
     moving = output(workdir, "rollback", "plan.json")["moving_tag"]
     assert moving == f"{bed.state.registry}/gh200-vllm-tfa:v0.19.0-tfa"
 

@@ -440,7 +440,8 @@ def test_signed_promotion_over_tls_and_tokens(site, repo, oci_image, tmp_path):
     a = publish(oci_image, repo, "signed-tls", smoke())
     b = publish(oci_image, repo, "unsigned-tls", smoke())
     ref = ImageRef.parse(repo)
-    stmt = provenance.statement(f"{ref.registry}/{ref.repository}", a, {"release": "v0.19.0-tfa"}, {},
+    stmt = provenance.statement(f"{ref.registry}/{ref.repository}", a, {"release": "v0.19.0-tfa"},
+                                {"resolved": {"images": {}, "git": []}},
                                 builder="urn:gracectl:builder:test", invocation="tls", records={})
     release_trust.attest(ref, a, stmt, key, env_access())
     trust = {"GRACECTL_TRUST_KEY": str(pub)}

@@ -53,8 +53,12 @@ def attest(repo_name: str, digest: str, key: signing.SigningKey) -> str:
     ref = ImageRef.parse(repo_name)
     plan = {"release": "v0.19.0-tfa", "platform": "linux/arm64", "dockerfile": "vllm/Dockerfile",
             "build_args": {"BUILD_BASE_IMAGE": "base@sha256:" + "3" * 64},
-            "labels": {"io.gracectl.pin.flash_attn": "https://github.com/vllm-project/flash-attention.git@" + "2" * 40}}
-    stmt = provenance.statement(f"{ref.registry}/{ref.repository}", digest, plan, {},
+            "labels": {"io.gracectl.pin.flash_attn": "https://github.com/vllm-project/flash-attention.git@" + "2" * 40},
+            "stages": {"build-flash-attn": []}, "not_built": []}
+    resolved = {"images": {"docker.io/library/base": "sha256:" + "3" * 64},
+                "git": [{"repo": "https://github.com/vllm-project/flash-attention.git", "ref": "2" * 40,
+                         "commit": "2" * 40}]}
+    stmt = provenance.statement(f"{ref.registry}/{ref.repository}", digest, plan, {"resolved": resolved},
                                 builder="urn:gracectl:builder:test", invocation="r1",
                                 records={"smoke": "sha256:" + "4" * 64})
     dpkg = {"os": {"id": "ubuntu", "version_id": "24.04"},

@@ -157,7 +157,8 @@ def test_final_stage_installs_the_choice_into_the_pinned_pythons_venv():
     # share that multi-GB layer; triton_kernels comes in a later step of its own.
     assert "triton-kernels-choice" not in install and "TRITON_KERNELS" not in install
     assert "--compile-bytecode" in install  # compiled once at build, not by every container start
-    kernels = [r for r in final.runs if "from=triton-kernels-choice,source=/wheels/triton_kernels" in r]
+    kernels = [r for r in final.runs if "from=triton-kernels-choice,source=/wheels/triton_kernels" in r
+               and "fetched-sources.txt" not in r]  # not the step that records the build's inputs
     assert len(kernels) == 1 and "-r /wheels/triton_kernels/install.txt" in kernels[0]
     assert final.runs.index(kernels[0]) > final.runs.index(install)
     assert final.runs.index(kernels[0]) > next(i for i, r in enumerate(final.runs) if "flashinfer-prefetch" in r)
@@ -213,7 +214,8 @@ def test_cmake_sources_stage_runs_the_way_the_dockerfile_says(tmp_path):
     script = run.replace("/src/cmake", str(tmp_path / "cmake")).replace('"/tmp/$env', f'"{tmp_path}/tmp-$env')
     fake = tmp_path / "bin" / "fetch-source"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/bash\nmkdir -p "$3/python/pkg/inner" && echo "$1@$2" > "$3/.fetched-commit"\n')
+    fake.write_text('#!/bin/bash\nmkdir -p "$3/python/pkg/inner" && echo "$1@$2" > "$3/.fetched-commit"'
+                    ' && echo "$1 $2 c0ffee" > "$3/.fetched-source"\n')
     fake.chmod(0o755)
     env = {"PATH": f"{fake.parent}:/usr/bin:/bin",
            "CMAKE_SOURCES": "A_SRC_DIR|git://x/a.git|v1.0| B_SRC_DIR|git://x/b.git|" + "b" * 40 + "|python/pkg"}
@@ -221,6 +223,8 @@ def test_cmake_sources_stage_runs_the_way_the_dockerfile_says(tmp_path):
     assert (tmp_path / "cmake" / "A_SRC_DIR" / ".fetched-commit").read_text() == "git://x/a.git@v1.0\n"
     assert (tmp_path / "cmake" / "B_SRC_DIR" / "inner").is_dir()
     assert (tmp_path / "cmake" / "B_SRC_DIR" / ".fetched-commit").is_file()
+    # what the provenance names moves with the subdirectory too (build-vllm collects it)
+    assert (tmp_path / "cmake" / "B_SRC_DIR" / ".fetched-source").read_text() == f"git://x/b.git {'b' * 40} c0ffee\n"
     fake.write_text("#!/bin/bash\nexit 3\n")
     failed = subprocess.run(["bash", "-o", "pipefail", "-c", script], env={**env, "CMAKE_SOURCES": "C_SRC_DIR|r|v1|"},
                             capture_output=True)

@@ -4,6 +4,7 @@ registry side): key files in cosign's encrypted format, DSSE statements, the pro
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import stat
 
@@ -12,8 +13,9 @@ import pytest
 from gracectl import provenance
 from gracectl.adapters import signing
 from gracectl.adapters.registry_access import RegistryAccess
-from gracectl.errors import UsageError
+from gracectl.errors import GraceError, UsageError
 from gracectl.plan import plan_for
+from slsa_schema import SLSA_V1, SLSA_V1_PINNED, resolved_for
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -57,67 +59,43 @@ def test_a_signed_statement_opens_only_with_the_site_key_and_untouched(keys, tmp
         signing.open_statement({"payload": 3}, signing.load_public_key(pub))
 
 
-# SLSA Provenance v1 (https://slsa.dev/spec/v1.0/provenance) in an in-toto Statement v1, as a JSON schema: the
-# spec's required fields and types; ResourceDescriptor needs one of uri/digest/content, uri absolute, digest values
-# lower-case hex; timestamps RFC 3339.
-_URI = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$"}
-_TIME = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$"}
-_DESCRIPTOR = {"type": "object", "anyOf": [{"required": ["uri"]}, {"required": ["digest"]}, {"required": ["content"]}],
-               "properties": {"uri": _URI, "name": {"type": "string"}, "content": {"type": "string"},
-                              "digest": {"type": "object", "minProperties": 1,
-                                         "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]+$"}},
-                              "downloadLocation": _URI, "mediaType": {"type": "string"},
-                              "annotations": {"type": "object"}},
-               "additionalProperties": False}
-SLSA_V1 = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object", "required": ["_type", "subject", "predicateType", "predicate"], "additionalProperties": False,
-    "properties": {
-        "_type": {"const": "https://in-toto.io/Statement/v1"},
-        "subject": {"type": "array", "minItems": 1, "items": {**_DESCRIPTOR, "required": ["digest"]}},
-        "predicateType": {"const": "https://slsa.dev/provenance/v1"},
-        "predicate": {"type": "object", "required": ["buildDefinition", "runDetails"], "additionalProperties": False,
-                      "properties": {
-            "buildDefinition": {"type": "object", "required": ["buildType", "externalParameters"],
-                                "additionalProperties": False, "properties": {
-                "buildType": _URI, "externalParameters": {"type": "object", "minProperties": 1},
-                "internalParameters": {"type": "object"},
-                "resolvedDependencies": {"type": "array", "items": _DESCRIPTOR}}},
-            "runDetails": {"type": "object", "required": ["builder"], "additionalProperties": False, "properties": {
-                "builder": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {
-                    "id": _URI, "version": {"type": "object"},
-                    "builderDependencies": {"type": "array", "items": _DESCRIPTOR}}},
-                "metadata": {"type": "object", "additionalProperties": False, "properties": {
-                    "invocationId": {"type": "string", "minLength": 1}, "startedOn": _TIME, "finishedOn": _TIME}},
-                "byproducts": {"type": "array", "items": _DESCRIPTOR}}}}},
-    },
-}
-
-
-def test_provenance_is_slsa_v1_and_names_every_input_with_an_absolute_uri():
+def test_provenance_is_slsa_v1_and_names_every_input_with_an_absolute_uri_and_a_digest():
     import jsonschema
 
-    plan = plan_for("v0.19.0-tfa", None, "", "", 7, "127.0.0.1:5000", "").to_dict()
+    plan = plan_for("v0.19.0-tfa", None, "", "", 7, "127.0.0.1:5000", "source").to_dict()
+    resolved = resolved_for(plan)
     stmt = provenance.statement("127.0.0.1:5000/gh200-vllm-tfa", DIGEST, plan,
-                                {"started": "2026-12-07T10:00:00Z", "finished": "2026-12-07T11:00:00Z"},
+                                {"started": "2026-12-07T10:00:00Z", "finished": "2026-12-07T11:00:00Z",
+                                 "resolved": resolved},
                                 builder="https://ci.example/job/gh200-vllm/", invocation="https://ci.example/job/gh200-vllm/1/",
                                 records={"smoke": "sha256:" + "cd" * 32})
     jsonschema.Draft202012Validator.check_schema(SLSA_V1)
-    jsonschema.Draft202012Validator(SLSA_V1).validate(stmt)
+    jsonschema.Draft202012Validator(SLSA_V1_PINNED).validate(stmt)
     assert stmt["subject"] == [{"name": "127.0.0.1:5000/gh200-vllm-tfa", "digest": {"sha256": "ab" * 32}}]
     definition = stmt["predicate"]["buildDefinition"]
     assert definition["externalParameters"]["buildArgs"] == dict(sorted(plan["build_args"].items()))
     deps = {d["name"]: d for d in definition["resolvedDependencies"]}
-    assert all("uri" in d for d in deps.values())
-    assert deps["flash_attn"]["digest"] == {"gitCommit": plan["build_args"]["FLASH_ATTN_REF"]}
+    commit = {(g["repo"], g["ref"]): g["commit"] for g in resolved["git"]}
+    args = plan["build_args"]
+    assert deps["flash_attn"]["digest"] == {"gitCommit": args["FLASH_ATTN_REF"]}
     assert deps["flash_attn"]["uri"] == "git+https://github.com/vllm-project/flash-attention.git@" + \
-        plan["build_args"]["FLASH_ATTN_REF"]
+        args["FLASH_ATTN_REF"]
+    # a tag is named as the plan pins it, with the commit the build checked out
+    assert deps["vllm"] == {"name": "vllm", "uri": "git+https://github.com/vllm-project/vllm.git@v0.19.0",
+                            "digest": {"gitCommit": commit["https://github.com/vllm-project/vllm.git", "v0.19.0"]}}
+    assert deps["triton_kernels"]["digest"]["gitCommit"] == commit[args["TRITON_KERNELS_REPO"],
+                                                                   args["TRITON_KERNELS_REF"]]
+    assert deps["build_base_image"] == {"name": "build_base_image", "uri": "docker://" + args["BUILD_BASE_IMAGE"],
+                                        "digest": {"sha256": hashlib.sha256(b"BUILD_BASE_IMAGE").hexdigest()}}
+    assert deps["gdrcopy"]["digest"] == {"sha256": "ef" * 32}
+    assert deps["pypi:torch"]["digest"] == {"sha256": "12" * 32}
     assert len(deps["dockerfile"]["digest"]["sha256"]) == 64
-    assert {"vllm", "triton", "triton_kernels", "deepgemm", "flashmla", "deepep", "build_base_image",
-            "runtime_base_image", "cmake:qutlass", "cmake:cutlass"} <= set(deps)
-    # What the plan names by tag only is said so, never passed off as pinned.
+    assert {"vllm", "triton_kernels", "deepgemm", "flashmla", "deepep", "build_base_image",
+            "runtime_base_image", "cmake:qutlass", "cmake:cutlass", "gdrcopy", "pypi:torch"} <= set(deps)
+    assert "triton" not in deps  # the official wheel (TRITON_BUILD=wheel): an installed wheel, pinned by its sha256
+    # Every input: an absolute uri and a digest, nothing annotated as pinned by tag only.
     for d in deps.values():
-        assert ("digest" in d) != ("pinned" in d.get("annotations", {})), d
+        assert d.get("uri") and d.get("digest") and "pinned" not in d.get("annotations", {}), d
     run = stmt["predicate"]["runDetails"]
     assert run["builder"] == {"id": "https://ci.example/job/gh200-vllm/"}
     assert run["metadata"]["invocationId"] == "https://ci.example/job/gh200-vllm/1/"
@@ -125,10 +103,48 @@ def test_provenance_is_slsa_v1_and_names_every_input_with_an_absolute_uri():
     assert "built by https://ci.example/job/gh200-vllm/ run https://ci.example/job/gh200-vllm/1/" in \
         provenance.summary(stmt)
     # A run without recorded times says nothing rather than an empty (invalid) timestamp.
-    bare = provenance.statement("r/x", DIGEST, plan, {}, builder="urn:gracectl:builder:h", invocation="run-1",
-                                records={})
+    bare = provenance.statement("r/x", DIGEST, plan, {"resolved": resolved}, builder="urn:gracectl:builder:h",
+                                invocation="run-1", records={})
     jsonschema.Draft202012Validator(SLSA_V1).validate(bare)
     assert bare["predicate"]["runDetails"]["metadata"] == {"invocationId": "run-1"}
+    # SLSA itself takes a dependency named by uri alone; the pinned schema does not
+    bare["predicate"]["buildDefinition"]["resolvedDependencies"].append({"uri": "git+https://x/y.git@v1"})
+    jsonschema.Draft202012Validator(SLSA_V1).validate(bare)
+    with pytest.raises(jsonschema.ValidationError, match="'digest' is a required property"):
+        jsonschema.Draft202012Validator(SLSA_V1_PINNED).validate(bare)
+
+
+def test_provenance_refuses_an_input_the_build_did_not_pin():
+    plan = plan_for("v0.19.0-tfa", None, "", "", 7, "127.0.0.1:5000", "source").to_dict()
+    resolved = resolved_for(plan)
+    statement = lambda r: provenance.statement("r/x", DIGEST, plan, {"resolved": r}, builder="urn:x:b",  # noqa: E731
+                                                invocation="run-1", records={})
+    with pytest.raises(GraceError, match="no resolved inputs"):
+        statement({})
+    no_image = {**resolved, "images": {plan["build_args"]["BUILD_BASE_IMAGE"]: "sha256:" + "1" * 64}}
+    with pytest.raises(GraceError, match="RUNTIME_BASE_IMAGE .*no digest"):
+        statement(no_image)
+    no_flashmla = {**resolved, "git": [g for g in resolved["git"] if "FlashMLA" not in g["repo"]]}
+    with pytest.raises(GraceError, match="flashmla .*build-flashmla recorded no commit"):
+        statement(no_flashmla)
+    with pytest.raises(GraceError, match="gdrcopy"):
+        statement({**resolved, "downloads": []})
+    # DeepEP's short commit pin: the full commit the build checked out must extend it
+    deepep = {**resolved, "git": [{**g, "commit": "f" * 40} if "DeepEP" in g["repo"] else g for g in resolved["git"]]}
+    with pytest.raises(GraceError, match="deepep .*the build checked out ffff"):
+        statement(deepep)
+    # a stage renamed in the Dockerfile but not in _PIN_STAGE: refused, never silently left out
+    renamed = {**plan, "stages": {("flashmla-src" if k == "build-flashmla" else k): v
+                                  for k, v in plan["stages"].items()}}
+    with pytest.raises(GraceError, match="flashmla .*no stage build-flashmla"):
+        provenance.statement("r/x", DIGEST, renamed, {"resolved": resolved}, builder="urn:x:b", invocation="r",
+                             records={})
+    # wheel mode: the stages that fetch vLLM's own sources do not run, so theirs are no inputs of this image
+    wheel = plan_for("v0.19.0-tfa", None, "", "", 7, "127.0.0.1:5000", "wheel").to_dict()
+    names = {d["name"] for d in provenance.statement("r/x", DIGEST, wheel, {"resolved": resolved_for(wheel)},
+                                                     builder="urn:x:b", invocation="run-1", records={})
+             ["predicate"]["buildDefinition"]["resolvedDependencies"]}
+    assert not names & {"vllm", "flash_attn", "flashmla", "cmake:cutlass"} and "triton_kernels" in names
 
 
 def test_the_trust_key_is_checked_at_the_edge(tmp_path, keys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import email.parser
 import hashlib
+import html.parser
 import http.client
 import io
 import json
@@ -307,6 +308,60 @@ class _HttpRangeFile(io.RawIOBase):
             raise OSError(f"range {self.pos}-{end - 1} cut short ({exc})") from None
         self.pos += len(data)
         return data
+
+
+class _Anchors(html.parser.HTMLParser):
+    """The links of a PEP 503 simple page: (href, text)."""
+
+    def __init__(self):
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self._href = dict(attrs).get("href") or ""
+            self.links.append((self._href, ""))
+
+    def handle_data(self, data):
+        if self._href is not None and self.links:
+            self.links[-1] = (self.links[-1][0], self.links[-1][1] + data)
+
+    def handle_endtag(self, tag):
+        if tag == "a":
+            self._href = None
+
+
+def published_files(index_url: str, name: str, timeout: float = 60) -> list[dict]:
+    """Every file the index lists for project `name`: {"filename", "url" (absolute, no credentials), "sha256"
+    ("" where the index publishes none)}, read from its PEP 691 JSON page or its PEP 503 HTML page (a plain mirror's
+    #sha256= fragments). A project the index does not have: []."""
+    page_url = f"{index_url.rstrip('/')}/{normalize(name)}/"
+    req = _request(page_url, {"Accept": f"{JSON_SIMPLE}, text/html;q=0.1"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            data, base = r.read(), r.geturl()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise UpstreamError(f"{without_userinfo(page_url)}: HTTP {exc.code} {exc.reason}") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise IndexUnreachableError(f"{without_userinfo(page_url)} cannot be reached "
+                                    f"({getattr(exc, 'reason', exc)})") from None
+    base = without_userinfo(base)
+    if (page := _page(data)) is not None:
+        links = [(f.get("url", ""), f.get("filename", ""), (f.get("hashes") or {}).get("sha256", ""))
+                 for f in page["files"]]
+    else:
+        anchors = _Anchors()
+        anchors.feed(data.decode("utf-8", "replace"))
+        links = []
+        for href, text in anchors.links:
+            url, _, fragment = href.partition("#")
+            digest = fragment.split("=", 1)[1] if fragment.startswith("sha256=") else ""
+            links.append((url, text.strip() or urllib.parse.unquote(url.rsplit("/", 1)[-1]), digest))
+    return [{"filename": filename, "url": without_userinfo(urllib.parse.urljoin(base, url.partition("#")[0])),
+             "sha256": digest.lower()} for url, filename, digest in links if url and filename]
 
 
 def _version(text: str) -> Version | None:
