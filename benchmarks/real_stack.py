@@ -24,12 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from gracectl import sbom
-from gracectl.build import build, read_record, rebuilt_stages
+from gracectl.image import sbom
+from gracectl.image.build import build, read_record, rebuilt_stages
 from gracectl.adapters.registry import Registry
 from gracectl.errors import GraceError, TestbedError
 from gracectl.image_ref import ImageRef
-from gracectl.plan import plan_for
+from gracectl.image.plan import plan_for
 from gracectl.testbed import Testbed
 
 

@@ -1,13 +1,13 @@
 """The CI seam: the one module that reads what a CI system tells a job, from the environment.
 
-- PARAMETERS: the job's parameters (environment variable -> pipeline.Params field). Every CI passes them the
+- PARAMETERS: the job's parameters (environment variable -> pipeline.stages.Params field). Every CI passes them the
   same way: its job definition sets these variables (the Jenkinsfile: parameters and `environment {}`).
 - PROVIDERS: per CI, where its facts about this run are: the run id (labels the containers a run starts),
   the build number (in the immutable build tag) and the build URL (in the history of a tag move). One table
   per provider; a fact comes from the first provider whose variables are all set.
 
 Jenkins is the one shipped. A second CI is one more Provider row here, one workflow file that calls
-`gracectl ci STAGE` per stage of pipeline.STAGES, and one test that executes it like tests/unit/test_jenkinsfile.py.
+`gracectl ci STAGE` per stage of pipeline.stages.STAGES, and one test that executes it like tests/unit/test_jenkinsfile.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Environment variable -> pipeline.Params field.
+# Environment variable -> pipeline.stages.Params field.
 PARAMETERS = {"RELEASE": "release", "ACTION": "action", "VLLM_REF": "vllm_ref", "VLLM_BUILD": "vllm_build",
               "IMAGE_TAG": "image_tag",
               "REGISTRY": "registry", "SMOKE_LEVEL": "smoke_level", "PUSH": "push", "PROMOTE": "promote",

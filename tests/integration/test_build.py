@@ -17,9 +17,10 @@ import uuid
 import pytest
 
 from gracectl.adapters import docker, proc
-from gracectl.build import compare, read_record, rebuilt_stages
-from gracectl.mirrors import load_mirror
-from gracectl.plan import REPO_ROOT, plan_for
+from gracectl.image.build import compare, read_record, rebuilt_stages
+from gracectl.releases.mirrors import load_mirror
+from gracectl.checkout import REPO_ROOT
+from gracectl.image.plan import plan_for
 from gracectl.testbed.processes import free_port
 
 pytestmark = pytest.mark.integration

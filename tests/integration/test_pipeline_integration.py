@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import smoke
+from gracectl.image import smoke
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.skopeo import skopeo_inspect_raw
@@ -103,7 +103,7 @@ def test_push_promote_rollback_archive_through_ci(registry, oci_image, tmp_path)
 def test_cleanup_removes_only_this_runs_containers(tmp_path):
     """`gracectl ci cleanup` removes the containers labelled with its run id, and nothing else."""
     from gracectl.adapters import docker
-    from gracectl.smoke import RUN_LABEL
+    from gracectl.image.smoke import RUN_LABEL
 
     if not docker.answers():
         pytest.fail("no docker daemon answers: start the test bed (`gracectl testbed up`)")

@@ -10,8 +10,8 @@ import pytest
 
 from gracectl.adapters import proc
 from gracectl.image_ref import ImageRef
-from gracectl.plan import REPO_ROOT
-from gracectl.records import get_records
+from gracectl.checkout import REPO_ROOT
+from gracectl.tags.records import get_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

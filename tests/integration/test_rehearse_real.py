@@ -15,9 +15,9 @@ import pytest
 
 from gracectl.adapters import proc
 from gracectl.image_ref import ImageRef
-from gracectl.manifest import load_release
-from gracectl.plan import REPO_ROOT
-from gracectl.records import get_records
+from gracectl.releases.manifest import load_release
+from gracectl.checkout import REPO_ROOT
+from gracectl.tags.records import get_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.real_stack]
 

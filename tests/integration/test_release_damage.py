@@ -20,7 +20,7 @@ from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import PromotionRefusedError, ReadOnlyRegistryError, RegistryError, UsageError
 from gracectl.image_ref import ImageRef
-from gracectl.records import artifact_type, record_tag
+from gracectl.tags.records import artifact_type, record_tag
 from gracectl.testbed.registry_server import RegistryServer
 from test_release_faults import ReadOnlyRegistry, moves, names, two_images, wait_for  # noqa: F401
 from test_release_ops_integration import TAG, gracectl, isolated_env, publish, repo, smoke, tag_digest  # noqa: F401

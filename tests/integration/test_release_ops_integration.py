@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import release_ops
+from gracectl.tags import moves
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.image_ref import ImageRef
 from gracectl.errors import ConflictError, NoHistoryError, PromotionRefusedError, RegistryError, UsageError
-from gracectl.records import get_records, put_record, record_tag
+from gracectl.tags.records import get_records, put_record, record_tag
 from gracectl.testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def bench(gpu: str, median_ms: float) -> dict:
 
 def publish(oci_image, repo: str, content: str, *records: dict) -> str:
     """Push a fresh tiny image under an immutable build tag, attach records; return its digest."""
-    return release_ops.publish(oci_image(content), f"{repo}:b-{uuid.uuid4().hex[:6]}", attach=list(records), access=env_access()).digest
+    return moves.publish(oci_image(content), f"{repo}:b-{uuid.uuid4().hex[:6]}", attach=list(records), access=env_access()).digest
 
 
 def tag_digest(repo: str, tag: str = TAG) -> str | None:
@@ -159,7 +159,7 @@ def test_promote_needs_a_passing_smoke_record(repo, oci_image):
         assert result.returncode == PromotionRefusedError.exit_code
         assert "no passing smoke record" in result.stderr and "--force --reason" in result.stderr
     assert tag_digest(repo) is None
-    assert release_ops.history(f"{repo}:{TAG}", access=env_access()) == []
+    assert moves.history(f"{repo}:{TAG}", access=env_access()) == []
 
     result = gracectl("promote", f"{repo}@{passed}", "--to", TAG, "--json")
     assert result.returncode == 0, result.stderr
@@ -168,7 +168,7 @@ def test_promote_needs_a_passing_smoke_record(repo, oci_image):
 
     again = gracectl("promote", f"{repo}@{passed}", "--to", TAG)  # already there: a no-op, no history entry
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    assert len(release_ops.history(f"{repo}:{TAG}", access=env_access())) == 1
+    assert len(moves.history(f"{repo}:{TAG}", access=env_access())) == 1
 
 
 def test_force_needs_a_reason_and_records_it(repo, oci_image):
@@ -179,7 +179,7 @@ def test_force_needs_a_reason_and_records_it(repo, oci_image):
 
     forced = gracectl("promote", f"{repo}@{untested}", "--to", TAG, "--force", "--reason", "CVE hotfix, INC-42")
     assert forced.returncode == 0, forced.stderr
-    [entry] = release_ops.history(f"{repo}:{TAG}", access=env_access())
+    [entry] = moves.history(f"{repo}:{TAG}", access=env_access())
     assert entry.forced and entry.reason == "CVE hotfix, INC-42" and entry.to == untested
     assert any("no passing smoke record" in g for g in entry.gate)
 
@@ -187,7 +187,7 @@ def test_force_needs_a_reason_and_records_it(repo, oci_image):
 def test_promote_by_build_tag_then_rollback_walks_back_and_history_shows_all(repo, oci_image):
     first = publish(oci_image, repo, "first", smoke())
     second_tag = f"{repo}:v0.19.0-tfa-b2-abc1234"
-    second = release_ops.publish(oci_image("second"), second_tag, attach=[smoke()], access=env_access()).digest
+    second = moves.publish(oci_image("second"), second_tag, attach=[smoke()], access=env_access()).digest
 
     assert gracectl("promote", f"{repo}@{first}", "--to", TAG).returncode == 0
     assert gracectl("promote", second_tag, "--to", TAG).returncode == 0  # by build tag
@@ -229,7 +229,7 @@ def test_rollback_without_history_and_tag_moved_outside_gracectl(repo, oci_image
     assert gracectl("rollback", f"{repo}:{TAG}").returncode == NoHistoryError.exit_code
     a = publish(oci_image, repo, "a", smoke())
     b = publish(oci_image, repo, "b", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+    moves.promote(f"{repo}@{a}", TAG, access=env_access())
     ref = ImageRef.parse(repo)
     Registry(ref.registry, env_access()).tag_digest(ref.repository, b, TAG)  # somebody pushed over the tag by hand
     moved = gracectl("rollback", f"{repo}:{TAG}")
@@ -240,7 +240,7 @@ def test_rollback_without_history_and_tag_moved_outside_gracectl(repo, oci_image
 def test_benchmark_gate_compares_only_the_same_gpu_model(repo, oci_image):
     gh200 = "NVIDIA GH200 480GB"
     current = publish(oci_image, repo, "current", smoke(), bench(gh200, 10.0))
-    release_ops.promote(f"{repo}@{current}", TAG, access=env_access())
+    moves.promote(f"{repo}@{current}", TAG, access=env_access())
 
     slower = publish(oci_image, repo, "slower", smoke(), bench(gh200, 10.8))  # +8 %
     refused = gracectl("promote", f"{repo}@{slower}", "--to", TAG)
@@ -260,7 +260,7 @@ RACE = textwrap.dedent("""
     from pathlib import Path
     from gracectl.adapters.registry_access import RegistryAccess
     from gracectl.errors import GraceError
-    from gracectl.release_ops import promote
+    from gracectl.tags.moves import promote
     go = Path(sys.argv[3])
     while not go.exists():
         time.sleep(0.005)
@@ -293,7 +293,7 @@ def test_concurrent_promotions_exactly_one_wins(repo, oci_image, tmp_path, hosts
     assert codes == [0, ConflictError.exit_code], results
     winner = (a, b)[[rc for rc, _ in results].index(0)]
     assert tag_digest(repo) == winner
-    entries = release_ops.history(f"{repo}:{TAG}", access=env_access())
+    entries = moves.history(f"{repo}:{TAG}", access=env_access())
     assert [(e.action, e.to, e.status) for e in entries] == [("promote", winner, "done")]
 
 
@@ -319,21 +319,21 @@ def test_registry_killed_before_the_tag_moves_leaves_nothing_half_moved(tmp_path
         repo = f"{server.address}/crash"
         a = publish(oci_image, repo, "crash-a", smoke())
         b = publish(oci_image, repo, "crash-b", smoke())
-        release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+        moves.promote(f"{repo}@{a}", TAG, access=env_access())
 
         # The pending history entry is written, then the registry dies as the tag is about to move.
         with killed_during(server, Registry, "tag_digest", lambda args: args[3] == TAG):
             with pytest.raises(RegistryError, match="not reachable"):
-                release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
+                moves.promote(f"{repo}@{b}", TAG, access=env_access())
 
         server.start()  # same storage, same port
         assert tag_digest(repo) == a
-        entries = release_ops.history(f"{repo}:{TAG}", access=env_access())
+        entries = moves.history(f"{repo}:{TAG}", access=env_access())
         assert [(e.to, e.status) for e in entries] == [(a, "done"), (b, "failed")]
         # The dead attempt's lock was written from this host: the next run takes it over, no TTL wait.
-        assert release_ops.promote(f"{repo}@{b}", TAG, access=env_access()).status == "done"
+        assert moves.promote(f"{repo}@{b}", TAG, access=env_access()).status == "done"
         assert tag_digest(repo) == b
-        assert release_ops.rollback(f"{repo}:{TAG}", access=env_access()).to == a  # undoes the done promotion, not the failed one
+        assert moves.rollback(f"{repo}:{TAG}", access=env_access()).to == a  # undoes the done promotion, not the failed one
 
 
 def test_registry_killed_after_the_tag_moved_keeps_the_move_in_history(tmp_path, oci_image, capsys):
@@ -341,17 +341,17 @@ def test_registry_killed_after_the_tag_moved_keeps_the_move_in_history(tmp_path,
         repo = f"{server.address}/crash"
         a = publish(oci_image, repo, "after-a", smoke())
         b = publish(oci_image, repo, "after-b", smoke())
-        release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+        moves.promote(f"{repo}@{a}", TAG, access=env_access())
         # Kill as the entry is being marked done (the last history write of this promotion).
-        with killed_during(server, release_ops, "append", lambda args: args[3].to == b and args[3].status == "done"):
-            entry = release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
+        with killed_during(server, moves, "append", lambda args: args[3].to == b and args[3].status == "done"):
+            entry = moves.promote(f"{repo}@{b}", TAG, access=env_access())
         assert entry.status == "done"
         assert "could not record this promote as done" in capsys.readouterr().err
 
         server.start()
         assert tag_digest(repo) == b
-        assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "done")]
-        assert release_ops.rollback(f"{repo}:{TAG}", access=env_access()).to == a
+        assert [(e.to, e.status) for e in moves.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "done")]
+        assert moves.rollback(f"{repo}:{TAG}", access=env_access()).to == a
 
 
 def test_registry_down_is_one_clear_line(tmp_path):

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import provenance, release_trust, sbom
+from gracectl.tags import provenance, trust
+from gracectl.image import sbom
 from gracectl.adapters import signing
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
@@ -60,20 +61,20 @@ def attest(repo_name: str, digest: str, key: signing.SigningKey) -> str:
     dpkg = {"os": {"id": "ubuntu", "version_id": "24.04"},
             "packages": [{"name": "cuda-cudart-12-9", "version": "12.9.79-1", "arch": "arm64"}]}
     bom = sbom.bom_from_inspect({"installed": [{"metadata": {"name": "vllm", "version": "0.19.0"}}]}, repo_name, dpkg)
-    return release_trust.attest(ref, digest, stmt, key, RegistryAccess.from_environment(),
+    return trust.attest(ref, digest, stmt, key, RegistryAccess.from_environment(),
                                 also=(sbom.statement(f"{ref.registry}/{ref.repository}", digest, {"bom": bom}),))
 
 
 def test_signed_images_promote_and_verify_unsigned_or_foreign_ones_do_not(repo, oci_image, site_key, other_key):
     key, pub = site_key
-    trust = {"GRACECTL_TRUST_KEY": str(pub)}
+    trust_key_env = {"GRACECTL_TRUST_KEY": str(pub)}
     a = publish(oci_image, repo, "signed-a", smoke())
     attest(repo, a, key)
     b = publish(oci_image, repo, "unsigned-b", smoke())
     c = publish(oci_image, repo, "foreign-c", smoke())
     attest(repo, c, other_key[0])
 
-    verified = gracectl("verify", f"{repo}@{a}", "--json", env=trust)
+    verified = gracectl("verify", f"{repo}@{a}", "--json", env=trust_key_env)
     assert verified.returncode == 0, verified.stderr
     found = json.loads(verified.stdout)
     assert found["signature"]["valid"] and found["smoke"] == "passed"
@@ -81,29 +82,29 @@ def test_signed_images_promote_and_verify_unsigned_or_foreign_ones_do_not(repo, 
         a.split(":")[1]
     assert "pass phrase" not in verified.stdout + verified.stderr
 
-    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust).returncode == 0
+    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust_key_env).returncode == 0
     for image, why in ((b, "has no signature"), (c, "signed by another key")):
-        refused = gracectl("promote", f"{repo}@{image}", "--to", TAG, env=trust)
+        refused = gracectl("promote", f"{repo}@{image}", "--to", TAG, env=trust_key_env)
         assert refused.returncode == PromotionRefusedError.exit_code, refused.stderr
         assert "signature" in refused.stderr and why in refused.stderr
         assert gracectl("verify", f"{repo}@{image}", "--key", str(pub)).returncode == PromotionRefusedError.exit_code
         assert tag_digest(repo) == a  # nothing moved
     forced = gracectl("promote", f"{repo}@{b}", "--to", TAG, "--force", "--reason", "INC-9: unsigned hotfix",
-                      env=trust)
+                      env=trust_key_env)
     assert forced.returncode == 0 and "FORCED" in forced.stdout
     # A plain rollback goes back to a; rolling back onto the unsigned b later is refused like a promotion.
-    assert gracectl("rollback", f"{repo}:{TAG}", env=trust).returncode == 0 and tag_digest(repo) == a
-    report = gracectl("report", "--provenance", f"{repo}@{a}", env=trust)
+    assert gracectl("rollback", f"{repo}:{TAG}", env=trust_key_env).returncode == 0 and tag_digest(repo) == a
+    report = gracectl("report", "--provenance", f"{repo}@{a}", env=trust_key_env)
     assert report.returncode == 0 and "provenance VALID" in report.stdout and "flash_attn: gitCommit" in \
         report.stdout
 
 
 def test_a_tampered_image_under_the_same_tag_is_refused_with_nothing_moved(repo, oci_image, site_key):
     key, pub = site_key
-    trust = {"GRACECTL_TRUST_KEY": str(pub)}
+    trust_key_env = {"GRACECTL_TRUST_KEY": str(pub)}
     a = publish(oci_image, repo, "first", smoke())
     attest(repo, a, key)
-    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust).returncode == 0
+    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust_key_env).returncode == 0
     build_tag = "b-" + uuid.uuid4().hex[:6]
     b = publish(oci_image, repo, "good", smoke())
     attest(repo, b, key)
@@ -112,7 +113,7 @@ def test_a_tampered_image_under_the_same_tag_is_refused_with_nothing_moved(repo,
     # Someone with push rights puts another image under the same build tag (and copies the smoke record).
     tampered = publish(oci_image, repo, "evil", smoke())
     registry.tag_digest(ImageRef.parse(repo).repository, tampered, build_tag)
-    refused = gracectl("promote", f"{repo}:{build_tag}", "--to", TAG, env=trust)
+    refused = gracectl("promote", f"{repo}:{build_tag}", "--to", TAG, env=trust_key_env)
     assert refused.returncode == PromotionRefusedError.exit_code and "has no signature" in refused.stderr
     assert tag_digest(repo) == a
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gracectl import ci
-from gracectl.pipeline import Params
+from gracectl.pipeline.stages import Params
 
 JENKINS_ENV = {"BUILD_TAG": "jenkins-gh200-42", "BUILD_NUMBER": "42", "BUILD_URL": "https://ci.example/job/gh200/42/"}
 

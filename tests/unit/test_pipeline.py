@@ -1,4 +1,4 @@
-"""gracectl.pipeline and `gracectl ci`: parameters from the environment, the stage gates on the work dir
+"""gracectl.pipeline.stages and `gracectl ci`: parameters from the environment, the stage gates on the work dir
 (a failed or missing earlier output stops every later stage), and the real plan stage."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import pipeline
+from gracectl.pipeline import stages
 from gracectl.errors import PromotionRefusedError, UsageError
-from gracectl.pipeline import Params, run_stage
+from gracectl.pipeline.stages import Params, run_stage
 
 REGISTRY = "registry.example:5000/gracectl"
 
@@ -27,7 +27,7 @@ def gracectl(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
 
 def write_output(workdir: Path, stage: str, status: str, **fields) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / pipeline.stage(stage).output).write_text(json.dumps({"stage": stage, "stage_status": status, **fields}))
+    (workdir / stages.stage(stage).output).write_text(json.dumps({"stage": stage, "stage_status": status, **fields}))
 
 
 def test_params_from_jenkins_environment():
@@ -37,9 +37,9 @@ def test_params_from_jenkins_environment():
     assert (p.push, p.promote, p.build_number, p.smoke_level, p.vllm_ref) == (True, False, 17, "all", "")
     assert p.run_id == "jenkins-gracectl-17"  # Jenkins' BUILD_TAG labels the run's containers
     assert Params.from_env(env, smoke_level="imports", push=False).smoke_level == "imports"  # options win
-    assert [s.name for s in pipeline.stages_for(p)] == ["plan", "build", "smoke", "push", "archive"]
+    assert [s.name for s in stages.stages_for(p)] == ["plan", "build", "smoke", "push", "archive"]
     rollback = Params.from_env({**env, "ACTION": "rollback"})
-    assert [s.name for s in pipeline.stages_for(rollback)] == ["plan", "rollback", "archive"]
+    assert [s.name for s in stages.stages_for(rollback)] == ["plan", "rollback", "archive"]
 
 
 @pytest.mark.parametrize("env, message", [
@@ -103,7 +103,7 @@ def test_ci_plan_stage_for_real(tmp_path):
     assert plan["stage_status"] == "passed" and plan["run_id"] == "jenkins-gracectl-7"
     assert plan["moving_tag"] == f"{REGISTRY}/gh200-vllm-tfa:v0.19.0-tfa"
     assert plan["build_tag"].startswith(f"{REGISTRY}/gh200-vllm-tfa:v0.19.0-tfa-b7-")
-    assert (tmp_path / pipeline.MOVING_TAG_FILE).read_text().strip() == plan["moving_tag"]
+    assert (tmp_path / stages.MOVING_TAG_FILE).read_text().strip() == plan["moving_tag"]
     assert "hadolint" in done.stderr  # the Dockerfile was linted
     assert not any((tmp_path / name).exists() for name in stale)  # a new run starts clean...
     assert (tmp_path / "notes.txt").exists()  # ...and removes only the files the stages write
@@ -131,7 +131,7 @@ def test_ci_stages_json():
     done = gracectl("ci", "stages", "--json", env={"RELEASE": "v0.19.0", "ACTION": "rollback", "REGISTRY": REGISTRY})
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    assert [r["name"] for r in rows] == [s.name for s in pipeline.STAGES]
+    assert [r["name"] for r in rows] == [s.name for s in stages.STAGES]
     assert [r["name"] for r in rows if r["runs"]] == ["plan", "rollback", "archive"]
     assert all(r["command"] == f"gracectl ci {r['name']}" for r in rows)
     assert {r["name"] for r in rows if r["moves_tag"]} == {"promote", "rollback"}

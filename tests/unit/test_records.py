@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gracectl.errors import UsageError
-from gracectl.records import artifact_type, put_record, record_tag
+from gracectl.tags.records import artifact_type, put_record, record_tag
 
 DIGEST = "sha256:" + "ab" * 32
 

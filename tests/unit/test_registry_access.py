@@ -17,7 +17,7 @@ from gracectl.adapters.registry_auth import credentials_for
 from gracectl.adapters.registry_tls import tls_error
 from gracectl.adapters.registry_token import _covers, merge_scopes, needed_scope, parse_challenge
 from gracectl.errors import RegistryError, UsageError
-from gracectl.pipeline import Params
+from gracectl.pipeline.stages import Params
 
 
 @pytest.fixture()

@@ -11,9 +11,9 @@ from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_auth import Credentials, credentials_for
 from gracectl.image_ref import ImageRef
 from gracectl.errors import NoHistoryError, UsageError
-from gracectl.release_gates import BenchRow, bench_gate, check_max_regression, compare_bench, gate_findings
-from gracectl.release_history import Entry, contradicted, settle, undo_target
-from gracectl.release_ops import moving_tag_name
+from gracectl.tags.gates import BenchRow, bench_gate, check_max_regression, compare_bench, gate_findings
+from gracectl.tags.history import Entry, contradicted, settle, undo_target
+from gracectl.tags.moves import moving_tag_name
 
 GH200, H100 = "NVIDIA GH200 480GB", "NVIDIA H100 80GB HBM3"
 A, B, C = ("sha256:" + c * 64 for c in "abc")

@@ -9,11 +9,11 @@ import stat
 
 import pytest
 
-from gracectl import provenance
+from gracectl.tags import provenance
 from gracectl.adapters import signing
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import UsageError
-from gracectl.plan import plan_for
+from gracectl.image.plan import plan_for
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -34,7 +34,7 @@ from gracectl.errors import UsageError
 from gracectl.image_ref import control_free, valid_host
 
 # name, default, lowest, highest (seconds): every timing an operation takes, bounded so that no setting
-# can make the lock's renewal margin shorter than one request (see release_lock).
+# can make the lock's renewal margin shorter than one request (see tags.lock).
 TIMINGS = {
     "deadline_s": (180.0, 1.0, 86400.0),  # the whole operation (an incident rollback fails fast)
     "request_timeout_s": (15.0, 1.0, 600.0),  # one request, whole

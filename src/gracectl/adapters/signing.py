@@ -209,8 +209,16 @@ def _attachment_layers(registry: Registry, ref: ImageRef, tag: str, media_type: 
 
 # -- DSSE (signed statements) and their attachment -------------------------------------------------------------
 IN_TOTO = "application/vnd.in-toto+json"
+IN_TOTO_STATEMENT = "https://in-toto.io/Statement/v1"
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"  # a bare DSSE envelope: what cosign stores in `.att`
 PREDICATE_ANNOTATION = "predicateType"
+
+
+def in_toto_statement(repository: str, digest: str, predicate_type: str, predicate: dict) -> dict:
+    """An in-toto Statement v1 about image `digest` of `repository` (REGISTRY/REPO)."""
+    return {"_type": IN_TOTO_STATEMENT,
+            "subject": [{"name": repository, "digest": {"sha256": digest.split(":", 1)[1]}}],
+            "predicateType": predicate_type, "predicate": predicate}
 
 
 def attestation_tag(digest: str) -> str:

@@ -12,16 +12,18 @@ from rich.table import Table
 
 from gracectl.adapters import docker
 from gracectl.adapters.registry_access import RegistryAccess
-from gracectl.build import BuildResult, compare, layers, read_record, shorten
-from gracectl.build import build as run_build
+from gracectl.image.build import BuildResult, compare, layers, read_record, shorten
+from gracectl.image.build import build as run_build
 from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, TargetOpt,
                                        VllmBuildOpt, VllmRefOpt)
 from gracectl.errors import GraceError, UsageError
-from gracectl.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
-from gracectl.plan import FINAL_STAGE, plan_for
-from gracectl.records import write_json
-from gracectl.release_ops import publish
-from gracectl.release_trust import verify_image
+from gracectl.pipeline.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
+from gracectl.image.plan import FINAL_STAGE, plan_for
+from gracectl.image import sbom
+from gracectl.record_files import write_json
+from gracectl.tags.records import newest_record
+from gracectl.tags.moves import publish
+from gracectl.tags.trust import verify_image
 
 out = Console(stderr=True)  # `build` reports on stderr: its stdout stays free for scripts
 report_out = Console(width=None if sys.stdout.isatty() else 150)
@@ -37,7 +39,7 @@ def stage_table(record: dict, title: str) -> Table:
 
 
 def push_build(result: BuildResult) -> None:
-    """Push the build under its immutable build tag (release_ops.publish, by digest); the record says so."""
+    """Push the build under its immutable build tag (tags.moves.publish, by digest); the record says so."""
     rec = result.record
     try:
         published = publish(rec["image"], rec["image"], access=RegistryAccess.from_environment())
@@ -85,12 +87,16 @@ def build(
               + f"; record {result.record_path}; log {rec['log']}", highlight=False)
 
 
+def load_sbom(source: str, access: RegistryAccess) -> dict:
+    """An SBOM record: a record file (sbom-record.json), or the newest one stored with an image in a registry."""
+    path = Path(source)
+    return sbom.read_record(path) if path.is_file() else newest_record(source, sbom.KIND, access)
+
+
 def package_diff(a: str, b: str) -> None:
     """The Python package sets of two images (their SBOM records) side by side: what going from A to B changes."""
-    from gracectl import sbom
-
     access = RegistryAccess.from_environment()
-    ra, rb = sbom.load(a, access), sbom.load(b, access)
+    ra, rb = load_sbom(a, access), load_sbom(b, access)
     d = sbom.diff(ra["bom"], rb["bom"])
     table = Table("package", "A", "B", title=f"packages: A = {ra['image']} ({ra['packages']}), "
                   f"B = {rb['image']} ({rb['packages']})", title_justify="left")

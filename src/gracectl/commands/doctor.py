@@ -11,10 +11,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from gracectl import doctor as checks
-from gracectl import ci, environment, pipeline
+from gracectl.pipeline import doctor as checks
+from gracectl import ci, environment
+from gracectl.pipeline import stages
 from gracectl.errors import UsageError
-from gracectl.pipeline import Params
+from gracectl.pipeline.stages import Params
 
 StageOpt = Annotated[Optional[List[str]], typer.Option(
     "--stage", help="a stage this node runs (repeat the option; default: every stage)")]
@@ -33,7 +34,7 @@ app = typer.Typer()
 def doctor(stage: StageOpt = None, registry: RegistryOpt = None, min_free_gb: MinFreeOpt = None,
            release: ReleaseOpt = None) -> None:
     """Check that this node has what the given pipeline stages need; one line per finding, what to install."""
-    wanted = [pipeline.stage(name) for name in stage] if stage else list(pipeline.STAGES)
+    wanted = [stages.stage(name) for name in stage] if stage else list(stages.STAGES)
     job = ci.job_values()
     try:
         params = Params.from_env(registry=registry) if job.get("release") else None

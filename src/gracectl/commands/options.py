@@ -18,8 +18,8 @@ import typer
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_auth import Credentials
 from gracectl.errors import UsageError
-from gracectl.pipeline import ACTIONS
-from gracectl.smoke import GPUS, LEVEL_CHOICES
+from gracectl.pipeline.stages import ACTIONS
+from gracectl.image.smoke import GPUS, LEVEL_CHOICES
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 GpusOpt = Annotated[str, typer.Option("--gpus", help=f"GPUs for the container: {' | '.join(GPUS)}")]

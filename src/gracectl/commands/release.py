@@ -1,5 +1,5 @@
 """`gracectl publish | promote | rollback | history | unlock | records | verify | keygen | sign`: release operations by
-digest (release_ops.py), and the site's image signatures (adapters.signing).
+digest (tags/moves.py), and the site's image signatures (adapters.signing).
 
 Registry access (credentials, TLS, deadline) comes from the shared registry options (commands/options.py,
 `@registry_options`): --username USER --password-stdin, else the docker config (credHelpers, credsStore, auths);
@@ -19,14 +19,14 @@ from typing import Annotated, Optional
 import typer
 
 from gracectl.adapters.registry import open_registry
-from gracectl.bench import GATE_FIGURES, parse_floor
+from gracectl.tags.gates import GATE_FIGURES, parse_floor
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.commands.options import JsonOpt, registry_options
 from gracectl.adapters.signing import SigningKey, generate_key, key_id, load_public_key, sign
 from gracectl.errors import PromotionRefusedError, UsageError
 from gracectl.image_ref import ImageRef, printable
-from gracectl.records import get_records
-from gracectl.release_ops import (
+from gracectl.tags.records import get_records
+from gracectl.tags.moves import (
     DEFAULT_MAX_REGRESSION,
     Entry,
     check_image,
@@ -38,7 +38,7 @@ from gracectl.release_ops import (
     short,
     unlock,
 )
-from gracectl.release_trust import resolve, verify_image
+from gracectl.tags.trust import resolve, verify_image
 
 # Plain print, not rich: a digest must stay on one line in a Jenkins log (rich wraps at 80 columns).
 

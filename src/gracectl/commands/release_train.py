@@ -1,5 +1,5 @@
 """`gracectl release new VERSION` and `gracectl release check [NAME...]`: a release's pins derived from its own
-sources on the site's package index (gracectl.release_train), checked before any build."""
+sources on the site's package index (gracectl.releases.train), checked before any build."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from gracectl.adapters.package_index import PackageIndex, default_cache
 from gracectl.errors import ReleaseCheckError, UsageError
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.commands.options import MirrorOpt, registry_options
-from gracectl.mirrors import load_mirror
-from gracectl.manifest import releases_dir
-from gracectl.release_train import Choices, check_releases, new_release
-from gracectl.release_watch import BRANCH_PREFIX, watch, write_report
+from gracectl.releases.mirrors import load_mirror
+from gracectl.releases.manifest import releases_dir
+from gracectl.releases.train import Choices, check_releases, new_release
+from gracectl.releases.watch import BRANCH_PREFIX, watch, write_report
 
 app = typer.Typer(help="Add a vLLM release (every pin derived from its own sources) and check manifests against "
                   "upstream.", no_args_is_help=True)

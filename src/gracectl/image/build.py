@@ -27,8 +27,9 @@ from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, GraceError
-from gracectl.plan import REPO_ROOT, Plan, detect_builder, stage_closure
-from gracectl.records import utc_now, write_json
+from gracectl.checkout import REPO_ROOT
+from gracectl.image.plan import Plan, detect_builder, stage_closure
+from gracectl.record_files import utc_now, write_json
 
 RECORD_SCHEMA = 1
 # "[stage 3/4]", "[linux/arm64 stage 3/4]" (buildx with a platform), not "[internal]" nor "[stage internal]".
@@ -126,7 +127,7 @@ class BuildResult:
 def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, registry_cache: bool = False,
           mirror_file: str = "", echo: Callable[[str], None] | None = None) -> BuildResult:
     """Build `plan` into a local image tagged with its immutable build tag; write the build record.
-    (Pushing is release_ops.publish, the one push path: `gracectl build --push` and the pipeline's push stage.)
+    (Pushing is tags.moves.publish, the one push path: `gracectl build --push` and the pipeline's push stage.)
 
     `registry_cache`: share BuildKit's cache through the plan's registry (Plan.build_command says how).
     """

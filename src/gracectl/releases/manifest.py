@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gracectl import environment
+from gracectl.checkout import RELEASES
 from gracectl.errors import ManifestError
 from gracectl.image_ref import DIGEST_RE
 from gracectl.image_ref import TAG_PATTERN
@@ -245,7 +246,7 @@ class RuntimeExtra(_Strict):
 
 
 class Recipe(_Strict):
-    """How upstream's own image build makes vLLM, as this release's docker/Dockerfile does it (gracectl.upstream_build
+    """How upstream's own image build makes vLLM, as this release's docker/Dockerfile does it (releases.upstream_build
     reads it; `release check` compares): the files the wheel build installs and runs, the Rust build's toolchain
     and what it hands the wheel, the native files the official wheel holds (check-wheel asserts them in source
     mode), the forced reinstalls after the install, the NCCL pins."""
@@ -379,9 +380,8 @@ def releases_dir() -> Path:
     chosen = environment.releases_dir()
     if chosen:
         return chosen
-    repo_root = Path(__file__).resolve().parents[2]
-    if (repo_root / "releases").is_dir():
-        return repo_root / "releases"
+    if RELEASES.is_dir():
+        return RELEASES
     return Path.cwd() / "releases"
 
 

@@ -1,7 +1,7 @@
 """Publish: the one push path (`gracectl publish`, `gracectl build --push`, the pipeline's push stage). A local
 image goes to an IMMUTABLE build tag by dockerd's own push (layers the registry has are skipped) or, where dockerd
 would verify the registry differently from gracectl, by skopeo; the records given are stored with the pushed
-digest. Tag moves are release_ops'.
+digest. Tag moves are tags.moves'.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_
 from gracectl.errors import (CommandFailedError, ConflictError, GraceError, Interrupted, OutcomeUnknownError,
                              UsageError)
 from gracectl.image_ref import ImageRef
-from gracectl.records import put_record
-from gracectl.release_history import is_bookkeeping_tag, short
+from gracectl.tags.records import put_record
+from gracectl.tags.history import is_bookkeeping_tag, short
 
 
 @dataclass(frozen=True)

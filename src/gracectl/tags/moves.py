@@ -1,10 +1,10 @@
 """Release operations by digest: promote (with the smoke, performance and signature gates), rollback,
-history (and its repair), unlock; publish is release_publish.py (re-exported here).
+history (and its repair), unlock; publish is tags/publish.py (re-exported here).
 
 All state lives in the registry, next to the images, so any machine with registry access can roll back:
 - the moving tag itself (e.g. gh200-vllm-tfa:v0.19.0-tfa), moved BY DIGEST (manifest bytes re-PUT, no pull);
-- the tag's history, one immutable artifact per entry state `<tag>.gch-<id>-<status>` (release_history.py),
-  and `<tag>.gracectl-lock` (release_lock.py);
+- the tag's history, one immutable artifact per entry state `<tag>.gch-<id>-<status>` (tags/history.py),
+  and `<tag>.gracectl-lock` (tags/lock.py);
 - records (records.py): `sha256-<hex>.smoke` / `.bench` next to each image digest.
 
 A move (promote or rollback), all under the tag's lock:
@@ -45,8 +45,9 @@ from gracectl.errors import (
     UsageError,
 )
 from gracectl.image_ref import DIGEST_RE, TAG_RE, ImageRef, control_free
-from gracectl.records import get_records, utc_now
-from gracectl.release_history import (
+from gracectl.record_files import utc_now
+from gracectl.tags.records import get_records
+from gracectl.tags.history import (
     COMPANION_LEN,
     DAMAGED_SUFFIX,
     MOVES,
@@ -61,11 +62,10 @@ from gracectl.release_history import (
     short,
     undo_target,
 )
-from gracectl.release_publish import Published, publish  # noqa: F401  (the API: publish, then move)
-from gracectl.release_trust import resolve, signature_findings
-from gracectl.bench import figure_findings
-from gracectl.release_gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, gate_findings
-from gracectl.release_lock import TagLock, describe, unlock as unlock_lock
+from gracectl.tags.publish import Published, publish  # noqa: F401  (the API: publish, then move)
+from gracectl.tags.trust import resolve, signature_findings
+from gracectl.tags.gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, figure_findings, gate_findings
+from gracectl.tags.lock import TagLock, describe, unlock as unlock_lock
 
 
 
@@ -234,7 +234,7 @@ def target_ref(ref: ImageRef, to: str) -> ImageRef:
 def gates(registry: Registry, ref: ImageRef, candidate: str, current: str | None, max_regression: float,
           floors: dict[str, float] | None = None) -> list[str]:
     """The signature, smoke and bench gate findings for moving a tag of `ref`'s repository from `current` to
-    `candidate`; `floors` ({figure: floor}, bench.GATE_FIGURES): absolute floors on the candidate's latest bench."""
+    `candidate`; `floors` ({figure: floor}, gates.GATE_FIGURES): absolute floors on the candidate's latest bench."""
     smoke = get_records(ref, candidate, "smoke", registry=registry)
     benches = get_records(ref, candidate, "bench", registry=registry)
     comparisons = []

@@ -1,18 +1,18 @@
 """Trust in an image before a tag moves to it, and what a site checks afterwards: its signature by the site key
-(adapters.signing), its signed provenance (gracectl.provenance), its smoke record. release_ops' promote and
+(adapters.signing), its signed provenance (gracectl.tags.provenance), its smoke record. tags.moves' promote and
 rollback ask `signature_findings`; `gracectl verify` and `report --provenance` read `verify_image`; the push
 stage calls `attest`.
 """
 
 from __future__ import annotations
 
-from gracectl import provenance
+from gracectl.tags import provenance
 from gracectl.adapters import signing
 from gracectl.adapters.registry import Registry, open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import NotFoundError, UsageError
 from gracectl.image_ref import ImageRef
-from gracectl.records import get_records
+from gracectl.tags.records import get_records
 
 
 def resolve(registry: Registry, ref: ImageRef) -> str:

@@ -18,16 +18,15 @@ rarely at the same moment.)
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 from gracectl.adapters.registry import OCI_INDEX, DamagedArtifact, Registry, open_registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import DIGEST_RE, ImageRef
 from gracectl.errors import RegistryError, UsageError
+from gracectl.record_files import utc_now
 
 KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 APPEND_ATTEMPTS = 5
@@ -45,21 +44,6 @@ def record_tag(digest: str, kind: str) -> str:
     if not KIND_RE.match(kind):
         raise UsageError(f"record kind must be lower-case letters, digits and dashes, got {kind!r}")
     return digest.replace(":", "-") + "." + kind
-
-
-def utc_now() -> str:
-    """The timestamp every record carries: ISO 8601, UTC, seconds."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def write_json(path: str | os.PathLike, record: dict) -> Path:
-    """Write a local record file whole or not at all (temp file + rename): a reader never sees half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def _repo(repo_ref: str | ImageRef) -> ImageRef:
@@ -135,6 +119,19 @@ def get_records(repo_ref: str | ImageRef, digest: str, kind: str, *,
             continue
         records.append(record)
     return records
+
+
+def newest_record(source: str, kind: str, access: RegistryAccess) -> dict:
+    """The newest `kind` record stored with image `source` (REGISTRY/REPO:TAG or @sha256:...)."""
+    ref = ImageRef.parse(source)
+    registry = open_registry(ref, access)
+    found = registry.head_manifest(ref.repository, ref.reference or "latest")
+    if found is None:
+        raise UsageError(f"{source}: no such image in the registry")
+    records = get_records(ref, found.digest, kind, registry=registry)
+    if not records:
+        raise UsageError(f"{source} ({found.digest[:19]}) has no {kind} record: it was pushed without one")
+    return records[-1]
 
 
 def _index_entries(registry: Registry, repository: str, tag: str) -> list[dict]:

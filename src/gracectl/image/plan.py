@@ -11,24 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gracectl.adapters import docker, proc
-from gracectl.driver_floor import min_driver
+from gracectl.releases.driver_floor import min_driver
 from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
-from gracectl.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
+from gracectl.releases.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
                                has_blackwell, load_release)
-from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
-from gracectl.plan_extras import extras_plan
+from gracectl.releases.mirrors import NO_MIRROR, Mirror, load_mirror
+from gracectl.image.extras import extras_plan
+from gracectl.checkout import DOCKERFILE, IMAGE_SOURCE, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Where the Rust build gets its toolchain (rustup's dist server) and protoc (its GitHub release); a site maps both
 # in its mirror's [downloads].
 RUSTUP_DIST_SERVER = "https://static.rust-lang.org"
 PROTOC_URL = "https://github.com/protocolbuffers/protobuf/releases/download/v{v}/protoc-{v}-linux-{arch}.zip"
 PROTOC_ARCH = {"linux/arm64": "aarch_64", "linux/amd64": "x86_64"}
-DOCKERFILE = REPO_ROOT / "vllm" / "Dockerfile"
 FINAL_STAGE = "vllm-openai"
 # What a site may build (`--target`): the final image, or it run as a non-root user; -> what its tags add.
 TARGETS = {FINAL_STAGE: "", "vllm-openai-nonroot": "-nonroot"}
-IMAGE_SOURCE = "https://github.com/grace-gpu-containers/grace-gpu-containers"
 
 # The Dockerfile's stage graph: stage -> the stages it is built FROM or mounts files from. Named as upstream vLLM's
 # docker/Dockerfile names them (base: the devel build base, vllm-base: the runtime base, build: the vLLM wheel).
@@ -311,7 +309,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "RUNTIME_EXTRAS": " ".join(extras.record),
         # /opt/gracectl/image.json's own values (the rest of it is the build's inputs above).
         "RELEASE": rel.name,
-        # The oldest NVIDIA driver that runs the image's CUDA (gracectl.driver_floor): label, image.json, doctor, smoke.
+        # The oldest NVIDIA driver that runs the image's CUDA (gracectl.releases.driver_floor): label, image.json,
+        # doctor, smoke.
         "MIN_DRIVER": min_driver(m.cuda.version),
     }
     # The image's labels: given to the build by the plan (--label), never declared in the Dockerfile, so each value

@@ -18,9 +18,9 @@ import hashlib
 import re
 from pathlib import Path
 
-from gracectl.plan import IMAGE_SOURCE, REPO_ROOT
+from gracectl.adapters.signing import in_toto_statement
+from gracectl.checkout import IMAGE_SOURCE, REPO_ROOT
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://grace-gpu-containers/gracectl/vllm-dockerfile/v1"
 _COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
@@ -91,7 +91,7 @@ def statement(repository: str, digest: str, plan: dict, build: dict, *, builder:
     metadata = {"invocationId": invocation}
     metadata.update({key: build[field] for key, field in (("startedOn", "started"), ("finishedOn", "finished"))
                      if build.get(field)})
-    return in_toto(repository, digest, PREDICATE_TYPE, {
+    return in_toto_statement(repository, digest, PREDICATE_TYPE, {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
             "externalParameters": {"release": plan.get("release", ""), "platform": plan.get("platform", ""),
@@ -108,12 +108,6 @@ def statement(repository: str, digest: str, plan: dict, build: dict, *, builder:
                            for kind, d in sorted(records.items()) if d],
         },
     })
-
-
-def in_toto(repository: str, digest: str, predicate_type: str, predicate: dict) -> dict:
-    """An in-toto Statement v1 about image `digest` of `repository` (REGISTRY/REPO)."""
-    return {"_type": STATEMENT_TYPE, "subject": [{"name": repository, "digest": {"sha256": digest.split(":", 1)[1]}}],
-            "predicateType": predicate_type, "predicate": predicate}
 
 
 def summary(stmt: dict) -> list[str]:
