@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from gracectl import settings
 from gracectl.image import smoke
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.integration
 
 
 def env_access() -> RegistryAccess:
-    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
-    return RegistryAccess.from_environment()
+    """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
+    return settings.registry_access(os.environ)
 
 
 def ci(stage: str, workdir: Path, env: dict) -> subprocess.CompletedProcess:

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from gracectl.adapters import proc
+from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess  # the test bed's loopback registry: no site settings
 from gracectl.image_ref import ImageRef
 from gracectl.checkout import REPO_ROOT
 from gracectl.tags.records import get_records
@@ -52,7 +54,8 @@ def test_rehearsal_builds_promotes_rebuilds_and_rolls_back(bed, tmp_path):
         config = json.loads(proc.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
                                       f"docker://{record['ref']}"]).stdout)["config"]["digest"]
         assert config == build["image_id"]
-        smoke = get_records(ImageRef.parse(record["ref"]), record["digest"], "smoke")
+        ref = ImageRef.parse(record["ref"])
+        smoke = get_records(ref, record["digest"], "smoke", registry=Registry(ref.registry, RegistryAccess()))
         assert smoke and smoke[-1]["passed"] is True and smoke[-1]["level"] == "imports"
     labels_2 = skopeo(f"docker://{second['ref']}")["Labels"]
     assert labels_2["io.gracectl.pin.vllm"].endswith("@" + bed.state.vllm_alt_ref)

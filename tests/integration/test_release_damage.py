@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 
+from gracectl import settings
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import PromotionRefusedError, ReadOnlyRegistryError, RegistryError, UsageError
@@ -32,7 +33,7 @@ LOCK_TAG = TAG + ".gracectl-lock"
 
 def registry_of(repo: str) -> tuple[Registry, str]:
     ref = ImageRef.parse(repo)
-    return Registry(ref.registry, RegistryAccess.from_environment()), ref.repository
+    return Registry(ref.registry, settings.registry_access(os.environ)), ref.repository
 
 
 def plant(repo: str, tag: str, kind: str, payload: bytes) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from fault_proxy import FaultProxy
+from gracectl import settings
 from gracectl.tags import moves
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
@@ -43,8 +44,8 @@ pytestmark = pytest.mark.integration
 
 
 def env_access() -> RegistryAccess:
-    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
-    return RegistryAccess.from_environment()
+    """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
+    return settings.registry_access(os.environ)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from gracectl import settings
 from gracectl.tags import moves
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
@@ -32,8 +33,13 @@ TAG = "v0.19.0-tfa"
 
 
 def env_access() -> RegistryAccess:
-    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
-    return RegistryAccess.from_environment()
+    """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
+    return settings.registry_access(os.environ)
+
+
+def registry_of(repo: str) -> Registry:
+    """The registry of REGISTRY/REPO, reached as the CLI would reach it."""
+    return Registry(ImageRef.parse(repo).registry, env_access())
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +118,7 @@ def test_publish_from_dockerd_attaches_the_smoke_record(repo, tmp_path):
         digest = json.loads(result.stdout)["digest"]
         assert json.loads(result.stdout)["image_id"] == image_id
         assert digest == tag_digest(repo, "b1")
-        [stored] = get_records(repo, digest, "smoke")
+        [stored] = get_records(repo, digest, "smoke", registry=registry_of(repo))
         assert stored["passed"] is True and stored["digest"] == digest and stored["image_id"] == image_id
 
         # A record of another image is refused before anything is pushed.
@@ -127,10 +133,10 @@ def test_publish_from_dockerd_attaches_the_smoke_record(repo, tmp_path):
 # -- records -------------------------------------------------------------------------------------------------
 def test_records_are_stored_with_the_image_as_referrers_and_under_the_fallback_tag(repo, oci_image):
     digest = publish(oci_image, repo, "records")
-    assert get_records(repo, digest, "smoke") == []
-    put_record(repo, digest, "bench", bench("NVIDIA GH200 480GB", 1.0))
-    put_record(repo, digest, "bench", bench("NVIDIA H100 80GB HBM3", 2.0))
-    records = get_records(repo, digest, "bench")
+    assert get_records(repo, digest, "smoke", registry=registry_of(repo)) == []
+    put_record(repo, digest, "bench", bench("NVIDIA GH200 480GB", 1.0), registry=registry_of(repo))
+    put_record(repo, digest, "bench", bench("NVIDIA H100 80GB HBM3", 2.0), registry=registry_of(repo))
+    records = get_records(repo, digest, "bench", registry=registry_of(repo))
     assert [r["gpu"]["name"] for r in records] == ["NVIDIA GH200 480GB", "NVIDIA H100 80GB HBM3"]
     assert all(r["digest"] == digest for r in records)
     shown = gracectl("records", f"{repo}@{digest}", "--kind", "bench")
@@ -145,7 +151,7 @@ def test_records_are_stored_with_the_image_as_referrers_and_under_the_fallback_t
     assert artifact["artifactType"] == "application/vnd.gracectl.bench.v1+json"
 
     with pytest.raises(RegistryError, match="push it before"):
-        put_record(repo, "sha256:" + "1" * 64, "smoke", smoke())
+        put_record(repo, "sha256:" + "1" * 64, "smoke", smoke(), registry=registry_of(repo))
 
 
 # -- promote / rollback / history ----------------------------------------------------------------------------
@@ -258,14 +264,14 @@ def test_benchmark_gate_compares_only_the_same_gpu_model(repo, oci_image):
 RACE = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from gracectl.adapters.registry_access import RegistryAccess
+    from gracectl import settings
     from gracectl.errors import GraceError
     from gracectl.tags.moves import promote
     go = Path(sys.argv[3])
     while not go.exists():
         time.sleep(0.005)
     try:
-        promote(sys.argv[1], sys.argv[2], access=RegistryAccess.from_environment())  # as the CLI builds it
+        promote(sys.argv[1], sys.argv[2], access=settings.registry_access(os.environ))  # as the CLI builds it
     except GraceError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

@@ -29,7 +29,7 @@ from gracectl.tags.records import get_records
 from gracectl.adapters.registry import Registry
 from gracectl.testbed.registry_server import RegistryServer
 from test_release_faults import ReadOnlyRegistry, env_access, wait_for
-from test_release_ops_integration import TAG, isolated_env, publish, smoke, tag_digest  # noqa: F401
+from test_release_ops_integration import TAG, isolated_env, publish, registry_of, smoke, tag_digest  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,7 @@ class Case:
             now = tag_digest(self.direct, self.tag)
             if now is None:
                 return False
-            if not get_records(self.direct, now, "smoke"):
+            if not get_records(self.direct, now, "smoke", registry=registry_of(self.direct)):
                 return "the tag was pushed but its record is missing (a half-done publish)"
             return True
         now = tag_digest(self.direct)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from gracectl import settings
 from gracectl.tags import moves, trust
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
@@ -63,8 +64,8 @@ else:
 
 
 def env_access() -> RegistryAccess:
-    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
-    return RegistryAccess.from_environment()
+    """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
+    return settings.registry_access(os.environ)
 
 
 class Site:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gracectl import settings
 from gracectl.tags import provenance, trust
 from gracectl.image import sbom
 from gracectl.adapters import signing
@@ -61,7 +62,7 @@ def attest(repo_name: str, digest: str, key: signing.SigningKey) -> str:
     dpkg = {"os": {"id": "ubuntu", "version_id": "24.04"},
             "packages": [{"name": "cuda-cudart-12-9", "version": "12.9.79-1", "arch": "arm64"}]}
     bom = sbom.bom_from_inspect({"installed": [{"metadata": {"name": "vllm", "version": "0.19.0"}}]}, repo_name, dpkg)
-    return trust.attest(ref, digest, stmt, key, RegistryAccess.from_environment(),
+    return trust.attest(ref, digest, stmt, key, settings.registry_access(os.environ),
                                 also=(sbom.statement(f"{ref.registry}/{ref.repository}", digest, {"bom": bom}),))
 
 
@@ -108,7 +109,7 @@ def test_a_tampered_image_under_the_same_tag_is_refused_with_nothing_moved(repo,
     build_tag = "b-" + uuid.uuid4().hex[:6]
     b = publish(oci_image, repo, "good", smoke())
     attest(repo, b, key)
-    registry = Registry(ImageRef.parse(repo).registry, RegistryAccess.from_environment())
+    registry = Registry(ImageRef.parse(repo).registry, settings.registry_access(os.environ))
     registry.tag_digest(ImageRef.parse(repo).repository, b, build_tag)
     # Someone with push rights puts another image under the same build tag (and copies the smoke record).
     tampered = publish(oci_image, repo, "evil", smoke())
@@ -199,7 +200,7 @@ def cosign(binary: str, home, *args: str, password: bytes | None = None) -> subp
 def swap_signature(repo_name: str, signed: str, onto: str) -> None:
     """Someone copies the signature of `signed` to the unsigned `onto` (its payload names another digest)."""
     ref = ImageRef.parse(repo_name)
-    registry = Registry(ref.registry, RegistryAccess.from_environment())
+    registry = Registry(ref.registry, settings.registry_access(os.environ))
     body, _ = registry.get_manifest(ref.repository, signing.signature_tag(signed))
     registry.put_manifest(ref.repository, signing.signature_tag(onto), body, signing.OCI_MANIFEST)
 
@@ -245,7 +246,7 @@ def test_cosign_verifies_the_site_signature_and_provenance_and_refuses_the_rest(
             assert statement["subject"][0]["digest"]["sha256"] == signed.split(":")[1]
     # A tampered image under a tag that held the signed one: the tag now names a digest nobody signed.
     ref = ImageRef.parse(repo)
-    registry = Registry(ref.registry, RegistryAccess.from_environment())
+    registry = Registry(ref.registry, settings.registry_access(os.environ))
     registry.tag_digest(ref.repository, signed, "cosign-tag")
     assert cosign(cosign_bin, tmp_path, "verify", "--key", str(pub), *flags, f"{repo}:cosign-tag").returncode == 0
     tampered = publish(oci_image, repo, "cosign-tampered", smoke())
@@ -346,7 +347,7 @@ def test_key_rotation_resigns_an_image_in_service(repo, oci_image, site_key, oth
 def test_signing_twice_adds_nothing_and_an_unreadable_layer_does_not_hide_a_valid_one(repo, oci_image, site_key):
     key, pub = site_key
     ref = ImageRef.parse(repo)
-    registry = Registry(ref.registry, RegistryAccess.from_environment())
+    registry = Registry(ref.registry, settings.registry_access(os.environ))
     a = publish(oci_image, repo, "twice", smoke())
     first = signing.sign(registry, ref, a, key)
     assert signing.sign(registry, ref, a, key) == first  # ECDSA differs each time: still "already signed"

@@ -16,6 +16,7 @@ FLOORS = [
     ("ground", ["gracectl.errors", "gracectl.ci", "gracectl.environment", "gracectl.image_ref",
                 "gracectl.interrupts", "gracectl.checkout", "gracectl.record_files"]),
     ("adapters", ["gracectl.adapters"]),
+    ("settings read at the edge", ["gracectl.settings"]),
     ("what to build", ["gracectl.releases"]),
     ("build one image, ship by digest", ["gracectl.image", "gracectl.tags"]),
     ("the CI walk", ["gracectl.pipeline"]),

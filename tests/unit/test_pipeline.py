@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.pipeline import stages
 from gracectl.errors import PromotionRefusedError, UsageError
 from gracectl.pipeline.stages import Params, run_stage
@@ -58,7 +59,7 @@ def test_bad_parameters_are_one_line_errors(env, message):
 
 def test_stage_refuses_when_its_input_is_missing(tmp_path):
     with pytest.raises(UsageError, match=r"plan.json is missing: run `gracectl ci plan` first"):
-        run_stage("build", Params(release="v0.19.0"), tmp_path)
+        run_stage("build", Params(release="v0.19.0"), tmp_path, RegistryAccess(), None)
     assert not (tmp_path / "build-record.json").exists()
 
 
@@ -69,11 +70,11 @@ def test_nothing_follows_a_failed_smoke(tmp_path):
     write_output(tmp_path, "smoke", "failed", passed=False, stage_error="smoke level kernels failed: test_moe")
     for stage in ("push", "promote"):
         with pytest.raises(PromotionRefusedError, match=r"stage smoke failed \(smoke level kernels failed"):
-            run_stage(stage, params, tmp_path)
+            run_stage(stage, params, tmp_path, RegistryAccess(), None)
     # A push output left over from an earlier run does not let promote through: promote needs smoke too.
     write_output(tmp_path, "push", "passed", ref="r", digest="sha256:" + "b" * 64)
     with pytest.raises(PromotionRefusedError, match="stage smoke failed"):
-        run_stage("promote", params, tmp_path)
+        run_stage("promote", params, tmp_path, RegistryAccess(), None)
     assert not (tmp_path / "promote-record.json").exists()
 
 
@@ -81,10 +82,10 @@ def test_output_without_passed_status_counts_as_failed(tmp_path):
     write_output(tmp_path, "plan", "passed")
     (tmp_path / "build-record.json").write_text(json.dumps({"kind": "build", "status": "built"}))  # no stage_status
     with pytest.raises(UsageError, match="stage build failed"):
-        run_stage("smoke", Params(release="v0.19.0"), tmp_path)
+        run_stage("smoke", Params(release="v0.19.0"), tmp_path, RegistryAccess(), None)
     (tmp_path / "build-record.json").write_text("{not json")
     with pytest.raises(UsageError, match="unreadable"):
-        run_stage("smoke", Params(release="v0.19.0"), tmp_path)
+        run_stage("smoke", Params(release="v0.19.0"), tmp_path, RegistryAccess(), None)
 
 
 def test_ci_plan_stage_for_real(tmp_path):

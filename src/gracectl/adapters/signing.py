@@ -37,7 +37,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gracectl import environment
 from gracectl.adapters.registry import OCI_MANIFEST, Registry, sha256_digest
 from gracectl.errors import RegistryError, UsageError
 from gracectl.image_ref import DIGEST_RE, ImageRef
@@ -134,15 +133,6 @@ class SigningKey:
 
     key: Path
     passphrase_file: Path
-
-    @classmethod
-    def from_environment(cls) -> SigningKey | None:
-        """At the edge: GRACECTL_SIGNING_KEY + GRACECTL_SIGNING_PASSPHRASE_FILE (Jenkins file credentials), or None
-        when the site does not sign."""
-        key, passphrase = environment.get("GRACECTL_SIGNING_KEY"), environment.get("GRACECTL_SIGNING_PASSPHRASE_FILE")
-        if bool(key) != bool(passphrase):
-            raise UsageError("set both GRACECTL_SIGNING_KEY and GRACECTL_SIGNING_PASSPHRASE_FILE, or neither")
-        return cls(Path(key), Path(passphrase)) if key else None
 
     def passphrase(self) -> bytes:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -10,12 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gracectl import settings
 from gracectl.adapters import docker
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image.build import BuildResult, compare, layers, read_record, shorten
 from gracectl.image.build import build as run_build
 from gracectl.commands.options import (BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, TargetOpt,
-                                       VllmBuildOpt, VllmRefOpt)
+                                       VllmBuildOpt, VllmRefOpt, registry_options, with_default_registry)
 from gracectl.errors import GraceError, UsageError
 from gracectl.pipeline.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
 from gracectl.image.plan import FINAL_STAGE, plan_for
@@ -38,11 +40,11 @@ def stage_table(record: dict, title: str) -> Table:
     return table
 
 
-def push_build(result: BuildResult) -> None:
+def push_build(result: BuildResult, access: RegistryAccess) -> None:
     """Push the build under its immutable build tag (tags.moves.publish, by digest); the record says so."""
     rec = result.record
     try:
-        published = publish(rec["image"], rec["image"], access=RegistryAccess.from_environment())
+        published = publish(rec["image"], rec["image"], access=access)
         rec.update(digest=published.digest, pushed=f"{published.ref.rsplit(':', 1)[0]}@{published.digest}",
                    status="pushed")
     except GraceError as exc:
@@ -56,6 +58,7 @@ app = typer.Typer()
 
 
 @app.command()
+@registry_options(deadline=False)  # --push moves layers for as long as that takes
 def build(
     release: ReleaseArg,
     platform: Annotated[str, typer.Option("--platform", help="override the release's platform")] = "",
@@ -68,6 +71,8 @@ def build(
     record: Annotated[Optional[Path], typer.Option("--record", help="build record JSON")] = None,
     vllm_build: VllmBuildOpt = "",
     target: TargetOpt = FINAL_STAGE,
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record."""
     plan = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target)
@@ -80,7 +85,7 @@ def build(
     result = run_build(plan, record_path=record or DEFAULT_RECORD, mirror_file=str(mirror) if mirror else "")
     rec = result.record
     if push:
-        push_build(result)
+        push_build(result, access)
     out.print(stage_table(rec, f"{rec['image']} built in {rec['seconds']:.1f}s"))
     out.print(f"image {rec['image_id']} ({rec['size'] / 1e6:.1f} MB)"
               + (f", pushed {rec['pushed']}" if rec.get("pushed") else "")
@@ -90,12 +95,13 @@ def build(
 def load_sbom(source: str, access: RegistryAccess) -> dict:
     """An SBOM record: a record file (sbom-record.json), or the newest one stored with an image in a registry."""
     path = Path(source)
-    return sbom.read_record(path) if path.is_file() else newest_record(source, sbom.KIND, access)
+    if path.is_file():
+        return sbom.read_record(path)
+    return newest_record(settings.image_reference(source, os.environ), sbom.KIND, access)
 
 
-def package_diff(a: str, b: str) -> None:
+def package_diff(a: str, b: str, access: RegistryAccess) -> None:
     """The Python package sets of two images (their SBOM records) side by side: what going from A to B changes."""
-    access = RegistryAccess.from_environment()
     ra, rb = load_sbom(a, access), load_sbom(b, access)
     d = sbom.diff(ra["bom"], rb["bom"])
     table = Table("package", "A", "B", title=f"packages: A = {ra['image']} ({ra['packages']}), "
@@ -114,6 +120,7 @@ def package_diff(a: str, b: str) -> None:
 
 
 @app.command()
+@registry_options()
 def report(
     records: Annotated[Optional[List[Path]], typer.Argument(help="build record JSON files (gracectl build --record)")]
     = None,
@@ -122,8 +129,10 @@ def report(
         "--packages", help="twice: A and B, each an SBOM record file or REGISTRY/REPO:TAG|@DIGEST; diffs their "
         "Python packages (what a rollback from A to B changes)")] = None,
     provenance_of: Annotated[Optional[str], typer.Option(
-        "--provenance", help="REGISTRY/REPO:TAG|@DIGEST: its signed build provenance (needs GRACECTL_TRUST_KEY)")]
-    = None,
+        "--provenance", help="REGISTRY/REPO:TAG|@DIGEST: its signed build provenance (needs GRACECTL_TRUST_KEY)",
+        callback=with_default_registry)] = None,
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds;
     with --packages A --packages B, the two images' Python package sets."""
@@ -132,7 +141,7 @@ def report(
     if not records and not packages and not provenance_of:
         raise UsageError("give build record files, --packages A --packages B, or --provenance IMAGE")
     if provenance_of:
-        found = verify_image(provenance_of, access=RegistryAccess.from_environment())
+        found = verify_image(provenance_of, access=access)
         prov = found["provenance"]
         if prov is None:
             raise UsageError(f"{found['image']} has no provenance attestation: it was pushed unsigned")
@@ -146,7 +155,7 @@ def report(
             pin = next(iter((dep.get("digest") or {}).items()), ("", ""))
             report_out.print(f"    {dep.get('name') or dep.get('uri')}: {pin[0]} {pin[1]}".rstrip(), highlight=False)
     if packages:
-        package_diff(*packages)
+        package_diff(*packages, access)
     recs = [read_record(p) for p in records or []]
     for path, rec in zip(records or [], recs):
         report_out.print(stage_table(rec, f"{path}: {rec['image']} {rec.get('status')} in {rec.get('seconds', 0):.1f}s, "

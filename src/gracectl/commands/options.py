@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from gracectl import settings
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_auth import Credentials
 from gracectl.errors import UsageError
@@ -57,6 +59,11 @@ CiPromoteOpt = Annotated[Optional[bool], typer.Option("--promote/--no-promote", 
                                                       show_default=False)]
 
 
+def with_default_registry(reference: str | None) -> str | None:
+    """typer callback of an image reference argument: GRACECTL_REGISTRY in front of one that names no registry."""
+    return settings.image_reference(reference, os.environ) if reference else reference
+
+
 # -- registry access: the options every command that speaks to a registry takes, declared once -----------------
 # `@registry_options` adds them to a command and hands the command ONE value, `access` (a RegistryAccess built
 # from them over the documented GRACECTL_* variables, gracectl.environment), in their place.
@@ -86,8 +93,8 @@ def read_access(username: str = "", password_stdin: bool = False, insecure_regis
         credentials = Credentials(username, password)
     elif username:
         raise UsageError("--username needs --password-stdin (passwords never go on the command line)")
-    return RegistryAccess.from_environment(credentials=credentials, insecure=insecure_registry or (),
-                                           cert_dir=cert_dir, deadline_s=deadline)
+    return settings.registry_access(os.environ, credentials=credentials, insecure=insecure_registry or (),
+                                    cert_dir=cert_dir, deadline_s=deadline)
 
 
 def registry_options(*, deadline: bool = True):

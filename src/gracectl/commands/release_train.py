@@ -3,6 +3,7 @@ sources on the site's package index (gracectl.releases.train), checked before an
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -45,7 +46,7 @@ def _trees(specs: list[str] | None) -> dict[str, Path]:
 
 
 def _index(url: str, cache: Path | None, offline: bool) -> PackageIndex:
-    cache = cache or environment.upstream_cache() or default_cache()
+    cache = cache or environment.upstream_cache(os.environ) or default_cache()
     return PackageIndex(url.rstrip("/"), cache, offline)
 
 
@@ -108,7 +109,7 @@ def check(
     """Re-derive every pin of each manifest from its release's sources: one line per drift, the triton_kernels
     pairing and the resolution; exit 14 when any fails."""
     failed = 0
-    cache = cache_dir or environment.upstream_cache() or default_cache()
+    cache = cache_dir or environment.upstream_cache(os.environ) or default_cache()
     for report in check_releases(list(names or []), cache, index_url=index_url, offline=offline,
                                  mirror=load_mirror(mirror), resolve_set=not no_resolve, trees=_trees(tree)):
         shown = [line for line in report.lines if verbose or line.status != "ok"

@@ -29,11 +29,11 @@ OK, MISSING, SKIPPED = "ok", "MISSING", "skipped"
 
 @dataclass
 class Settings:
+    access: RegistryAccess  # how the stages would reach the registry (the edge's: gracectl.settings)
     registry: str = ""  # HOST[:PORT][/NAMESPACE]; empty: the registry check is skipped
     min_free_gb: float = DEFAULT_MIN_FREE_GB
     smoke_gpus: str = "all"  # "none": the smoke stage runs without GPUs (the CPU test bed)
     release: str = ""  # the release the job builds and smokes: its image's minimum driver; empty: not checked
-    access: RegistryAccess = field(default_factory=RegistryAccess)  # how the stages would reach the registry
 
 
 @dataclass

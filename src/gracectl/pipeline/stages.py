@@ -18,7 +18,7 @@ import json
 import socket
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gracectl import ci
@@ -26,12 +26,12 @@ from gracectl.tags import provenance
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.signing import SigningKey
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
-from gracectl.image_ref import ImageRef, valid_host
+from gracectl.image_ref import ImageRef
 from gracectl.image.plan import lint_dockerfile, plan_for
 from gracectl.record_files import write_json
 from gracectl.releases.train import check_before_build
 from gracectl.image.smoke import LEVEL_CHOICES as SMOKE_LEVELS
-from gracectl.pipeline.workdir import (BUILD_LOG_FILE, DEFAULT_WORKDIR, EXTRA_FILES, FAILED, MOVING_TAG_FILE,
+from gracectl.pipeline.workdir import (BUILD_LOG_FILE, EXTRA_FILES, FAILED, MOVING_TAG_FILE,
                                        OUTPUTS, PASSED, PLAN_FILE, SBOM_RECORD_FILE, SMOKE_JUNIT_FILE, read_json,
                                        read_output, status_of, without_envelope)
 
@@ -66,12 +66,13 @@ class Params:
     run_id: str = ""  # labels the containers this run starts (default: the CI's, see gracectl.ci)
     mirror: str = ""  # mirror file (gracectl.releases.mirrors), empty for upstream
     smoke_gpus: str = "all"  # "none" on a machine without GPUs (the CPU test bed)
-    # HOST[:PORT]s reached without TLS verification: part of the stages' RegistryAccess (Context.access).
-    insecure_registry: str = ""
     # The plan stage of a build checks the manifest against its release's sources first (pins and the
     # triton_kernels pairing: gracectl.releases.train); off only for a node that can reach no index.
     release_check: bool = True
     upstream_cache: str = ""  # where sdists and triton_kernels trees are kept (default ~/.cache/gracectl/upstream)
+    # The CI's facts about this run (gracectl.ci): the signed provenance's builder and invocation.
+    job_url: str = ""
+    build_url: str = ""
 
     def __post_init__(self):
         if not self.release:
@@ -84,20 +85,12 @@ class Params:
             raise UsageError("PROMOTE needs PUSH: only a pushed image (by digest) can be promoted")
         if (self.push or self.action == "rollback") and not self.registry:
             raise UsageError("pushing, promoting and rolling back need a registry: set REGISTRY or --registry")
-        for host in self.insecure_registry.replace(",", " ").split():
-            if not valid_host(host):
-                raise UsageError(f"GRACECTL_INSECURE_REGISTRY: {host[:100]!r} is not a registry HOST[:PORT]")
 
     ENV = ci.PARAMETERS  # environment variable -> field (the job's parameters; gracectl.ci reads them)
 
-    def registry_access(self, env: Mapping[str, str] | None = None) -> RegistryAccess:
-        """The stages' RegistryAccess: this job's insecure hosts over the documented GRACECTL_* variables (the
-        node's docker login gives the credentials)."""
-        return RegistryAccess.from_environment(env, insecure=self.insecure_registry.replace(",", " ").split())
-
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Params:
-        """Fields from `env` (default os.environ) through the CI seam, then `overrides` that are not None win."""
+    def from_env(cls, env: Mapping[str, str], **overrides) -> Params:
+        """Fields from `env` (the edge's os.environ) through the CI seam, then `overrides` that are not None win."""
         values: dict = ci.job_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         for flag in ("push", "promote", "release_check"):
@@ -117,8 +110,8 @@ class Context:
 
     params: Params
     workdir: Path
-    access: RegistryAccess = field(default_factory=RegistryAccess)
-    signing: SigningKey | None = None  # the site key when the site signs (push signs and attests)
+    access: RegistryAccess
+    signing: SigningKey | None  # the site key when the site signs (push signs and attests)
 
     def path(self, name: str) -> Path:
         return self.workdir / name
@@ -151,9 +144,10 @@ def new_run_id(params: Params) -> str:
     return params.run_id or f"local-{uuid.uuid4().hex[:12]}"
 
 
-def find_run_id(run_id: str = "", workdir: Path = DEFAULT_WORKDIR) -> str:
-    """The run id to clean up after: given, else the job's environment, else the one the plan stage recorded."""
-    return run_id or ci.run_id() or read_json(workdir / PLAN_FILE).get("run_id", "")
+def find_run_id(run_id: str, workdir: Path) -> str:
+    """The run id to clean up after: given (the option, else the job's environment), else the one the plan stage
+    recorded."""
+    return run_id or read_json(workdir / PLAN_FILE).get("run_id", "")
 
 
 @dataclass(frozen=True)
@@ -240,8 +234,8 @@ def stage_push(ctx: Context) -> dict:
         ref = ImageRef.parse(published.ref)
         plan = ctx.output("plan")
         statement = provenance.statement(f"{ref.registry}/{ref.repository}", published.digest, plan["plan"], built,
-                                         builder=ci.job_url() or f"urn:gracectl:builder:{socket.gethostname()}",
-                                         invocation=ci.build_url() or plan["run_id"], records=published.records)
+                                         builder=ctx.params.job_url or f"urn:gracectl:builder:{socket.gethostname()}",
+                                         invocation=ctx.params.build_url or plan["run_id"], records=published.records)
         # the SBOM too, signed where cosign looks for it (`cosign verify-attestation --type cyclonedx`)
         also = tuple(sbom.statement(f"{ref.registry}/{ref.repository}", published.digest, r) for r in sboms)
         result["attestation"] = trust.attest(ref, published.digest, statement, signing_key, ctx.access,
@@ -324,8 +318,7 @@ def stages_for(params: Params) -> list[Stage]:
     return [s for s in STAGES if s.applies(params)]
 
 
-def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR, access: RegistryAccess | None = None,
-              signing: SigningKey | None = None) -> dict:
+def run_stage(name: str, params: Params, workdir: Path, access: RegistryAccess, signing: SigningKey | None) -> dict:
     """Run one stage: check its inputs, clear its own and later outputs, run it, write its output.
 
     Every output gets "stage_status": "passed" | "failed" (and "stage_error"); on failure whatever the stage
@@ -339,8 +332,7 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR, access
         (workdir / stale).unlink(missing_ok=True)
     out = workdir / this.output
     try:
-        record = this.run(Context(params, workdir, access or params.registry_access(),
-                                  signing or SigningKey.from_environment()))
+        record = this.run(Context(params, workdir, access, signing))
     except GraceError as exc:
         # Keep what the stage itself recorded (a failed smoke or build record), marked failed for later stages.
         written = read_json(out) if out.exists() else {}

@@ -6,6 +6,7 @@ unknown release) becomes a one-line ManifestError naming the file and the field 
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -377,7 +378,7 @@ class Manifest(_Strict):
 
 def releases_dir() -> Path:
     """`$GRACECTL_RELEASES_DIR`, else `releases/` of the checkout this package runs from, else ./releases."""
-    chosen = environment.releases_dir()
+    chosen = environment.releases_dir(os.environ)  # not yet handed down from the edge (test_environment_edge)
     if chosen:
         return chosen
     if RELEASES.is_dir():

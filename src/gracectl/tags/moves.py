@@ -255,7 +255,7 @@ def _check_force(force: bool, reason: str) -> None:
 
 # -- operations ---------------------------------------------------------------------------------------------
 def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
-            max_regression: float = DEFAULT_MAX_REGRESSION, access: RegistryAccess | None = None,
+            access: RegistryAccess, max_regression: float = DEFAULT_MAX_REGRESSION,
             floors: dict[str, float] | None = None) -> Entry | None:
     """Move `tag` (in the source's repository) to the digest `source` names, if the gates pass.
 
@@ -292,7 +292,7 @@ def _moving_ref(target: str, command: str) -> ImageRef:
 
 
 def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False,
-             max_regression: float = DEFAULT_MAX_REGRESSION, access: RegistryAccess | None = None) -> Entry | None:
+             access: RegistryAccess, max_regression: float = DEFAULT_MAX_REGRESSION) -> Entry | None:
     """Move REGISTRY/REPO:TAG back to the digest it held before its last promotion, or to `to` (a digest or
     tag of the same repository, which must pass the same gates as a promotion, or --force --reason).
     Returns the history entry, or None when already there."""
@@ -342,12 +342,12 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
             return _apply(registry, ref.repository, tag, entry, lock)
 
 
-def history(target: str, *, access: RegistryAccess | None = None) -> list[Entry]:
+def history(target: str, *, access: RegistryAccess) -> list[Entry]:
     """Every promotion, rollback and unlock of REGISTRY/REPO:TAG, oldest first (unsettled entries settled)."""
     return history_report(target, access=access)[0]
 
 
-def history_report(target: str, *, access: RegistryAccess | None = None) -> tuple[list[Entry], str]:
+def history_report(target: str, *, access: RegistryAccess) -> tuple[list[Entry], str]:
     """The history, and "" or one line saying the tag disagrees with its last completed move (moved outside
     gracectl, or a move whose record was lost)."""
     ref = ImageRef.parse(target)
@@ -369,7 +369,7 @@ def _refuse_unless_forced(what: str, findings: list[str], force: bool) -> None:
         raise PromotionRefusedError(f"refusing to {what}: {'; '.join(findings)} (override: --force --reason TEXT)")
 
 
-def repair_history(target: str, *, reason: str, access: RegistryAccess | None = None) -> Entry | None:
+def repair_history(target: str, *, reason: str, access: RegistryAccess) -> Entry | None:
     """Start a damaged history of REGISTRY/REPO:TAG anew, under the tag's lock: the damaged artifact is kept
     under <tag>.gracectl-damaged (nothing is deleted), the entries that still read are carried over, and a
     "repair" entry says who did it and why. None when the history reads fine (nothing to repair)."""
@@ -397,7 +397,7 @@ def repair_history(target: str, *, reason: str, access: RegistryAccess | None = 
         return entry
 
 
-def unlock(target: str, *, reason: str, access: RegistryAccess | None = None) -> tuple[str, Entry | None]:
+def unlock(target: str, *, reason: str, access: RegistryAccess) -> tuple[str, Entry | None]:
     """Release the lock of REGISTRY/REPO:TAG whoever holds it (a dead holder on another host); recorded in
     the history. Returns (the holder as text, the history entry); ("", None) when it was not locked."""
     ref = _moving_ref(target, "unlock")

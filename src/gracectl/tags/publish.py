@@ -35,8 +35,7 @@ class Published:
         return asdict(self)
 
 
-def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None,
-            attach: list[dict] = ()) -> Published:
+def publish(local_image: str, dest: str, *, access: RegistryAccess, attach: list[dict] = ()) -> Published:
     """Push `local_image` (a dockerd image name, or a skopeo transport ref such as oci:DIR:TAG) to the
     IMMUTABLE tag `dest`; refuse (ConflictError) if the tag already holds another image. Each dict in
     `attach` is stored as a record of the pushed digest (its "kind" says which)."""
@@ -45,7 +44,6 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None
         raise UsageError(f"--to must be REGISTRY/REPO:TAG (an immutable build tag), got {dest!r}")
     if is_bookkeeping_tag(ref.tag):
         raise UsageError(f"{ref.tag!r} is one of gracectl's own bookkeeping tags")
-    access = access or RegistryAccess()
     registry = open_registry(ref, access, bounded=False)  # moving layers takes as long as it takes
     source = transport_ref(local_image)
     # A dockerd image goes through dockerd's own push (it skips the layers the registry has) unless dockerd

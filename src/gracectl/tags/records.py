@@ -7,8 +7,8 @@ get_records reads the referrers API where the registry offers it. Distribution 2
 docker-registry) has none, so we also keep the OCI tag-schema fallback, one tag per kind: `sha256-<hex>.<kind>` points at an OCI index listing every record of that
 kind for that digest, oldest first (a smoke rerun, a bench per GPU model append to it).
 
-    put_record("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke", {...}) -> record manifest digest
-    get_records("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke") -> [dict, ...]
+    put_record("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke", {...}, registry=r) -> record manifest digest
+    get_records("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke", registry=r) -> [dict, ...]
 
 Appending to the index is read-modify-write; two writers at the same instant could drop one entry, so
 put_record reads the index back and retries. (Records are written by the push stage and by bench runs,
@@ -50,8 +50,7 @@ def _repo(repo_ref: str | ImageRef) -> ImageRef:
     return repo_ref if isinstance(repo_ref, ImageRef) else ImageRef.parse(repo_ref)
 
 
-def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *,
-               registry: Registry | None = None) -> str:
+def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *, registry: Registry) -> str:
     """Store `data` as a `kind` record of image `digest` in repository `repo_ref` (HOST[:PORT]/REPO).
 
     The stored JSON gets "kind" and "digest" filled in (a mismatch is a UsageError). Returns the record
@@ -62,7 +61,6 @@ def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *,
     if data.get("kind", kind) != kind or data.get("digest") not in (None, "", digest):
         raise UsageError(f"record says kind={data.get('kind')!r} digest={data.get('digest')!r}, "
                          f"but is stored as {kind} of {digest}")
-    registry = registry or open_registry(ref, ping=False)
     subject = registry.head_manifest(ref.repository, digest)
     if subject is None:
         raise RegistryError(f"no image {ref.repo}@{digest}: push it before storing its {kind} record")
@@ -84,11 +82,10 @@ def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *,
 
 
 def get_records(repo_ref: str | ImageRef, digest: str, kind: str, *,
-                registry: Registry | None = None) -> list[dict]:
+                registry: Registry) -> list[dict]:
     """Every `kind` record of image `digest`, oldest first ([] when there is none)."""
     tag = record_tag(digest, kind)
     ref = _repo(repo_ref)
-    registry = registry or open_registry(ref, ping=False)
     entries = _index_entries(registry, ref.repository, tag)
     # Where the registry offers the referrers API, it also lists records the fallback index missed (another
     # tool's push, an index update lost to a crash): those come after the index's, oldest first.

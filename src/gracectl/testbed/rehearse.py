@@ -37,6 +37,7 @@ from gracectl.image import sbom
 from gracectl.adapters import docker, proc, signing
 from gracectl.adapters.signing import SigningKey
 from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import ImageRef
 from gracectl.image.build import rebuilt_stages
 from gracectl.errors import GraceError, TestbedError, UsageError
@@ -202,9 +203,10 @@ def verified(push_record: dict, access) -> str:
     return f"signed ({found['signature']['why'][:40]}), provenance: {prov['summary'][1]}"
 
 
-def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR, build_number: int = 0,
-             on_row=None, stack: str = STANDIN) -> list[Row]:
-    """Run the rehearsal; returns the rows, or raises RehearsalFailed (carrying the rows so far)."""
+def rehearse(release: str = DEFAULT_RELEASE, *, access: RegistryAccess, workdir: Path = DEFAULT_WORKDIR,
+             build_number: int = 0, on_row=None, stack: str = STANDIN) -> list[Row]:
+    """Run the rehearsal with the command's registry `access` (the test bed's site key added as the trust key);
+    returns the rows, or raises RehearsalFailed (carrying the rows so far)."""
     bed = Testbed()
     status = bed.status()
     if not status["mirror_file"] or not status["components"]["registry"]["running"]:
@@ -246,9 +248,9 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
     # The test bed's site key (made once, kept in the state dir: a TEST-BED key, never a site's): every push
     # signs and attests, every promotion and rollback verifies, as on a site that admits only signed images.
     site_key, trust_key = test_bed_site_key(bed.root)
+    access = dataclasses.replace(access, trust_key=trust_key)
     for label, params in plan:
         wd = workdir / label.split(" (")[0].replace(" ", "-")
-        access = dataclasses.replace(params.registry_access(), trust_key=trust_key)
         for stage in stages_for(params):
             start = time.monotonic()
             try:
@@ -288,7 +290,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
     first, second = digests[first], digests[second]
     moving = ImageRef.parse(read_output(workdir / ROLLBACK, "plan")["moving_tag"])
     start = time.monotonic()
-    found = Registry(moving.registry).head_manifest(moving.repository, moving.tag)
+    found = Registry(moving.registry, access).head_manifest(moving.repository, moving.tag)
     now = found.digest if found else "(no tag)"
     ok = now == first and first != second
     first_label = PREVIOUS.split(" (")[0] if stack == REAL else FIRST
