@@ -66,7 +66,7 @@ def with_default_registry(reference: str | None) -> str | None:
 
 # -- registry access: the options every command that speaks to a registry takes, declared once -----------------
 # `@registry_options` adds them to a command and hands the command ONE value, `access` (a RegistryAccess built
-# from them over the documented GRACECTL_* variables, gracectl.environment), in their place.
+# from them over the documented GRACECTL_* variables by gracectl.settings), in their place.
 UserOpt = Annotated[str, typer.Option("--username", help="registry user (with --password-stdin)")]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the registry password from stdin")]
 InsecureOpt = Annotated[Optional[list[str]], typer.Option(
@@ -84,7 +84,7 @@ _REGISTRY_PARAMS = {"username": (UserOpt, ""), "password_stdin": (PasswordStdinO
 
 def read_access(username: str = "", password_stdin: bool = False, insecure_registry: list[str] | None = None,
                 cert_dir: Path | None = None, deadline: float | None = None) -> RegistryAccess:
-    """The command's RegistryAccess: its options over the environment's settings (gracectl.environment)."""
+    """The command's RegistryAccess: its options over the environment's settings (gracectl.settings)."""
     credentials = None
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
