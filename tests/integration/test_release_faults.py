@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fault_proxy import FaultProxy
-from gracectl import settings
+from gracectl.settings import registry_access
 from gracectl.tags import moves
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 def env_access() -> RegistryAccess:
     """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
-    return settings.registry_access(os.environ)
+    return registry_access(os.environ)
 
 
 @pytest.fixture
