@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gracectl.build import build, rebuilt_stages
-from gracectl.plan import plan_for
+from gracectl.image.build import build, rebuilt_stages
+from gracectl.image.plan import plan_for
 from gracectl.errors import GraceError, TestbedError
 from gracectl.testbed import Testbed
 

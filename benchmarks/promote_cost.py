@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from conftest import write_oci_layout  # noqa: E402  (the integration tests' small OCI image)
 
-from gracectl import provenance, release_ops, release_trust  # noqa: E402
+from gracectl.tags import provenance, moves, trust  # noqa: E402
 from gracectl.adapters import signing  # noqa: E402
 from gracectl.adapters.registry_access import RegistryAccess  # noqa: E402
 from gracectl.image_ref import ImageRef  # noqa: E402
@@ -63,11 +63,11 @@ def main() -> None:
     for name in ("a", "b"):
         image = write_oci_layout(work / name, uuid.uuid4().hex)
         record = {"kind": "smoke", "schema": 1, "passed": True, "level": "imports"}  # as the integration tests'
-        published = release_ops.publish(image, f"{repo}:{name}", access=access, attach=[record])
+        published = moves.publish(image, f"{repo}:{name}", access=access, attach=[record])
         ref = ImageRef.parse(repo)
         stmt = provenance.statement(f"{ref.registry}/{ref.repository}", published.digest, {}, {}, builder="bench",
                                     run_id="bench", records=published.records)
-        release_trust.attest(ref, published.digest, stmt, key, access)
+        trust.attest(ref, published.digest, stmt, key, access)
         digests.append(published.digest)
     locks = {"GRACECTL_LOCK_DIR": str(work / "locks")}
     rows = {"current, no signature gate": promote_times(REPO / "src", repo, digests, args.rounds, locks),

@@ -24,12 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from gracectl import sbom
-from gracectl.build import build, read_record, rebuilt_stages
+from gracectl.image import sbom
+from gracectl.image.build import build, read_record, rebuilt_stages
 from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import GraceError, TestbedError
 from gracectl.image_ref import ImageRef
-from gracectl.plan import plan_for
+from gracectl.image.plan import plan_for
 from gracectl.testbed import Testbed
 
 
@@ -58,7 +59,7 @@ def fallback_pull(rehearsal: Path) -> dict | None:
         if not path.exists():
             return None
         ref = ImageRef.parse(json.loads(path.read_text())["ref"])
-        manifest = Registry(ref.registry).get_manifest(ref.repository, ref.tag)
+        manifest = Registry(ref.registry, RegistryAccess()).get_manifest(ref.repository, ref.tag)  # the test bed's
         if manifest is None:
             return None
         pushed[run] = {layer["digest"]: layer["size"] for layer in json.loads(manifest[0])["layers"]}

@@ -1,15 +1,15 @@
 """gracectl's own environment variables: the one place they are read, each parsed and checked here.
 
 The CI's parameters (RELEASE, REGISTRY, ...) are the CI seam's (gracectl.ci). Everything else a user may set
-is in VARIABLES (README's table is checked against it by tests/unit/test_shared_lists.py). The registry
-settings are read only by RegistryAccess.from_environment, at the edge (the CLI's options, the pipeline's
-stages), into one value handed down explicitly; nothing below reads them again.
+is in VARIABLES (README's table is checked against it by tests/unit/test_shared_lists.py). Each reader takes the
+environment it reads: the edge (the CLI's commands, `gracectl ci`, the test bed's command) hands it os.environ,
+directly or through gracectl.settings, and hands the values down; nothing below the edge reads the environment
+(tests/unit/test_environment_edge.py).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,18 +38,14 @@ VARIABLES = {
 }
 
 
-def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if env is None else env
-
-
-def get(name: str, env: Mapping[str, str] | None = None) -> str:
+def get(name: str, env: Mapping[str, str]) -> str:
     """A documented variable's value ("" when unset); a name not in VARIABLES is a bug, not a silent ""."""
     if name not in VARIABLES:
         raise KeyError(f"{name} is not one of gracectl's documented variables")
-    return _env(env).get(name, "").strip()
+    return env.get(name, "").strip()
 
 
-def seconds(name: str, default: float, low: float, high: float, env: Mapping[str, str] | None = None) -> float:
+def seconds(name: str, default: float, low: float, high: float, env: Mapping[str, str]) -> float:
     """A number of seconds from `name`: finite and within [low, high], else a one-line UsageError."""
     text = get(name, env)
     if not text:
@@ -63,34 +59,34 @@ def seconds(name: str, default: float, low: float, high: float, env: Mapping[str
     return value
 
 
-def folder(name: str, env: Mapping[str, str] | None = None) -> Path | None:
+def folder(name: str, env: Mapping[str, str]) -> Path | None:
     text = get(name, env)
     if text and Path(text).exists() and not Path(text).is_dir():
         raise UsageError(f"{name}={text!r} is a file, not a folder")
     return Path(text) if text else None
 
 
-def releases_dir(env: Mapping[str, str] | None = None) -> Path | None:
+def releases_dir(env: Mapping[str, str]) -> Path | None:
     return folder("GRACECTL_RELEASES_DIR", env)
 
 
-def state_dir(env: Mapping[str, str] | None = None) -> Path | None:
+def state_dir(env: Mapping[str, str]) -> Path | None:
     return folder("GRACECTL_STATE_DIR", env)
 
 
-def upstream_cache(env: Mapping[str, str] | None = None) -> Path | None:
+def upstream_cache(env: Mapping[str, str]) -> Path | None:
     return folder("GRACECTL_UPSTREAM_CACHE", env)
 
 
-def default_registry(env: Mapping[str, str] | None = None) -> str:
+def default_registry(env: Mapping[str, str]) -> str:
     return get("GRACECTL_REGISTRY", env).strip("/")
 
 
-def docker_binary(env: Mapping[str, str] | None = None) -> str:
+def docker_binary(env: Mapping[str, str]) -> str:
     return get("GRACECTL_DOCKER", env)
 
 
-def min_free_gb(default: float, env: Mapping[str, str] | None = None) -> float:
+def min_free_gb(default: float, env: Mapping[str, str]) -> float:
     text = get("GRACECTL_MIN_FREE_GB", env)
     try:
         value = float(text) if text else default
@@ -101,16 +97,11 @@ def min_free_gb(default: float, env: Mapping[str, str] | None = None) -> float:
     return value
 
 
-def docker_config_dir(env: Mapping[str, str] | None = None) -> Path:
+def docker_config_dir(env: Mapping[str, str]) -> Path:
     """docker's own DOCKER_CONFIG (where `docker login` writes), else ~/.docker."""
-    return Path(_env(env).get("DOCKER_CONFIG") or Path.home() / ".docker")
+    return Path(env.get("DOCKER_CONFIG") or Path.home() / ".docker")
 
 
-def user_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+def user_cache_dir(env: Mapping[str, str]) -> Path:
     """The XDG cache folder (XDG_CACHE_HOME, else ~/.cache)."""
-    return Path(_env(env).get("XDG_CACHE_HOME") or Path.home() / ".cache")
-
-
-def for_child(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment plus `extra`: what a child program runs with."""
-    return {**os.environ, **extra}
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")

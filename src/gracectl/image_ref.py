@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gracectl import environment
 from gracectl.errors import UsageError
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -50,23 +49,30 @@ class ImageRef:
     tag: str = ""
     digest: str = ""
 
-    @classmethod
-    def parse(cls, text: str) -> ImageRef:
+    @staticmethod
+    def _split(text: str) -> tuple[str, str, str, str]:
+        """text -> (first path part, the rest of the name, tag, digest)."""
         rest, _, digest = text.strip().partition("@")
         tag = ""
         name = rest
         if ":" in rest.rsplit("/", 1)[-1]:
             name, tag = rest.rsplit(":", 1)
         first, _, remainder = name.partition("/")
-        if remainder and ("." in first or ":" in first or first == "localhost"):
-            registry, repository = first, remainder
-        else:
-            default = environment.default_registry()
-            if not default:
-                raise UsageError(f"{text[:200]!r} names no registry: write HOST[:PORT]/REPOSITORY[:TAG] "
-                                 "(or set GRACECTL_REGISTRY=HOST[:PORT][/NAMESPACE])")
-            registry, _, namespace = default.partition("/")
-            repository = f"{namespace}/{name}" if namespace else name
+        return first, remainder, tag, digest
+
+    @classmethod
+    def names_registry(cls, text: str) -> bool:
+        first, remainder, _, _ = cls._split(text)
+        return bool(remainder) and ("." in first or ":" in first or first == "localhost")
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        """A reference that names its registry (the edge puts GRACECTL_REGISTRY in front of one that does not:
+        gracectl.settings.image_reference)."""
+        if not cls.names_registry(text):
+            raise UsageError(f"{text[:200]!r} names no registry: write HOST[:PORT]/REPOSITORY[:TAG] "
+                             "(or set GRACECTL_REGISTRY=HOST[:PORT][/NAMESPACE])")
+        registry, repository, tag, digest = cls._split(text)
         if not valid_host(registry):
             raise UsageError(f"{text[:200]!r}: {registry[:100]!r} is not a registry HOST[:PORT]")
         if not REPO_RE.match(repository) or len(repository) > 255:
@@ -94,3 +100,12 @@ class ImageRef:
 
     def __str__(self) -> str:
         return self.repo + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
+
+def normalized_image(ref: str) -> str:
+    """`ref` as BuildKit prints it: Docker Hub's names in full (debian:12 -> docker.io/library/debian:12), no digest."""
+    name = ref.split("@", 1)[0]
+    first = name.split("/", 1)[0]
+    if "/" not in name or not ("." in first or ":" in first or first == "localhost"):
+        name = f"docker.io/{name if '/' in name else 'library/' + name}"
+    return name

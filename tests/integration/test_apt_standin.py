@@ -16,9 +16,10 @@ import uuid
 import pytest
 
 from gracectl.adapters import docker, proc
-from gracectl.manifest import load_release
-from gracectl.mirrors import load_mirror
-from gracectl.plan import DOCKERFILE, REPO_ROOT, Overrides, make_plan
+from gracectl.checkout import DOCKERFILE, REPO_ROOT
+from gracectl.image.plan import Overrides, make_plan
+from gracectl.releases.manifest import load_release
+from gracectl.releases.mirrors import load_mirror
 from gracectl.testbed.apt_standin import DECOY_NCCL, NCCL_VERSIONS, make_apt_repo, standin_packages
 
 pytestmark = pytest.mark.integration

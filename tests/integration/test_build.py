@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import provenance, sbom
+from gracectl.tags import provenance
+from gracectl.image import sbom
 from gracectl.adapters import docker, proc
-from gracectl.build import compare, read_record, rebuilt_stages
-from gracectl.mirrors import load_mirror
-from gracectl.plan import REPO_ROOT, plan_for
+from gracectl.image.build import compare, read_record, rebuilt_stages
+from gracectl.releases.mirrors import load_mirror
+from gracectl.checkout import REPO_ROOT
+from gracectl.image.plan import plan_for
 from gracectl.testbed.processes import free_port
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))  # the SLSA schema lives with the unit tests

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl.build import read_record
-from gracectl.plan import REPO_ROOT, plan_for
+from gracectl.image.build import read_record
+from gracectl.image.plan import REPO_ROOT, plan_for
 from gracectl.testbed.build_agents import BuildAgents
 from gracectl.testbed.registry_server import RegistryServer
 from test_signing import go_tool
@@ -102,7 +102,7 @@ def test_doctor_and_plan_name_the_builder(agents, docker_env):
 
 
 def steps(record: dict) -> tuple[int, int]:
-    """(cached, total) steps of a build, from BuildKit's plain progress (gracectl.build.BuildProgress)."""
+    """(cached, total) steps of a build, from BuildKit's plain progress (gracectl.image.build.BuildProgress)."""
     stages = record["stages"].values()
     return sum(s["cached"] for s in stages), sum(s["steps"] for s in stages)
 

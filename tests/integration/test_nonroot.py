@@ -14,8 +14,9 @@ import sys
 import pytest
 
 from gracectl.adapters import docker
-from gracectl.build import read_record
-from gracectl.plan import REPO_ROOT, plan_for
+from gracectl.image.build import read_record
+from gracectl.checkout import REPO_ROOT
+from gracectl.image.plan import plan_for
 
 pytestmark = pytest.mark.integration
 RELEASE = "v0.19.0"

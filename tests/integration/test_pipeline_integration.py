@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import smoke
+from gracectl import settings
+from gracectl.image import smoke
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.skopeo import skopeo_inspect_raw
@@ -29,8 +30,8 @@ pytestmark = pytest.mark.integration
 
 
 def env_access() -> RegistryAccess:
-    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
-    return RegistryAccess.from_environment()
+    """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
+    return settings.registry_access(os.environ)
 
 
 def ci(stage: str, workdir: Path, env: dict) -> subprocess.CompletedProcess:
@@ -108,7 +109,7 @@ def test_push_promote_rollback_archive_through_ci(registry, oci_image, tmp_path)
 def test_cleanup_removes_only_this_runs_containers(tmp_path):
     """`gracectl ci cleanup` removes the containers labelled with its run id, and nothing else."""
     from gracectl.adapters import docker
-    from gracectl.smoke import RUN_LABEL
+    from gracectl.image.smoke import RUN_LABEL
 
     if not docker.answers():
         pytest.fail("no docker daemon answers: start the test bed (`gracectl testbed up`)")

@@ -10,9 +10,11 @@ import sys
 import pytest
 
 from gracectl.adapters import proc
+from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess  # the test bed's loopback registry: no site settings
 from gracectl.image_ref import ImageRef
-from gracectl.plan import REPO_ROOT
-from gracectl.records import get_records
+from gracectl.checkout import REPO_ROOT
+from gracectl.tags.records import get_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,7 +38,7 @@ def test_rehearsal_builds_promotes_rebuilds_and_rolls_back(bed, tmp_path):
     assert first["digest"] != second["digest"]
     # every push signed and attested with the test bed's site key, every move through the signature gate
     assert first["signed"] and second["signed"] and "signature + provenance" in done.stdout
-    # each signed provenance pins every input it names (gracectl.build_inputs: what the build resolved)
+    # each signed provenance pins every input it names (gracectl.image.build_inputs: what the build resolved)
     counts = re.findall(r"provenance:\s+(\d+)\s+inputs,\s+(\d+)\s+pinned", done.stderr)  # progress lines, maybe wrapped
     assert len(counts) >= 2 and all(n == pinned and int(n) > 20 for n, pinned in counts), counts
     moving = output(workdir, "rollback", "plan.json")["moving_tag"]
@@ -56,7 +58,8 @@ def test_rehearsal_builds_promotes_rebuilds_and_rolls_back(bed, tmp_path):
         config = json.loads(proc.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
                                       f"docker://{record['ref']}"]).stdout)["config"]["digest"]
         assert config == build["image_id"]
-        smoke = get_records(ImageRef.parse(record["ref"]), record["digest"], "smoke")
+        ref = ImageRef.parse(record["ref"])
+        smoke = get_records(ref, record["digest"], "smoke", registry=Registry(ref.registry, RegistryAccess()))
         assert smoke and smoke[-1]["passed"] is True and smoke[-1]["level"] == "imports"
     labels_2 = skopeo(f"docker://{second['ref']}")["Labels"]
     assert labels_2["io.gracectl.pin.vllm"].endswith("@" + bed.state.vllm_alt_ref)

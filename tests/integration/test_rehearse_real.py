@@ -14,10 +14,12 @@ import sys
 import pytest
 
 from gracectl.adapters import proc
+from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess  # the test bed's loopback registry: no site settings
 from gracectl.image_ref import ImageRef
-from gracectl.manifest import load_release
-from gracectl.plan import REPO_ROOT
-from gracectl.records import get_records
+from gracectl.releases.manifest import load_release
+from gracectl.checkout import REPO_ROOT
+from gracectl.tags.records import get_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.real_stack]
 
@@ -70,7 +72,7 @@ def test_real_stack_rehearsal(bed, tmp_path):
         labels = json.loads(proc.run(["skopeo", "inspect", "--tls-verify=false",
                                       f"docker://{pushed['ref']}"]).stdout)["Labels"]
         assert labels["io.gracectl.vllm-build"] == "wheel"
-        boms = get_records(ref, pushed["digest"], "sbom")
+        boms = get_records(ref, pushed["digest"], "sbom", registry=Registry(ref.registry, RegistryAccess()))
         assert boms and boms[-1]["bom"]["bomFormat"] == "CycloneDX"
         versions = {c["name"].lower(): c["version"] for c in boms[-1]["bom"]["components"]}
         assert versions["vllm"] == vllm and versions["torch"] == torch

@@ -16,13 +16,14 @@ import uuid
 
 import pytest
 
+from gracectl import settings
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import PromotionRefusedError, ReadOnlyRegistryError, RegistryError, UsageError
 from gracectl.image_ref import ImageRef
-from gracectl.records import artifact_type, record_tag
+from gracectl.tags.records import artifact_type, record_tag
 from gracectl.testbed.registry_server import RegistryServer
-from test_release_faults import ReadOnlyRegistry, moves, names, two_images, wait_for  # noqa: F401
+from test_release_faults import ReadOnlyRegistry, names, tag_moves, two_images, wait_for  # noqa: F401
 from test_release_ops_integration import TAG, gracectl, isolated_env, publish, repo, smoke, tag_digest  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ LOCK_TAG = TAG + ".gracectl-lock"
 
 def registry_of(repo: str) -> tuple[Registry, str]:
     ref = ImageRef.parse(repo)
-    return Registry(ref.registry, RegistryAccess.from_environment()), ref.repository
+    return Registry(ref.registry, settings.registry_access(os.environ)), ref.repository
 
 
 def plant(repo: str, tag: str, kind: str, payload: bytes) -> None:
@@ -198,7 +199,7 @@ def test_a_damaged_history_names_the_repair_and_the_repair_works(names, oci_imag
     assert repaired.returncode == 0, repaired.stderr
     assert tag_digest(direct, TAG + ".gracectl-damaged")  # the damaged one is kept, not deleted
     assert gracectl("promote", f"{direct}@{b}", "--to", TAG).returncode == 0 and tag_digest(direct) == b
-    assert [e[0] for e in moves(direct)][-2:] == ["repair", "promote"]
+    assert [e[0] for e in tag_moves(direct)][-2:] == ["repair", "promote"]
     assert gracectl("history", f"{direct}:{TAG}", "--repair", "--reason", "again").stdout.strip().endswith(
         "nothing to repair")
 
@@ -270,7 +271,7 @@ def test_control_characters_in_tags_and_reasons_are_refused(names, oci_image, ar
     a, b = two_images(oci_image, direct)
     result = gracectl("promote", f"{direct}@{b}", *args)
     assert result.returncode == UsageError.exit_code, result.stderr
-    assert tag_digest(direct) == a and len(moves(direct)) == 1
+    assert tag_digest(direct) == a and len(tag_moves(direct)) == 1
 
 
 def test_a_redirect_loop_and_a_huge_answer_are_one_line(tmp_path):
@@ -358,8 +359,8 @@ def test_a_write_landing_after_its_writer_lost_the_lock_erases_nothing(names, fa
     assert p2.returncode == 0, p2.stderr
     wait_for(lambda: "late" in fault_proxy.answered, timeout=30)  # P1's write has landed now
     assert tag_digest(direct) == c
-    done = [m for m in moves(direct) if m[3] == "done"]
-    assert done == [("promote", None, a, "done"), ("promote", a, c, "done")], moves(direct)
+    done = [m for m in tag_moves(direct) if m[3] == "done"]
+    assert done == [("promote", None, a, "done"), ("promote", a, c, "done")], tag_moves(direct)
     history = gracectl("history", f"{direct}:{TAG}")
     assert "moved outside gracectl" not in history.stderr
     assert gracectl("rollback", f"{direct}:{TAG}").returncode == 0 and tag_digest(direct) == a

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from fault_proxy import FaultProxy
-from gracectl import release_ops
+from gracectl.settings import registry_access
+from gracectl.tags import moves
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.errors import (
@@ -31,7 +32,7 @@ from gracectl.errors import (
     UsageError,
 )
 from gracectl.image_ref import ImageRef
-from gracectl.records import artifact_type, record_tag
+from gracectl.tags.records import artifact_type, record_tag
 from gracectl.testbed.registry_server import RegistryServer
 from hypothesis import HealthCheck, given, settings
 
@@ -43,8 +44,8 @@ pytestmark = pytest.mark.integration
 
 
 def env_access() -> RegistryAccess:
-    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
-    return RegistryAccess.from_environment()
+    """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
+    return registry_access(os.environ)
 
 
 @pytest.fixture
@@ -54,14 +55,14 @@ def names(registry, fault_proxy):
     return path, f"{fault_proxy.address}/{path}", f"{registry}/{path}"
 
 
-def moves(repo: str) -> list[tuple[str, str | None, str, str]]:
-    return [(e.action, e.from_, e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())]
+def tag_moves(repo: str) -> list[tuple[str, str | None, str, str]]:
+    return [(e.action, e.from_, e.to, e.status) for e in moves.history(f"{repo}:{TAG}", access=env_access())]
 
 
 def two_images(oci_image, direct: str) -> tuple[str, str]:
     a = publish(oci_image, direct, "a-" + uuid.uuid4().hex, smoke())
     b = publish(oci_image, direct, "b-" + uuid.uuid4().hex, smoke())
-    release_ops.promote(f"{direct}@{a}", TAG, access=env_access())
+    moves.promote(f"{direct}@{a}", TAG, access=env_access())
     return a, b
 
 
@@ -79,7 +80,7 @@ def test_lost_answer_of_the_tag_write_is_read_back_as_moved(names, fault_proxy, 
     assert result.returncode == 0, result.stderr
     assert "reads back at" in result.stderr and "happened" in result.stderr
     assert tag_digest(direct) == b
-    assert moves(direct) == [("promote", None, a, "done"), ("promote", a, b, "done")]
+    assert tag_moves(direct) == [("promote", None, a, "done"), ("promote", a, b, "done")]
     # The retry the runbook suggests is a no-op, and a rollback undoes the move (before: exit 8).
     assert gracectl("promote", f"{proxied}@{b}", "--to", TAG).returncode == 0
     assert gracectl("rollback", f"{proxied}:{TAG}").returncode == 0 and tag_digest(direct) == a
@@ -93,7 +94,7 @@ def test_answer_later_than_the_timeout_is_read_back_as_moved(names, fault_proxy,
     assert result.returncode == 0, result.stderr
     assert "did not answer" in result.stderr and "happened" in result.stderr
     assert tag_digest(direct) == b
-    assert moves(direct)[-1] == ("rollback", a, b, "done")
+    assert tag_moves(direct)[-1] == ("rollback", a, b, "done")
 
 
 def test_refused_tag_write_says_not_moved(names, fault_proxy, oci_image):
@@ -104,7 +105,7 @@ def test_refused_tag_write_says_not_moved(names, fault_proxy, oci_image):
     assert result.returncode == RegistryError.exit_code
     assert "was NOT moved" in result.stderr.strip().splitlines()[-1]
     assert tag_digest(direct) == a
-    assert moves(direct) == [("promote", None, a, "done"), ("promote", a, b, "failed")]
+    assert tag_moves(direct) == [("promote", None, a, "done"), ("promote", a, b, "failed")]
 
 
 def test_lost_answer_and_unreadable_tag_says_could_not_tell(names, fault_proxy, oci_image):
@@ -117,7 +118,7 @@ def test_lost_answer_and_unreadable_tag_says_could_not_tell(names, fault_proxy, 
     last = result.stderr.strip().splitlines()[-1]
     assert "could not tell whether" in last and f"gracectl history {proxied}:{TAG}" in last
     assert tag_digest(direct) == b  # it did move; the history, read now, says so
-    assert moves(direct)[-1] == ("promote", a, b, "done")
+    assert tag_moves(direct)[-1] == ("promote", a, b, "done")
 
 
 def test_a_write_applied_after_its_read_back_is_repaired_by_the_next_move(names, fault_proxy, oci_image):
@@ -130,12 +131,12 @@ def test_a_write_applied_after_its_read_back_is_repaired_by_the_next_move(names,
     result = gracectl("promote", f"{proxied}@{b}", "--to", TAG, env={"GRACECTL_REQUEST_TIMEOUT_S": "1"})
     assert result.returncode == RegistryError.exit_code and "was NOT moved" in result.stderr, result.stderr
     wait_for(lambda: tag_digest(direct) == b)  # the late write lands
-    assert release_ops.history(f"{direct}:{TAG}", access=env_access())[-1].status == "done"  # readers see the truth
+    assert moves.history(f"{direct}:{TAG}", access=env_access())[-1].status == "done"  # readers see the truth
     undo = gracectl("rollback", f"{direct}:{TAG}")
     assert undo.returncode == 0, undo.stderr
     assert "failed, but the tag was at" in undo.stderr and "record repaired: done" in undo.stderr
     assert tag_digest(direct) == a
-    assert moves(direct) == [("promote", None, a, "done"), ("promote", a, b, "done"), ("rollback", b, a, "done")]
+    assert tag_moves(direct) == [("promote", None, a, "done"), ("promote", a, b, "done"), ("rollback", b, a, "done")]
 
 
 # -- 2. no lost history ----------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def test_a_slow_promotion_never_erases_a_concurrent_one(names, fault_proxy, oci_
     p1_err = p1.stderr.read().strip().splitlines()[-1]
     assert "lock" in p1_err and "writes nothing more" in p1_err, p1_err
     assert tag_digest(direct) == c
-    entries = moves(direct)
+    entries = tag_moves(direct)
     assert [e for e in entries if e[3] == "done"] == [("promote", None, a, "done"), ("promote", a, c, "done")]
     assert all(e[3] == "failed" for e in entries if e[2] == b), entries
 
@@ -181,7 +182,7 @@ def test_concurrent_promotions_with_every_request_slow_keep_one_chain(names, fau
              for i, d in enumerate(images)]
     codes = [p.wait(timeout=180) for p in procs]
     assert set(codes) <= {0, ConflictError.exit_code} and codes.count(0) >= 1, codes
-    done = [e for e in moves(direct) if e[3] == "done"]
+    done = [e for e in tag_moves(direct) if e[3] == "done"]
     assert len(done) == 1 + codes.count(0)
     for before, after in zip(done, done[1:]):
         assert after[1] == before[2]
@@ -211,7 +212,7 @@ def test_lock_of_a_dead_holder_on_another_host_names_it_and_unlock_releases_it(n
     freed = gracectl("unlock", f"{direct}:{TAG}", "--reason", "agent-7 died, INC-9")
     assert freed.returncode == 0 and "jenkins@agent-7" in freed.stdout
     assert gracectl("promote", f"{direct}@{b}", "--to", TAG).returncode == 0
-    entries = release_ops.history(f"{direct}:{TAG}", access=env_access())
+    entries = moves.history(f"{direct}:{TAG}", access=env_access())
     assert [(e.action, e.status) for e in entries] == [("promote", "done"), ("unlock", "done"), ("promote", "done")]
     assert entries[1].reason == "agent-7 died, INC-9" and "jenkins@agent-7" in entries[1].source
     assert gracectl("rollback", f"{direct}:{TAG}").returncode == 0 and tag_digest(direct) == a  # unlock is no move
@@ -228,7 +229,7 @@ def test_sigkilled_holder_on_this_host_is_taken_over_at_once(names, fault_proxy,
     p.kill()
     assert p.wait(timeout=10) == -signal.SIGKILL
     assert tag_digest(direct) == b  # the stalled PUT was forwarded: the tag moved, the process never knew
-    assert moves(direct)[-1] == ("promote", a, b, "done")  # settled from the tag
+    assert tag_moves(direct)[-1] == ("promote", a, b, "done")  # settled from the tag
     # Another lock dir (so not the flock): the holder's pid is dead on this machine, so no TTL wait.
     started = time.monotonic()
     result = gracectl("rollback", f"{direct}:{TAG}", env={"GRACECTL_LOCK_DIR": str(tmp_path / "two")})
@@ -270,7 +271,7 @@ def test_an_interrupt_during_the_tag_write_reports_the_move_and_releases_the_loc
     err = p.stderr.read()
     assert f"warning: {said}" in err and "happened (recorded done)" in err, err
     assert tag_digest(direct) == b
-    assert moves(direct)[-1] == ("promote", a, b, "done")
+    assert tag_moves(direct)[-1] == ("promote", a, b, "done")
     # The lock was released: another host rolls back at once.
     assert gracectl("rollback", f"{direct}:{TAG}", env={"GRACECTL_LOCK_DIR": "/tmp/gracectl-other-host"}
                     ).returncode == 0
@@ -280,7 +281,7 @@ def test_an_interrupt_during_the_tag_write_reports_the_move_and_releases_the_loc
 def test_rollback_to_passes_the_promote_gates_or_is_forced(names, oci_image):
     _, _, direct = names
     a, b = two_images(oci_image, direct)
-    release_ops.promote(f"{direct}@{b}", TAG, access=env_access())
+    moves.promote(f"{direct}@{b}", TAG, access=env_access())
     failed = publish(oci_image, direct, "failed", smoke(passed=False))
     untested = publish(oci_image, direct, "untested")
     rerun_failed = publish(oci_image, direct, "rerun", smoke(), smoke(passed=False))  # latest record failed
@@ -294,7 +295,7 @@ def test_rollback_to_passes_the_promote_gates_or_is_forced(names, oci_image):
     forced = gracectl("rollback", f"{direct}:{TAG}", "--to", failed, "--force", "--reason", "INC-7: known good")
     assert forced.returncode == 0, forced.stderr
     assert "FORCED" in forced.stdout
-    last = release_ops.history(f"{direct}:{TAG}", access=env_access())[-1]
+    last = moves.history(f"{direct}:{TAG}", access=env_access())[-1]
     assert last.forced and last.reason == "INC-7: known good" and last.to == failed and last.gate
     assert tag_digest(direct) == failed
 
@@ -302,7 +303,7 @@ def test_rollback_to_passes_the_promote_gates_or_is_forced(names, oci_image):
 def test_rollback_refuses_bookkeeping_tags_artifacts_and_paths(names, oci_image):
     path, _, direct = names
     a, b = two_images(oci_image, direct)
-    release_ops.promote(f"{direct}@{b}", TAG, access=env_access())
+    moves.promote(f"{direct}@{b}", TAG, access=env_access())
     ref = ImageRef.parse(direct)
     registry = Registry(ref.registry, env_access())
     record_index = record_tag(b, "smoke")
@@ -335,11 +336,11 @@ def test_hostile_rollback_targets_write_nothing(names, oci_image, value):
     _, _, direct = names
     if tag_digest(direct) is None:
         two_images(oci_image, direct)
-    before = (tag_digest(direct), moves(direct))
+    before = (tag_digest(direct), tag_moves(direct))
     code, err = run_cli("rollback", f"{direct}:{TAG}", "--to", value, "--force", "--reason", "fuzz")
     assert_one_line_error(code, err)
     assert code in (UsageError.exit_code, 9, 12)  # 9: an empty --to means "undo", and there is nothing to undo
-    assert (tag_digest(direct), moves(direct)) == before
+    assert (tag_digest(direct), tag_moves(direct)) == before
 
 
 # -- 5. overall deadline, read-only registry --------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def test_read_only_registry_is_named_and_leaves_no_lock(tmp_path, oci_image):
         # Writable again: another host promotes at once (no lock was left claimed).
         again = gracectl("promote", f"{repo}@{b}", "--to", TAG, env={"GRACECTL_LOCK_DIR": str(tmp_path / "other")})
         assert again.returncode == 0, again.stderr
-        assert [m[3] for m in moves(repo)] == ["done", "done"]
+        assert [m[3] for m in tag_moves(repo)] == ["done", "done"]
 
 
 # -- 7. no secret on disk, no temporary folder left ---------------------------------------------------------------
@@ -419,7 +420,7 @@ def test_moves_leave_no_superseded_lock_or_history_manifest(tmp_path, oci_image)
 
         leftover = untagged()  # the layers' image manifests are tagged; records are referenced by their index
         for _ in range(3):
-            release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
-            release_ops.rollback(f"{repo}:{TAG}", access=env_access())
+            moves.promote(f"{repo}@{b}", TAG, access=env_access())
+            moves.rollback(f"{repo}:{TAG}", access=env_access())
         assert untagged() == leftover  # no superseded lock left; history entries are tagged, each its own
-        assert [m[3] for m in moves(repo)] == ["done"] * 7
+        assert [m[3] for m in tag_moves(repo)] == ["done"] * 7

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import release_ops
+from gracectl import settings
+from gracectl.tags import moves
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.image_ref import ImageRef
 from gracectl.errors import ConflictError, NoHistoryError, PromotionRefusedError, RegistryError, UsageError
-from gracectl.records import get_records, put_record, record_tag
+from gracectl.tags.records import get_records, put_record, record_tag
 from gracectl.testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.integration
@@ -32,8 +33,13 @@ TAG = "v0.19.0-tfa"
 
 
 def env_access() -> RegistryAccess:
-    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
-    return RegistryAccess.from_environment()
+    """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
+    return settings.registry_access(os.environ)
+
+
+def registry_of(repo: str) -> Registry:
+    """The registry of REGISTRY/REPO, reached as the CLI would reach it."""
+    return Registry(ImageRef.parse(repo).registry, env_access())
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +73,7 @@ def bench(gpu: str, median_ms: float) -> dict:
 
 def publish(oci_image, repo: str, content: str, *records: dict) -> str:
     """Push a fresh tiny image under an immutable build tag, attach records; return its digest."""
-    return release_ops.publish(oci_image(content), f"{repo}:b-{uuid.uuid4().hex[:6]}", attach=list(records), access=env_access()).digest
+    return moves.publish(oci_image(content), f"{repo}:b-{uuid.uuid4().hex[:6]}", attach=list(records), access=env_access()).digest
 
 
 def tag_digest(repo: str, tag: str = TAG) -> str | None:
@@ -112,7 +118,7 @@ def test_publish_from_dockerd_attaches_the_smoke_record(repo, tmp_path):
         digest = json.loads(result.stdout)["digest"]
         assert json.loads(result.stdout)["image_id"] == image_id
         assert digest == tag_digest(repo, "b1")
-        [stored] = get_records(repo, digest, "smoke")
+        [stored] = get_records(repo, digest, "smoke", registry=registry_of(repo))
         assert stored["passed"] is True and stored["digest"] == digest and stored["image_id"] == image_id
 
         # A record of another image is refused before anything is pushed.
@@ -127,10 +133,10 @@ def test_publish_from_dockerd_attaches_the_smoke_record(repo, tmp_path):
 # -- records -------------------------------------------------------------------------------------------------
 def test_records_are_stored_with_the_image_as_referrers_and_under_the_fallback_tag(repo, oci_image):
     digest = publish(oci_image, repo, "records")
-    assert get_records(repo, digest, "smoke") == []
-    put_record(repo, digest, "bench", bench("NVIDIA GH200 480GB", 1.0))
-    put_record(repo, digest, "bench", bench("NVIDIA H100 80GB HBM3", 2.0))
-    records = get_records(repo, digest, "bench")
+    assert get_records(repo, digest, "smoke", registry=registry_of(repo)) == []
+    put_record(repo, digest, "bench", bench("NVIDIA GH200 480GB", 1.0), registry=registry_of(repo))
+    put_record(repo, digest, "bench", bench("NVIDIA H100 80GB HBM3", 2.0), registry=registry_of(repo))
+    records = get_records(repo, digest, "bench", registry=registry_of(repo))
     assert [r["gpu"]["name"] for r in records] == ["NVIDIA GH200 480GB", "NVIDIA H100 80GB HBM3"]
     assert all(r["digest"] == digest for r in records)
     shown = gracectl("records", f"{repo}@{digest}", "--kind", "bench")
@@ -145,7 +151,7 @@ def test_records_are_stored_with_the_image_as_referrers_and_under_the_fallback_t
     assert artifact["artifactType"] == "application/vnd.gracectl.bench.v1+json"
 
     with pytest.raises(RegistryError, match="push it before"):
-        put_record(repo, "sha256:" + "1" * 64, "smoke", smoke())
+        put_record(repo, "sha256:" + "1" * 64, "smoke", smoke(), registry=registry_of(repo))
 
 
 # -- promote / rollback / history ----------------------------------------------------------------------------
@@ -159,7 +165,7 @@ def test_promote_needs_a_passing_smoke_record(repo, oci_image):
         assert result.returncode == PromotionRefusedError.exit_code
         assert "no passing smoke record" in result.stderr and "--force --reason" in result.stderr
     assert tag_digest(repo) is None
-    assert release_ops.history(f"{repo}:{TAG}", access=env_access()) == []
+    assert moves.history(f"{repo}:{TAG}", access=env_access()) == []
 
     result = gracectl("promote", f"{repo}@{passed}", "--to", TAG, "--json")
     assert result.returncode == 0, result.stderr
@@ -168,7 +174,7 @@ def test_promote_needs_a_passing_smoke_record(repo, oci_image):
 
     again = gracectl("promote", f"{repo}@{passed}", "--to", TAG)  # already there: a no-op, no history entry
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    assert len(release_ops.history(f"{repo}:{TAG}", access=env_access())) == 1
+    assert len(moves.history(f"{repo}:{TAG}", access=env_access())) == 1
 
 
 def test_force_needs_a_reason_and_records_it(repo, oci_image):
@@ -179,7 +185,7 @@ def test_force_needs_a_reason_and_records_it(repo, oci_image):
 
     forced = gracectl("promote", f"{repo}@{untested}", "--to", TAG, "--force", "--reason", "CVE hotfix, INC-42")
     assert forced.returncode == 0, forced.stderr
-    [entry] = release_ops.history(f"{repo}:{TAG}", access=env_access())
+    [entry] = moves.history(f"{repo}:{TAG}", access=env_access())
     assert entry.forced and entry.reason == "CVE hotfix, INC-42" and entry.to == untested
     assert any("no passing smoke record" in g for g in entry.gate)
 
@@ -187,7 +193,7 @@ def test_force_needs_a_reason_and_records_it(repo, oci_image):
 def test_promote_by_build_tag_then_rollback_walks_back_and_history_shows_all(repo, oci_image):
     first = publish(oci_image, repo, "first", smoke())
     second_tag = f"{repo}:v0.19.0-tfa-b2-abc1234"
-    second = release_ops.publish(oci_image("second"), second_tag, attach=[smoke()], access=env_access()).digest
+    second = moves.publish(oci_image("second"), second_tag, attach=[smoke()], access=env_access()).digest
 
     assert gracectl("promote", f"{repo}@{first}", "--to", TAG).returncode == 0
     assert gracectl("promote", second_tag, "--to", TAG).returncode == 0  # by build tag
@@ -229,7 +235,7 @@ def test_rollback_without_history_and_tag_moved_outside_gracectl(repo, oci_image
     assert gracectl("rollback", f"{repo}:{TAG}").returncode == NoHistoryError.exit_code
     a = publish(oci_image, repo, "a", smoke())
     b = publish(oci_image, repo, "b", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+    moves.promote(f"{repo}@{a}", TAG, access=env_access())
     ref = ImageRef.parse(repo)
     Registry(ref.registry, env_access()).tag_digest(ref.repository, b, TAG)  # somebody pushed over the tag by hand
     moved = gracectl("rollback", f"{repo}:{TAG}")
@@ -240,7 +246,7 @@ def test_rollback_without_history_and_tag_moved_outside_gracectl(repo, oci_image
 def test_benchmark_gate_compares_only_the_same_gpu_model(repo, oci_image):
     gh200 = "NVIDIA GH200 480GB"
     current = publish(oci_image, repo, "current", smoke(), bench(gh200, 10.0))
-    release_ops.promote(f"{repo}@{current}", TAG, access=env_access())
+    moves.promote(f"{repo}@{current}", TAG, access=env_access())
 
     slower = publish(oci_image, repo, "slower", smoke(), bench(gh200, 10.8))  # +8 %
     refused = gracectl("promote", f"{repo}@{slower}", "--to", TAG)
@@ -258,14 +264,14 @@ def test_benchmark_gate_compares_only_the_same_gpu_model(repo, oci_image):
 RACE = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from gracectl.adapters.registry_access import RegistryAccess
+    from gracectl import settings
     from gracectl.errors import GraceError
-    from gracectl.release_ops import promote
+    from gracectl.tags.moves import promote
     go = Path(sys.argv[3])
     while not go.exists():
         time.sleep(0.005)
     try:
-        promote(sys.argv[1], sys.argv[2], access=RegistryAccess.from_environment())  # as the CLI builds it
+        promote(sys.argv[1], sys.argv[2], access=settings.registry_access(os.environ))  # as the CLI builds it
     except GraceError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -293,7 +299,7 @@ def test_concurrent_promotions_exactly_one_wins(repo, oci_image, tmp_path, hosts
     assert codes == [0, ConflictError.exit_code], results
     winner = (a, b)[[rc for rc, _ in results].index(0)]
     assert tag_digest(repo) == winner
-    entries = release_ops.history(f"{repo}:{TAG}", access=env_access())
+    entries = moves.history(f"{repo}:{TAG}", access=env_access())
     assert [(e.action, e.to, e.status) for e in entries] == [("promote", winner, "done")]
 
 
@@ -319,21 +325,21 @@ def test_registry_killed_before_the_tag_moves_leaves_nothing_half_moved(tmp_path
         repo = f"{server.address}/crash"
         a = publish(oci_image, repo, "crash-a", smoke())
         b = publish(oci_image, repo, "crash-b", smoke())
-        release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+        moves.promote(f"{repo}@{a}", TAG, access=env_access())
 
         # The pending history entry is written, then the registry dies as the tag is about to move.
         with killed_during(server, Registry, "tag_digest", lambda args: args[3] == TAG):
             with pytest.raises(RegistryError, match="not reachable"):
-                release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
+                moves.promote(f"{repo}@{b}", TAG, access=env_access())
 
         server.start()  # same storage, same port
         assert tag_digest(repo) == a
-        entries = release_ops.history(f"{repo}:{TAG}", access=env_access())
+        entries = moves.history(f"{repo}:{TAG}", access=env_access())
         assert [(e.to, e.status) for e in entries] == [(a, "done"), (b, "failed")]
         # The dead attempt's lock was written from this host: the next run takes it over, no TTL wait.
-        assert release_ops.promote(f"{repo}@{b}", TAG, access=env_access()).status == "done"
+        assert moves.promote(f"{repo}@{b}", TAG, access=env_access()).status == "done"
         assert tag_digest(repo) == b
-        assert release_ops.rollback(f"{repo}:{TAG}", access=env_access()).to == a  # undoes the done promotion, not the failed one
+        assert moves.rollback(f"{repo}:{TAG}", access=env_access()).to == a  # undoes the done promotion, not the failed one
 
 
 def test_registry_killed_after_the_tag_moved_keeps_the_move_in_history(tmp_path, oci_image, capsys):
@@ -341,17 +347,17 @@ def test_registry_killed_after_the_tag_moved_keeps_the_move_in_history(tmp_path,
         repo = f"{server.address}/crash"
         a = publish(oci_image, repo, "after-a", smoke())
         b = publish(oci_image, repo, "after-b", smoke())
-        release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+        moves.promote(f"{repo}@{a}", TAG, access=env_access())
         # Kill as the entry is being marked done (the last history write of this promotion).
-        with killed_during(server, release_ops, "append", lambda args: args[3].to == b and args[3].status == "done"):
-            entry = release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
+        with killed_during(server, moves, "append", lambda args: args[3].to == b and args[3].status == "done"):
+            entry = moves.promote(f"{repo}@{b}", TAG, access=env_access())
         assert entry.status == "done"
         assert "could not record this promote as done" in capsys.readouterr().err
 
         server.start()
         assert tag_digest(repo) == b
-        assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "done")]
-        assert release_ops.rollback(f"{repo}:{TAG}", access=env_access()).to == a
+        assert [(e.to, e.status) for e in moves.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "done")]
+        assert moves.rollback(f"{repo}:{TAG}", access=env_access()).to == a
 
 
 def test_registry_down_is_one_clear_line(tmp_path):

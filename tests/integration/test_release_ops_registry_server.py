@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 
 from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl import errors
 from gracectl.testbed.registry_server import RegistryServer
 
@@ -49,7 +50,7 @@ def test_start_stop_restart_keeps_the_data_and_stop_works_from_another_process_v
     server = RegistryServer(tmp_path).start()
     address = server.address
     assert status(address) == 200 and server.running()
-    Registry(address).push_artifact("keep", "t1", "application/vnd.gracectl.test.v1+json", b"{}")
+    Registry(address, RegistryAccess()).push_artifact("keep", "t1", "application/vnd.gracectl.test.v1+json", b"{}")
     with pytest.raises(errors.TestbedError, match="already running"):
         RegistryServer(tmp_path, server.port).start()
 
@@ -59,7 +60,7 @@ def test_start_stop_restart_keeps_the_data_and_stop_works_from_another_process_v
         urllib.request.urlopen(f"http://{address}/v2/", timeout=1)
 
     with server.start():
-        assert Registry(address).tags("keep") == ["t1"]
+        assert Registry(address, RegistryAccess()).tags("keep") == ["t1"]
     assert not server.running()
 
 

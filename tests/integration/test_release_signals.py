@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 
 from fault_proxy import FaultProxy
-from gracectl import release_ops
+from gracectl.tags import moves
 from gracectl.errors import ConflictError, ReadOnlyRegistryError
 from gracectl.image_ref import ImageRef
-from gracectl.records import get_records
+from gracectl.tags.records import get_records
 from gracectl.adapters.registry import Registry
 from gracectl.testbed.registry_server import RegistryServer
 from test_release_faults import ReadOnlyRegistry, env_access, wait_for
-from test_release_ops_integration import TAG, isolated_env, publish, smoke, tag_digest  # noqa: F401
+from test_release_ops_integration import TAG, isolated_env, publish, registry_of, smoke, tag_digest  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def catches(mask: int, sig: int) -> bool:
 
 
 def history(direct: str) -> list:
-    return release_ops.history(f"{direct}:{TAG}", access=env_access())
+    return moves.history(f"{direct}:{TAG}", access=env_access())
 
 
 def lock_released(direct: str) -> bool:
@@ -145,7 +145,7 @@ class Case:
             now = tag_digest(self.direct, self.tag)
             if now is None:
                 return False
-            if not get_records(self.direct, now, "smoke"):
+            if not get_records(self.direct, now, "smoke", registry=registry_of(self.direct)):
                 return "the tag was pushed but its record is missing (a half-done publish)"
             return True
         now = tag_digest(self.direct)
@@ -172,7 +172,7 @@ def test_signals_at_random_instants_are_never_misreported_nor_lost(registry, oci
     path = f"signals/{uuid.uuid4().hex[:8]}"
     direct = f"{registry}/{path}"
     images = [publish(oci_image, direct, f"{n}-" + uuid.uuid4().hex, smoke()) for n in "ab"]
-    release_ops.promote(f"{direct}@{images[0]}", TAG, access=env_access())
+    moves.promote(f"{direct}@{images[0]}", TAG, access=env_access())
     record = tmp_path / "smoke.json"
     record.write_text(json.dumps(smoke()))
     misreported, counts, durations = [], {}, {}
@@ -187,7 +187,7 @@ def test_signals_at_random_instants_are_never_misreported_nor_lost(registry, oci
             if op == "promote":
                 return ["promote", f"{proxied}@{other}", "--to", TAG], f"PUT /manifests/{TAG}$", other, now, TAG
             if op == "rollback":  # a fresh promotion to undo, so a plain rollback always has one
-                release_ops.promote(f"{direct}@{other}", TAG, access=env_access())
+                moves.promote(f"{direct}@{other}", TAG, access=env_access())
                 return ["rollback", f"{proxied}:{TAG}"], f"PUT /manifests/{TAG}$", now, other, TAG
             tag = f"b-pub-{uuid.uuid4().hex[:8]}"
             return (["publish", oci_image(uuid.uuid4().hex), "--to", f"{proxied}:{tag}", "--attach", str(record)],
@@ -261,7 +261,7 @@ def test_eight_way_races_give_contention_to_every_loser_while_lock_reads_fail(re
     path = f"race/{uuid.uuid4().hex[:8]}"
     direct = f"{registry}/{path}"
     base = publish(oci_image, direct, "base-" + uuid.uuid4().hex, smoke())
-    release_ops.promote(f"{direct}@{base}", TAG, access=env_access())
+    moves.promote(f"{direct}@{base}", TAG, access=env_access())
     results, retried = [], 0
     with FaultProxy(registry).start() as proxy:
         proxy.add("GET", rf"/manifests/{TAG}\.gracectl-lock$", "error", status=500, every=10)

@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 import trustme
 
-from gracectl import release_ops, release_trust
+from gracectl import settings
+from gracectl.tags import moves, trust
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry import Registry
 from gracectl.errors import ConflictError, PromotionRefusedError, RegistryError
 from gracectl.image_ref import ImageRef
-from gracectl.records import get_records
+from gracectl.tags.records import get_records
 from gracectl.testbed.registry_server import RegistryServer
 from test_release_ops_integration import RACE, TAG, bench, gracectl, killed_during, smoke
 from test_signing import COSIGN_AIRGAP, cosign, go_tool, policy_copy
@@ -63,8 +64,8 @@ else:
 
 
 def env_access() -> RegistryAccess:
-    """What the CLI would build from this test's environment (the edge: RegistryAccess.from_environment)."""
-    return RegistryAccess.from_environment()
+    """What the CLI would build from this test's environment (the edge: gracectl.settings)."""
+    return settings.registry_access(os.environ)
 
 
 class Site:
@@ -153,7 +154,7 @@ def tag_digest(repo: str, tag: str = TAG) -> str | None:
 
 
 def publish(oci_image, repo: str, content: str, *records: dict) -> str:
-    return release_ops.publish(oci_image(content), f"{repo}:b-{uuid.uuid4().hex[:6]}", attach=list(records),
+    return moves.publish(oci_image(content), f"{repo}:b-{uuid.uuid4().hex[:6]}", attach=list(records),
                                access=env_access()).digest
 
 
@@ -282,7 +283,7 @@ def test_bad_certificate_of_a_trusted_ca(site, tmp_path, fault):
 # -- token auth faults -----------------------------------------------------------------------------------------
 def test_wrong_credentials_are_refused_by_the_token_server_and_never_printed(site, repo, oci_image):
     a = publish(oci_image, repo, "wrong-a", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+    moves.promote(f"{repo}@{a}", TAG, access=env_access())
     b = publish(oci_image, repo, "wrong-b", smoke())
     wrong = "wrong-" + uuid.uuid4().hex
     site.use(WRITER, wrong)
@@ -302,7 +303,7 @@ def test_wrong_credentials_are_refused_by_the_token_server_and_never_printed(sit
 def test_pull_only_user_reads_but_gets_a_clean_refusal_and_no_tag_moves(site, repo, oci_image):
     a = publish(oci_image, repo, "ro-a", smoke())
     b = publish(oci_image, repo, "ro-b", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+    moves.promote(f"{repo}@{a}", TAG, access=env_access())
     site.use(READER)
     assert gracectl("history", f"{repo}:{TAG}").returncode == 0
     for args in (("promote", f"{repo}@{b}", "--to", TAG), ("rollback", f"{repo}:{TAG}", "--to", b)):
@@ -314,7 +315,7 @@ def test_pull_only_user_reads_but_gets_a_clean_refusal_and_no_tag_moves(site, re
         assert "Traceback" not in result.stderr
     site.use(WRITER)
     assert tag_digest(repo) == a
-    assert [(e.action, e.to) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [("promote", a)]
+    assert [(e.action, e.to) for e in moves.history(f"{repo}:{TAG}", access=env_access())] == [("promote", a)]
     # The reader's tokens held pull only: the issuer granted a subset of what was asked.
     for user, asked, access in site.issuer.requests:
         if user == READER:
@@ -323,7 +324,7 @@ def test_pull_only_user_reads_but_gets_a_clean_refusal_and_no_tag_moves(site, re
 
 def test_anonymous_token_for_public_pulls(site, repo, oci_image, tmp_path, monkeypatch):
     a = publish(oci_image, repo, "anon-a", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+    moves.promote(f"{repo}@{a}", TAG, access=env_access())
     (tmp_path / "empty-config").mkdir()
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty-config"))  # no credentials at all
     site.issuer.anonymous = {"site/": "pull"}
@@ -341,7 +342,7 @@ def test_token_expiring_mid_run_is_fetched_again(site, repo, oci_image):
     3 s (lock settle) between reads and writes: its tokens die mid-run and must be fetched again."""
     a = publish(oci_image, repo, "exp-a", smoke())
     b = publish(oci_image, repo, "exp-b", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+    moves.promote(f"{repo}@{a}", TAG, access=env_access())
     site.issuer.registry_lifetime, site.issuer.claimed_expires_in = 2, 300
     before = len(site.issuer.requests)
     result = gracectl("promote", f"{repo}@{b}", "--to", TAG, env={"GRACECTL_LOCK_SETTLE_S": "3"})
@@ -350,22 +351,22 @@ def test_token_expiring_mid_run_is_fetched_again(site, repo, oci_image):
     assert tag_digest(repo) == b
     asked = [tuple(scopes) for user, scopes, _ in site.issuer.requests[before:]]
     assert len(asked) > len(set(asked)), asked  # the same scope asked again: a refresh
-    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "done")]
+    assert [(e.to, e.status) for e in moves.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "done")]
 
 
 # -- the same faults as on the plain registry --------------------------------------------------------------------
 def test_registry_killed_mid_promotion_leaves_nothing_half_moved(site, repo, oci_image):
     a = publish(oci_image, repo, "kill-a", smoke())
     b = publish(oci_image, repo, "kill-b", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+    moves.promote(f"{repo}@{a}", TAG, access=env_access())
     with killed_during(site.server, Registry, "tag_digest", lambda args: args[3] == TAG):
         with pytest.raises(RegistryError, match="not reachable"):
-            release_ops.promote(f"{repo}@{b}", TAG, access=env_access())
+            moves.promote(f"{repo}@{b}", TAG, access=env_access())
     site.server.start()
     assert tag_digest(repo) == a
-    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "failed")]
-    assert release_ops.promote(f"{repo}@{b}", TAG, access=env_access()).status == "done"
-    assert release_ops.rollback(f"{repo}:{TAG}", access=env_access()).to == a
+    assert [(e.to, e.status) for e in moves.history(f"{repo}:{TAG}", access=env_access())] == [(a, "done"), (b, "failed")]
+    assert moves.promote(f"{repo}@{b}", TAG, access=env_access()).status == "done"
+    assert moves.rollback(f"{repo}:{TAG}", access=env_access()).to == a
 
 
 def test_two_promotions_at_once_exactly_one_wins(site, repo, oci_image, tmp_path):
@@ -383,7 +384,7 @@ def test_two_promotions_at_once_exactly_one_wins(site, repo, oci_image, tmp_path
     assert sorted(rc for rc, _ in results) == [0, ConflictError.exit_code], results
     winner = (a, b)[[rc for rc, _ in results].index(0)]
     assert tag_digest(repo) == winner
-    assert [(e.to, e.status) for e in release_ops.history(f"{repo}:{TAG}", access=env_access())] == [(winner, "done")]
+    assert [(e.to, e.status) for e in moves.history(f"{repo}:{TAG}", access=env_access())] == [(winner, "done")]
 
 
 def test_basic_credentials_go_only_to_the_realm_and_tokens_only_to_the_registry(site, repo, oci_image,
@@ -398,7 +399,7 @@ def test_basic_credentials_go_only_to_the_realm_and_tokens_only_to_the_registry(
 
     monkeypatch.setattr(Registry, "_send", observed)
     a = publish(oci_image, repo, "seen-a", smoke())
-    release_ops.promote(f"{repo}@{a}", TAG, access=env_access())
+    moves.promote(f"{repo}@{a}", TAG, access=env_access())
     realm_host = site.issuer.realm.split("/")[2]
     assert {scheme for host, scheme in sent if host == realm_host} == {"Basic"}
     assert {scheme for host, scheme in sent if host == site.address} == {"", "Bearer"}
@@ -431,7 +432,7 @@ def test_an_insecure_registry_named_so_may_speak_plain_http(registry, monkeypatc
 def test_signed_promotion_over_tls_and_tokens(site, repo, oci_image, tmp_path):
     """The site key over TLS + token auth: the signature and the signed provenance are written with the helper's
     credentials and read back through tokens; an unsigned image is refused, nothing moved."""
-    from gracectl import provenance
+    from gracectl.tags import provenance
     from gracectl.adapters import signing
 
     key_path, pub = signing.generate_key(tmp_path / "keys", b"tls pass")
@@ -443,13 +444,13 @@ def test_signed_promotion_over_tls_and_tokens(site, repo, oci_image, tmp_path):
     stmt = provenance.statement(f"{ref.registry}/{ref.repository}", a, {"release": "v0.19.0-tfa"},
                                 {"resolved": {"images": {}, "git": []}},
                                 builder="urn:gracectl:builder:test", invocation="tls", records={})
-    release_trust.attest(ref, a, stmt, key, env_access())
-    trust = {"GRACECTL_TRUST_KEY": str(pub)}
-    verified = gracectl("verify", f"{repo}@{a}", env=trust)
+    trust.attest(ref, a, stmt, key, env_access())
+    trust_key_env = {"GRACECTL_TRUST_KEY": str(pub)}
+    verified = gracectl("verify", f"{repo}@{a}", env=trust_key_env)
     assert verified.returncode == 0 and "signature:  VALID" in verified.stdout and "provenance: VALID" in \
         verified.stdout, verified.stderr
-    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust).returncode == 0
-    refused = gracectl("promote", f"{repo}@{b}", "--to", TAG, env=trust)
+    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust_key_env).returncode == 0
+    refused = gracectl("promote", f"{repo}@{b}", "--to", TAG, env=trust_key_env)
     assert refused.returncode == PromotionRefusedError.exit_code and "has no signature" in refused.stderr
     assert tag_digest(repo) == a
     # cosign's and containers' own checks through the site CA and the token flow (the helper's credentials), as a

@@ -16,10 +16,10 @@ import pytest
 
 from gracectl.adapters.package_index import PackageIndex
 from gracectl.errors import ReleaseCheckError
-from gracectl.manifest import release_names, releases_dir
-from gracectl.pipeline import Params
-from gracectl.release_train import check_before_build
-from gracectl.release_train import Choices, contract_module, derive
+from gracectl.releases.manifest import release_names, releases_dir
+from gracectl.pipeline.stages import Params
+from gracectl.releases.train import check_before_build
+from gracectl.releases.train import Choices, contract_module, derive
 from gracectl.testbed.mirror_file import REAL
 from gracectl.testbed.standins import commit_tree
 from gracectl.testbed.upstream import PYPI_SIMPLE, upstream_cache
@@ -216,8 +216,8 @@ def test_every_install_of_upstreams_final_image_is_installed_or_excluded_with_a_
     """The release's own docker/Dockerfile, from its sdist on the index: every install of its final image (pip, apt,
     DeepEP + NVSHMEM, gdrcopy) has its entry in the shipped manifest: installed, covered, or excluded with a
     reason, and what upstream installs is what the entry says."""
-    from gracectl.manifest import load_release
-    from gracectl.upstream_final_stage import final_stage_installs
+    from gracectl.releases.manifest import load_release
+    from gracectl.releases.final_stage import final_stage_installs
 
     installs = final_stage_installs(index.sdist("vllm", version))
     m = load_release(f"v{version}-tfa")
@@ -297,8 +297,8 @@ def test_the_prefetch_is_checked_against_the_real_pinned_flashinfer_wheel(index)
     """vllm/flashinfer-prefetch.py's imports against the REAL flashinfer-python wheels (read by HTTP ranges): 0.19.0's
     FlashInfer 0.6.6 has them; 0.25.0's 0.6.13 has no download_trtllm_headers, so a manifest that would run the
     prefetch with that pin is refused before a build (0.25.0's own recipe does not run it)."""
-    from gracectl.manifest import load_release
-    from gracectl.release_train import _build_imports_line
+    from gracectl.releases.manifest import load_release
+    from gracectl.releases.train import _build_imports_line
 
     assert _build_imports_line(load_release("v0.19.0-tfa"), index).status == "ok"
     m = load_release("v0.25.0-tfa")
@@ -325,7 +325,7 @@ def test_stages_named_as_upstreams_are_on_the_same_side_as_upstreams(index, vers
     """The release's own docker/Dockerfile, from its sdist: a stage of ours named as one of upstream's is built on
     the same kind of base there (the devel build base or the runtime base), so `base` and `vllm-base` mean here what
     they mean upstream."""
-    from gracectl.plan import DOCKERFILE
+    from gracectl.checkout import DOCKERFILE
 
     side = {"BUILD_BASE_IMAGE": "devel", "FINAL_BASE_IMAGE": "runtime", "RUNTIME_BASE_IMAGE": "runtime"}
     upstream = stage_roots((index.sdist("vllm", version) / "docker" / "Dockerfile").read_text())

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl.manifest import load_manifest, releases_dir
-from gracectl.release_train import jenkins_release_choices, with_release_choices
+from gracectl.releases.manifest import load_manifest, releases_dir
+from gracectl.releases.train import jenkins_release_choices, with_release_choices
 from gracectl.testbed.standins import GIT_ENV, commit_tree
 from gracectl.testbed.upstream import upstream_cache
 from index_standins import VllmIndex, serve, standin_index

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import provenance, release_trust, sbom
+from gracectl import settings
+from gracectl.tags import provenance, trust
+from gracectl.image import sbom
 from gracectl.adapters import signing
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
@@ -64,20 +66,20 @@ def attest(repo_name: str, digest: str, key: signing.SigningKey) -> str:
     dpkg = {"os": {"id": "ubuntu", "version_id": "24.04"},
             "packages": [{"name": "cuda-cudart-12-9", "version": "12.9.79-1", "arch": "arm64"}]}
     bom = sbom.bom_from_inspect({"installed": [{"metadata": {"name": "vllm", "version": "0.19.0"}}]}, repo_name, dpkg)
-    return release_trust.attest(ref, digest, stmt, key, RegistryAccess.from_environment(),
+    return trust.attest(ref, digest, stmt, key, settings.registry_access(os.environ),
                                 also=(sbom.statement(f"{ref.registry}/{ref.repository}", digest, {"bom": bom}),))
 
 
 def test_signed_images_promote_and_verify_unsigned_or_foreign_ones_do_not(repo, oci_image, site_key, other_key):
     key, pub = site_key
-    trust = {"GRACECTL_TRUST_KEY": str(pub)}
+    trust_key_env = {"GRACECTL_TRUST_KEY": str(pub)}
     a = publish(oci_image, repo, "signed-a", smoke())
     attest(repo, a, key)
     b = publish(oci_image, repo, "unsigned-b", smoke())
     c = publish(oci_image, repo, "foreign-c", smoke())
     attest(repo, c, other_key[0])
 
-    verified = gracectl("verify", f"{repo}@{a}", "--json", env=trust)
+    verified = gracectl("verify", f"{repo}@{a}", "--json", env=trust_key_env)
     assert verified.returncode == 0, verified.stderr
     found = json.loads(verified.stdout)
     assert found["signature"]["valid"] and found["smoke"] == "passed"
@@ -85,38 +87,38 @@ def test_signed_images_promote_and_verify_unsigned_or_foreign_ones_do_not(repo, 
         a.split(":")[1]
     assert "pass phrase" not in verified.stdout + verified.stderr
 
-    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust).returncode == 0
+    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust_key_env).returncode == 0
     for image, why in ((b, "has no signature"), (c, "signed by another key")):
-        refused = gracectl("promote", f"{repo}@{image}", "--to", TAG, env=trust)
+        refused = gracectl("promote", f"{repo}@{image}", "--to", TAG, env=trust_key_env)
         assert refused.returncode == PromotionRefusedError.exit_code, refused.stderr
         assert "signature" in refused.stderr and why in refused.stderr
         assert gracectl("verify", f"{repo}@{image}", "--key", str(pub)).returncode == PromotionRefusedError.exit_code
         assert tag_digest(repo) == a  # nothing moved
     forced = gracectl("promote", f"{repo}@{b}", "--to", TAG, "--force", "--reason", "INC-9: unsigned hotfix",
-                      env=trust)
+                      env=trust_key_env)
     assert forced.returncode == 0 and "FORCED" in forced.stdout
     # A plain rollback goes back to a; rolling back onto the unsigned b later is refused like a promotion.
-    assert gracectl("rollback", f"{repo}:{TAG}", env=trust).returncode == 0 and tag_digest(repo) == a
-    report = gracectl("report", "--provenance", f"{repo}@{a}", env=trust)
+    assert gracectl("rollback", f"{repo}:{TAG}", env=trust_key_env).returncode == 0 and tag_digest(repo) == a
+    report = gracectl("report", "--provenance", f"{repo}@{a}", env=trust_key_env)
     assert report.returncode == 0 and "provenance VALID" in report.stdout and "flash_attn: gitCommit" in \
         report.stdout
 
 
 def test_a_tampered_image_under_the_same_tag_is_refused_with_nothing_moved(repo, oci_image, site_key):
     key, pub = site_key
-    trust = {"GRACECTL_TRUST_KEY": str(pub)}
+    trust_key_env = {"GRACECTL_TRUST_KEY": str(pub)}
     a = publish(oci_image, repo, "first", smoke())
     attest(repo, a, key)
-    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust).returncode == 0
+    assert gracectl("promote", f"{repo}@{a}", "--to", TAG, env=trust_key_env).returncode == 0
     build_tag = "b-" + uuid.uuid4().hex[:6]
     b = publish(oci_image, repo, "good", smoke())
     attest(repo, b, key)
-    registry = Registry(ImageRef.parse(repo).registry, RegistryAccess.from_environment())
+    registry = Registry(ImageRef.parse(repo).registry, settings.registry_access(os.environ))
     registry.tag_digest(ImageRef.parse(repo).repository, b, build_tag)
     # Someone with push rights puts another image under the same build tag (and copies the smoke record).
     tampered = publish(oci_image, repo, "evil", smoke())
     registry.tag_digest(ImageRef.parse(repo).repository, tampered, build_tag)
-    refused = gracectl("promote", f"{repo}:{build_tag}", "--to", TAG, env=trust)
+    refused = gracectl("promote", f"{repo}:{build_tag}", "--to", TAG, env=trust_key_env)
     assert refused.returncode == PromotionRefusedError.exit_code and "has no signature" in refused.stderr
     assert tag_digest(repo) == a
 
@@ -202,7 +204,7 @@ def cosign(binary: str, home, *args: str, password: bytes | None = None) -> subp
 def swap_signature(repo_name: str, signed: str, onto: str) -> None:
     """Someone copies the signature of `signed` to the unsigned `onto` (its payload names another digest)."""
     ref = ImageRef.parse(repo_name)
-    registry = Registry(ref.registry, RegistryAccess.from_environment())
+    registry = Registry(ref.registry, settings.registry_access(os.environ))
     body, _ = registry.get_manifest(ref.repository, signing.signature_tag(signed))
     registry.put_manifest(ref.repository, signing.signature_tag(onto), body, signing.OCI_MANIFEST)
 
@@ -248,7 +250,7 @@ def test_cosign_verifies_the_site_signature_and_provenance_and_refuses_the_rest(
             assert statement["subject"][0]["digest"]["sha256"] == signed.split(":")[1]
     # A tampered image under a tag that held the signed one: the tag now names a digest nobody signed.
     ref = ImageRef.parse(repo)
-    registry = Registry(ref.registry, RegistryAccess.from_environment())
+    registry = Registry(ref.registry, settings.registry_access(os.environ))
     registry.tag_digest(ref.repository, signed, "cosign-tag")
     assert cosign(cosign_bin, tmp_path, "verify", "--key", str(pub), *flags, f"{repo}:cosign-tag").returncode == 0
     tampered = publish(oci_image, repo, "cosign-tampered", smoke())
@@ -349,7 +351,7 @@ def test_key_rotation_resigns_an_image_in_service(repo, oci_image, site_key, oth
 def test_signing_twice_adds_nothing_and_an_unreadable_layer_does_not_hide_a_valid_one(repo, oci_image, site_key):
     key, pub = site_key
     ref = ImageRef.parse(repo)
-    registry = Registry(ref.registry, RegistryAccess.from_environment())
+    registry = Registry(ref.registry, settings.registry_access(os.environ))
     a = publish(oci_image, repo, "twice", smoke())
     first = signing.sign(registry, ref, a, key)
     assert signing.sign(registry, ref, a, key) == first  # ECDSA differs each time: still "already signed"

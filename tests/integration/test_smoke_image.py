@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from gracectl.adapters import docker
-from gracectl.plan import REPO_ROOT
+from gracectl.checkout import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ def test_tfa_image_without_its_triton_kernels_fails_imports(bed, tmp_path):
 def test_the_sbom_lists_the_dpkg_database_of_a_real_arm64_image(bed):
     """The OS packages of the test bed's arm64 runtime base (debootstrapped Debian, under qemu): every package its
     dpkg database says is installed, with the distribution in each purl."""
-    from gracectl import sbom
+    from gracectl.image import sbom
 
     image = f"{bed.state.base_image('runtime-base')}-arm64"
     found = sbom.os_packages(image)

@@ -19,8 +19,8 @@ import zipfile
 import pytest
 
 from gracectl.adapters import docker, proc
-from gracectl.mirrors import load_mirror
-from gracectl.plan import plan_for
+from gracectl.releases.mirrors import load_mirror
+from gracectl.image.plan import plan_for
 from gracectl.testbed import Testbed
 from gracectl.testbed.base_images import ARCHES
 from gracectl.testbed.processes import free_port, pid_alive

@@ -7,7 +7,7 @@ import copy
 import hashlib
 import re
 
-from gracectl import provenance
+from gracectl.tags import provenance
 
 # SLSA Provenance v1 (https://slsa.dev/spec/v1.0/provenance) in an in-toto Statement v1, as a JSON schema: the
 # spec's required fields and types; ResourceDescriptor needs one of uri/digest/content, uri absolute, digest values
@@ -65,7 +65,7 @@ def full_commit(repo: str, ref: str) -> str:
 
 
 def resolved_for(plan: dict) -> dict:
-    """A build record's "resolved" for `plan` as gracectl.build_inputs records it: each base image by a digest, each
+    """A build record's "resolved" for `plan` as gracectl.image.build_inputs records it: each base image by a digest, each
     git source a built stage fetches by a commit, the final install's wheels by sha256."""
     args = plan["build_args"]
     git = [{"repo": repo, "ref": ref,

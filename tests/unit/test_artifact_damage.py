@@ -11,12 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gracectl import release_lock
 from gracectl.adapters.registry import Descriptor
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import ConflictError
-from gracectl.release_history import DamagedHistory, Entry, _read, salvage
-from gracectl.release_lock import TagLock, expires
+from gracectl.tags.history import DamagedHistory, Entry, _read, salvage
+from gracectl.tags.lock import MAX_TTL_S, TagLock, expires
 from test_release_lock import LOCK, REPO, TAG, Clock, Store
 
 json_values = st.recursive(
@@ -31,7 +30,7 @@ lock_like = st.fixed_dictionaries({}, optional={k: json_values for k in FIELDS})
 def test_expires_is_always_a_finite_bounded_number(lock):
     if isinstance(lock, dict):
         value = expires(lock)
-        assert isinstance(value, float) and value == value and value <= time.time() + release_lock.MAX_TTL_S + 1
+        assert isinstance(value, float) and value == value and value <= time.time() + MAX_TTL_S + 1
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -39,7 +38,7 @@ def test_expires_is_always_a_finite_bounded_number(lock):
 def test_any_lock_payload_is_claimed_over_or_refused_in_one_line(payload, tmp_path_factory, monkeypatch):
     clock = Clock()
     clock.during_sleep = []
-    monkeypatch.setattr(release_lock, "time", clock)
+    monkeypatch.setattr("gracectl.tags.lock.time", clock)
     store = Store(RegistryAccess(lock_dir=tmp_path_factory.mktemp("locks"), actor="me@here"))
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     store.push_artifact(REPO, LOCK, "lock", raw)
@@ -108,7 +107,7 @@ class LaxRecordStore:
 @given(subject=json_values, payload=json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=20))
 def test_any_record_artifact_is_a_record_a_warning_or_a_one_line_refusal(subject, payload):
     from gracectl.errors import RegistryError
-    from gracectl.records import get_records
+    from gracectl.tags.records import get_records
 
     digest = "sha256:" + "d" * 64
     try:

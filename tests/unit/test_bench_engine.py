@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import bench
+from gracectl.image import bench
 from gracectl.errors import CommandFailedError, UsageError
-from gracectl.release_gates import compare_bench
+from gracectl.tags.gates import compare_bench
 
 SUITE = Path(__file__).resolve().parents[2] / "smoke_tests"
 sys.path.insert(0, str(SUITE))

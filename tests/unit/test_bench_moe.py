@@ -1,5 +1,5 @@
 """The MoE bench's memory figures (smoke_tests/bench_figures.py, used by bench_moe.py) and the floors the perf
-gate can hold the rows to (gracectl.bench.figure_findings: per token count, refused rows, GPU-timed records
+gate can hold the rows to (gracectl.tags.gates.figure_findings: per token count, refused rows, GPU-timed records
 only), on CPU. The figures measured on GPUs are in
 MEASUREMENTS.md, "Benchmarks".
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import bench
+from gracectl.image import bench
+from gracectl.tags import gates
 from gracectl.errors import UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "smoke_tests"))
@@ -82,39 +83,39 @@ def test_the_gate_holds_either_figure():
     record = rec({"name": "moe_routing_tokens16", "median_ms": 0.1},
                  {"name": "moe_gemm1_tokens16", "ratio_vs_dense": 0.03, "ratio_vs_hbm_peak": 0.42},
                  {"name": "moe_gemm1_tokens8192", "ratio_vs_dense": 0.8, "ratio_vs_hbm_peak": 0.05})
-    assert bench.figure_findings(record, {"ratio_vs_hbm_peak": 0.4}) == [
+    assert gates.figure_findings(record, {"ratio_vs_hbm_peak": 0.4}) == [
         "moe_gemm1_tokens8192: ratio_vs_hbm_peak 0.05 below the floor 0.4"]
-    assert bench.figure_findings(record, {"ratio_vs_dense": 0.5}) == [
+    assert gates.figure_findings(record, {"ratio_vs_dense": 0.5}) == [
         "moe_gemm1_tokens16: ratio_vs_dense 0.03 below the floor 0.5"]
-    assert bench.figure_findings(record, {"ratio_vs_dense": 0.01, "ratio_vs_hbm_peak": 0.01}) == []
+    assert gates.figure_findings(record, {"ratio_vs_dense": 0.01, "ratio_vs_hbm_peak": 0.01}) == []
 
 
 def test_a_floor_on_a_figure_no_row_carries_is_a_finding_and_an_unknown_figure_refused():
     old = rec({"name": "moe_gemm1_tokens16", "ratio_vs_dense": 0.03})  # a record from before the HBM figures
-    assert bench.figure_findings(old, {"ratio_vs_hbm_peak": 0.3}) == [
+    assert gates.figure_findings(old, {"ratio_vs_hbm_peak": 0.3}) == [
         "no moe_* result carries ratio_vs_hbm_peak: the floor 0.3 cannot be checked"]
     with pytest.raises(UsageError, match="FIGURE is one of ratio_vs_dense, ratio_vs_hbm_peak"):
-        bench.figure_findings(old, {"tflops": 100})
+        gates.figure_findings(old, {"tflops": 100})
 
 
 def test_a_floor_at_a_token_count_holds_only_those_rows():
     record = rec({"name": "moe_gemm1_tokens16", "ratio_vs_hbm_peak": 0.7},
                  {"name": "moe_mxfp4_gemm2_tokens16", "ratio_vs_hbm_peak": 0.12},
                  {"name": "moe_mxfp4_gemm1_swiglu_tokens8192", "ratio_vs_hbm_peak": 0.047, "ratio_vs_dense": 0.65})
-    assert bench.figure_findings(record, {"ratio_vs_hbm_peak@16": 0.15}) == [
+    assert gates.figure_findings(record, {"ratio_vs_hbm_peak@16": 0.15}) == [
         "moe_mxfp4_gemm2_tokens16: ratio_vs_hbm_peak 0.12 below the floor 0.15"]
-    assert bench.figure_findings(record, {"ratio_vs_dense@8192": 0.3, "ratio_vs_hbm_peak@16": 0.1}) == []
-    assert bench.figure_findings(record, {"ratio_vs_hbm_peak@256": 0.1}) == [
+    assert gates.figure_findings(record, {"ratio_vs_dense@8192": 0.3, "ratio_vs_hbm_peak@16": 0.1}) == []
+    assert gates.figure_findings(record, {"ratio_vs_hbm_peak@256": 0.1}) == [
         "no moe_* result of 256 tokens carries ratio_vs_hbm_peak: the floor 0.1 cannot be checked"]
-    assert bench.row_tokens("moe_mxfp4_gemm1_swiglu_tokens8192") == 8192 and bench.row_tokens("engine_ttft") is None
+    assert gates.row_tokens("moe_mxfp4_gemm1_swiglu_tokens8192") == 8192 and gates.row_tokens("engine_ttft") is None
 
 
 def test_parse_floor():
-    assert bench.parse_floor("ratio_vs_hbm_peak=0.15") == ("ratio_vs_hbm_peak", 0.15)
-    assert bench.parse_floor("ratio_vs_hbm_peak@16=0.15") == ("ratio_vs_hbm_peak@16", 0.15)
+    assert gates.parse_floor("ratio_vs_hbm_peak=0.15") == ("ratio_vs_hbm_peak", 0.15)
+    assert gates.parse_floor("ratio_vs_hbm_peak@16=0.15") == ("ratio_vs_hbm_peak@16", 0.15)
     for bad in ("ratio_vs_hbm_peak", "speed=1", "ratio_vs_dense@many=0.3", "ratio_vs_dense=0", "ratio_vs_dense=x"):
         with pytest.raises(UsageError, match="--floor"):
-            bench.parse_floor(bad)
+            gates.parse_floor(bad)
 
 
 def test_a_row_the_bench_refused_for_its_accuracy_never_passes_a_floor():
@@ -123,10 +124,10 @@ def test_a_row_the_bench_refused_for_its_accuracy_never_passes_a_floor():
     record = rec({"name": "moe_gemm1_tokens16", "ratio_vs_hbm_peak": 0.7, "rel_err_vs_loop": 3e-3, "rel_tol": 0.01},
                  {"name": "moe_mxfp4_gemm2_tokens16", "ratio_vs_hbm_peak": None, "rel_err_vs_loop": 0.04,
                   "rel_tol": 0.025, "refused": "rel_err_vs_loop 4.00e-02 (tol 0.025): outside vLLM's tolerance"})
-    assert bench.figure_findings(record, {"ratio_vs_hbm_peak@16": 0.01}) == [
+    assert gates.figure_findings(record, {"ratio_vs_hbm_peak@16": 0.01}) == [
         "moe_mxfp4_gemm2_tokens16: refused by the bench (rel_err_vs_loop 4.00e-02 (tol 0.025): outside vLLM's "
         "tolerance), so ratio_vs_hbm_peak@16 0.01 is not shown"]
-    assert bench.figure_findings(record, {"ratio_vs_dense": 0.01}) == [
+    assert gates.figure_findings(record, {"ratio_vs_dense": 0.01}) == [
         "moe_mxfp4_gemm2_tokens16: refused by the bench (rel_err_vs_loop 4.00e-02 (tol 0.025): outside vLLM's "
         "tolerance), so ratio_vs_dense 0.01 is not shown"]
 
@@ -134,14 +135,14 @@ def test_a_row_the_bench_refused_for_its_accuracy_never_passes_a_floor():
 def test_an_eager_record_cannot_be_held_to_a_floor():
     """Before schema 2 median_ms was eager (the host's launch path at decode sizes): its figures measure Python."""
     old = rec({"name": "moe_gemm1_tokens16", "ratio_vs_hbm_peak": 0.164}, timing=None)
-    assert bench.figure_findings(old, {"ratio_vs_hbm_peak@16": 0.1}) == [
+    assert gates.figure_findings(old, {"ratio_vs_hbm_peak@16": 0.1}) == [
         "the bench record does not say its median_ms is GPU time (no `timing`: an eager record from before "
         "schema 2, launch-bound at decode sizes): its figures cannot be held to a floor"]
-    assert bench.figure_findings(old, {}) == []
+    assert gates.figure_findings(old, {}) == []
 
 
 def test_medians_timed_differently_are_not_compared():
-    from gracectl.release_gates import compare_bench
+    from gracectl.tags.gates import compare_bench
 
     def record(timing, ms):
         return {"kind": "bench", "gpu": {"name": "NVIDIA H100 80GB HBM3"}, **({"timing": timing} if timing else {}),
@@ -154,4 +155,4 @@ def test_medians_timed_differently_are_not_compared():
 
 def test_the_bench_table_shows_both_figures():
     assert {"ratio_vs_dense", "hbm_gbps", "ratio_vs_hbm_peak"} <= set(bench.RESULT_COLUMNS)
-    assert set(bench.GATE_FIGURES) <= set(bench.RESULT_COLUMNS)
+    assert set(gates.GATE_FIGURES) <= set(bench.RESULT_COLUMNS)

@@ -1,11 +1,11 @@
-"""What a build resolved (gracectl.build_inputs), without dockerd: BuildKit's FROM lines, the image's distributions
+"""What a build resolved (gracectl.image.build_inputs), without dockerd: BuildKit's FROM lines, the image's distributions
 matched to the index file they came from, and a loud error for anything without a digest."""
 
 from __future__ import annotations
 
 import pytest
 
-from gracectl import build_inputs
+from gracectl.image import build_inputs
 from gracectl.errors import GraceError
 
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64

@@ -1,11 +1,11 @@
-"""BuildKit `--progress plain` parsing and build record writing (gracectl.build)."""
+"""BuildKit `--progress plain` parsing and build record writing (gracectl.image.build)."""
 
 import json
 
 import pytest
 
-from gracectl.build import BuildProgress, compare, read_record, rebuilt_stages
-from gracectl.records import write_json
+from gracectl.image.build import BuildProgress, compare, read_record, rebuilt_stages
+from gracectl.record_files import write_json
 from gracectl.errors import GraceError
 
 # Shape of real `DOCKER_BUILDKIT=1 docker build --progress plain` output (dockerd 20.10), interleaved.

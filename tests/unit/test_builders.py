@@ -1,4 +1,4 @@
-"""gracectl.builders: the buildx side of a build (command construction, its metadata file), pure logic."""
+"""gracectl.image.builders: the buildx side of a build (command construction, its metadata file), pure logic."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gracectl import builders
+from gracectl.image import builders
 from gracectl.errors import GraceError, UsageError
 
 DIGEST = "sha256:" + "ab" * 32

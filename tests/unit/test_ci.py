@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gracectl import ci
-from gracectl.pipeline import Params
+from gracectl.pipeline.stages import Params
 
 JENKINS_ENV = {"BUILD_TAG": "jenkins-gh200-42", "BUILD_NUMBER": "42", "BUILD_URL": "https://ci.example/job/gh200/42/"}
 
@@ -23,7 +23,8 @@ def test_outside_ci_there_are_no_facts():
 
 def test_a_parameter_wins_over_the_providers_fact():
     values = ci.job_values({**JENKINS_ENV, "GRACECTL_RUN_ID": "mine", "RELEASE": "v0.19.0"})
-    assert values == {"run_id": "mine", "build_number": "42", "release": "v0.19.0"}
+    assert values == {"run_id": "mine", "build_number": "42", "release": "v0.19.0",
+                      "build_url": "https://ci.example/job/gh200/42/"}  # the provenance's invocation
     assert Params.from_env({**JENKINS_ENV, "RELEASE": "v0.19.0"}).run_id == "jenkins-gh200-42"
 
 

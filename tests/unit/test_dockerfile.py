@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from dockerfile_model import instructions, parse
-from gracectl.manifest import load_release
-from gracectl.plan import DOCKERFILE, FINAL_STAGE, REPO_ROOT, STAGE_GRAPH, TARGETS, Overrides, make_plan, \
-    stage_closure
+from gracectl.releases.manifest import load_release
+from gracectl.checkout import DOCKERFILE, REPO_ROOT
+from gracectl.image.plan import FINAL_STAGE, STAGE_GRAPH, TARGETS, Overrides, make_plan, stage_closure
 
 DF = parse(DOCKERFILE)
 TEXT = DOCKERFILE.read_text()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import doctor, errors, interrupts, pipeline
+from gracectl import errors, interrupts
+from gracectl.pipeline import doctor, stages
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "CLAWMINE.md", "MEASUREMENTS.md", "TABLES.md")
@@ -96,7 +97,7 @@ def test_the_jenkins_parameter_table_is_the_jenkinsfile_s():
 def test_the_doctor_table_is_what_each_stage_needs():
     table = between(read("TABLES.md"), "<!-- doctor checks:", "<!-- end of doctor checks -->")
     have = {cells[0].strip("`"): [s.strip() for s in cells[1].split(",")] for cells in rows(table)}
-    want = doctor.needs_of(pipeline.STAGES)
+    want = doctor.needs_of(stages.STAGES)
     assert list(have) == list(want), "TABLES.md's doctor checks differ from pipeline.STAGES' node_needs"
     assert have == want
 

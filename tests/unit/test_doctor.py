@@ -1,4 +1,4 @@
-"""`gracectl doctor`: the stages' needs (pipeline.STAGES) against real programs on a PATH the test controls.
+"""`gracectl doctor`: the stages' needs (STAGES) against real programs on a PATH the test controls.
 
 No docker daemon or GPU is needed here: GRACECTL_DOCKER points at a client that does not exist, PATH at a
 folder holding only what a test puts there. tests/integration/test_jenkins_venv.py runs doctor on the test bed.
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import doctor, pipeline
+from gracectl.pipeline import doctor
+from gracectl.pipeline.stages import Params, STAGES
 from gracectl.adapters import tools
 from test_driver_floor import standin_nvidia_smi
 
@@ -28,7 +29,7 @@ def gracectl_doctor(tmp_path: Path, *args: str, programs: tuple[str, ...] = (), 
         assert found, f"{program} is needed by this test"
         (bin_dir / program).unlink(missing_ok=True)
         (bin_dir / program).symlink_to(found)
-    clean = {k: v for k, v in os.environ.items() if k not in pipeline.Params.ENV and k != doctor.MIN_FREE_ENV}
+    clean = {k: v for k, v in os.environ.items() if k not in Params.ENV and k != doctor.MIN_FREE_ENV}
     return subprocess.run([sys.executable, "-m", "gracectl", "doctor", *args], capture_output=True, text=True,
                           timeout=120, env={**clean, "PATH": str(bin_dir),
                                             "GRACECTL_DOCKER": str(tmp_path / "absent" / "docker"), **env})
@@ -41,7 +42,7 @@ def findings(out: str) -> dict[str, str]:
 
 
 def test_every_stage_need_is_a_check_and_every_check_is_needed():
-    needed = doctor.needs_of(pipeline.STAGES)
+    needed = doctor.needs_of(STAGES)
     assert set(needed) == set(doctor.CHECKS)
     assert needed["hadolint"] == ["plan"] and needed["gpu"] == ["smoke"] and "build" in needed["disk"]
 

@@ -1,6 +1,6 @@
-"""Every image states its minimum NVIDIA driver: the one table (gracectl.driver_floor), the plan's label and build
-argument, README's and TABLES.md's per-release table (generated from releases/), and the smoke suite's check of the
-node's driver (smoke_tests/node_driver.py) against a stand-in nvidia-smi. `gracectl doctor`'s check: test_doctor.py."""
+"""Every image states its minimum NVIDIA driver: the one table (gracectl.releases.driver_floor), the plan's label
+and build argument, README's and TABLES.md's per-release table (generated from releases/), and the smoke suite's
+check of the node's driver (smoke_tests/node_driver.py) against a stand-in nvidia-smi. `gracectl doctor`'s check: test_doctor.py."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gracectl.driver_floor import MIN_DRIVER, min_driver
+from gracectl.releases.driver_floor import MIN_DRIVER, min_driver
 from gracectl.errors import ManifestError
-from gracectl.manifest import load_release, release_names
-from gracectl.plan import make_plan
+from gracectl.releases.manifest import load_release, release_names
+from gracectl.image.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "smoke_tests"))

@@ -1,5 +1,5 @@
 """The Jenkinsfile, EXECUTED by tests/jenkins/harness.groovy with stubbed pipeline steps (one groovy run for
-every scenario), checked against gracectl.pipeline: same stages, same order, same `when`, one
+every scenario), checked against gracectl.pipeline.stages: same stages, same order, same `when`, one
 `gracectl ci <stage>` each; credentials expanded by the shell only; nothing moves a tag after a failure.
 """
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import environment, pipeline
-from gracectl.manifest import release_names
-from gracectl.pipeline import Params
+from gracectl import environment
+from gracectl.pipeline.stages import ACTIONS, Params, SMOKE_LEVELS, STAGES, stages_for
+from gracectl.releases.manifest import release_names
+from gracectl.pipeline.stages import Params
 
 REPO = Path(__file__).resolve().parents[2]
 JENKINSFILE = REPO / "Jenkinsfile"
@@ -55,7 +56,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
 
 
 def params_of(run: dict, scenario: str) -> Params:
-    """pipeline.Params for the parameters the scenario ran with (defaults from the Jenkinsfile)."""
+    """Params for the parameters the scenario ran with (defaults from the Jenkinsfile)."""
     values = {d["name"]: d["default"] for d in run["parameters"]}
     values.update(SCENARIOS[scenario]["params"])
     env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
@@ -77,7 +78,7 @@ def ci_commands(run: dict) -> list[tuple[str, str]]:
 
 
 def test_stage_list_is_pipeline_py(runs):
-    """The Jenkinsfile's stages, in order, are pipeline.STAGES (plus Jenkins-only approval, node groups)."""
+    """The Jenkinsfile's stages, in order, are STAGES (plus Jenkins-only approval, node groups)."""
     tree = runs["build-push-promote"]["stage_tree"]
     leaves = []
 
@@ -90,7 +91,7 @@ def test_stage_list_is_pipeline_py(runs):
                 walk(n["stages"])
 
     walk(tree)
-    assert [s for s in leaves if s not in JENKINS_ONLY_STAGES] == [s.name for s in pipeline.STAGES]
+    assert [s for s in leaves if s not in JENKINS_ONLY_STAGES] == [s.name for s in STAGES]
     assert leaves.index("push") < leaves.index("approve") < leaves.index("promote")
 
 
@@ -98,7 +99,7 @@ def test_stage_list_is_pipeline_py(runs):
 def test_each_stage_runs_its_one_command_exactly_when_pipeline_py_says(runs, scenario):
     run = runs[scenario]
     assert run["result"] == "SUCCESS", [e for e in run["events"] if e["type"] == "failure"]
-    expected = [s.name for s in pipeline.stages_for(params_of(run, scenario))]
+    expected = [s.name for s in stages_for(params_of(run, scenario))]
     ran = [leaf(e["stage"]) for e in events(run, "stage")
            if e["status"] == "run" and leaf(e["stage"]) not in GROUP_STAGES | JENKINS_ONLY_STAGES]
     assert ran == expected
@@ -108,8 +109,8 @@ def test_each_stage_runs_its_one_command_exactly_when_pipeline_py_says(runs, sce
 def test_parameters(runs):
     defs = {d["name"]: d for d in runs["build-local"]["parameters"]}
     assert defs["RELEASE"]["type"] == "choice" and sorted(defs["RELEASE"]["choices"]) == release_names()
-    assert defs["ACTION"]["choices"] == list(pipeline.ACTIONS)
-    assert sorted(defs["SMOKE_LEVEL"]["choices"]) == sorted(pipeline.SMOKE_LEVELS)
+    assert defs["ACTION"]["choices"] == list(ACTIONS)
+    assert sorted(defs["SMOKE_LEVEL"]["choices"]) == sorted(SMOKE_LEVELS)
     assert defs["SMOKE_LEVEL"]["default"] == Params(release="x").smoke_level
     for name in ("PUSH", "PROMOTE", "APPROVE_PROMOTION"):
         assert defs[name] == {"type": "boolean", "name": name, "default": False}
@@ -242,7 +243,7 @@ def test_each_node_runs_doctor_for_its_stages_first(runs, scenario):
             stage = script.split()[2]
             assert stage in checked.get(group, set()), f"{scenario}: `{script}` on a node doctor did not check"
     for stages in checked.values():
-        assert stages <= {s.name for s in pipeline.STAGES}
+        assert stages <= {s.name for s in STAGES}
 
 
 # --- the release watch job (jenkins/release-watch.Jenkinsfile) ------------------------------------------------
@@ -259,7 +260,7 @@ def watch_report(*outcomes) -> str:
 
 
 def _outcomes():
-    from gracectl.release_watch import Outcome
+    from gracectl.releases.watch import Outcome
 
     return [Outcome("0.25.0", "pending", reason="already on release-watch/v0.25.0", branch="release-watch/v0.25.0"),
             Outcome("0.26.0", "written", ["v0.26.0-tfa", "v0.26.0"], check="passed", branch="release-watch/v0.26.0",

@@ -1,5 +1,6 @@
-"""The plan of the house: every module of gracectl sits on a floor, and imports only from its floor or below.
-Production code never imports the test bed (only its own command module does)."""
+"""The plan of the house: every module of gracectl sits on a floor, and imports only from its floor or below;
+the wings (releases, image, tags) keep to their rules; no import cycle. Production code never imports the test bed
+(only its own command module does)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,24 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "gracectl"
 # Lowest first. A module not named here fails the test below: give it its floor.
 FLOORS = [
     ("ground", ["gracectl.errors", "gracectl.ci", "gracectl.environment", "gracectl.image_ref",
-                "gracectl.interrupts"]),
+                "gracectl.interrupts", "gracectl.checkout", "gracectl.record_files"]),
     ("adapters", ["gracectl.adapters"]),
-    ("inputs", ["gracectl.manifest", "gracectl.mirrors", "gracectl.upstream", "gracectl.upstream_final_stage",
-                "gracectl.upstream_build", "gracectl.driver_floor"]),
-    ("plan and records", ["gracectl.plan", "gracectl.builders", "gracectl.plan_extras", "gracectl.records",
-                          "gracectl.workdir", "gracectl.provenance", "gracectl.build_inputs"]),
-    ("work", ["gracectl.build", "gracectl.smoke", "gracectl.bench", "gracectl.release_ops", "gracectl.release_gates",
-              "gracectl.release_history", "gracectl.release_lock", "gracectl.sbom",
-              "gracectl.release_derive", "gracectl.release_train", "gracectl.release_watch", "gracectl.release_trust",
-              "gracectl.release_publish"]),
-    ("pipeline", ["gracectl.pipeline"]),
-    ("node checks", ["gracectl.doctor"]),
+    ("settings read at the edge", ["gracectl.settings"]),
+    ("what to build", ["gracectl.releases"]),
+    ("build one image, ship by digest", ["gracectl.image", "gracectl.tags"]),
+    ("the CI walk", ["gracectl.pipeline"]),
     ("test bed", ["gracectl.testbed"]),
     ("commands", ["gracectl.commands", "gracectl.cli", "gracectl.__main__"]),
 ]
+# What each wing never imports. image builds and tests an image and never touches a tag; tags ships by digest
+# whatever built it; releases says what to build and knows nothing of building or shipping.
+WING_NEVER_IMPORTS = {
+    "gracectl.image": ["gracectl.tags"],
+    "gracectl.tags": ["gracectl.releases", "gracectl.image"],
+    "gracectl.releases": ["gracectl.image", "gracectl.tags"],
+}
+# Where image and tags meet: the pipeline, and only what sits above it (test bed, commands).
+MEETING_FLOOR = "the CI walk"
 
 
 def module_name(path: Path) -> str:
@@ -45,10 +49,15 @@ def floor(module: str) -> int:
 
 
 def imports(path: Path) -> set[str]:
+    return imports_in(path.read_text())
+
+
+def imports_in(source: str) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gracectl"):
-            found |= {node.module} if node.module != "gracectl" else {f"gracectl.{a.name}" for a in node.names}
+            # `from gracectl.tags import records` imports the module gracectl.tags.records: both are named
+            found |= {f"{node.module}.{a.name}" for a in node.names} | ({node.module} - {"gracectl"})
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("gracectl")}
     return found
@@ -62,6 +71,59 @@ def test_no_import_from_a_higher_floor(path):
     me = module_name(path)
     up = [m for m in imports(path) if floor(m) > floor(me)]
     assert not up, f"{me} (floor {FLOORS[floor(me)][0]}) imports from higher floors: {up}"
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def wing_breaches(me: str, imported: set[str]) -> list[str]:
+    """What `me` imports against the wings' rules: a wing importing what it never imports, or a module below the
+    pipeline importing image and tags together."""
+    breaches = [f"{me} imports {m}" for wing, never in WING_NEVER_IMPORTS.items() if within(me, wing)
+                for m in sorted(imported) if any(within(m, n) for n in never)]
+    both = [m for m in sorted(imported) if within(m, "gracectl.image") or within(m, "gracectl.tags")]
+    meeting = [name for name, _ in FLOORS].index(MEETING_FLOOR)
+    if floor(me) < meeting and {m.split(".")[1] for m in both} == {"image", "tags"}:
+        breaches.append(f"{me} imports image and tags together ({', '.join(both)}): only the pipeline does")
+    return breaches
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_wings_keep_their_rules(path):
+    me = module_name(path)
+    assert not wing_breaches(me, imports(path))
+
+
+@pytest.mark.parametrize("me, source, breach", [
+    ("gracectl.image.smoke", "from gracectl.tags.records import get_records", "gracectl.tags.records"),
+    ("gracectl.tags.moves", "from gracectl.releases import manifest", "gracectl.releases.manifest"),
+    ("gracectl.tags.moves", "import gracectl.image.bench", "gracectl.image.bench"),
+    ("gracectl.releases.train", "from gracectl.image.plan import plan_for", "gracectl.image.plan"),
+    ("gracectl.releases.train", "from gracectl.tags import records", "gracectl.tags.records"),
+    ("gracectl.adapters.docker", "from gracectl.image import sbom\nfrom gracectl.tags import trust", "together"),
+])
+def test_a_breach_of_the_wing_rules_is_caught(me, source, breach):
+    """The rules above hold: each planted import breaks one, and is named."""
+    found = wing_breaches(me, imports_in(source))
+    assert found and breach in " ".join(found)
+
+
+def test_no_import_cycle():
+    # a module's own packages are initialised before it whatever it imports: not an edge of a cycle
+    graph = {me: {m for m in imports(p) if not me.startswith(m + ".")} for p in MODULES for me in [module_name(p)]}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join(path[path.index(module):] + (module,))}"
+        if module in done:
+            return
+        for target in graph.get(module, ()):
+            visit(target, path + (module,))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
 
 
 def test_only_the_testbed_command_imports_the_test_bed():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gracectl.errors import ManifestError
-from gracectl.manifest import load_release, release_names, releases_dir
+from gracectl.releases.manifest import load_release, release_names, releases_dir
 
 GOOD = (releases_dir() / "v0.19.0-tfa.toml").read_text()
 FACTS_PINS = {  # as vLLM v0.19.0's cmake files and docker/Dockerfile pin them (shared/UPSTREAM-FACTS.md)

@@ -1,11 +1,11 @@
 """The test bed's two mirror files: the stand-in stack's, and the real stack's (PyPI through the proxy, each
-remaining stand-in named), read back through gracectl.mirrors and planned."""
+remaining stand-in named), read back through gracectl.releases.mirrors and planned."""
 
 from __future__ import annotations
 
-from gracectl.manifest import load_release
-from gracectl.mirrors import load_mirror
-from gracectl.plan import make_plan
+from gracectl.releases.manifest import load_release
+from gracectl.releases.mirrors import load_mirror
+from gracectl.image.plan import make_plan
 from gracectl.testbed.mirror_file import REAL, STANDIN, write_mirror
 from gracectl.testbed.standins import STANDIN_REPOS
 from gracectl.testbed.state import State

@@ -1,4 +1,4 @@
-"""gracectl.pipeline and `gracectl ci`: parameters from the environment, the stage gates on the work dir
+"""gracectl.pipeline.stages and `gracectl ci`: parameters from the environment, the stage gates on the work dir
 (a failed or missing earlier output stops every later stage), and the real plan stage."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import pipeline
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.pipeline import stages
 from gracectl.errors import PromotionRefusedError, UsageError
-from gracectl.pipeline import Params, run_stage
+from gracectl.pipeline.stages import Params, run_stage
 
 REGISTRY = "registry.example:5000/gracectl"
 
@@ -27,7 +28,7 @@ def gracectl(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
 
 def write_output(workdir: Path, stage: str, status: str, **fields) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / pipeline.stage(stage).output).write_text(json.dumps({"stage": stage, "stage_status": status, **fields}))
+    (workdir / stages.stage(stage).output).write_text(json.dumps({"stage": stage, "stage_status": status, **fields}))
 
 
 def test_params_from_jenkins_environment():
@@ -37,9 +38,9 @@ def test_params_from_jenkins_environment():
     assert (p.push, p.promote, p.build_number, p.smoke_level, p.vllm_ref) == (True, False, 17, "all", "")
     assert p.run_id == "jenkins-gracectl-17"  # Jenkins' BUILD_TAG labels the run's containers
     assert Params.from_env(env, smoke_level="imports", push=False).smoke_level == "imports"  # options win
-    assert [s.name for s in pipeline.stages_for(p)] == ["plan", "build", "smoke", "push", "archive"]
+    assert [s.name for s in stages.stages_for(p)] == ["plan", "build", "smoke", "push", "archive"]
     rollback = Params.from_env({**env, "ACTION": "rollback"})
-    assert [s.name for s in pipeline.stages_for(rollback)] == ["plan", "rollback", "archive"]
+    assert [s.name for s in stages.stages_for(rollback)] == ["plan", "rollback", "archive"]
 
 
 @pytest.mark.parametrize("env, message", [
@@ -58,7 +59,7 @@ def test_bad_parameters_are_one_line_errors(env, message):
 
 def test_stage_refuses_when_its_input_is_missing(tmp_path):
     with pytest.raises(UsageError, match=r"plan.json is missing: run `gracectl ci plan` first"):
-        run_stage("build", Params(release="v0.19.0"), tmp_path)
+        run_stage("build", Params(release="v0.19.0"), tmp_path, RegistryAccess(), None)
     assert not (tmp_path / "build-record.json").exists()
 
 
@@ -69,11 +70,11 @@ def test_nothing_follows_a_failed_smoke(tmp_path):
     write_output(tmp_path, "smoke", "failed", passed=False, stage_error="smoke level kernels failed: test_moe")
     for stage in ("push", "promote"):
         with pytest.raises(PromotionRefusedError, match=r"stage smoke failed \(smoke level kernels failed"):
-            run_stage(stage, params, tmp_path)
+            run_stage(stage, params, tmp_path, RegistryAccess(), None)
     # A push output left over from an earlier run does not let promote through: promote needs smoke too.
     write_output(tmp_path, "push", "passed", ref="r", digest="sha256:" + "b" * 64)
     with pytest.raises(PromotionRefusedError, match="stage smoke failed"):
-        run_stage("promote", params, tmp_path)
+        run_stage("promote", params, tmp_path, RegistryAccess(), None)
     assert not (tmp_path / "promote-record.json").exists()
 
 
@@ -81,10 +82,10 @@ def test_output_without_passed_status_counts_as_failed(tmp_path):
     write_output(tmp_path, "plan", "passed")
     (tmp_path / "build-record.json").write_text(json.dumps({"kind": "build", "status": "built"}))  # no stage_status
     with pytest.raises(UsageError, match="stage build failed"):
-        run_stage("smoke", Params(release="v0.19.0"), tmp_path)
+        run_stage("smoke", Params(release="v0.19.0"), tmp_path, RegistryAccess(), None)
     (tmp_path / "build-record.json").write_text("{not json")
     with pytest.raises(UsageError, match="unreadable"):
-        run_stage("smoke", Params(release="v0.19.0"), tmp_path)
+        run_stage("smoke", Params(release="v0.19.0"), tmp_path, RegistryAccess(), None)
 
 
 def test_ci_plan_stage_for_real(tmp_path):
@@ -103,7 +104,7 @@ def test_ci_plan_stage_for_real(tmp_path):
     assert plan["stage_status"] == "passed" and plan["run_id"] == "jenkins-gracectl-7"
     assert plan["moving_tag"] == f"{REGISTRY}/gh200-vllm-tfa:v0.19.0-tfa"
     assert plan["build_tag"].startswith(f"{REGISTRY}/gh200-vllm-tfa:v0.19.0-tfa-b7-")
-    assert (tmp_path / pipeline.MOVING_TAG_FILE).read_text().strip() == plan["moving_tag"]
+    assert (tmp_path / stages.MOVING_TAG_FILE).read_text().strip() == plan["moving_tag"]
     assert "hadolint" in done.stderr  # the Dockerfile was linted
     assert not any((tmp_path / name).exists() for name in stale)  # a new run starts clean...
     assert (tmp_path / "notes.txt").exists()  # ...and removes only the files the stages write
@@ -131,7 +132,7 @@ def test_ci_stages_json():
     done = gracectl("ci", "stages", "--json", env={"RELEASE": "v0.19.0", "ACTION": "rollback", "REGISTRY": REGISTRY})
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    assert [r["name"] for r in rows] == [s.name for s in pipeline.STAGES]
+    assert [r["name"] for r in rows] == [s.name for s in stages.STAGES]
     assert [r["name"] for r in rows if r["runs"]] == ["plan", "rollback", "archive"]
     assert all(r["command"] == f"gracectl ci {r['name']}" for r in rows)
     assert {r["name"] for r in rows if r["moves_tag"]} == {"promote", "rollback"}

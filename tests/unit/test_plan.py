@@ -10,10 +10,11 @@ import tomllib
 import pytest
 
 from gracectl.errors import UsageError
-from gracectl.manifest import load_manifest, load_release
-from gracectl.mirrors import Mirror, load_mirror
-from gracectl.plan import REPO_ROOT as REPO, Overrides, make_plan, vllm_version
-from gracectl.release_train import to_toml
+from gracectl.releases.manifest import load_manifest, load_release
+from gracectl.releases.mirrors import Mirror, load_mirror
+from gracectl.checkout import REPO_ROOT as REPO
+from gracectl.image.plan import Overrides, make_plan, vllm_version
+from gracectl.releases.train import to_toml
 
 COMMIT = "1a2b3c4d5e6f" + "0" * 28
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from gracectl.cli import main
 from gracectl.errors import ManifestError, UsageError
 from gracectl.image_ref import ImageRef
-from gracectl.manifest import load_manifest, load_release
+from gracectl.releases.manifest import load_manifest, load_release
 
 NO_REGISTRY = "127.0.0.1:9"
 DOCUMENTED = {0, 2, 5, 7, 8, 9, 11, 12}  # the release operations' codes in CLAWMINE.md's exit-code table

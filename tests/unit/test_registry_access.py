@@ -4,6 +4,7 @@ with a real helper program."""
 
 from __future__ import annotations
 
+import os
 import json
 import ssl
 import stat
@@ -11,13 +12,14 @@ import sys
 
 import pytest
 
+from gracectl import settings
 from gracectl.adapters.registry import Registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_auth import credentials_for
 from gracectl.adapters.registry_tls import tls_error
 from gracectl.adapters.registry_token import _covers, merge_scopes, needed_scope, parse_challenge
 from gracectl.errors import RegistryError, UsageError
-from gracectl.pipeline import Params
+from gracectl.pipeline.stages import Params
 
 
 @pytest.fixture()
@@ -38,14 +40,14 @@ def test_https_everywhere_but_the_loopback_test_bed_and_never_insecure_unless_na
     assert site.tls("127.0.0.1:5443").scheme == "https"
     env = {"GRACECTL_INSECURE_REGISTRY": "other.example:5000, registry.example.org",
            "GRACECTL_CERTS_D": str(tmp_path / "certs.d")}
-    lax = RegistryAccess.from_environment(env)
+    lax = settings.registry_access(env)
     insecure = lax.tls("registry.example.org")
     assert not insecure.verify and insecure.skopeo_flags("dest-") == ["--dest-tls-verify=false"]
     assert lax.tls("registry.example.org:443").verify  # the port is part of the name, as in docker
     # Two operations in one process, two settings: the value each was given, nothing global.
     assert site.tls("registry.example.org").verify and not lax.tls("registry.example.org").verify
     with pytest.raises(UsageError, match="is not a registry HOST"):
-        RegistryAccess.from_environment({"GRACECTL_INSECURE_REGISTRY": "not a host!"})
+        settings.registry_access({"GRACECTL_INSECURE_REGISTRY": "not a host!"})
     with pytest.raises(UsageError, match="is not a registry HOST"):
         RegistryAccess(insecure_hosts={"http://x.example"})
 
@@ -55,31 +57,31 @@ def test_https_everywhere_but_the_loopback_test_bed_and_never_insecure_unless_na
                                          ("GRACECTL_LOCK_TTL_S", "nan")])
 def test_timings_from_the_environment_are_numbers_in_bounds(name, value):
     with pytest.raises(UsageError, match=name):
-        RegistryAccess.from_environment({name: value})
+        settings.registry_access({name: value})
     good = "60" if name == "GRACECTL_LOCK_TTL_S" else "2"
-    assert RegistryAccess.from_environment({name: good}) != RegistryAccess.from_environment({})
+    assert settings.registry_access({name: good}) != settings.registry_access({})
 
 
 def test_the_lock_outlives_three_request_timeouts():
     """The fencing margin is 1.5 request timeouts: a TTL shorter than 3 of them could expire under a write."""
     with pytest.raises(UsageError, match="GRACECTL_LOCK_TTL_S .* at least 3 x GRACECTL_REQUEST_TIMEOUT_S"):
-        RegistryAccess.from_environment({"GRACECTL_LOCK_TTL_S": "30"})
-    assert RegistryAccess.from_environment({"GRACECTL_LOCK_TTL_S": "6", "GRACECTL_REQUEST_TIMEOUT_S": "2"})
+        settings.registry_access({"GRACECTL_LOCK_TTL_S": "30"})
+    assert settings.registry_access({"GRACECTL_LOCK_TTL_S": "6", "GRACECTL_REQUEST_TIMEOUT_S": "2"})
 
 
 def test_settings_are_read_at_the_edge_only(tmp_path):
-    """The environment reaches an operation only through from_environment: a value built without it ignores it."""
+    """The environment reaches an operation only through gracectl.settings: a value built without it ignores it."""
     env = {"GRACECTL_LOCK_DIR": str(tmp_path / "locks"), "GRACECTL_ACTOR": "ci-bot", "BUILD_URL": "https://ci/1/",
            "GRACECTL_REQUEST_TIMEOUT_S": "7", "DOCKER_CONFIG": str(tmp_path / "d")}
-    access = RegistryAccess.from_environment(env)
+    access = settings.registry_access(env)
     assert (access.lock_dir, access.who, access.request_timeout_s, access.docker_config) == (
         tmp_path / "locks", "ci-bot (https://ci/1/)", 7.0, tmp_path / "d")
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="GRACECTL_LOCK_DIR.*is a file"):
-        RegistryAccess.from_environment({"GRACECTL_LOCK_DIR": str(tmp_path / "file")})
+        settings.registry_access({"GRACECTL_LOCK_DIR": str(tmp_path / "file")})
     from gracectl import environment
     with pytest.raises(KeyError, match="GRACECTL_LOCK_TTL is not one of"):  # a typo is a bug, not a silent ""
-        environment.get("GRACECTL_LOCK_TTL")
+        environment.get("GRACECTL_LOCK_TTL", {})
 
 
 def test_ca_and_client_certificate_from_the_host_folder(tmp_path, site):
@@ -92,8 +94,8 @@ def test_ca_and_client_certificate_from_the_host_folder(tmp_path, site):
     with pytest.raises(UsageError, match="has no client.key beside it"):
         site.tls("reg.example:5000")
     (folder / "client.key").write_text("x")
-    settings = site.tls("reg.example:5000")
-    assert settings.client_cert == (folder / "client.cert", folder / "client.key")
+    tls = site.tls("reg.example:5000")
+    assert tls.client_cert == (folder / "client.cert", folder / "client.key")
     with pytest.raises(UsageError, match="GRACECTL_REGISTRY_CA"):
         RegistryAccess(registry_ca=tmp_path / "missing.pem")
     with pytest.raises(UsageError, match="--cert-dir"):
@@ -176,11 +178,16 @@ def test_credentials_in_dockers_order_with_a_real_helper(tmp_path, monkeypatch, 
     assert credentials_for("reg.example:5000", "me", "pw").username == "me"
 
 
-def test_jenkins_insecure_registry_parameter_is_checked_and_reaches_the_stages():
-    params = Params(release="x", insecure_registry="reg.example:5000")
-    assert params.registry_access({}).insecure_hosts == {"reg.example:5000"}
+def test_jenkins_insecure_registry_parameter_is_read_and_checked_in_one_place():
+    """GRACECTL_INSECURE_REGISTRY (the job's parameter, as any variable) is read by gracectl.settings alone and
+    checked by RegistryAccess alone, whether it came from there or from --insecure-registry."""
+    env = {"GRACECTL_INSECURE_REGISTRY": "reg.example:5000", "RELEASE": "x"}
+    assert settings.registry_access(env).insecure_hosts == {"reg.example:5000"}
+    assert "insecure_registry" not in Params.__dataclass_fields__ and Params.from_env(env).release == "x"
     with pytest.raises(UsageError, match="GRACECTL_INSECURE_REGISTRY"):
-        Params(release="x", insecure_registry="http://reg.example")
+        settings.registry_access({"GRACECTL_INSECURE_REGISTRY": "http://reg.example"})
+    with pytest.raises(UsageError, match="--insecure-registry"):
+        settings.registry_access({}, insecure=["http://reg.example"])
 
 
 def test_dockerd_pushes_only_where_it_would_verify_the_registry_as_gracectl_does(tmp_path):

@@ -14,11 +14,10 @@ import sys
 
 import pytest
 
-from gracectl import release_lock
 from gracectl.adapters.registry import Descriptor
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import ConflictError, RegistryError
-from gracectl.release_lock import TagLock, unlock
+from gracectl.tags.lock import TagLock, _boot_id, process_start, unlock
 
 REPO, TAG = "gh200-vllm-tfa", "v0.19.0-tfa"
 LOCK = TAG + ".gracectl-lock"
@@ -84,7 +83,7 @@ class Store:
 def clock(monkeypatch):
     fake = Clock()
     fake.during_sleep = []
-    monkeypatch.setattr(release_lock, "time", fake)
+    monkeypatch.setattr("gracectl.tags.lock.time", fake)
     return fake
 
 
@@ -130,13 +129,13 @@ def test_an_expired_or_released_lock_is_taken_over(clock, store):
 def test_a_dead_holder_on_this_machine_is_taken_over_but_a_live_one_is_not(clock, store):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    here = {"host": socket.gethostname(), "boot_id": release_lock._boot_id()}
+    here = {"host": socket.gethostname(), "boot_id": _boot_id()}
     store.plant(**other_host(clock, **here, pid=gone.pid, pid_start="1"))
     with TagLock(store, REPO, TAG):
         pass
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        store.plant(**other_host(clock, **here, pid=live.pid, pid_start=release_lock.process_start(live.pid)))
+        store.plant(**other_host(clock, **here, pid=live.pid, pid_start=process_start(live.pid)))
         with pytest.raises(ConflictError, match="another promotion or rollback is running"):
             TagLock(store, REPO, TAG).__enter__()
     finally:

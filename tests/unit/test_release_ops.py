@@ -7,13 +7,15 @@ import json
 
 import pytest
 
+from gracectl import settings
 from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_auth import Credentials, credentials_for
 from gracectl.image_ref import ImageRef
 from gracectl.errors import NoHistoryError, UsageError
-from gracectl.release_gates import BenchRow, bench_gate, check_max_regression, compare_bench, gate_findings
-from gracectl.release_history import Entry, contradicted, settle, undo_target
-from gracectl.release_ops import moving_tag_name
+from gracectl.tags.gates import BenchRow, bench_gate, check_max_regression, compare_bench, gate_findings
+from gracectl.tags.history import Entry, contradicted, settle, undo_target
+from gracectl.tags.moves import moving_tag_name
 
 GH200, H100 = "NVIDIA GH200 480GB", "NVIDIA H100 80GB HBM3"
 A, B, C = ("sha256:" + c * 64 for c in "abc")
@@ -162,8 +164,13 @@ def test_image_refs_always_name_the_registry(monkeypatch):
     assert str(ref.with_digest(B)) == f"registry.example.org/ml/gh200-vllm@{B}"
     with pytest.raises(UsageError, match="names no registry"):
         ImageRef.parse("gh200-vllm-tfa:v0.19.0-tfa")
+    # GRACECTL_REGISTRY is put in front at the edge (gracectl.settings), never read by the parser
     monkeypatch.setenv("GRACECTL_REGISTRY", "127.0.0.1:5000/site")
-    assert ImageRef.parse("gh200-vllm-tfa:v0.19.0-tfa").repo == "127.0.0.1:5000/site/gh200-vllm-tfa"
+    with pytest.raises(UsageError, match="names no registry"):
+        ImageRef.parse("gh200-vllm-tfa:v0.19.0-tfa")
+    given = settings.image_reference("gh200-vllm-tfa:v0.19.0-tfa", {"GRACECTL_REGISTRY": "127.0.0.1:5000/site"})
+    assert ImageRef.parse(given).repo == "127.0.0.1:5000/site/gh200-vllm-tfa"
+    assert settings.image_reference("reg.example/x:t", {"GRACECTL_REGISTRY": "other:5000"}) == "reg.example/x:t"
     for bad in ("127.0.0.1:5000/UPPER:t", "127.0.0.1:5000/x@sha256:short", "127.0.0.1:5000/x:bad$tag"):
         with pytest.raises(UsageError):
             ImageRef.parse(bad)
@@ -177,9 +184,9 @@ def test_moving_tag_names_leave_room_for_bookkeeping_tags():
 
 
 def test_loopback_registries_use_http_others_https():
-    assert Registry("127.0.0.1:5000").scheme == "http"
-    assert Registry("localhost:5000").scheme == "http"
-    assert Registry("registry.example.org").scheme == "https"
+    assert Registry("127.0.0.1:5000", RegistryAccess()).scheme == "http"
+    assert Registry("localhost:5000", RegistryAccess()).scheme == "http"
+    assert Registry("registry.example.org", RegistryAccess()).scheme == "https"
 
 
 def test_credentials_from_docker_config_and_never_in_repr(tmp_path):

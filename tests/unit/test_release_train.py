@@ -1,4 +1,4 @@
-"""gracectl.release_train's pure parts: comparing a manifest with what upstream derives (drift, overrides,
+"""gracectl.releases.train's pure parts: comparing a manifest with what upstream derives (drift, overrides,
 chosen values), the TOML it writes, and the one owner of the release list (releases/ -> the Jenkinsfile).
 Deriving from real sdists and indexes: tests/integration/test_release_upstream.py."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl.manifest import load_manifest, load_release, release_names, releases_dir
-from gracectl.release_train import (Derived, compare, flatten, jenkins_release_choices, ordered_releases,
+from gracectl.releases.manifest import load_manifest, load_release, release_names, releases_dir
+from gracectl.releases.train import (Derived, compare, flatten, jenkins_release_choices, ordered_releases,
                                     sync_jenkinsfile, to_toml)
 
 
@@ -146,7 +146,7 @@ def test_a_pairing_failure_names_the_triton_release_of_the_tree_not_the_layout_v
     message names Triton 3.7.1 and its tag, and the names vLLM misses."""
     import shutil
 
-    from gracectl.release_train import pairing
+    from gracectl.releases.train import pairing
 
     tree = tmp_path / "triton_kernels"
     shutil.copytree(STANDINS / "triton" / "python" / "triton_kernels" / "triton_kernels", tree)
@@ -162,7 +162,7 @@ def test_a_pairing_failure_names_the_triton_release_of_the_tree_not_the_layout_v
 
 def test_offline_without_the_tree_names_the_way_to_give_it(tmp_path):
     from gracectl.errors import UpstreamError
-    from gracectl.release_train import triton_kernels_tree
+    from gracectl.releases.train import triton_kernels_tree
 
     with pytest.raises(UpstreamError, match=r"not in the cache .*--triton-kernels-tree v3\.7\.1=DIR"):
         triton_kernels_tree("https://github.com/triton-lang/triton.git", "v3.7.1", "python/triton_kernels",
@@ -173,8 +173,8 @@ def test_a_fallback_only_manifest_stands_alone_says_why_and_checks_clean(tmp_pat
     """Where vLLM cannot work with its Triton's triton_kernels, `release new` writes v<V>.toml alone: every pin
     (no tfa twin to extend), vendored only, the reason on top and in [provenance]; release check's comparison
     of it with upstream is clean."""
-    from gracectl.release_train import Choices, render_fallback_only
-    from gracectl.upstream import FetchSource
+    from gracectl.releases.train import Choices, render_fallback_only
+    from gracectl.releases.upstream import FetchSource
 
     d = derived_from("v0.25.0-tfa")
     d.data["sources"] = {k: v for k, v in d.data["sources"].items() if v is not None}  # as derive writes them
@@ -222,7 +222,7 @@ def test_the_watch_lists_new_releases_as_versions_from_the_newest_known_or_since
     import json
 
     from gracectl.adapters.package_index import PackageIndex
-    from gracectl.release_watch import new_versions
+    from gracectl.releases.watch import new_versions
 
     page = tmp_path / "index" / "index.example_simple" / "vllm.json"
     page.parent.mkdir(parents=True)

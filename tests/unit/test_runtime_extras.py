@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from gracectl.manifest import load_release, release_names
-from gracectl.mirrors import Mirror
-from gracectl.plan import make_plan
-from gracectl.release_derive import NOT_REVIEWED, runtime_extras
-from gracectl.release_train import compare
+from gracectl.releases.manifest import load_release, release_names
+from gracectl.releases.mirrors import Mirror
+from gracectl.image.plan import make_plan
+from gracectl.releases.derive import NOT_REVIEWED, runtime_extras
+from gracectl.releases.train import compare
 from gracectl.testbed.state import state_dir
-from gracectl.upstream_final_stage import final_stage_installs
+from gracectl.releases.final_stage import final_stage_installs
 from test_release_train import derived_from  # what upstream would derive, from a shipped manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,7 +140,7 @@ def test_a_not_reviewed_exclusion_in_a_manifest_fails_the_check(tmp_path):
     text = (REPO / "releases" / "v0.19.0-tfa.toml").read_text().replace(
         'upstream = "curl"\ninstall = "curl"', f'upstream = "curl"\nexcluded = "{NOT_REVIEWED}: x"')
     (tmp_path / "v0.19.0-tfa.toml").write_text(text)
-    from gracectl.manifest import load_manifest
+    from gracectl.releases.manifest import load_manifest
 
     m = load_manifest(tmp_path / "v0.19.0-tfa.toml")
     fails = [line for line in compare(m, derived_from("v0.19.0-tfa")) if line.status == "FAIL"]
@@ -314,7 +314,7 @@ def test_the_parity_table_is_generated_from_the_manifests():
 
 def test_an_entry_takes_exactly_one_decision(tmp_path):
     from gracectl.errors import ManifestError
-    from gracectl.manifest import load_manifest
+    from gracectl.releases.manifest import load_manifest
 
     text = (REPO / "releases" / "v0.19.0-tfa.toml").read_text()
     for bad, why in (('upstream = "curl"\ninstall = "curl"\nexcluded = "no"', "has install, excluded"),

@@ -1,4 +1,4 @@
-"""The SBOM of an image from pip's inspect report (gracectl.sbom), and the package diff of two images."""
+"""The SBOM of an image from pip's inspect report (gracectl.image.sbom), and the package diff of two images."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from gracectl import sbom
+from gracectl.image import sbom
 from gracectl.errors import UsageError
-from gracectl.smoke import deselections, pytest_args
+from gracectl.image.smoke import deselections, pytest_args
 
 
 def dist(name, version, url="", installer="uv"):
@@ -62,7 +62,7 @@ def test_report_packages_diffs_two_sbom_record_files(tmp_path):
     assert "triton-kernels" in r.stdout and "numba" in r.stdout
     (tmp_path / "c.json").write_text(json.dumps({"kind": "smoke"}))
     with pytest.raises(UsageError, match="is not an SBOM record"):
-        sbom.load(str(tmp_path / "c.json"))
+        sbom.read_record(tmp_path / "c.json")
 
 
 DPKG_OUTPUT = ('PRETTY_NAME="Ubuntu 24.04.2 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n@@dpkg@@\n'
@@ -111,10 +111,10 @@ def test_only_the_tests_a_named_standin_breaks_are_deselected():
 
 
 def test_every_standin_deselection_names_a_test_of_the_suite():
-    from gracectl.plan import REPO_ROOT
-    from gracectl.smoke import STANDIN_DESELECT
+    from gracectl.checkout import SMOKE_TESTS
+    from gracectl.image.smoke import STANDIN_DESELECT
 
     for tests in STANDIN_DESELECT.values():
         for test in tests:
             path, name = test.split("::")
-            assert f"def {name}(" in (REPO_ROOT / "smoke_tests" / path).read_text(), test
+            assert f"def {name}(" in (SMOKE_TESTS / path).read_text(), test

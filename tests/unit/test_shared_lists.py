@@ -7,7 +7,9 @@ import configparser
 import re
 from pathlib import Path
 
-from gracectl import pipeline, smoke, workdir
+from gracectl.pipeline.stages import ACTIONS, SMOKE_LEVELS, STAGES
+from gracectl.image import smoke
+from gracectl.pipeline import workdir
 
 REPO = Path(__file__).resolve().parents[2]
 JENKINSFILE = (REPO / "Jenkinsfile").read_text()
@@ -28,19 +30,19 @@ def test_pytest_markers_are_the_smoke_levels():
 
 def test_jenkins_smoke_level_choices_are_the_smoke_levels():
     assert sorted(jenkins_choices("SMOKE_LEVEL")) == sorted(smoke.LEVEL_CHOICES)
-    assert pipeline.SMOKE_LEVELS == smoke.LEVEL_CHOICES  # the pipeline validates SMOKE_LEVEL against the owner's
+    assert SMOKE_LEVELS == smoke.LEVEL_CHOICES  # the pipeline validates SMOKE_LEVEL against the owner's
 
 
 def test_jenkins_action_choices_are_the_pipelines():
-    assert jenkins_choices("ACTION") == list(pipeline.ACTIONS)
+    assert jenkins_choices("ACTION") == list(ACTIONS)
 
 
 def test_work_dir_files_the_jenkinsfile_reads_are_the_pipelines():
     for name in (workdir.MOVING_TAG_FILE, workdir.SMOKE_JUNIT_FILE):
         assert f"'{workdir.DEFAULT_WORKDIR}/{name}'" in JENKINSFILE
     assert f"'{workdir.DEFAULT_WORKDIR}/**'" in JENKINSFILE  # stashed and archived whole
-    outputs = [s.output for s in pipeline.STAGES]
+    outputs = [s.output for s in STAGES]
     assert len(set(outputs)) == len(outputs), "two stages write the same file"
-    assert set(workdir.OUTPUTS) == {s.name for s in pipeline.STAGES}  # every stage has its one file
+    assert set(workdir.OUTPUTS) == {s.name for s in STAGES}  # every stage has its one file
     for name in (workdir.PLAN_FILE, workdir.BUILD_RECORD_FILE, workdir.SMOKE_RECORD_FILE):
         assert name in outputs

@@ -3,6 +3,7 @@ registry side): key files in cosign's encrypted format, DSSE statements, the pro
 
 from __future__ import annotations
 
+import os
 import base64
 import hashlib
 import json
@@ -10,11 +11,12 @@ import stat
 
 import pytest
 
-from gracectl import provenance
+from gracectl import settings
+from gracectl.tags import provenance
 from gracectl.adapters import signing
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import GraceError, UsageError
-from gracectl.plan import plan_for
+from gracectl.image.plan import plan_for
 from slsa_schema import SLSA_V1, SLSA_V1_PINNED, resolved_for
 
 DIGEST = "sha256:" + "ab" * 32
@@ -149,9 +151,9 @@ def test_provenance_refuses_an_input_the_build_did_not_pin():
 
 def test_the_trust_key_is_checked_at_the_edge(tmp_path, keys):
     _, pub = keys
-    assert RegistryAccess.from_environment({"GRACECTL_TRUST_KEY": str(pub)}).trust_key == pub
+    assert settings.registry_access({"GRACECTL_TRUST_KEY": str(pub)}).trust_key == pub
     with pytest.raises(UsageError, match="GRACECTL_TRUST_KEY"):
-        RegistryAccess.from_environment({"GRACECTL_TRUST_KEY": str(tmp_path / "missing.pub")})
+        settings.registry_access({"GRACECTL_TRUST_KEY": str(tmp_path / "missing.pub")})
 
 
 def test_signing_settings_come_in_pairs(monkeypatch, keys):
@@ -159,7 +161,7 @@ def test_signing_settings_come_in_pairs(monkeypatch, keys):
     monkeypatch.setenv("GRACECTL_SIGNING_KEY", str(key.key))
     monkeypatch.delenv("GRACECTL_SIGNING_PASSPHRASE_FILE", raising=False)
     with pytest.raises(UsageError, match="both"):
-        signing.SigningKey.from_environment()
+        settings.signing_key(os.environ)
     monkeypatch.setenv("GRACECTL_SIGNING_PASSPHRASE_FILE", str(key.passphrase_file))
-    assert signing.SigningKey.from_environment() == key
+    assert settings.signing_key(os.environ) == key
     assert key.passphrase() == b"correct horse"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import bench, smoke
+from gracectl.image import bench, smoke
 from gracectl.adapters import docker
 from gracectl.errors import CommandFailedError, SmokeFailedError, UsageError
-from gracectl.records import write_json
+from gracectl.record_files import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO / "smoke_tests"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gracectl import pipeline, smoke
+from gracectl.pipeline.stages import SMOKE_LEVELS
+from gracectl.image import smoke
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO / "smoke_tests"
@@ -30,7 +31,7 @@ def test_every_level_is_a_marker_and_a_pipeline_choice():
     ini.read(SUITE / "pytest.ini")
     markers = {line.split(":")[0].strip() for line in ini["pytest"]["markers"].strip().splitlines()}
     assert markers == set(smoke.LEVELS)
-    assert set(pipeline.SMOKE_LEVELS) == {*smoke.LEVELS, "all"}
+    assert set(SMOKE_LEVELS) == {*smoke.LEVELS, "all"}
 
 
 def test_each_level_has_a_test_file_carrying_its_marker():

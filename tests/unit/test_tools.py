@@ -23,7 +23,7 @@ from gracectl.adapters.tools import BASE, DEBIAN, GO, PIP, TOOLS
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("src", "tests")
 RUNNERS = {"run", "Popen", "check_output", "check_call", "call"}  # of proc and subprocess, called with a list
-LOCAL_RUNNERS = {"spawn", "_output"}  # testbed.spawn, gracectl.doctor's probes
+LOCAL_RUNNERS = {"spawn", "_output"}  # testbed.spawn, gracectl.pipeline.doctor's probes
 DAEMON_STARTERS = {"start_daemon", "_start",  # testbed.processes / the Testbed facade: the first list argument
                    "_debootstrap"}  # base_images: debootstrap with one retry
 DELIBERATELY_MISSING = {"skopeo-that-does-not-exist",  # tests of the missing-program error

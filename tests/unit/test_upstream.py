@@ -1,4 +1,4 @@
-"""gracectl.upstream: what a vLLM release's own files pin, read from synthetic files laid out as vLLM lays them
+"""gracectl.releases.upstream: what a vLLM release's own files pin, read from synthetic files laid out as vLLM lays them
 out (written here: the shapes 0.19 and 0.34 use - Declare and Populate, git and source archives, variables,
 ROCm branches, env overrides). The real sdists are read by tests/integration/test_release_upstream.py."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gracectl.errors import UpstreamError
-from gracectl.upstream import docker_args, dockerfile_installs, fetch_sources, requirement_pins
+from gracectl.releases.upstream import docker_args, dockerfile_installs, fetch_sources, requirement_pins
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

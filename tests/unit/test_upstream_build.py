@@ -1,4 +1,4 @@
-"""The build recipe derived per release from its own docker/Dockerfile (gracectl.upstream_build): every upstream
+"""The build recipe derived per release from its own docker/Dockerfile (gracectl.releases.upstream_build): every upstream
 build step done or excluded with a true reason ([build_steps]), the values the build takes ([recipe]), the check
 of build-time imports against the pinned wheel, and what the plan passes the Dockerfile. The real sdists come from
 the test bed's upstream cache (scripts/test.sh runs this file again once `testbed up` has fetched them)."""
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gracectl.manifest import load_manifest, load_release
-from gracectl.plan import make_plan
-from gracectl.release_derive import wheel_contents
-from gracectl.release_train import PREFETCH_SCRIPT, compare, missing_api
-from gracectl.upstream_build import build_steps, has_file, recipe
+from gracectl.releases.manifest import load_manifest, load_release
+from gracectl.image.plan import make_plan
+from gracectl.releases.derive import wheel_contents
+from gracectl.releases.train import PREFETCH_SCRIPT, compare, missing_api
+from gracectl.releases.upstream_build import build_steps, has_file, recipe
 from test_release_train import derived_from
 from test_runtime_extras import SDISTS
 
@@ -128,7 +128,7 @@ def test_the_plan_passes_the_recipe_and_warns_on_the_unproven_source_mode():
     assert args["FLASHINFER_PREFETCH"] == ""  # upstream 0.25.0 fetches no headers; sm_90a needs none
     assert "vllm/vllm-rs" in args["WHEEL_CONTENTS"].split()
     assert plan.warnings == []
-    from gracectl.plan import Overrides
+    from gracectl.image.plan import Overrides
 
     source = make_plan(m, commit="0" * 40, overrides=Overrides(vllm_build="source"))
     assert source.warnings and "UNPROVEN" in source.warnings[0]

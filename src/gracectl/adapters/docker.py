@@ -21,7 +21,7 @@ BUILDKIT_ENV = {"DOCKER_BUILDKIT": "1"}
 
 
 def binary() -> str:
-    override = environment.docker_binary()
+    override = environment.docker_binary(os.environ)  # not yet handed down from the edge (test_environment_edge)
     if override:
         return override
     return "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"

@@ -42,7 +42,7 @@ JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
 SDIST_KEEP = ("CMakeLists.txt", "cmake/", "setup.py", "use_existing_torch.py", "requirements/", "docker/",
               "pyproject.toml", "tools/ep_kernels/install_python_libraries.sh", "tools/install_gdrcopy.sh",
               "rust-toolchain.toml", "tools/install_protoc.sh")
-# Every path of the sdist (kept or not), one per line: which files a release has (gracectl.upstream_build).
+# Every path of the sdist (kept or not), one per line: which files a release has (gracectl.releases.upstream_build).
 SDIST_MEMBERS = ".members"
 AARCH64 = "aarch64-unknown-linux-gnu"
 

@@ -22,7 +22,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from gracectl import environment
 from gracectl.adapters import tools
 from gracectl.errors import CommandFailedError, ToolMissingError
 
@@ -77,7 +76,7 @@ def run(
     if echo:
         # stderr, so that --json output on stdout stays parseable.
         print(f"+ {format_command(args, secrets)}", file=sys.stderr, flush=True)
-    full_env = environment.for_child(env) if env is not None else None
+    full_env = {**os.environ, **env} if env is not None else None
     try:
         if on_line is None:
             with _child(args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -111,7 +110,7 @@ def start_daemon(args: Sequence[str], log: str | os.PathLike[str],
     print(f"+ {format_command(args)}", file=sys.stderr, flush=True)
     with open(log, "ab") as out:
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                                env=environment.for_child(env) if env else None)
+                                env={**os.environ, **env} if env else None)
 
 
 def _die_with_parent(parent: int):

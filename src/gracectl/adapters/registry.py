@@ -101,9 +101,9 @@ class Registry:
     overall deadline); None for none.
     """
 
-    def __init__(self, host: str, access: RegistryAccess | None = None, *, deadline: float | None = None):
+    def __init__(self, host: str, access: RegistryAccess, *, deadline: float | None = None):
         self.host = host
-        self.access = access or RegistryAccess()
+        self.access = access
         self.credentials = self.access.credentials_for(host)
         self.timeout = self.access.request_timeout_s
         self.deadline = deadline
@@ -398,12 +398,10 @@ class Registry:
         return descriptor, manifest, self.get_blob(repo, layers[0]["digest"])
 
 
-def open_registry(ref: ImageRef, access: RegistryAccess | None = None, *, ping: bool = True,
-                  bounded: bool = True) -> Registry:
-    """The one way to open the registry `ref` names, with `access` (default: no explicit settings: the
-    docker config's credentials, certs.d); pinged first (unless ping=False) so that an unreachable registry
-    or refused login fails at once; `bounded`: the operation has access.deadline_s from now."""
-    access = access or RegistryAccess()
+def open_registry(ref: ImageRef, access: RegistryAccess, *, ping: bool = True, bounded: bool = True) -> Registry:
+    """The one way to open the registry `ref` names, with `access` (the operation's settings, built at the edge);
+    pinged first (unless ping=False) so that an unreachable registry or refused login fails at once; `bounded`:
+    the operation has access.deadline_s from now."""
     deadline = time.monotonic() + access.deadline_s if bounded else None
     registry = Registry(ref.registry, access, deadline=deadline)
     if ping:

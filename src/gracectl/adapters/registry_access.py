@@ -1,7 +1,7 @@
 """RegistryAccess: everything one operation needs to reach and change a registry, as ONE frozen value.
 
-It is built once at the edge (the CLI's shared registry options, commands/options.py; the CI seam's
-parameters and the documented GRACECTL_* variables, gracectl.environment) and handed down explicitly to the
+It is built once at the edge (gracectl.settings.registry_access: the CLI's shared registry options,
+commands/options.py, over the documented GRACECTL_* variables) and handed down explicitly to the
 registry client, its token auth, skopeo and dockerd's push. Nothing below reads the environment for these
 settings, so two operations in one process (a test, a server) can hold different ones.
 
@@ -17,24 +17,20 @@ Credentials: `credentials` (--username + --password-stdin) win; else the docker 
 
 from __future__ import annotations
 
-import functools
 import getpass
 import math
-import os
 import socket
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gracectl import ci, environment
 from gracectl.adapters.registry_auth import Credentials, credentials_for
 from gracectl.adapters.registry_tls import CERTS_D, TlsSettings, is_loopback
 from gracectl.errors import UsageError
 from gracectl.image_ref import control_free, valid_host
 
 # name, default, lowest, highest (seconds): every timing an operation takes, bounded so that no setting
-# can make the lock's renewal margin shorter than one request (see release_lock).
+# can make the lock's renewal margin shorter than one request (see tags.lock).
 TIMINGS = {
     "deadline_s": (180.0, 1.0, 86400.0),  # the whole operation (an incident rollback fails fast)
     "request_timeout_s": (15.0, 1.0, 600.0),  # one request, whole
@@ -84,29 +80,6 @@ class RegistryAccess:
             raise UsageError(f"GRACECTL_TRUST_KEY={str(self.trust_key)!r} is not a file (the site's cosign.pub)")
         if self.registry_ca is not None and not Path(self.registry_ca).is_file():
             raise UsageError(f"GRACECTL_REGISTRY_CA={str(self.registry_ca)!r} is not a file")
-
-    @classmethod
-    def from_environment(cls, env: Mapping[str, str] | None = None, *, credentials: Credentials | None = None,
-                         insecure: tuple[str, ...] | list[str] = (), cert_dir: Path | None = None,
-                         deadline_s: float | None = None) -> RegistryAccess:
-        """At the edge only: the options given (the CLI's) over the documented GRACECTL_* variables."""
-        get = functools.partial(environment.get, env=env)
-        hosts = {*get("GRACECTL_INSECURE_REGISTRY").replace(",", " ").split(), *insecure}
-        timing = {name: environment.seconds(f"GRACECTL_{name.upper()}", *TIMINGS[name], env=env) for name in TIMINGS}
-        if deadline_s is not None:
-            timing["deadline_s"] = deadline_s
-        extra = {}
-        if lock_dir := environment.folder("GRACECTL_LOCK_DIR", env):
-            extra["lock_dir"] = lock_dir
-        if certs_d := get("GRACECTL_CERTS_D"):
-            extra["certs_d"] = tuple(Path(p) for p in certs_d.split(os.pathsep) if p)
-        who = get("GRACECTL_ACTOR") or default_actor()
-        build_url = ci.build_url(env)
-        ca, trust = get("GRACECTL_REGISTRY_CA"), get("GRACECTL_TRUST_KEY")
-        return cls(credentials=credentials, insecure_hosts=frozenset(hosts), trust_key=Path(trust) if trust else None,
-                   cert_dir=cert_dir or environment.folder("GRACECTL_CERT_DIR", env),
-                   registry_ca=Path(ca) if ca else None, docker_config=environment.docker_config_dir(env),
-                   actor=f"{who} ({build_url})" if build_url else who, **timing, **extra)
 
     @property
     def who(self) -> str:

@@ -37,7 +37,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gracectl import environment
 from gracectl.adapters.registry import OCI_MANIFEST, Registry, sha256_digest
 from gracectl.errors import RegistryError, UsageError
 from gracectl.image_ref import DIGEST_RE, ImageRef
@@ -135,15 +134,6 @@ class SigningKey:
     key: Path
     passphrase_file: Path
 
-    @classmethod
-    def from_environment(cls) -> SigningKey | None:
-        """At the edge: GRACECTL_SIGNING_KEY + GRACECTL_SIGNING_PASSPHRASE_FILE (Jenkins file credentials), or None
-        when the site does not sign."""
-        key, passphrase = environment.get("GRACECTL_SIGNING_KEY"), environment.get("GRACECTL_SIGNING_PASSPHRASE_FILE")
-        if bool(key) != bool(passphrase):
-            raise UsageError("set both GRACECTL_SIGNING_KEY and GRACECTL_SIGNING_PASSPHRASE_FILE, or neither")
-        return cls(Path(key), Path(passphrase)) if key else None
-
     def passphrase(self) -> bytes:
         try:
             return self.passphrase_file.read_bytes().rstrip(b"\r\n")
@@ -209,8 +199,16 @@ def _attachment_layers(registry: Registry, ref: ImageRef, tag: str, media_type: 
 
 # -- DSSE (signed statements) and their attachment -------------------------------------------------------------
 IN_TOTO = "application/vnd.in-toto+json"
+IN_TOTO_STATEMENT = "https://in-toto.io/Statement/v1"
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"  # a bare DSSE envelope: what cosign stores in `.att`
 PREDICATE_ANNOTATION = "predicateType"
+
+
+def in_toto_statement(repository: str, digest: str, predicate_type: str, predicate: dict) -> dict:
+    """An in-toto Statement v1 about image `digest` of `repository` (REGISTRY/REPO)."""
+    return {"_type": IN_TOTO_STATEMENT,
+            "subject": [{"name": repository, "digest": {"sha256": digest.split(":", 1)[1]}}],
+            "predicateType": predicate_type, "predicate": predicate}
 
 
 def attestation_tag(digest: str) -> str:

@@ -68,7 +68,7 @@ TOOLS: dict[str, Tool] = {t.program: t for t in [
     # from the machine's cache: Debian's skopeo above stays the one gracectl publishes with)
     *_rows(GO, "github.com/sigstore/cosign/v3", "cosign", note="verify, verify-attestation"),
     *_rows(GO, "github.com/containers/skopeo", "skopeo-sigstore", note="skopeo built with sigstore: policy.json"),
-    # builds through buildx builders (gracectl.builders): the plugin, and the BuildKit daemons of the build agents
+    # builds through buildx builders (gracectl.image.builders): the plugin, and the BuildKit daemons of the build agents
     *_rows(GO, "github.com/docker/buildx", "docker-buildx",
            note="then --install-buildx-plugin: docker's CLI plugin in $DOCKER_CONFIG/cli-plugins"),
     *_rows(GO, "github.com/moby/buildkit", "buildkitd", "buildctl", note="a build agent's BuildKit daemon"),

@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gracectl.bench import DEFAULT_TOKENS, PARTS, RESULT_COLUMNS, run_bench
+from gracectl.image.bench import DEFAULT_TOKENS, PARTS, RESULT_COLUMNS, run_bench
 from gracectl.commands.options import GpusOpt
 from gracectl.errors import UsageError
-from gracectl.workdir import BENCH_RECORD_FILE, DEFAULT_WORKDIR
+from gracectl.pipeline.workdir import BENCH_RECORD_FILE, DEFAULT_WORKDIR
 
 out = Console()
 

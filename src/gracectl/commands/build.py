@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -10,18 +11,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gracectl import settings
 from gracectl.adapters import docker
 from gracectl.adapters.registry_access import RegistryAccess
-from gracectl.build import BuildResult, compare, layers, read_record, shorten
-from gracectl.build import build as run_build
-from gracectl.commands.options import (BuilderOpt, BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg, TargetOpt,
-                                       VllmBuildOpt, VllmRefOpt)
+from gracectl.image.build import BuildResult, compare, layers, read_record, shorten
+from gracectl.image.build import build as run_build
+from gracectl.commands.options import (BuilderOpt, BuildNumberOpt, ImageTagOpt, MirrorOpt, RegistryOpt, ReleaseArg,
+                                       TargetOpt, VllmBuildOpt, VllmRefOpt, registry_options, with_default_registry)
 from gracectl.errors import GraceError, UsageError
-from gracectl.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
-from gracectl.plan import FINAL_STAGE, plan_for
-from gracectl.records import write_json
-from gracectl.release_ops import publish
-from gracectl.release_trust import verify_image
+from gracectl.pipeline.workdir import BUILD_RECORD_FILE, DEFAULT_WORKDIR
+from gracectl.image.plan import FINAL_STAGE, plan_for
+from gracectl.image import sbom
+from gracectl.record_files import write_json
+from gracectl.tags.records import newest_record
+from gracectl.tags.moves import publish
+from gracectl.tags.trust import verify_image
 
 out = Console(stderr=True)  # `build` reports on stderr: its stdout stays free for scripts
 report_out = Console(width=None if sys.stdout.isatty() else 150)
@@ -36,11 +40,11 @@ def stage_table(record: dict, title: str) -> Table:
     return table
 
 
-def push_build(result: BuildResult) -> None:
-    """Push the build under its immutable build tag (release_ops.publish, by digest); the record says so."""
+def push_build(result: BuildResult, access: RegistryAccess) -> None:
+    """Push the build under its immutable build tag (tags.moves.publish, by digest); the record says so."""
     rec = result.record
     try:
-        published = publish(rec["image"], rec["image"], access=RegistryAccess.from_environment())
+        published = publish(rec["image"], rec["image"], access=access)
         rec.update(digest=published.digest, pushed=f"{published.ref.rsplit(':', 1)[0]}@{published.digest}",
                    status="pushed")
     except GraceError as exc:
@@ -54,6 +58,7 @@ app = typer.Typer()
 
 
 @app.command()
+@registry_options(deadline=False)  # --push moves layers for as long as that takes
 def build(
     release: ReleaseArg,
     platform: Annotated[str, typer.Option("--platform", help="override the release's platform")] = "",
@@ -69,6 +74,8 @@ def build(
     builder: BuilderOpt = "",
     registry_cache: Annotated[bool, typer.Option(
         "--registry-cache", help="share BuildKit's cache through the registry (<image>:buildcache, mode=max)")] = False,
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Build RELEASE with vllm/Dockerfile exactly as `gracectl plan` shows it; write the build record.
     With --builder and --push the builder pushes by digest itself (nothing is loaded into this node's dockerd)."""
@@ -84,7 +91,7 @@ def build(
                        registry_cache=registry_cache, push=by_builder)
     rec = result.record
     if push and not by_builder:
-        push_build(result)
+        push_build(result, access)
     out.print(stage_table(rec, f"{rec['image']} built in {rec['seconds']:.1f}s"))
     cached = sum(s["cached"] for s in rec["stages"].values())
     out.print(f"{rec['builder']}{' node ' + rec['node'] if rec.get('node') else ''}: "
@@ -94,12 +101,17 @@ def build(
               + f"; record {result.record_path}; log {rec['log']}", highlight=False)
 
 
-def package_diff(a: str, b: str) -> None:
-    """The Python package sets of two images (their SBOM records) side by side: what going from A to B changes."""
-    from gracectl import sbom
+def load_sbom(source: str, access: RegistryAccess) -> dict:
+    """An SBOM record: a record file (sbom-record.json), or the newest one stored with an image in a registry."""
+    path = Path(source)
+    if path.is_file():
+        return sbom.read_record(path)
+    return newest_record(settings.image_reference(source, os.environ), sbom.KIND, access)
 
-    access = RegistryAccess.from_environment()
-    ra, rb = sbom.load(a, access), sbom.load(b, access)
+
+def package_diff(a: str, b: str, access: RegistryAccess) -> None:
+    """The Python package sets of two images (their SBOM records) side by side: what going from A to B changes."""
+    ra, rb = load_sbom(a, access), load_sbom(b, access)
     d = sbom.diff(ra["bom"], rb["bom"])
     table = Table("package", "A", "B", title=f"packages: A = {ra['image']} ({ra['packages']}), "
                   f"B = {rb['image']} ({rb['packages']})", title_justify="left")
@@ -117,6 +129,7 @@ def package_diff(a: str, b: str) -> None:
 
 
 @app.command()
+@registry_options()
 def report(
     records: Annotated[Optional[List[Path]], typer.Argument(help="build record JSON files (gracectl build --record)")]
     = None,
@@ -125,8 +138,10 @@ def report(
         "--packages", help="twice: A and B, each an SBOM record file or REGISTRY/REPO:TAG|@DIGEST; diffs their "
         "Python packages (what a rollback from A to B changes)")] = None,
     provenance_of: Annotated[Optional[str], typer.Option(
-        "--provenance", help="REGISTRY/REPO:TAG|@DIGEST: its signed build provenance (needs GRACECTL_TRUST_KEY)")]
-    = None,
+        "--provenance", help="REGISTRY/REPO:TAG|@DIGEST: its signed build provenance (needs GRACECTL_TRUST_KEY)",
+        callback=with_default_registry)] = None,
+    *,
+    access: RegistryAccess,
 ) -> None:
     """Per-stage time and cache hits of each build, the image's size by layer, and what changed between builds;
     with --packages A --packages B, the two images' Python package sets."""
@@ -135,7 +150,7 @@ def report(
     if not records and not packages and not provenance_of:
         raise UsageError("give build record files, --packages A --packages B, or --provenance IMAGE")
     if provenance_of:
-        found = verify_image(provenance_of, access=RegistryAccess.from_environment())
+        found = verify_image(provenance_of, access=access)
         prov = found["provenance"]
         if prov is None:
             raise UsageError(f"{found['image']} has no provenance attestation: it was pushed unsigned")
@@ -149,7 +164,7 @@ def report(
             pin = next(iter((dep.get("digest") or {}).items()), ("", ""))
             report_out.print(f"    {dep.get('name') or dep.get('uri')}: {pin[0]} {pin[1]}".rstrip(), highlight=False)
     if packages:
-        package_diff(*packages)
+        package_diff(*packages, access)
     recs = [read_record(p) for p in records or []]
     for path, rec in zip(records or [], recs):
         report_out.print(stage_table(rec, f"{path}: {rec['image']} {rec.get('status')} in {rec.get('seconds', 0):.1f}s, "

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from gracectl import settings
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_auth import Credentials
 from gracectl.errors import UsageError
-from gracectl.pipeline import ACTIONS
-from gracectl.smoke import GPUS, LEVEL_CHOICES
+from gracectl.pipeline.stages import ACTIONS
+from gracectl.image.smoke import GPUS, LEVEL_CHOICES
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 GpusOpt = Annotated[str, typer.Option("--gpus", help=f"GPUs for the container: {' | '.join(GPUS)}")]
@@ -60,9 +62,14 @@ CiPromoteOpt = Annotated[Optional[bool], typer.Option("--promote/--no-promote", 
                                                       show_default=False)]
 
 
+def with_default_registry(reference: str | None) -> str | None:
+    """typer callback of an image reference argument: GRACECTL_REGISTRY in front of one that names no registry."""
+    return settings.image_reference(reference, os.environ) if reference else reference
+
+
 # -- registry access: the options every command that speaks to a registry takes, declared once -----------------
 # `@registry_options` adds them to a command and hands the command ONE value, `access` (a RegistryAccess built
-# from them over the documented GRACECTL_* variables, gracectl.environment), in their place.
+# from them over the documented GRACECTL_* variables by gracectl.settings), in their place.
 UserOpt = Annotated[str, typer.Option("--username", help="registry user (with --password-stdin)")]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="read the registry password from stdin")]
 InsecureOpt = Annotated[Optional[list[str]], typer.Option(
@@ -80,7 +87,7 @@ _REGISTRY_PARAMS = {"username": (UserOpt, ""), "password_stdin": (PasswordStdinO
 
 def read_access(username: str = "", password_stdin: bool = False, insecure_registry: list[str] | None = None,
                 cert_dir: Path | None = None, deadline: float | None = None) -> RegistryAccess:
-    """The command's RegistryAccess: its options over the environment's settings (gracectl.environment)."""
+    """The command's RegistryAccess: its options over the environment's settings (gracectl.settings)."""
     credentials = None
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
@@ -89,8 +96,8 @@ def read_access(username: str = "", password_stdin: bool = False, insecure_regis
         credentials = Credentials(username, password)
     elif username:
         raise UsageError("--username needs --password-stdin (passwords never go on the command line)")
-    return RegistryAccess.from_environment(credentials=credentials, insecure=insecure_registry or (),
-                                           cert_dir=cert_dir, deadline_s=deadline)
+    return settings.registry_access(os.environ, credentials=credentials, insecure=insecure_registry or (),
+                                    cert_dir=cert_dir, deadline_s=deadline)
 
 
 def registry_options(*, deadline: bool = True):

@@ -12,8 +12,8 @@ from rich.tree import Tree
 
 from gracectl.commands.options import (BuilderOpt, BuildNumberOpt, ImageTagOpt, JsonOpt, MirrorOpt, RegistryOpt, ReleaseArg,
                                        TargetOpt, VllmBuildOpt, VllmRefOpt)
-from gracectl.manifest import load_release, release_names, releases_dir
-from gracectl.plan import FINAL_STAGE, lint_dockerfile, plan_for
+from gracectl.releases.manifest import load_release, release_names, releases_dir
+from gracectl.image.plan import FINAL_STAGE, lint_dockerfile, plan_for
 
 out = Console()
 

@@ -1,5 +1,5 @@
 """`gracectl publish | promote | rollback | history | unlock | records | verify | keygen | sign`: release operations by
-digest (release_ops.py), and the site's image signatures (adapters.signing).
+digest (tags/moves.py), and the site's image signatures (adapters.signing).
 
 Registry access (credentials, TLS, deadline) comes from the shared registry options (commands/options.py,
 `@registry_options`): --username USER --password-stdin, else the docker config (credHelpers, credsStore, auths);
@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from gracectl import settings
 from gracectl.adapters.registry import open_registry
-from gracectl.bench import GATE_FIGURES, parse_floor
+from gracectl.tags.gates import GATE_FIGURES, parse_floor
 from gracectl.adapters.registry_access import RegistryAccess
-from gracectl.commands.options import JsonOpt, registry_options
-from gracectl.adapters.signing import SigningKey, generate_key, key_id, load_public_key, sign
+from gracectl.commands.options import JsonOpt, registry_options, with_default_registry
+from gracectl.adapters.signing import generate_key, key_id, load_public_key, sign
 from gracectl.errors import PromotionRefusedError, UsageError
 from gracectl.image_ref import ImageRef, printable
-from gracectl.records import get_records
-from gracectl.release_ops import (
+from gracectl.tags.records import get_records
+from gracectl.tags.moves import (
     DEFAULT_MAX_REGRESSION,
     Entry,
     check_image,
@@ -38,7 +40,7 @@ from gracectl.release_ops import (
     short,
     unlock,
 )
-from gracectl.release_trust import resolve, verify_image
+from gracectl.tags.trust import resolve, verify_image
 
 # Plain print, not rich: a digest must stay on one line in a Jenkins log (rich wraps at 80 columns).
 
@@ -64,7 +66,8 @@ def _print_entry(entry: Entry | None, tag: str, as_json: bool) -> None:
 @registry_options(deadline=False)
 def publish_cmd(
     image: Annotated[str, typer.Argument(help="local dockerd image (NAME:TAG), or a skopeo ref (oci:DIR:TAG)")],
-    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO:IMMUTABLE_TAG (never overwritten)")],
+    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO:IMMUTABLE_TAG (never overwritten)",
+                                        callback=with_default_registry)],
     attach: Annotated[Optional[list[Path]], typer.Option(
         "--attach", help="record JSON to store with the pushed digest (smoke-record.json); repeatable")] = None,
     as_json: JsonOpt = False,
@@ -89,7 +92,8 @@ def publish_cmd(
 @app.command("promote")
 @registry_options()
 def promote_cmd(
-    source: Annotated[str, typer.Argument(help="REGISTRY/REPO@DIGEST or REGISTRY/REPO:BUILD_TAG")],
+    source: Annotated[str, typer.Argument(help="REGISTRY/REPO@DIGEST or REGISTRY/REPO:BUILD_TAG",
+                                          callback=with_default_registry)],
     to: Annotated[str, typer.Option("--to", help="the moving tag to point at it (same repository)")],
     force: ForceOpt = False,
     reason: ReasonOpt = "",
@@ -112,7 +116,7 @@ def promote_cmd(
 @app.command("rollback")
 @registry_options()
 def rollback_cmd(
-    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG to move back")],
+    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG to move back", callback=with_default_registry)],
     to: Annotated[str, typer.Option("--to", help="a digest or tag of the same repository "
                                     "(default: where the tag was before its last promotion)")] = "",
     reason: ReasonOpt = "",
@@ -132,7 +136,7 @@ def rollback_cmd(
 @app.command("history")
 @registry_options()
 def history_cmd(
-    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG")],
+    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG", callback=with_default_registry)],
     as_json: JsonOpt = False,
     repair: Annotated[bool, typer.Option("--repair", help="start a damaged history anew (needs --reason; the "
                                          "damaged one is kept as TAG.gracectl-damaged)")] = False,
@@ -164,7 +168,8 @@ def history_cmd(
 @app.command("unlock")
 @registry_options()
 def unlock_cmd(
-    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG whose lock to release")],
+    target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG whose lock to release",
+                                          callback=with_default_registry)],
     reason: ReasonOpt = "",
     *,
     access: RegistryAccess,
@@ -178,7 +183,8 @@ def unlock_cmd(
 @app.command("records")
 @registry_options()
 def records_cmd(
-    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
+    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST",
+                                         callback=with_default_registry)],
     kind: Annotated[str, typer.Option("--kind", help="smoke, bench, build...")] = "smoke",
     *,
     access: RegistryAccess,
@@ -193,7 +199,8 @@ def records_cmd(
 @app.command("verify")
 @registry_options()
 def verify_cmd(
-    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
+    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST",
+                                         callback=with_default_registry)],
     key: Annotated[Optional[Path], typer.Option("--key", help="the site's public key, cosign.pub (default: "
                                                 "GRACECTL_TRUST_KEY)")] = None,
     as_json: JsonOpt = False,
@@ -236,13 +243,14 @@ def keygen_cmd(
 @app.command("sign")
 @registry_options()
 def sign_cmd(
-    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST")],
+    image: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST",
+                                         callback=with_default_registry)],
     *,
     access: RegistryAccess,
 ) -> None:
     """Add the site key's signature to an image (key rotation: re-sign the images in service). The key and its
     passphrase come as files: GRACECTL_SIGNING_KEY and GRACECTL_SIGNING_PASSPHRASE_FILE."""
-    key = SigningKey.from_environment()
+    key = settings.signing_key(os.environ)
     if key is None:
         raise UsageError("sign needs GRACECTL_SIGNING_KEY and GRACECTL_SIGNING_PASSPHRASE_FILE (the site key's files)")
     ref = ImageRef.parse(image)

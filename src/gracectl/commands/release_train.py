@@ -1,8 +1,9 @@
 """`gracectl release new VERSION` and `gracectl release check [NAME...]`: a release's pins derived from its own
-sources on the site's package index (gracectl.release_train), checked before any build."""
+sources on the site's package index (gracectl.releases.train), checked before any build."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,10 +14,10 @@ from gracectl.adapters.package_index import PackageIndex, default_cache
 from gracectl.errors import ReleaseCheckError, UsageError
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.commands.options import MirrorOpt, registry_options
-from gracectl.mirrors import load_mirror
-from gracectl.manifest import releases_dir
-from gracectl.release_train import Choices, check_releases, new_release
-from gracectl.release_watch import BRANCH_PREFIX, watch, write_report
+from gracectl.releases.mirrors import load_mirror
+from gracectl.releases.manifest import releases_dir
+from gracectl.releases.train import Choices, check_releases, new_release
+from gracectl.releases.watch import BRANCH_PREFIX, watch, write_report
 
 app = typer.Typer(help="Add a vLLM release (every pin derived from its own sources) and check manifests against "
                   "upstream.", no_args_is_help=True)
@@ -45,7 +46,7 @@ def _trees(specs: list[str] | None) -> dict[str, Path]:
 
 
 def _index(url: str, cache: Path | None, offline: bool) -> PackageIndex:
-    cache = cache or environment.upstream_cache() or default_cache()
+    cache = cache or environment.upstream_cache(os.environ) or default_cache()
     return PackageIndex(url.rstrip("/"), cache, offline)
 
 
@@ -108,7 +109,7 @@ def check(
     """Re-derive every pin of each manifest from its release's sources: one line per drift, the triton_kernels
     pairing and the resolution; exit 14 when any fails."""
     failed = 0
-    cache = cache_dir or environment.upstream_cache() or default_cache()
+    cache = cache_dir or environment.upstream_cache(os.environ) or default_cache()
     for report in check_releases(list(names or []), cache, index_url=index_url, offline=offline,
                                  mirror=load_mirror(mirror), resolve_set=not no_resolve, trees=_trees(tree)):
         shown = [line for line in report.lines if verbose or line.status != "ok"

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gracectl.commands.options import GpusOpt
-from gracectl.workdir import DEFAULT_WORKDIR, SMOKE_JUNIT_FILE, SMOKE_RECORD_FILE
-from gracectl.smoke import LEVEL_CHOICES, run_smoke
+from gracectl.pipeline.workdir import DEFAULT_WORKDIR, SMOKE_JUNIT_FILE, SMOKE_RECORD_FILE
+from gracectl.image.smoke import LEVEL_CHOICES, run_smoke
 
 out = Console()
 

@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gracectl.commands.options import JsonOpt
+from gracectl.adapters.registry_access import RegistryAccess
+from gracectl.commands.options import JsonOpt, registry_options
 from gracectl.errors import UsageError
 from gracectl.testbed import Testbed
 from gracectl.testbed.mirror_file import REAL, STACKS, STANDIN
@@ -79,12 +80,15 @@ def down() -> None:
 
 
 @app.command("rehearse")
+@registry_options(deadline=False)  # a push moves layers for as long as that takes
 def rehearse_command(
     release: Annotated[str, typer.Option("--release", help="release to rehearse")] = DEFAULT_RELEASE,
     workdir: Annotated[Path, typer.Option("--workdir", help="stage outputs, one folder per run")] = DEFAULT_WORKDIR,
     build_number: Annotated[int, typer.Option("--build-number", help="first build number (default: now)")] = 0,
     stack: Annotated[str, typer.Option("--stack", help="standin: the stand-in packages (fast); real: the real "
                                        "upstream packages from PyPI, both releases in vLLM wheel mode")] = STANDIN,
+    *,
+    access: RegistryAccess,
 ) -> None:
     """On the test bed: build, smoke, push, promote; again with the vLLM ref changed; roll back; verify.
     With --stack real: both releases from the real upstream packages (see gracectl.testbed.rehearse)."""
@@ -96,7 +100,8 @@ def rehearse_command(
 
     started = time.monotonic()
     try:
-        rows = rehearse(release, workdir=workdir, build_number=build_number, on_row=progress, stack=stack)
+        rows = rehearse(release, access=access, workdir=workdir, build_number=build_number, on_row=progress,
+                        stack=stack)
     except RehearsalFailed as exc:
         out.print(rows_table(exc.rows, "rehearsal FAILED"))
         raise

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import CommandFailedError, RegistryError, TestbedError
 from gracectl.testbed.processes import log_tail
 from gracectl.testbed.progress import now_and_then, say, step
@@ -136,7 +137,8 @@ class BaseImages:
     def registry_has(self, ref: str) -> bool:
         name, tag = ref.split("/", 1)[1].rsplit(":", 1)
         try:
-            return Registry(self.state.registry).head_manifest(name, tag) is not None
+            # the test bed's own loopback registry (plain http): no site's credentials or CAs apply
+            return Registry(self.state.registry, RegistryAccess()).head_manifest(name, tag) is not None
         except RegistryError:
             return False
 

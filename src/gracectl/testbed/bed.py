@@ -25,7 +25,7 @@ from gracectl.adapters import docker
 from gracectl.errors import TestbedError
 from gracectl.testbed import host
 from gracectl.testbed.base_images import BaseImages
-from gracectl.manifest import load_release, release_names
+from gracectl.releases.manifest import load_release, release_names
 from gracectl.testbed.mirror_file import REAL, STANDIN, write_mirror
 from gracectl.testbed.upstream import vendored_triton_kernels, vllm_sdist
 from gracectl.testbed.processes import HOST, http_ok, pid_alive, start_daemon, stop_pid

@@ -1,4 +1,4 @@
-"""The mirror files (<state>/mirror.toml and mirror-real.toml, read by gracectl.mirrors): every upstream input of
+"""The mirror files (<state>/mirror.toml and mirror-real.toml, read by gracectl.releases.mirrors): every upstream input of
 every release manifest mapped to its place on the test bed, for one of two stacks:
 
 - STANDIN ("standin"): stand-in git repositories and the stand-in package index (fake torch/vLLM that claim
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gracectl.manifest import load_release, release_names
-from gracectl.mirrors import project_name
+from gracectl.releases.manifest import load_release, release_names
+from gracectl.releases.mirrors import project_name
 from gracectl.testbed.base_images import PYTHON_VERSION
 from gracectl.testbed.standins import REAL_TRITON_PATH, STANDIN_REPOS
 from gracectl.testbed.state import State

@@ -1,6 +1,6 @@
 """`gracectl rehearse`: the whole pipeline, for real, on the test bed (the main job's embedded default).
 
-Walks the SAME ordered stage list as Jenkins (gracectl.pipeline.STAGES, via pipeline.run_stage):
+Walks the SAME ordered stage list as Jenkins (gracectl.pipeline.stages.STAGES, via run_stage):
 
   1. ACTION=build, PUSH, PROMOTE: plan -> build (linux/arm64) -> smoke (imports, under qemu) -> push -> promote
   2. the same with one input changed (the vLLM ref: the stand-in repo's second commit)
@@ -30,21 +30,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gracectl import interrupts, pipeline, release_trust, sbom
+from gracectl import interrupts
+from gracectl.pipeline.stages import run_stage, stages_for
+from gracectl.tags import trust
+from gracectl.image import sbom
 from gracectl.adapters import docker, proc, signing
 from gracectl.adapters.signing import SigningKey
 from gracectl.adapters.registry import Registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import ImageRef
-from gracectl.build import rebuilt_stages
+from gracectl.image.build import rebuilt_stages
 from gracectl.errors import GraceError, TestbedError, UsageError
-from gracectl.manifest import load_release
-from gracectl.pipeline import Params
-from gracectl.release_ops import short
+from gracectl.releases.manifest import load_release
+from gracectl.pipeline.stages import Params
+from gracectl.tags.moves import short
 from gracectl.testbed import Testbed
 from gracectl.testbed.mirror_file import REAL, STANDIN
 from gracectl.testbed.standins import STANDINS
 from gracectl.testbed.upstream import upstream_cache
-from gracectl.workdir import SBOM_RECORD_FILE, read_output
+from gracectl.pipeline.workdir import SBOM_RECORD_FILE, read_output
 
 DEFAULT_RELEASE = "v0.19.0-tfa"
 DEFAULT_WORKDIR = Path("gracectl-out") / "rehearsal"
@@ -192,16 +196,17 @@ def test_bed_site_key(root: Path) -> tuple[SigningKey, Path]:
 
 def verified(push_record: dict, access) -> str:
     """The pushed digest's signature and provenance, read back as `gracectl verify` reads them."""
-    found = release_trust.verify_image(f"{push_record['ref'].rsplit(':', 1)[0]}@{push_record['digest']}", access=access)
+    found = trust.verify_image(f"{push_record['ref'].rsplit(':', 1)[0]}@{push_record['digest']}", access=access)
     prov = found["provenance"] or {"valid": False, "why": "none stored"}
     if not found["signature"]["valid"] or not prov["valid"]:
         raise TestbedError(f"{found['image']}: signature {found['signature']['why']}; provenance {prov['why']}")
     return f"signed ({found['signature']['why'][:40]}), provenance: {prov['summary'][1]}"
 
 
-def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR, build_number: int = 0,
-             on_row=None, stack: str = STANDIN) -> list[Row]:
-    """Run the rehearsal; returns the rows, or raises RehearsalFailed (carrying the rows so far)."""
+def rehearse(release: str = DEFAULT_RELEASE, *, access: RegistryAccess, workdir: Path = DEFAULT_WORKDIR,
+             build_number: int = 0, on_row=None, stack: str = STANDIN) -> list[Row]:
+    """Run the rehearsal with the command's registry `access` (the test bed's site key added as the trust key);
+    returns the rows, or raises RehearsalFailed (carrying the rows so far)."""
     bed = Testbed()
     status = bed.status()
     if not status["mirror_file"] or not status["components"]["registry"]["running"]:
@@ -243,15 +248,15 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
     # The test bed's site key (made once, kept in the state dir: a TEST-BED key, never a site's): every push
     # signs and attests, every promotion and rollback verifies, as on a site that admits only signed images.
     site_key, trust_key = test_bed_site_key(bed.root)
+    access = dataclasses.replace(access, trust_key=trust_key)
     for label, params in plan:
         wd = workdir / label.split(" (")[0].replace(" ", "-")
-        access = dataclasses.replace(params.registry_access(), trust_key=trust_key)
-        for stage in pipeline.stages_for(params):
+        for stage in stages_for(params):
             start = time.monotonic()
             try:
                 # a signal noted while the stage before reported its promotion stops the run here
                 with interrupts.operation():
-                    record = pipeline.run_stage(stage.name, params, wd, access, site_key)
+                    record = run_stage(stage.name, params, wd, access, site_key)
             except GraceError as exc:
                 add(Row(label, stage.name, time.monotonic() - start, "FAILED", str(exc)))
                 raise RehearsalFailed(f"rehearsal failed at {label} / {stage.name}: {exc}", rows,
@@ -275,7 +280,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
                 add(Row(label, "vllm serve --help", seconds, "passed", f"{usage} (ran beside the smoke stage)"))
     if stack == REAL:
         def package_diff() -> str:
-            a, b = (sbom.load(str(workdir / label.replace(" ", "-") / SBOM_RECORD_FILE))["bom"]
+            a, b = (sbom.read_record(workdir / label.replace(" ", "-") / SBOM_RECORD_FILE)["bom"]
                     for label in pair)
             d = sbom.diff(a, b)
             removed = ", ".join(f"{k} {v}" for k, v in d["removed"].items()) or "nothing"
@@ -285,7 +290,7 @@ def rehearse(release: str = DEFAULT_RELEASE, *, workdir: Path = DEFAULT_WORKDIR,
     first, second = digests[first], digests[second]
     moving = ImageRef.parse(read_output(workdir / ROLLBACK, "plan")["moving_tag"])
     start = time.monotonic()
-    found = Registry(moving.registry).head_manifest(moving.repository, moving.tag)
+    found = Registry(moving.registry, access).head_manifest(moving.repository, moving.tag)
     now = found.digest if found else "(no tag)"
     ok = now == first and first != second
     first_label = PREVIOUS.split(" (")[0] if stack == REAL else FIRST

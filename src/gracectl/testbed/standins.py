@@ -26,8 +26,8 @@ from packaging.utils import canonicalize_name as normalize  # PEP 503 names
 
 from gracectl.adapters import proc
 from gracectl.errors import GraceError, TestbedError
-from gracectl.manifest import load_release, release_names
-from gracectl.plan import DOCKERFILE, REPO_ROOT
+from gracectl.releases.manifest import load_release, release_names
+from gracectl.checkout import DOCKERFILE, REPO_ROOT, SMOKE_TESTS
 from gracectl.testbed.apt_standin import make_apt_repo, standin_packages
 from gracectl.testbed.base_images import PYTHON_VERSION
 from gracectl.testbed.progress import say
@@ -200,7 +200,7 @@ class StandIns:
         fingerprint = hashlib.sha256(("layout 2" + tree_hash(STANDINS / "wheels") + repr(standin_wheels())
                                       + json.dumps(requirements).replace(str(REPO_ROOT), "")
                                       + json.dumps([REAL_PLATFORM_WHEELS, WHEEL_PLATFORMS])
-                                      + (REPO_ROOT / "smoke_tests" / "requirements.txt").read_text()).encode()
+                                      + (SMOKE_TESTS / "requirements.txt").read_text()).encode()
                                      ).hexdigest()
         if self.state.fingerprints.get("index") == fingerprint and (simple / "index.html").exists():
             say("package index up to date")
@@ -256,7 +256,7 @@ def pypi_requirements() -> list[str]:
     # What the stand-in vLLM's requirements/build.txt asks for besides torch (setuptools-scm: its file finder).
     build_txt = (STANDINS / "vllm" / "requirements" / "build.txt").read_text().splitlines()
     pins += [line for line in build_txt if line.startswith("setuptools-scm")]
-    return [*pins, "-r", str(REPO_ROOT / "smoke_tests" / "requirements.txt")]
+    return [*pins, "-r", str(SMOKE_TESTS / "requirements.txt")]
 
 
 def git_answers(url: str) -> bool:

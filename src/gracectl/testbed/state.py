@@ -19,11 +19,12 @@ def default_state_dir() -> Path:
     """One test bed per machine, whichever clone runs it (scripts/cache-dirs.sh says the same for the scripts)."""
     if os.geteuid() == 0 or os.access("/var/cache/gracectl", os.W_OK):
         return Path("/var/cache/gracectl/testbed")
-    return environment.user_cache_dir() / "gracectl" / "testbed"
+    return environment.user_cache_dir(os.environ) / "gracectl" / "testbed"
 
 
 def state_dir() -> Path:
-    return environment.state_dir() or default_state_dir()
+    # not yet handed down from the test bed's command (test_environment_edge)
+    return environment.state_dir(os.environ) or default_state_dir()
 
 
 APT_STANDIN_DIR = "nvidia-apt"  # under the package index's root

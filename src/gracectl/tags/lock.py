@@ -36,8 +36,9 @@ from gracectl import interrupts
 from gracectl.adapters.registry import DamagedArtifact, Registry
 from gracectl.adapters.registry_access import TIMINGS
 from gracectl.errors import ConflictError, GraceError, ReadOnlyRegistryError, RegistryError, UsageError
-from gracectl.records import artifact_type, utc_now
-from gracectl.release_history import LOCK_SUFFIX
+from gracectl.record_files import utc_now
+from gracectl.tags.records import artifact_type
+from gracectl.tags.history import LOCK_SUFFIX
 
 MAX_TTL_S = TIMINGS["lock_ttl_s"][2]  # no lock claims longer than gracectl's own longest TTL
 

@@ -17,19 +17,14 @@ from collections.abc import Sequence
 
 from gracectl.adapters import proc
 from gracectl.errors import CommandFailedError, UsageError
-from gracectl.records import utc_now, write_json
-from gracectl.smoke import OUT_IN_CONTAINER, SUITE_IN_IMAGE, run_in_image
+from gracectl.record_files import utc_now, write_json
+from gracectl.image.smoke import OUT_IN_CONTAINER, SUITE_IN_IMAGE, run_in_image
 
 BENCH_SCRIPT = f"{SUITE_IN_IMAGE}/bench_moe.py"
 DEFAULT_TOKENS = (16, 256, 2048, 8192)
 RESULT_COLUMNS = ("name", "median_ms", "eager_ms", "launch_ms", "tflops", "ratio_vs_dense", "hbm_gbps",
                   "ratio_vs_hbm_peak", "ratio_vs_loop", "rel_err_vs_loop", "rel_tol", "tokens_per_s", "refused",
                   "skipped")
-# The figures a floor can hold the MoE GEMM rows to: the FLOP ratio to a dense cuBLAS matmul (meaningful where
-# the GEMMs are compute-bound, ~2048 tokens and up) and the achieved HBM bandwidth over the GPU's peak
-# (meaningful where they are memory-bound: decode sizes). The promotion gate's median_ms comparison already
-# covers both on one GPU model (for fixed shapes both are proportional to 1 / median_ms).
-GATE_FIGURES = ("ratio_vs_dense", "ratio_vs_hbm_peak")
 ENGINE_SCRIPT = f"{SUITE_IN_IMAGE}/bench_engine.py"
 PARTS = ("moe", "engine", "all")
 
@@ -54,55 +49,6 @@ def merge_script_records(part: str, records: Sequence[dict]) -> dict:
     for rec in records:
         merged.update(rec)
     return {**merged, "part": part, "results": [r for rec in records for r in rec.get("results") or []]}
-
-
-def parse_floor(item: str) -> tuple[str, float]:
-    """`--floor FIGURE[@TOKENS]=VALUE` -> ("FIGURE" or "FIGURE@TOKENS", VALUE). With @TOKENS the floor holds only
-    the rows of that token count (e.g. ratio_vs_hbm_peak@16: decode size, where the GEMMs are memory-bound)."""
-    key, _, value = item.partition("=")
-    figure, at, tokens = key.partition("@")
-    try:
-        floor = float(value)
-    except ValueError:
-        raise UsageError(f"--floor {item!r}: write FIGURE[@TOKENS]=NUMBER") from None
-    if figure not in GATE_FIGURES or not 0 < floor < 10 or (at and not tokens.isdigit()):
-        raise UsageError(f"--floor {item!r}: FIGURE is one of {', '.join(GATE_FIGURES)}, @TOKENS a token count, "
-                         "the floor above 0")
-    return key, floor
-
-
-def row_tokens(name: str) -> int | None:
-    """The token count of a result row named ..._tokens<N>."""
-    _, sep, tail = name.rpartition("_tokens")
-    return int(tail) if sep and tail.isdigit() else None
-
-
-def figure_findings(record: dict, floors: dict[str, float], *, name_prefix: str = "moe_") -> list[str]:
-    """What falls below a floor: {figure or figure@tokens: floor} over GATE_FIGURES, for each result row whose
-    name starts with name_prefix (and is of that token count) and carries that figure; a row without it, such as
-    routing, is not judged. Not passed either: a row in scope that bench_moe.py REFUSED (its accuracy outside
-    vLLM's tolerance, its figures withheld); a floor no row carries; a record whose median_ms is not the GPU's
-    time (no `timing`: an eager record from before schema 2, whose figures at decode sizes are the host's launch
-    path)."""
-    for key in floors:
-        parse_floor(f"{key}={floors[key]}")
-    findings = []
-    if floors and not record.get("timing"):
-        findings.append("the bench record does not say its median_ms is GPU time (no `timing`: an eager record "
-                        "from before schema 2, launch-bound at decode sizes): its figures cannot be held to a floor")
-    for key, floor in floors.items():
-        figure, _, tokens = key.partition("@")
-        scope = [r for r in record.get("results") or [] if str(r.get("name", "")).startswith(name_prefix)
-                 and (not tokens or row_tokens(str(r.get("name", ""))) == int(tokens))]
-        refused = [r for r in scope if r.get("refused")]
-        rows = [r for r in scope if isinstance(r.get(figure), (int, float))]
-        if not rows and not refused:
-            findings.append(f"no {name_prefix}* result{' of ' + tokens + ' tokens' if tokens else ''} carries "
-                            f"{figure}: the floor {floor} cannot be checked")
-        findings += [f"{r['name']}: refused by the bench ({r['refused']}), so {key} {floor} is not shown"
-                     for r in refused]
-        findings += [f"{r['name']}: {figure} {r[figure]} below the floor {floor}" for r in rows if r[figure] < floor]
-    return findings
 
 
 def bench_record(image: str, iid: str, script_record: dict, created: str | None = None) -> dict:

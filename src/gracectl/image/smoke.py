@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, SmokeFailedError, UsageError
-from gracectl.records import utc_now, write_json
+from gracectl.record_files import utc_now, write_json
 
 SUITE_IN_IMAGE = "/opt/gracectl/smoke_tests"
 OUT_IN_CONTAINER = "/gracectl-out"

@@ -12,7 +12,7 @@ the history never claims a move that did not happen, and a move that did happen 
 entry that the same test says happened (a write applied after its read-back: contradicted()) is repaired by
 the next move, which records it done (a "done" state outranks "failed").
 
-The lock's fencing check (release_lock.TagLock.check) still runs right before every write, so a holder that
+The lock's fencing check (tags.lock.TagLock.check) still runs right before every write, so a holder that
 lost its lock adds nothing more; what it wrote before stays, settled against the tag like any entry.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from gracectl.adapters.registry import DamagedArtifact, Registry
 from gracectl.errors import NoHistoryError, RegistryError
 from gracectl.image_ref import DIGEST_RE
-from gracectl.records import artifact_type
+from gracectl.tags.records import artifact_type
 
 HISTORY_SUFFIX = ".gracectl-history"  # the one-document history of earlier versions: read, never written
 LOCK_SUFFIX = ".gracectl-lock"

@@ -6,6 +6,7 @@ unknown release) becomes a one-line ManifestError naming the file and the field 
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gracectl import environment
+from gracectl.checkout import RELEASES
 from gracectl.errors import ManifestError
 from gracectl.image_ref import DIGEST_RE
 from gracectl.image_ref import TAG_PATTERN
@@ -245,7 +247,7 @@ class RuntimeExtra(_Strict):
 
 
 class Recipe(_Strict):
-    """How upstream's own image build makes vLLM, as this release's docker/Dockerfile does it (gracectl.upstream_build
+    """How upstream's own image build makes vLLM, as this release's docker/Dockerfile does it (releases.upstream_build
     reads it; `release check` compares): the files the wheel build installs and runs, the Rust build's toolchain
     and what it hands the wheel, the native files the official wheel holds (check-wheel asserts them in source
     mode), the forced reinstalls after the install, the NCCL pins."""
@@ -376,12 +378,11 @@ class Manifest(_Strict):
 
 def releases_dir() -> Path:
     """`$GRACECTL_RELEASES_DIR`, else `releases/` of the checkout this package runs from, else ./releases."""
-    chosen = environment.releases_dir()
+    chosen = environment.releases_dir(os.environ)  # not yet handed down from the edge (test_environment_edge)
     if chosen:
         return chosen
-    repo_root = Path(__file__).resolve().parents[2]
-    if (repo_root / "releases").is_dir():
-        return repo_root / "releases"
+    if RELEASES.is_dir():
+        return RELEASES
     return Path.cwd() / "releases"
 
 

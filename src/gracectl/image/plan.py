@@ -10,26 +10,24 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gracectl import builders
+from gracectl.image import builders
 from gracectl.adapters import proc
-from gracectl.driver_floor import min_driver
+from gracectl.releases.driver_floor import min_driver
 from gracectl.errors import CommandFailedError, ToolMissingError, UsageError
-from gracectl.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
+from gracectl.releases.manifest import (COMMIT_RE, TAG_RE, TAG_NAME_RE, VLLM_BUILDS, CmakeSource, Manifest, Source,
                                has_blackwell, load_release)
-from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
-from gracectl.plan_extras import extras_plan
+from gracectl.releases.mirrors import NO_MIRROR, Mirror, load_mirror
+from gracectl.image.extras import extras_plan
+from gracectl.checkout import DOCKERFILE, IMAGE_SOURCE, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Where the Rust build gets its toolchain (rustup's dist server) and protoc (its GitHub release); a site maps both
 # in its mirror's [downloads].
 RUSTUP_DIST_SERVER = "https://static.rust-lang.org"
 PROTOC_URL = "https://github.com/protocolbuffers/protobuf/releases/download/v{v}/protoc-{v}-linux-{arch}.zip"
 PROTOC_ARCH = {"linux/arm64": "aarch_64", "linux/amd64": "x86_64"}
-DOCKERFILE = REPO_ROOT / "vllm" / "Dockerfile"
 FINAL_STAGE = "vllm-openai"
 # What a site may build (`--target`): the final image, or it run as a non-root user; -> what its tags add.
 TARGETS = {FINAL_STAGE: "", "vllm-openai-nonroot": "-nonroot"}
-IMAGE_SOURCE = "https://github.com/grace-gpu-containers/grace-gpu-containers"
 
 # The Dockerfile's stage graph: stage -> the stages it is built FROM or mounts files from. Named as upstream vLLM's
 # docker/Dockerfile names them (base: the devel build base, vllm-base: the runtime base, build: the vLLM wheel).
@@ -68,7 +66,7 @@ class Overrides:
     registry: str = ""  # host[:port][/namespace] the tags are pushed to; empty = local names only
     vllm_build: str = ""  # "source" | "wheel"; empty = the manifest's sources.vllm.build
     target: str = FINAL_STAGE  # one of TARGETS
-    builder: str = ""  # a buildx builder's name; empty: the node's dockerd (gracectl.builders)
+    builder: str = ""  # a buildx builder's name; empty: the node's dockerd (gracectl.image.builders)
 
     def __post_init__(self):
         builders.check_name(self.builder)
@@ -110,7 +108,7 @@ class Plan:
     # What upstream's final image installs and what this build does about each: "KEY (kind): upstream -> how".
     runtime_extras: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what a site should know before it builds (unproven paths)
-    builder: str = ""  # the buildx builder that builds it; empty: the node's dockerd (gracectl.builders)
+    builder: str = ""  # the buildx builder that builds it; empty: the node's dockerd (gracectl.image.builders)
 
     def build_command(self, *, tags: list[str] | None = None, push: bool = False, registry_cache: bool = False,
                       metadata_file: str | None = None) -> tuple[list[str], dict[str, str]]:
@@ -119,7 +117,7 @@ class Plan:
         `registry_cache` (needs --registry): builds on different agents share BuildKit's cache through the
         registry: a buildx builder exports every stage to `cache_ref`; plain `docker build` (no cache exporter)
         embeds an inline cache in the image and reuses the one of the image the moving tag points at.
-        `push` (a buildx builder only): the builder pushes by digest itself (gracectl.builders.buildx_command).
+        `push` (a buildx builder only): the builder pushes by digest itself (gracectl.image.builders.buildx_command).
         """
         tags = tags if tags is not None else [self.build_tag]
         common = ["--platform", self.platform, "--target", self.target, "--file", self.dockerfile]
@@ -306,7 +304,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         "RUNTIME_EXTRAS": " ".join(extras.record),
         # /opt/gracectl/image.json's own values (the rest of it is the build's inputs above).
         "RELEASE": rel.name,
-        # The oldest NVIDIA driver that runs the image's CUDA (gracectl.driver_floor): label, image.json, doctor, smoke.
+        # The oldest NVIDIA driver that runs the image's CUDA (gracectl.releases.driver_floor): label, image.json,
+        # doctor, smoke.
         "MIN_DRIVER": min_driver(m.cuda.version),
     }
     # The image's labels: given to the build by the plan (--label), never declared in the Dockerfile, so each value

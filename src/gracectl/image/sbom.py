@@ -31,13 +31,10 @@ from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 from packaging.utils import canonicalize_name as normalize  # PEP 503 names
 
-from gracectl import provenance
 from gracectl.adapters import docker, proc
-from gracectl.adapters.registry import open_registry
-from gracectl.adapters.registry_access import RegistryAccess
-from gracectl.image_ref import ImageRef
+from gracectl.adapters.signing import in_toto_statement
 from gracectl.errors import CommandFailedError, UsageError
-from gracectl.records import get_records, utc_now
+from gracectl.record_files import utc_now
 
 KIND = "sbom"
 FORMAT = "CycloneDX 1.6 JSON"
@@ -128,7 +125,7 @@ def sbom_record(image: str, image_id: str, created: str | None = None) -> dict:
 def statement(repository: str, digest: str, record: dict) -> dict:
     """The SBOM record's BOM as an in-toto statement about image `digest` (what cosign attests with --type
     cyclonedx)."""
-    return provenance.in_toto(repository, digest, PREDICATE_TYPE, record["bom"])
+    return in_toto_statement(repository, digest, PREDICATE_TYPE, record["bom"])
 
 
 def packages(bom: dict) -> dict[str, dict[str, str]]:
@@ -153,21 +150,10 @@ def diff(a: dict, b: dict) -> dict:
     }
 
 
-def load(source: str, access: RegistryAccess | None = None) -> dict:
-    """The SBOM record of `source`: a record file (sbom-record.json), or an image in a registry
-    (REGISTRY/REPO:TAG or @sha256:...), whose newest stored SBOM record is read."""
-    path = Path(source)
-    if path.is_file():
-        record = json.loads(path.read_text())
-        if record.get("kind") != KIND or "bom" not in record:
-            raise UsageError(f"{source} is not an SBOM record (kind {record.get('kind')!r})")
-        return record
-    ref = ImageRef.parse(source)
-    registry = open_registry(ref, access)
-    found = registry.head_manifest(ref.repository, ref.reference or "latest")
-    if found is None:
-        raise UsageError(f"{source}: no such image in the registry")
-    records = get_records(ref, found.digest, KIND, registry=registry)
-    if not records:
-        raise UsageError(f"{source} ({found.digest[:19]}) has no SBOM record: it was pushed without one")
-    return records[-1]
+def read_record(path: Path) -> dict:
+    """The SBOM record in a local record file (sbom-record.json); one stored in a registry is
+    tags.records.newest_record's."""
+    record = json.loads(path.read_text())
+    if record.get("kind") != KIND or "bom" not in record:
+        raise UsageError(f"{path} is not an SBOM record (kind {record.get('kind')!r})")
+    return record

@@ -1,7 +1,7 @@
 """What a vLLM release's own final image installs beyond vLLM: its docker/Dockerfile's `vllm-openai` stage and the
 stages below it, read as upstream's default arm64 build runs them (pip packages with their pins and extras, apt
 packages, the ep_kernels step's DeepEP + NVSHMEM, gdrcopy), each with the file and line it came from.
-gracectl.release_derive turns them into the manifest's [runtime_extras]; `release check` compares. Pure reading.
+gracectl.releases.derive turns them into the manifest's [runtime_extras]; `release check` compares. Pure reading.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from gracectl.errors import UpstreamError
-from gracectl.upstream import _line_of, docker_args
+from gracectl.releases.upstream import _line_of, docker_args
 
 
 # --- what the release's own final image installs (docker/Dockerfile's vllm-openai stage and those below it) ------

@@ -1,6 +1,7 @@
 """The promotion gates, pure: the smoke gate (the LATEST smoke record of the digest passed) and the
 performance gate (no benchmark median slower than the current image's beyond a limit, on the same GPU
-model). release_ops fetches the records and applies them to promote and rollback --to alike.
+model), and the bench figures' absolute floors (--floor). tags.moves fetches the records and applies them to
+promote and rollback --to alike.
 """
 
 from __future__ import annotations
@@ -9,9 +10,14 @@ import math
 from dataclasses import dataclass
 
 from gracectl.errors import UsageError
-from gracectl.release_history import short
+from gracectl.tags.history import short
 
 DEFAULT_MAX_REGRESSION = 0.05  # 5 %: a candidate's median may be this much slower than the current one
+# The figures a floor can hold the MoE GEMM rows to: the FLOP ratio to a dense cuBLAS matmul (meaningful where
+# the GEMMs are compute-bound, ~2048 tokens and up) and the achieved HBM bandwidth over the GPU's peak
+# (meaningful where they are memory-bound: decode sizes). The promotion gate's median_ms comparison already
+# covers both on one GPU model (for fixed shapes both are proportional to 1 / median_ms).
+GATE_FIGURES = ("ratio_vs_dense", "ratio_vs_hbm_peak")
 
 
 @dataclass(frozen=True)
@@ -110,4 +116,53 @@ def gate_findings(smoke: list[dict], comparisons: list[BenchComparison], candida
         for r in c.regressions:
             findings.append(f"{r.name} on {c.gpu} is {r.change:+.1%} slower ({r.current_ms:.3f} -> "
                             f"{r.candidate_ms:.3f} ms; limit {c.max_regression:.0%})")
+    return findings
+
+
+def parse_floor(item: str) -> tuple[str, float]:
+    """`--floor FIGURE[@TOKENS]=VALUE` -> ("FIGURE" or "FIGURE@TOKENS", VALUE). With @TOKENS the floor holds only
+    the rows of that token count (e.g. ratio_vs_hbm_peak@16: decode size, where the GEMMs are memory-bound)."""
+    key, _, value = item.partition("=")
+    figure, at, tokens = key.partition("@")
+    try:
+        floor = float(value)
+    except ValueError:
+        raise UsageError(f"--floor {item!r}: write FIGURE[@TOKENS]=NUMBER") from None
+    if figure not in GATE_FIGURES or not 0 < floor < 10 or (at and not tokens.isdigit()):
+        raise UsageError(f"--floor {item!r}: FIGURE is one of {', '.join(GATE_FIGURES)}, @TOKENS a token count, "
+                         "the floor above 0")
+    return key, floor
+
+
+def row_tokens(name: str) -> int | None:
+    """The token count of a result row named ..._tokens<N>."""
+    _, sep, tail = name.rpartition("_tokens")
+    return int(tail) if sep and tail.isdigit() else None
+
+
+def figure_findings(record: dict, floors: dict[str, float], *, name_prefix: str = "moe_") -> list[str]:
+    """What falls below a floor: {figure or figure@tokens: floor} over GATE_FIGURES, for each result row whose
+    name starts with name_prefix (and is of that token count) and carries that figure; a row without it, such as
+    routing, is not judged. Not passed either: a row in scope that bench_moe.py REFUSED (its accuracy outside
+    vLLM's tolerance, its figures withheld); a floor no row carries; a record whose median_ms is not the GPU's
+    time (no `timing`: an eager record from before schema 2, whose figures at decode sizes are the host's launch
+    path)."""
+    for key in floors:
+        parse_floor(f"{key}={floors[key]}")
+    findings = []
+    if floors and not record.get("timing"):
+        findings.append("the bench record does not say its median_ms is GPU time (no `timing`: an eager record "
+                        "from before schema 2, launch-bound at decode sizes): its figures cannot be held to a floor")
+    for key, floor in floors.items():
+        figure, _, tokens = key.partition("@")
+        scope = [r for r in record.get("results") or [] if str(r.get("name", "")).startswith(name_prefix)
+                 and (not tokens or row_tokens(str(r.get("name", ""))) == int(tokens))]
+        refused = [r for r in scope if r.get("refused")]
+        rows = [r for r in scope if isinstance(r.get(figure), (int, float))]
+        if not rows and not refused:
+            findings.append(f"no {name_prefix}* result{' of ' + tokens + ' tokens' if tokens else ''} carries "
+                            f"{figure}: the floor {floor} cannot be checked")
+        findings += [f"{r['name']}: refused by the bench ({r['refused']}), so {key} {floor} is not shown"
+                     for r in refused]
+        findings += [f"{r['name']}: {figure} {r[figure]} below the floor {floor}" for r in rows if r[figure] < floor]
     return findings

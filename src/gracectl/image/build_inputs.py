@@ -26,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 
 from gracectl.adapters import docker, package_index, proc
 from gracectl.errors import CommandFailedError, GraceError
+from gracectl.image_ref import normalized_image
 
 # A FROM step of BuildKit's plain progress, with the digest it resolved ("[linux/arm64 base 1/3]" with buildx).
 FROM_RE = re.compile(r"^#\d+ \[(?:[a-z0-9]+/[a-z0-9/]+ )?[A-Za-z0-9._-]+ \d+/\d+\] FROM (\S+)@(sha256:[0-9a-f]{64})$")
@@ -73,15 +74,6 @@ def base_images(log_text: str) -> dict[str, str]:
         if m := FROM_RE.match(line.strip()):
             found[m.group(1)] = m.group(2)
     return found
-
-
-def normalized_image(ref: str) -> str:
-    """`ref` as BuildKit prints it: Docker Hub's names in full (debian:12 -> docker.io/library/debian:12), no digest."""
-    name = ref.split("@", 1)[0]
-    first = name.split("/", 1)[0]
-    if "/" not in name or not ("." in first or ":" in first or first == "localhost"):
-        name = f"docker.io/{name if '/' in name else 'library/' + name}"
-    return name
 
 
 def read_image(image: str, timeout: float = 600) -> dict:

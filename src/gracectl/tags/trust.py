@@ -1,18 +1,18 @@
 """Trust in an image before a tag moves to it, and what a site checks afterwards: its signature by the site key
-(adapters.signing), its signed provenance (gracectl.provenance), its smoke record. release_ops' promote and
+(adapters.signing), its signed provenance (gracectl.tags.provenance), its smoke record. tags.moves' promote and
 rollback ask `signature_findings`; `gracectl verify` and `report --provenance` read `verify_image`; the push
 stage calls `attest`.
 """
 
 from __future__ import annotations
 
-from gracectl import provenance
+from gracectl.tags import provenance
 from gracectl.adapters import signing
 from gracectl.adapters.registry import Registry, open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.errors import NotFoundError, UsageError
 from gracectl.image_ref import ImageRef
-from gracectl.records import get_records
+from gracectl.tags.records import get_records
 
 
 def resolve(registry: Registry, ref: ImageRef) -> str:
@@ -33,7 +33,7 @@ def signature_findings(registry: Registry, ref: ImageRef, digest: str) -> list[s
     return [] if verdict.valid else [f"signature: {verdict.why}"]
 
 
-def verify_image(source: str, *, access: RegistryAccess | None = None) -> dict:
+def verify_image(source: str, *, access: RegistryAccess) -> dict:
     """For `gracectl verify`: the image's digest, its signature verdict by the site key, its smoke records'
     outcome and its provenance (verified, summarised). Needs the site's public key (GRACECTL_TRUST_KEY)."""
     ref = ImageRef.parse(source)
@@ -58,7 +58,7 @@ def verify_image(source: str, *, access: RegistryAccess | None = None) -> dict:
 
 
 def attest(ref: ImageRef, digest: str, statement: dict, signing_key: signing.SigningKey,
-           access: RegistryAccess | None = None, *, also: tuple[dict, ...] = ()) -> str:
+           access: RegistryAccess, *, also: tuple[dict, ...] = ()) -> str:
     """Sign `digest` and attach its signed provenance `statement` (and the statements `also`: its SBOM) as cosign
     attaches attestations (so `cosign verify-attestation --type slsaprovenance1 --key` finds it); returns the
     attestation attachment's digest."""

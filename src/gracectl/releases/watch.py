@@ -25,10 +25,10 @@ from gracectl.adapters import proc
 from gracectl.adapters.package_index import PackageIndex, without_userinfo
 from gracectl.errors import (CommandFailedError, GraceError, IndexUnreachableError, ReleaseCheckError, UpstreamError,
                              UsageError)
-from gracectl.manifest import release_names
-from gracectl.mirrors import NO_MIRROR, Mirror
-from gracectl.release_derive import Choices
-from gracectl.release_train import check_releases, new_release, with_release_choices
+from gracectl.releases.manifest import release_names
+from gracectl.releases.mirrors import NO_MIRROR, Mirror
+from gracectl.releases.derive import Choices
+from gracectl.releases.train import check_releases, new_release, with_release_choices
 
 BRANCH_PREFIX = "release-watch/"
 # Who the watch's commits are by (a site's git server may ask for a known committer: --author).

@@ -8,9 +8,9 @@ The plan stamps it into every image (build arg MIN_DRIVER: label io.gracectl.min
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from types import ModuleType
 
+from gracectl.checkout import SMOKE_TESTS
 from gracectl.errors import ManifestError
 
 # Source: NVIDIA's CUDA Toolkit Release Notes, Table 3 "CUDA Toolkit and Corresponding Driver Versions", the
@@ -23,7 +23,7 @@ MIN_DRIVER: dict[str, str] = {
     "13.0": "580.65.06",  # R580+
 }
 
-NODE_DRIVER_MODULE = Path(__file__).resolve().parents[2] / "smoke_tests" / "node_driver.py"
+NODE_DRIVER_MODULE = SMOKE_TESTS / "node_driver.py"
 
 
 def min_driver(cuda: str) -> str:
@@ -32,7 +32,8 @@ def min_driver(cuda: str) -> str:
         return MIN_DRIVER[cuda]
     except KeyError:
         raise ManifestError(f"no minimum NVIDIA driver is known for CUDA {cuda}: add it to MIN_DRIVER in "
-                            f"src/gracectl/driver_floor.py from NVIDIA's CUDA Toolkit Release Notes (Table 3)") from None
+                            "src/gracectl/releases/driver_floor.py from NVIDIA's CUDA Toolkit Release Notes "
+                            "(Table 3)") from None
 
 
 def node_driver_module() -> ModuleType:

@@ -1,7 +1,7 @@
 """The work directory of a pipeline run (default ./gracectl-out): the one owner of its file names, and the
 one reader of a stage's recorded output.
 
-Each stage writes one JSON output marked "stage_status": "passed" | "failed" (gracectl.pipeline.run_stage);
+Each stage writes one JSON output marked "stage_status": "passed" | "failed" (gracectl.pipeline.stages.run_stage);
 `gracectl build`, `smoke` and `bench` default their records to the same files, and Jenkins archives the folder.
 (The Jenkinsfile's copies of these names: tests/unit/test_shared_lists.py.)
 """
@@ -19,7 +19,7 @@ BUILD_RECORD_FILE = "build-record.json"
 BUILD_LOG_FILE = "build.log"
 SMOKE_RECORD_FILE = "smoke-record.json"
 SMOKE_JUNIT_FILE = "smoke-junit.xml"
-SBOM_RECORD_FILE = "sbom-record.json"  # the build stage's CycloneDX SBOM of the image (gracectl.sbom)
+SBOM_RECORD_FILE = "sbom-record.json"  # the build stage's CycloneDX SBOM of the image (gracectl.image.sbom)
 BENCH_RECORD_FILE = "bench-record.json"
 # Plain-text file naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to take
 # `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.

@@ -1,7 +1,7 @@
-"""A release's pins DERIVED from its own sources on the site's package index (gracectl.upstream reads the
+"""A release's pins DERIVED from its own sources on the site's package index (gracectl.releases.upstream reads the
 sdist; adapters.package_index fetches it and the metadata of what it pins), never typed by hand:
 `derive(index, version, choices)` -> the tfa manifest's data and where each value came from ([provenance]).
-gracectl.release_train writes and checks manifests with it.
+gracectl.releases.train writes and checks manifests with it.
 
 What a site CHOOSES (image names, the CUDA base image's registry and Ubuntu, arch list, jobs) is `Choices`
 (defaults: this project's).
@@ -17,11 +17,11 @@ from packaging.requirements import Requirement
 
 from gracectl.adapters.package_index import PackageIndex
 from gracectl.errors import UpstreamError, UsageError
-from gracectl.manifest import Manifest, has_blackwell
-from gracectl.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, extra_indexes, \
+from gracectl.releases.manifest import Manifest, has_blackwell
+from gracectl.releases.upstream import DEEPGEMM_REPO, FetchSource, docker_args, dockerfile_installs, extra_indexes, \
     fetch_sources, requirement_pins
-from gracectl.upstream_build import BuildStep, build_steps, recipe
-from gracectl.upstream_final_stage import FinalInstall, final_stage_installs
+from gracectl.releases.upstream_build import BuildStep, build_steps, recipe
+from gracectl.releases.final_stage import FinalInstall, final_stage_installs
 
 TRITON_REPO = "https://github.com/triton-lang/triton.git"
 TRITON_KERNELS_SUBDIR = "python/triton_kernels"
@@ -32,7 +32,7 @@ FLASHINFER_CUBINS = "https://edge.urm.nvidia.com/artifactory/sw-kernelinferencel
 # allocator (nccl.h); the names carry the CUDA version. (Issue 21 derives the rest of the final stage.)
 CUDA_RUNTIME_TEMPLATE = ("cuda-nvcc-{v}", "cuda-cudart-{v}", "cuda-nvrtc-{v}", "cuda-cuobjdump-{v}",
                          "libcurand-dev-{v}", "libcublas-{v}", "libnccl-dev")
-# What this image does about each thing vLLM's own final image installs (gracectl.upstream_final_stage.final_stage_installs):
+# What this image does about each thing vLLM's own final image installs (releases.final_stage.final_stage_installs):
 # the rule `release new` applies (pip and apt packages: installed as upstream pins them, from the site's mirrors;
 # built and downloaded things: only what a stage here builds). A key upstream adds that is a build or a download
 # gets a "not reviewed" exclusion, which `release check` fails: add a stage for it or a reasoned exclusion here.
@@ -113,7 +113,7 @@ def cuda_runtime_packages(installs: list[FinalInstall], cuda: str) -> tuple[list
     return [i.key for i in found], found[0].origin
 
 
-# What this build does about each step of upstream's image build (gracectl.upstream_build.build_steps), by key. A file
+# What this build does about each step of upstream's image build (releases.upstream_build.build_steps), by key. A file
 # of the release named in backquotes must exist in that release (`release check` holds it: a reason stays true). A
 # key upstream adds that is not here is written "not reviewed", which `release check` fails.
 SOURCE_TREE = "the build stage builds the wheel from the release's whole tree (source mode)"

@@ -4,7 +4,7 @@
 
 ACTION=build runs plan, build, smoke, then push (PUSH) and promote (PUSH and PROMOTE), then archive;
 ACTION=rollback runs plan, rollback, archive. Each stage is `gracectl ci <stage>` (commands/ci.py) and
-keeps its output in a work directory (gracectl.workdir: default ./gracectl-out), one JSON file per stage,
+keeps its output in a work directory (gracectl.pipeline.workdir: default ./gracectl-out), one JSON file per stage,
 marked "stage_status": "passed" | "failed". A stage refuses to start unless the outputs it needs exist and passed, so a
 failed or missing smoke can never be followed by a push or a promotion, whoever calls the stages.
 
@@ -18,21 +18,22 @@ import json
 import socket
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gracectl import ci, provenance
+from gracectl import ci
+from gracectl.tags import provenance
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.signing import SigningKey
 from gracectl.errors import GraceError, PromotionRefusedError, UsageError
-from gracectl.image_ref import ImageRef, valid_host
-from gracectl.plan import lint_dockerfile, plan_for
-from gracectl.records import write_json
-from gracectl.release_train import check_before_build
-from gracectl.smoke import LEVEL_CHOICES as SMOKE_LEVELS
-from gracectl.workdir import (BUILD_LOG_FILE, DEFAULT_WORKDIR, EXTRA_FILES, FAILED, MOVING_TAG_FILE, OUTPUTS, PASSED,
-                              PLAN_FILE, SBOM_RECORD_FILE, SMOKE_JUNIT_FILE, read_json, read_output, status_of,
-                              without_envelope)
+from gracectl.image_ref import ImageRef
+from gracectl.image.plan import lint_dockerfile, plan_for
+from gracectl.record_files import write_json
+from gracectl.releases.train import check_before_build
+from gracectl.image.smoke import LEVEL_CHOICES as SMOKE_LEVELS
+from gracectl.pipeline.workdir import (BUILD_LOG_FILE, EXTRA_FILES, FAILED, MOVING_TAG_FILE,
+                                       OUTPUTS, PASSED, PLAN_FILE, SBOM_RECORD_FILE, SMOKE_JUNIT_FILE, read_json,
+                                       read_output, status_of, without_envelope)
 
 ACTIONS = ("build", "rollback")
 
@@ -63,15 +64,16 @@ class Params:
     promote: bool = False
     rollback_to: str = ""  # IMAGE@sha256:..., a build tag, or empty for the previous entry of the history
     run_id: str = ""  # labels the containers this run starts (default: the CI's, see gracectl.ci)
-    mirror: str = ""  # mirror file (gracectl.mirrors), empty for upstream
+    mirror: str = ""  # mirror file (gracectl.releases.mirrors), empty for upstream
     smoke_gpus: str = "all"  # "none" on a machine without GPUs (the CPU test bed)
-    # HOST[:PORT]s reached without TLS verification: part of the stages' RegistryAccess (Context.access).
-    insecure_registry: str = ""
     # The plan stage of a build checks the manifest against its release's sources first (pins and the
-    # triton_kernels pairing: gracectl.release_train); off only for a node that can reach no index.
+    # triton_kernels pairing: gracectl.releases.train); off only for a node that can reach no index.
     release_check: bool = True
     upstream_cache: str = ""  # where sdists and triton_kernels trees are kept (default ~/.cache/gracectl/upstream)
-    builder: str = ""  # the buildx builder the build stage runs on (gracectl.builders); empty: the node's dockerd
+    builder: str = ""  # the buildx builder the build stage runs on (gracectl.image.builders); empty: the node's dockerd
+    # The CI's facts about this run (gracectl.ci): the signed provenance's builder and invocation.
+    job_url: str = ""
+    build_url: str = ""
 
     def __post_init__(self):
         if not self.release:
@@ -84,20 +86,12 @@ class Params:
             raise UsageError("PROMOTE needs PUSH: only a pushed image (by digest) can be promoted")
         if (self.push or self.action == "rollback") and not self.registry:
             raise UsageError("pushing, promoting and rolling back need a registry: set REGISTRY or --registry")
-        for host in self.insecure_registry.replace(",", " ").split():
-            if not valid_host(host):
-                raise UsageError(f"GRACECTL_INSECURE_REGISTRY: {host[:100]!r} is not a registry HOST[:PORT]")
 
     ENV = ci.PARAMETERS  # environment variable -> field (the job's parameters; gracectl.ci reads them)
 
-    def registry_access(self, env: Mapping[str, str] | None = None) -> RegistryAccess:
-        """The stages' RegistryAccess: this job's insecure hosts over the documented GRACECTL_* variables (the
-        node's docker login gives the credentials)."""
-        return RegistryAccess.from_environment(env, insecure=self.insecure_registry.replace(",", " ").split())
-
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Params:
-        """Fields from `env` (default os.environ) through the CI seam, then `overrides` that are not None win."""
+    def from_env(cls, env: Mapping[str, str], **overrides) -> Params:
+        """Fields from `env` (the edge's os.environ) through the CI seam, then `overrides` that are not None win."""
         values: dict = ci.job_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         for flag in ("push", "promote", "release_check"):
@@ -117,8 +111,8 @@ class Context:
 
     params: Params
     workdir: Path
-    access: RegistryAccess = field(default_factory=RegistryAccess)
-    signing: SigningKey | None = None  # the site key when the site signs (push signs and attests)
+    access: RegistryAccess
+    signing: SigningKey | None  # the site key when the site signs (push signs and attests)
 
     def path(self, name: str) -> Path:
         return self.workdir / name
@@ -151,9 +145,10 @@ def new_run_id(params: Params) -> str:
     return params.run_id or f"local-{uuid.uuid4().hex[:12]}"
 
 
-def find_run_id(run_id: str = "", workdir: Path = DEFAULT_WORKDIR) -> str:
-    """The run id to clean up after: given, else the job's environment, else the one the plan stage recorded."""
-    return run_id or ci.run_id() or read_json(workdir / PLAN_FILE).get("run_id", "")
+def find_run_id(run_id: str, workdir: Path) -> str:
+    """The run id to clean up after: given (the option, else the job's environment), else the one the plan stage
+    recorded."""
+    return run_id or read_json(workdir / PLAN_FILE).get("run_id", "")
 
 
 @dataclass(frozen=True)
@@ -164,7 +159,7 @@ class Stage:
     applies: Callable[[Params], bool]  # the Jenkinsfile's `when` for this stage says the same
     needs: tuple[str, ...] = ()  # earlier stages whose outputs must exist and have passed
     moves_tag: bool = False  # Jenkins holds the tag's lock around it
-    node_needs: tuple[str, ...] = ()  # what the node must have: `gracectl doctor` checks (gracectl.doctor.CHECKS)
+    node_needs: tuple[str, ...] = ()  # what the node must have: `gracectl doctor` checks (pipeline.doctor.CHECKS)
 
     @property
     def output(self) -> str:
@@ -193,9 +188,9 @@ def stage_plan(ctx: Context) -> dict:
 
 def stage_build(ctx: Context) -> dict:
     """Build the plan into a local image; build.py writes the build record (and its log) into the work dir."""
-    from gracectl import build
+    from gracectl.image import build
 
-    from gracectl import sbom
+    from gracectl.image import sbom
 
     result = build.build(ctx.plan(), record_path=ctx.path(stage("build").output), log_path=ctx.path(BUILD_LOG_FILE),
                          registry_cache=bool(ctx.params.registry), mirror_file=ctx.params.mirror)
@@ -207,7 +202,7 @@ def stage_build(ctx: Context) -> dict:
 
 def stage_smoke(ctx: Context) -> dict:
     """Smoke the image the build stage made; smoke.py writes the record and the JUnit XML itself."""
-    from gracectl import smoke
+    from gracectl.image import smoke
 
     image = ctx.output("build")["image"]
     # Tests that cannot pass against a stand-in the plan names (the real-stack test bed's CPU torch) are
@@ -220,7 +215,8 @@ def stage_smoke(ctx: Context) -> dict:
 
 def stage_push(ctx: Context) -> dict:
     """Push the smoked image under its immutable build tag, its smoke record attached to the pushed digest."""
-    from gracectl import release_ops, release_trust, sbom
+    from gracectl.tags import moves, trust
+    from gracectl.image import sbom
 
     built, smoked = ctx.output("build"), ctx.output("smoke")
     if smoked.get("passed") is not True:
@@ -232,39 +228,39 @@ def stage_push(ctx: Context) -> dict:
     # The SBOM (what is in the image) is stored beside the smoke record; builds recorded before SBOMs have none.
     sbom_path = ctx.path(SBOM_RECORD_FILE)
     sboms = [json.loads(sbom_path.read_text())] if built.get("sbom") and sbom_path.exists() else []
-    published = release_ops.publish(built["image"], dest, access=ctx.access, attach=[without_envelope(smoked), *sboms])
+    published = moves.publish(built["image"], dest, access=ctx.access, attach=[without_envelope(smoked), *sboms])
     result = {"image": published.ref, **published.to_dict(), "smoke_passed": True, "signed": False}
     signing_key = ctx.signing
     if signing_key:  # the site signs: the digest, and its provenance (naming the smoke record) with it
         ref = ImageRef.parse(published.ref)
         plan = ctx.output("plan")
         statement = provenance.statement(f"{ref.registry}/{ref.repository}", published.digest, plan["plan"], built,
-                                         builder=ci.job_url() or f"urn:gracectl:builder:{socket.gethostname()}",
-                                         invocation=ci.build_url() or plan["run_id"], records=published.records)
+                                         builder=ctx.params.job_url or f"urn:gracectl:builder:{socket.gethostname()}",
+                                         invocation=ctx.params.build_url or plan["run_id"], records=published.records)
         # the SBOM too, signed where cosign looks for it (`cosign verify-attestation --type cyclonedx`)
         also = tuple(sbom.statement(f"{ref.registry}/{ref.repository}", published.digest, r) for r in sboms)
-        result["attestation"] = release_trust.attest(ref, published.digest, statement, signing_key, ctx.access,
+        result["attestation"] = trust.attest(ref, published.digest, statement, signing_key, ctx.access,
                                                      also=also)
         result["signed"] = True
     return result
 
 
 def stage_promote(ctx: Context) -> dict:
-    """Move the release's tag to the pushed digest; release_ops checks the registry's smoke record again."""
-    from gracectl import release_ops
+    """Move the release's tag to the pushed digest; tags.moves checks the registry's smoke record again."""
+    from gracectl.tags import moves
 
     pushed, moving = ctx.output("push"), ctx.output("plan")["moving_tag"]
     source = str(ImageRef.parse(pushed["ref"]).with_digest(pushed["digest"]))
-    entry = release_ops.promote(source, ImageRef.parse(moving).tag, reason=_reason(ctx), access=ctx.access)
+    entry = moves.promote(source, ImageRef.parse(moving).tag, reason=_reason(ctx), access=ctx.access)
     return {"tag": moving, "digest": pushed["digest"], "moved": entry is not None,
             "history_entry": entry.to_dict() if entry else None}
 
 
 def stage_rollback(ctx: Context) -> dict:
-    from gracectl import release_ops
+    from gracectl.tags import moves
 
     moving = ctx.output("plan")["moving_tag"]
-    entry = release_ops.rollback(moving, to=ctx.params.rollback_to, reason=_reason(ctx), access=ctx.access)
+    entry = moves.rollback(moving, to=ctx.params.rollback_to, reason=_reason(ctx), access=ctx.access)
     return {"tag": moving, "to": ctx.params.rollback_to or "(undo the last promotion)", "moved": entry is not None,
             "history_entry": entry.to_dict() if entry else None}
 
@@ -323,8 +319,7 @@ def stages_for(params: Params) -> list[Stage]:
     return [s for s in STAGES if s.applies(params)]
 
 
-def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR, access: RegistryAccess | None = None,
-              signing: SigningKey | None = None) -> dict:
+def run_stage(name: str, params: Params, workdir: Path, access: RegistryAccess, signing: SigningKey | None) -> dict:
     """Run one stage: check its inputs, clear its own and later outputs, run it, write its output.
 
     Every output gets "stage_status": "passed" | "failed" (and "stage_error"); on failure whatever the stage
@@ -338,8 +333,7 @@ def run_stage(name: str, params: Params, workdir: Path = DEFAULT_WORKDIR, access
         (workdir / stale).unlink(missing_ok=True)
     out = workdir / this.output
     try:
-        record = this.run(Context(params, workdir, access or params.registry_access(),
-                                  signing or SigningKey.from_environment()))
+        record = this.run(Context(params, workdir, access, signing))
     except GraceError as exc:
         # Keep what the stage itself recorded (a failed smoke or build record), marked failed for later stages.
         written = read_json(out) if out.exists() else {}

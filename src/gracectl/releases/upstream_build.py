@@ -3,9 +3,9 @@ build runs it: every release file a step of the `vllm-openai` target's stages co
 requirements, the Rust build, protoc, DeepEP, gdrcopy, ...), the post-install fixes (forced reinstalls), the NCCL
 pins and the environment its final image sets. Each with the file and line it came from.
 
-gracectl.release_derive turns them into the manifest's [recipe] (the values the build uses) and [build_steps]
+gracectl.releases.derive turns them into the manifest's [recipe] (the values the build uses) and [build_steps]
 (each upstream step: done here, or excluded with a reason); `release check` fails on a step the manifest has no
-entry for. Pure reading, like gracectl.upstream_final_stage (whose Dockerfile reader this shares).
+entry for. Pure reading, like gracectl.releases.final_stage (whose Dockerfile reader this shares).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from gracectl.adapters.package_index import SDIST_MEMBERS
 from gracectl.errors import UpstreamError
-from gracectl.upstream import docker_args
-from gracectl.upstream_final_stage import FINAL_TARGET, _assignments, _instructions, _live_ranges, read_dockerfile, \
+from gracectl.releases.upstream import docker_args
+from gracectl.releases.final_stage import FINAL_TARGET, _assignments, _instructions, _live_ranges, read_dockerfile, \
     script_default
 
 RUST_TOOLCHAIN_FILE = "rust-toolchain.toml"

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gracectl.errors import UsageError
-from gracectl.manifest import Manifest
-from gracectl.mirrors import Mirror
+from gracectl.releases.manifest import Manifest
+from gracectl.releases.mirrors import Mirror
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ slsaprovenance1 --key` verifies it). `gracectl verify` and `gracectl report --pr
 
 SLSA v1's split, followed here: externalParameters are what the caller chose (the release, platform, target, every
 build arg of the plan); resolvedDependencies are the artifacts the build read, each with an absolute uri (git+URL@REF,
-docker://IMAGE, https://...) and the digest the BUILD resolved (the build record's "resolved", gracectl.build_inputs:
+docker://IMAGE, https://...) and the digest the BUILD resolved (the build record's "resolved", gracectl.image.build_inputs:
 base images by the digest BuildKit pulled, git sources by the commit each stage checked out, downloads and every
 wheel of the final install by sha256); an input without one fails the statement, never listed unpinned. builder.id
 is stable per site (the CI job's URL, else urn:gracectl:builder:HOST); invocationId names this run (the CI build URL,
@@ -18,11 +18,11 @@ import hashlib
 import re
 from pathlib import Path
 
-from gracectl.build_inputs import normalized_image
+from gracectl.adapters.signing import in_toto_statement
+from gracectl.checkout import IMAGE_SOURCE, REPO_ROOT
 from gracectl.errors import GraceError
-from gracectl.plan import IMAGE_SOURCE, REPO_ROOT
+from gracectl.image_ref import normalized_image
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://grace-gpu-containers/gracectl/vllm-dockerfile/v1"
 _COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
@@ -71,7 +71,7 @@ def _pins(plan: dict) -> list[tuple[str, str, str, str]]:
 
 def dependencies(plan: dict, dockerfile_sha: str, resolved: dict | None) -> list[dict]:
     """The build's inputs as SLSA ResourceDescriptors, each with an absolute uri and the digest the BUILD resolved
-    (`resolved`: the build record's, gracectl.build_inputs): this repository at its commit, the Dockerfile, the base
+    (`resolved`: the build record's, gracectl.image.build_inputs): this repository at its commit, the Dockerfile, the base
     images by the digest BuildKit pulled, every git source a built stage fetched by its commit, each download and
     every Python distribution of the final image by the sha256 of its wheel. An input without one is an error."""
     if not resolved:
@@ -141,7 +141,7 @@ def statement(repository: str, digest: str, plan: dict, build: dict, *, builder:
     metadata = {"invocationId": invocation}
     metadata.update({key: build[field] for key, field in (("startedOn", "started"), ("finishedOn", "finished"))
                      if build.get(field)})
-    return in_toto(repository, digest, PREDICATE_TYPE, {
+    return in_toto_statement(repository, digest, PREDICATE_TYPE, {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
             "externalParameters": {"release": plan.get("release", ""), "platform": plan.get("platform", ""),
@@ -158,12 +158,6 @@ def statement(repository: str, digest: str, plan: dict, build: dict, *, builder:
                            for kind, d in sorted(records.items()) if d],
         },
     })
-
-
-def in_toto(repository: str, digest: str, predicate_type: str, predicate: dict) -> dict:
-    """An in-toto Statement v1 about image `digest` of `repository` (REGISTRY/REPO)."""
-    return {"_type": STATEMENT_TYPE, "subject": [{"name": repository, "digest": {"sha256": digest.split(":", 1)[1]}}],
-            "predicateType": predicate_type, "predicate": predicate}
 
 
 def summary(stmt: dict) -> list[str]:

@@ -1,7 +1,7 @@
 """`gracectl build`: run a Plan's build command, follow BuildKit stage by stage, write the build record.
 
 The command is exactly `Plan.build_command()` on the plan's builder (plus --iidfile, or buildx's --metadata-file
-when a buildx builder pushes by digest itself: gracectl.builders), run from the repository root. BuildKit's `--progress plain` output is parsed as it streams:
+when a buildx builder pushes by digest itself: gracectl.image.builders), run from the repository root. BuildKit's `--progress plain` output is parsed as it streams:
 
     #12 [build 3/4] RUN --mount=type=cache,...           a step starts (vertex 12, stage build)
     #12 0.512 some output                                 its output
@@ -11,7 +11,7 @@ when a buildx builder pushes by digest itself: gracectl.builders), run from the 
 
 The build record (JSON, kind "build") holds the release, every pin (the plan's build args and labels), the
 image ID and size, per-stage time and cache hits, the full log's path, start and end, and what the build resolved
-("resolved": base image digests, git commits, wheel sha256s; gracectl.build_inputs), which its provenance names.
+("resolved": base image digests, git commits, wheel sha256s; gracectl.image.build_inputs), which its provenance names.
 A failed build writes a record with status "failed" and moves no tag (BuildKit tags only a finished image).
 """
 
@@ -26,11 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gracectl import build_inputs, builders
+from gracectl.image import build_inputs, builders
 from gracectl.adapters import docker, proc
 from gracectl.errors import CommandFailedError, GraceError
-from gracectl.plan import REPO_ROOT, Plan, stage_closure
-from gracectl.records import utc_now, write_json
+from gracectl.checkout import REPO_ROOT
+from gracectl.image.plan import Plan, stage_closure
+from gracectl.record_files import utc_now, write_json
 
 RECORD_SCHEMA = 1
 # "[stage 3/4]", "[linux/arm64 stage 3/4]" (buildx with a platform), not "[internal]" nor "[stage internal]".
@@ -128,8 +129,8 @@ class BuildResult:
 def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, registry_cache: bool = False,
           mirror_file: str = "", echo: Callable[[str], None] | None = None, push: bool = False) -> BuildResult:
     """Build `plan` into a local image tagged with its immutable build tag; write the build record.
-    (Pushing is release_ops.publish, the one push path from dockerd: `gracectl build --push` and the pipeline's
-    push stage.)
+    (Pushing is gracectl.tags.publish, the one push path from dockerd: `gracectl build --push` and the pipeline's
+    push stage; a named buildx builder pushes by itself.)
 
     `registry_cache`: share BuildKit's cache through the plan's registry (Plan.build_command says how).
     `push` (a buildx builder only): the builder pushes the image by digest itself and nothing is loaded into the

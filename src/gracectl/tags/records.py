@@ -7,8 +7,8 @@ get_records reads the referrers API where the registry offers it. Distribution 2
 docker-registry) has none, so we also keep the OCI tag-schema fallback, one tag per kind: `sha256-<hex>.<kind>` points at an OCI index listing every record of that
 kind for that digest, oldest first (a smoke rerun, a bench per GPU model append to it).
 
-    put_record("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke", {...}) -> record manifest digest
-    get_records("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke") -> [dict, ...]
+    put_record("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke", {...}, registry=r) -> record manifest digest
+    get_records("127.0.0.1:5000/gh200-vllm-tfa", "sha256:...", "smoke", registry=r) -> [dict, ...]
 
 Appending to the index is read-modify-write; two writers at the same instant could drop one entry, so
 put_record reads the index back and retries. (Records are written by the push stage and by bench runs,
@@ -18,16 +18,15 @@ rarely at the same moment.)
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 from gracectl.adapters.registry import OCI_INDEX, DamagedArtifact, Registry, open_registry
+from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import DIGEST_RE, ImageRef
 from gracectl.errors import RegistryError, UsageError
+from gracectl.record_files import utc_now
 
 KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 APPEND_ATTEMPTS = 5
@@ -47,27 +46,11 @@ def record_tag(digest: str, kind: str) -> str:
     return digest.replace(":", "-") + "." + kind
 
 
-def utc_now() -> str:
-    """The timestamp every record carries: ISO 8601, UTC, seconds."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def write_json(path: str | os.PathLike, record: dict) -> Path:
-    """Write a local record file whole or not at all (temp file + rename): a reader never sees half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def _repo(repo_ref: str | ImageRef) -> ImageRef:
     return repo_ref if isinstance(repo_ref, ImageRef) else ImageRef.parse(repo_ref)
 
 
-def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *,
-               registry: Registry | None = None) -> str:
+def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *, registry: Registry) -> str:
     """Store `data` as a `kind` record of image `digest` in repository `repo_ref` (HOST[:PORT]/REPO).
 
     The stored JSON gets "kind" and "digest" filled in (a mismatch is a UsageError). Returns the record
@@ -78,7 +61,6 @@ def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *,
     if data.get("kind", kind) != kind or data.get("digest") not in (None, "", digest):
         raise UsageError(f"record says kind={data.get('kind')!r} digest={data.get('digest')!r}, "
                          f"but is stored as {kind} of {digest}")
-    registry = registry or open_registry(ref, ping=False)
     subject = registry.head_manifest(ref.repository, digest)
     if subject is None:
         raise RegistryError(f"no image {ref.repo}@{digest}: push it before storing its {kind} record")
@@ -100,11 +82,10 @@ def put_record(repo_ref: str | ImageRef, digest: str, kind: str, data: dict, *,
 
 
 def get_records(repo_ref: str | ImageRef, digest: str, kind: str, *,
-                registry: Registry | None = None) -> list[dict]:
+                registry: Registry) -> list[dict]:
     """Every `kind` record of image `digest`, oldest first ([] when there is none)."""
     tag = record_tag(digest, kind)
     ref = _repo(repo_ref)
-    registry = registry or open_registry(ref, ping=False)
     entries = _index_entries(registry, ref.repository, tag)
     # Where the registry offers the referrers API, it also lists records the fallback index missed (another
     # tool's push, an index update lost to a crash): those come after the index's, oldest first.
@@ -135,6 +116,19 @@ def get_records(repo_ref: str | ImageRef, digest: str, kind: str, *,
             continue
         records.append(record)
     return records
+
+
+def newest_record(source: str, kind: str, access: RegistryAccess) -> dict:
+    """The newest `kind` record stored with image `source` (REGISTRY/REPO:TAG or @sha256:...)."""
+    ref = ImageRef.parse(source)
+    registry = open_registry(ref, access)
+    found = registry.head_manifest(ref.repository, ref.reference or "latest")
+    if found is None:
+        raise UsageError(f"{source}: no such image in the registry")
+    records = get_records(ref, found.digest, kind, registry=registry)
+    if not records:
+        raise UsageError(f"{source} ({found.digest[:19]}) has no {kind} record: it was pushed without one")
+    return records[-1]
 
 
 def _index_entries(registry: Registry, repository: str, tag: str) -> list[dict]:

@@ -1,7 +1,7 @@
 """Publish: the one push path (`gracectl publish`, `gracectl build --push`, the pipeline's push stage). A local
 image goes to an IMMUTABLE build tag by dockerd's own push (layers the registry has are skipped) or, where dockerd
 would verify the registry differently from gracectl, by skopeo; the records given are stored with the pushed
-digest. Tag moves are release_ops'.
+digest. Tag moves are tags.moves'.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_
 from gracectl.errors import (CommandFailedError, ConflictError, GraceError, Interrupted, OutcomeUnknownError,
                              UsageError)
 from gracectl.image_ref import ImageRef
-from gracectl.records import put_record
-from gracectl.release_history import is_bookkeeping_tag, short
+from gracectl.tags.records import put_record
+from gracectl.tags.history import is_bookkeeping_tag, short
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,7 @@ class Published:
         return asdict(self)
 
 
-def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None,
-            attach: list[dict] = ()) -> Published:
+def publish(local_image: str, dest: str, *, access: RegistryAccess, attach: list[dict] = ()) -> Published:
     """Push `local_image` (a dockerd image name, or a skopeo transport ref such as oci:DIR:TAG) to the
     IMMUTABLE tag `dest`; refuse (ConflictError) if the tag already holds another image. Each dict in
     `attach` is stored as a record of the pushed digest (its "kind" says which)."""
@@ -45,7 +44,6 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess | None = None
         raise UsageError(f"--to must be REGISTRY/REPO:TAG (an immutable build tag), got {dest!r}")
     if is_bookkeeping_tag(ref.tag):
         raise UsageError(f"{ref.tag!r} is one of gracectl's own bookkeeping tags")
-    access = access or RegistryAccess()
     registry = open_registry(ref, access, bounded=False)  # moving layers takes as long as it takes
     source = transport_ref(local_image)
     # A dockerd image goes through dockerd's own push (it skips the layers the registry has) unless dockerd

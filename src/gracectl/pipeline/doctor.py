@@ -1,6 +1,6 @@
 """`gracectl doctor`: does this node have what the pipeline's stages need? One finding per line.
 
-What each stage needs is said by the stage itself (pipeline.STAGES, Stage.node_needs); the checks are here, and
+What each stage needs is said by the stage itself (stages.STAGES, Stage.node_needs); the checks are here, and
 what to install comes from the tools table (adapters.tools). The Jenkinsfile runs doctor first on each node,
 so a missing program or a full disk fails the job at once with what to install, not hours into a build.
 """
@@ -12,13 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gracectl import builders, driver_floor, pipeline
+from gracectl.releases import driver_floor
+from gracectl.image import builders
+from gracectl.pipeline.stages import Stage
 from gracectl.adapters import docker, proc, tools
 from gracectl.adapters.registry import open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.image_ref import ImageRef
 from gracectl.errors import GraceError, ToolMissingError, UsageError
-from gracectl.manifest import load_release
+from gracectl.releases.manifest import load_release
 
 DEFAULT_MIN_FREE_GB = 100  # a vLLM source build: BuildKit cache, CUDA base layers, the image (gh200: 480 GB)
 MIN_FREE_ENV = "GRACECTL_MIN_FREE_GB"
@@ -27,11 +29,11 @@ OK, MISSING, SKIPPED = "ok", "MISSING", "skipped"
 
 @dataclass
 class Settings:
+    access: RegistryAccess  # how the stages would reach the registry (the edge's: gracectl.settings)
     registry: str = ""  # HOST[:PORT][/NAMESPACE]; empty: the registry check is skipped
     min_free_gb: float = DEFAULT_MIN_FREE_GB
     smoke_gpus: str = "all"  # "none": the smoke stage runs without GPUs (the CPU test bed)
     release: str = ""  # the release the job builds and smokes: its image's minimum driver; empty: not checked
-    access: RegistryAccess = field(default_factory=RegistryAccess)  # how the stages would reach the registry
     builder: str = ""  # the buildx builder the build stage names (BUILDER / --builder); empty: the node's dockerd
 
 
@@ -127,7 +129,8 @@ def check_gpu(settings: Settings) -> str:
 
 
 def check_driver(settings: Settings) -> str:
-    """The node's driver meets the minimum of the release's image (gracectl.driver_floor), in the smoke's words."""
+    """The node's driver meets the minimum of the release's image (gracectl.releases.driver_floor), in the smoke's
+    words."""
     if settings.smoke_gpus == "none" or not settings.release:
         return ""
     cuda = load_release(settings.release).cuda.version
@@ -180,7 +183,7 @@ SKIP_REASONS = {"nvidia-runtime": "GRACECTL_SMOKE_GPUS=none", "gpu": "GRACECTL_S
 SAID_IN_VERDICT = {"driver"}
 
 
-def needs_of(stages: Sequence[pipeline.Stage]) -> dict[str, list[str]]:
+def needs_of(stages: Sequence[Stage]) -> dict[str, list[str]]:
     """check name -> the stages that need it, in the order checks are run."""
     needs: dict[str, list[str]] = {}
     for s in stages:
@@ -191,7 +194,7 @@ def needs_of(stages: Sequence[pipeline.Stage]) -> dict[str, list[str]]:
     return {name: needs[name] for name in CHECKS if name in needs}
 
 
-def examine(stages: Sequence[pipeline.Stage], settings: Settings) -> list[Finding]:
+def examine(stages: Sequence[Stage], settings: Settings) -> list[Finding]:
     findings = []
     for name, by in needs_of(stages).items():
         try:
@@ -204,7 +207,7 @@ def examine(stages: Sequence[pipeline.Stage], settings: Settings) -> list[Findin
     return findings
 
 
-def verdict(findings: Sequence[Finding], stages: Sequence[pipeline.Stage]) -> None:
+def verdict(findings: Sequence[Finding], stages: Sequence[Stage]) -> None:
     """ToolMissingError naming what is missing (exit 3), or nothing."""
     missing = [f for f in findings if f.status == MISSING]
     if missing:

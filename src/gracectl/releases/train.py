@@ -1,9 +1,9 @@
 """The release train: `gracectl release new VERSION` and `gracectl release check [NAME...]`.
 
-A release's pins are DERIVED from its own sources on the site's package index (gracectl.upstream reads the
+A release's pins are DERIVED from its own sources on the site's package index (gracectl.releases.upstream reads the
 sdist; adapters.package_index fetches it and the metadata of what it pins), never typed by hand:
 
-  derive(version)  -> the tfa manifest's data + where each value came from (gracectl.release_derive)
+  derive(version)  -> the tfa manifest's data + where each value came from (gracectl.releases.derive)
   new_release      -> releases/v<V>-tfa.toml and its fallback releases/v<V>.toml (`extends` the tfa one),
                       after the checks below pass; the Jenkinsfile's RELEASE choices follow releases/
   check_release    -> every derived pin of a manifest against upstream (drift, one line each), the requirement set
@@ -35,16 +35,15 @@ from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.package_index import PackageIndex, cache_key, default_cache, resolve, without_userinfo
 from gracectl.errors import CommandFailedError, GraceError, ReleaseCheckError, UpstreamError, UsageError
 from gracectl.image_ref import ImageRef
-from gracectl.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
-from gracectl.mirrors import NO_MIRROR, Mirror, load_mirror
-from gracectl.plan import REPO_ROOT
-from gracectl.upstream_build import has_file
-from gracectl.release_derive import NOT_REVIEWED, UBUNTU_GLIBC, Choices, Derived, derive
+from gracectl.releases.manifest import Manifest, TAG_RE, load_manifest, load_release, release_names, releases_dir
+from gracectl.releases.mirrors import NO_MIRROR, Mirror, load_mirror
+from gracectl.checkout import JENKINSFILE, REPO_ROOT, SMOKE_TESTS
+from gracectl.releases.upstream_build import has_file
+from gracectl.releases.derive import NOT_REVIEWED, UBUNTU_GLIBC, Choices, Derived, derive
 
-CONTRACT_MODULE = REPO_ROOT / "smoke_tests" / "triton_kernels_contract.py"
+CONTRACT_MODULE = SMOKE_TESTS / "triton_kernels_contract.py"
 # Build-time scripts that import a package the release pins: checked against that package's wheel before a build.
 PREFETCH_SCRIPT = REPO_ROOT / "vllm" / "flashinfer-prefetch.py"
-JENKINSFILE = REPO_ROOT / "Jenkinsfile"
 # Paths a site chooses: never drift. Everything else in a manifest is derived and compared.
 CHOSEN = ("schema_version", "extends", "provenance", "release.", "build.", "base.build.image", "base.build.digest",
           "base.runtime.image", "base.runtime.digest", "python.index_url", "python.overrides",
@@ -66,7 +65,7 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-# What this image does about an upstream final-stage install is the site's decision (release_derive's rule
+# What this image does about an upstream final-stage install is the site's decision (releases.derive's rule
 # when written); what upstream installs (kind, spec, pins) is derived and compared.
 EXTRA_DECISIONS = (".install", ".covered", ".excluded")
 
@@ -98,10 +97,10 @@ def _ledger_lines(table: str, d: Derived, have: dict, missing: tuple[str, str, s
 
 
 def _steps_lines(m: Manifest, d: Derived) -> list[Line]:
-    """Per step of upstream's image build: the ledger's rules (release_derive.STEPS_DONE / STEPS_EXCLUDED), and a
+    """Per step of upstream's image build: the ledger's rules (releases.derive.STEPS_DONE / STEPS_EXCLUDED), and a
     decision naming a file (in backquotes) that this release does not have fails: its reason is no longer true."""
     lines = _ledger_lines("build_steps", d, m.build_steps, ("FAIL", "upstream's build runs", "does"),
-                          "do it in a stage or exclude it with a reason (release_derive.STEPS_EXCLUDED)")
+                          "do it in a stage or exclude it with a reason (releases.derive.STEPS_EXCLUDED)")
     for key, step in sorted(m.build_steps.items()):
         for named in re.findall(r"`([^`\s]+)`", step.done or step.excluded):
             if not has_file(d.sdist, named):
@@ -111,9 +110,9 @@ def _steps_lines(m: Manifest, d: Derived) -> list[Line]:
 
 
 def _extras_lines(m: Manifest, d: Derived) -> list[Line]:
-    """Per upstream final-stage install: the ledger's rules (release_derive.EXTRAS_*); a missing one is drift."""
+    """Per upstream final-stage install: the ledger's rules (releases.derive.EXTRAS_*); a missing one is drift."""
     return _ledger_lines("runtime_extras", d, m.runtime_extras, ("DRIFT", "upstream's final image installs", "installs"),
-                         "build it in a stage or exclude it with a reason (release_derive.EXTRAS_EXCLUDED)")
+                         "build it in a stage or exclude it with a reason (releases.derive.EXTRAS_EXCLUDED)")
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """Release operations by digest: promote (with the smoke, performance and signature gates), rollback,
-history (and its repair), unlock; publish is release_publish.py (re-exported here).
+history (and its repair), unlock; publish is tags/publish.py (re-exported here).
 
 All state lives in the registry, next to the images, so any machine with registry access can roll back:
 - the moving tag itself (e.g. gh200-vllm-tfa:v0.19.0-tfa), moved BY DIGEST (manifest bytes re-PUT, no pull);
-- the tag's history, one immutable artifact per entry state `<tag>.gch-<id>-<status>` (release_history.py),
-  and `<tag>.gracectl-lock` (release_lock.py);
+- the tag's history, one immutable artifact per entry state `<tag>.gch-<id>-<status>` (tags/history.py),
+  and `<tag>.gracectl-lock` (tags/lock.py);
 - records (records.py): `sha256-<hex>.smoke` / `.bench` next to each image digest.
 
 A move (promote or rollback), all under the tag's lock:
@@ -45,8 +45,9 @@ from gracectl.errors import (
     UsageError,
 )
 from gracectl.image_ref import DIGEST_RE, TAG_RE, ImageRef, control_free
-from gracectl.records import get_records, utc_now
-from gracectl.release_history import (
+from gracectl.record_files import utc_now
+from gracectl.tags.records import get_records
+from gracectl.tags.history import (
     COMPANION_LEN,
     DAMAGED_SUFFIX,
     MOVES,
@@ -61,11 +62,10 @@ from gracectl.release_history import (
     short,
     undo_target,
 )
-from gracectl.release_publish import Published, publish  # noqa: F401  (the API: publish, then move)
-from gracectl.release_trust import resolve, signature_findings
-from gracectl.bench import figure_findings
-from gracectl.release_gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, gate_findings
-from gracectl.release_lock import TagLock, describe, unlock as unlock_lock
+from gracectl.tags.publish import Published, publish  # noqa: F401  (the API: publish, then move)
+from gracectl.tags.trust import resolve, signature_findings
+from gracectl.tags.gates import DEFAULT_MAX_REGRESSION, bench_gate, check_max_regression, figure_findings, gate_findings
+from gracectl.tags.lock import TagLock, describe, unlock as unlock_lock
 
 
 
@@ -234,7 +234,7 @@ def target_ref(ref: ImageRef, to: str) -> ImageRef:
 def gates(registry: Registry, ref: ImageRef, candidate: str, current: str | None, max_regression: float,
           floors: dict[str, float] | None = None) -> list[str]:
     """The signature, smoke and bench gate findings for moving a tag of `ref`'s repository from `current` to
-    `candidate`; `floors` ({figure: floor}, bench.GATE_FIGURES): absolute floors on the candidate's latest bench."""
+    `candidate`; `floors` ({figure: floor}, gates.GATE_FIGURES): absolute floors on the candidate's latest bench."""
     smoke = get_records(ref, candidate, "smoke", registry=registry)
     benches = get_records(ref, candidate, "bench", registry=registry)
     comparisons = []
@@ -255,7 +255,7 @@ def _check_force(force: bool, reason: str) -> None:
 
 # -- operations ---------------------------------------------------------------------------------------------
 def promote(source: str, tag: str, *, force: bool = False, reason: str = "",
-            max_regression: float = DEFAULT_MAX_REGRESSION, access: RegistryAccess | None = None,
+            access: RegistryAccess, max_regression: float = DEFAULT_MAX_REGRESSION,
             floors: dict[str, float] | None = None) -> Entry | None:
     """Move `tag` (in the source's repository) to the digest `source` names, if the gates pass.
 
@@ -292,7 +292,7 @@ def _moving_ref(target: str, command: str) -> ImageRef:
 
 
 def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False,
-             max_regression: float = DEFAULT_MAX_REGRESSION, access: RegistryAccess | None = None) -> Entry | None:
+             access: RegistryAccess, max_regression: float = DEFAULT_MAX_REGRESSION) -> Entry | None:
     """Move REGISTRY/REPO:TAG back to the digest it held before its last promotion, or to `to` (a digest or
     tag of the same repository, which must pass the same gates as a promotion, or --force --reason).
     Returns the history entry, or None when already there."""
@@ -342,12 +342,12 @@ def rollback(target: str, *, to: str = "", reason: str = "", force: bool = False
             return _apply(registry, ref.repository, tag, entry, lock)
 
 
-def history(target: str, *, access: RegistryAccess | None = None) -> list[Entry]:
+def history(target: str, *, access: RegistryAccess) -> list[Entry]:
     """Every promotion, rollback and unlock of REGISTRY/REPO:TAG, oldest first (unsettled entries settled)."""
     return history_report(target, access=access)[0]
 
 
-def history_report(target: str, *, access: RegistryAccess | None = None) -> tuple[list[Entry], str]:
+def history_report(target: str, *, access: RegistryAccess) -> tuple[list[Entry], str]:
     """The history, and "" or one line saying the tag disagrees with its last completed move (moved outside
     gracectl, or a move whose record was lost)."""
     ref = ImageRef.parse(target)
@@ -369,7 +369,7 @@ def _refuse_unless_forced(what: str, findings: list[str], force: bool) -> None:
         raise PromotionRefusedError(f"refusing to {what}: {'; '.join(findings)} (override: --force --reason TEXT)")
 
 
-def repair_history(target: str, *, reason: str, access: RegistryAccess | None = None) -> Entry | None:
+def repair_history(target: str, *, reason: str, access: RegistryAccess) -> Entry | None:
     """Start a damaged history of REGISTRY/REPO:TAG anew, under the tag's lock: the damaged artifact is kept
     under <tag>.gracectl-damaged (nothing is deleted), the entries that still read are carried over, and a
     "repair" entry says who did it and why. None when the history reads fine (nothing to repair)."""
@@ -397,7 +397,7 @@ def repair_history(target: str, *, reason: str, access: RegistryAccess | None = 
         return entry
 
 
-def unlock(target: str, *, reason: str, access: RegistryAccess | None = None) -> tuple[str, Entry | None]:
+def unlock(target: str, *, reason: str, access: RegistryAccess) -> tuple[str, Entry | None]:
     """Release the lock of REGISTRY/REPO:TAG whoever holds it (a dead holder on another host); recorded in
     the history. Returns (the holder as text, the history entry); ("", None) when it was not locked."""
     ref = _moving_ref(target, "unlock")
