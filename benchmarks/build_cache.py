@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ from gracectl.image.build import build, rebuilt_stages
 from gracectl.image.plan import plan_for
 from gracectl.errors import GraceError, TestbedError
 from gracectl.testbed import Testbed
+from gracectl.commands.testbed import configure_bed
 
 WEIGHED_STAGES = ("base", "build")
 
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--release", default="v0.19.0-tfa")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    configure_bed(os.environ)  # this script is an edge, as the CLI is: the test bed's folders from the environment
     bed = Testbed()
     if not bed.mirror_path.exists():
         raise TestbedError("no test bed: run `gracectl testbed up` first")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ from gracectl.errors import GraceError, TestbedError
 from gracectl.image_ref import ImageRef
 from gracectl.image.plan import plan_for
 from gracectl.testbed import Testbed
+from gracectl.commands.testbed import configure_bed
 
 
 def wheel_bytes(bom: dict, cache: Path) -> tuple[int, list[str]]:
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rehearsal", type=Path, default=Path("gracectl-out") / "rehearsal",
                         help="the real-stack rehearsal's work dir (its push records)")
     args = parser.parse_args(argv)
+    configure_bed(os.environ)  # this script is an edge, as the CLI is: the test bed's folders from the environment
     bed = Testbed()
     if not bed.real_mirror_path.exists():
         raise TestbedError("no real-stack mirror: run `gracectl testbed up` first")

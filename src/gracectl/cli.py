@@ -6,12 +6,16 @@ Every expected failure is a GraceError: printed as one line `error: ...` on stde
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 
 import typer
 
 from gracectl.commands import bench, build, ci, doctor, plan, release, release_train, smoke, testbed
-from gracectl import interrupts
+from gracectl import environment, interrupts
+from gracectl.adapters import docker
+from gracectl.releases import manifest
 from gracectl.errors import GraceError, Interrupted
 from gracectl.image_ref import printable
 
@@ -72,6 +76,14 @@ def command_path(argv: list[str]) -> str:
     return " ".join(words)
 
 
+def configure_process(env: Mapping[str, str]) -> None:
+    """The process-wide locations the edge hands down once, before a command runs (nothing below reads the
+    environment): the docker client and the folder of release manifests (the test bed's folders: its own
+    command, gracectl.commands.testbed)."""
+    docker.use_binary(environment.docker_binary(env))
+    manifest.use_releases_dir(environment.releases_dir(env))
+
+
 def run(argv: list[str] | None = None) -> int:
     """One command, its failure said in one line; returns the exit code. The handlers stay in: the entry point
     (gracectl.__main__) ends the process with interrupts.finish, which reports a signal that came late."""
@@ -79,6 +91,7 @@ def run(argv: list[str] | None = None) -> int:
     # removed and a tag move in flight is read back and reported (gracectl.interrupts), not by the CLI framework.
     try:
         try:
+            configure_process(os.environ)
             rc = app(args=argv, standalone_mode=False)
         finally:
             interrupts.hold()  # the outcome is decided: a signal from here on is a late warning, never a new error

@@ -24,8 +24,15 @@ from pathlib import Path
 import pytest
 
 from fault_proxy import FaultProxy
+from gracectl.cli import configure_process
+from gracectl.commands.testbed import configure_bed
 from gracectl.testbed.registry_server import RegistryServer
 from gracectl.testbed import Testbed
+
+# This test process is an edge of its own, as the CLI is: the locations the CLI hands down from the environment
+# (the docker client, the release manifests' folder, the test bed's folders; scripts/cache-dirs.sh sets them).
+configure_process(os.environ)
+configure_bed(os.environ)
 
 
 @pytest.fixture(scope="session")

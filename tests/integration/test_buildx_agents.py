@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from gracectl.adapters import docker
 from gracectl.image.build import read_record
 from gracectl.image.plan import REPO_ROOT, plan_for
 from gracectl.testbed.build_agents import BuildAgents
@@ -123,6 +124,24 @@ def test_the_second_agent_builds_the_release_from_the_first_ones_cache(builds, a
     assert first["digest"] == second["digest"]  # the same image, built twice on two hosts
 
 
+def test_the_bake_file_builds_the_same_digest(builds, bed, docker_env, tmp_path):
+    """Issue 30's bake file: `gracectl plan --bake` of the release (and its pair's other image), built by
+    `docker buildx bake` on the same builder, gives the digest `gracectl build` pushed."""
+    first, _, registry = builds
+    bake = tmp_path / "docker-bake.hcl"
+    wrote = gracectl("plan", RELEASE, "--vllm-build", "source", "--mirror", str(bed.mirror_path), "--registry",
+                     registry, "--builder", BUILDER, "--build-number", "5", "--bake", str(bake), env=docker_env)
+    assert wrote.returncode == 0, wrote.stderr[-3000:]
+    assert 'target "v0-19-0-tfa"' in bake.read_text() and 'target "v0-19-0"' in bake.read_text()
+    metadata = tmp_path / "bake-metadata.json"
+    baked = subprocess.run([docker.binary(), "buildx", "bake", "-f", str(bake), "--builder", BUILDER,
+                            "--metadata-file", str(metadata), "v0-19-0-tfa"], capture_output=True, text=True,
+                           cwd=REPO_ROOT, env={**os.environ, **docker_env}, timeout=1800)
+    assert baked.returncode == 0, baked.stderr[-3000:]
+    digest = json.loads(metadata.read_text())["v0-19-0-tfa"]["containerimage.digest"]
+    assert digest == first["digest"], (digest, first["digest"])
+
+
 def test_the_builder_pushes_an_oci_index_naming_the_platform(builds, bed):
     first, _, registry = builds
     plan = plan_for(RELEASE, bed.mirror_path, build_number=1, registry=registry, vllm_build="source",
@@ -191,4 +210,7 @@ def test_the_pair_and_a_one_input_rebuild_on_the_second_agent(bed, builds, agent
     record_property("pair_cost", line)
     assert fb["node"] == rb["node"] == agents.agents[1].name
     assert shared and pair < sum(tfa_blobs.values()) + sum(fb_blobs.values())
+    # the fallback reads the tfa image's cache (Plan.twin_cache_ref): only what differs is built and stored anew -
+    # the config, and the layers of triton_kernels' install, the fetched-sources list and image.json
+    assert len(set(fb_blobs) - shared) <= 4 and steps(fb)[0] >= steps(fb)[1] - 6, line
     assert 0 < steps(rb)[0] < steps(rb)[1]  # the vLLM stages rebuilt, every other step from the cache

@@ -45,3 +45,20 @@ def test_metadata_gives_the_digest_and_the_node(tmp_path):
         builders.read_metadata(meta)
     with pytest.raises(GraceError, match="no readable metadata"):
         builders.read_metadata(tmp_path / "absent.json")
+
+
+def test_each_image_of_a_pair_reads_the_others_cache_and_writes_its_own():
+    """tfa and fallback share every stage but triton_kernels' and their metadata: the second builds from the
+    first's cache (issue 30's pair cost), while each exports only its own."""
+    from gracectl.image.plan import plan_for
+
+    tfa = plan_for("v0.19.0-tfa", registry="reg:5000/ml", builder="agents")
+    fallback = plan_for("v0.19.0", registry="reg:5000/ml", builder="agents")
+    assert (tfa.cache_ref, tfa.twin_cache_ref) == (fallback.twin_cache_ref, fallback.cache_ref)
+    for plan in (tfa, fallback):
+        cmd, _ = plan.build_command(registry_cache=True, push=True)
+        reads = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--cache-from"]
+        writes = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--cache-to"]
+        assert reads == [f"type=registry,ref={plan.cache_ref}", f"type=registry,ref={plan.twin_cache_ref}"]
+        assert writes == [f"type=registry,ref={plan.cache_ref},mode=max"]
+    assert plan_for("v0.19.0-tfa", builder="agents").twin_cache_ref == ""  # no registry, no cache

@@ -19,14 +19,6 @@ ALLOWED = {
     # a child program runs with this process's environment plus its own: passed on, no setting read
     "gracectl.adapters.proc": "os.environ",
 }
-# Still read where they are used: process-wide locations not yet handed down from the edge (issue 29's
-# remainder). Listed so that the debt is explicit, and so that this test fails once one of them stops reading
-# (then strike it off).
-NOT_YET_AT_THE_EDGE = {
-    "gracectl.adapters.docker": "GRACECTL_DOCKER: the docker client program",
-    "gracectl.releases.manifest": "GRACECTL_RELEASES_DIR: the folder of release manifests",
-    "gracectl.testbed.state": "GRACECTL_STATE_DIR, XDG_CACHE_HOME: the test bed's folder",
-}
 # The readers: they take the environment as an argument and are called from the edge only.
 READERS = ("gracectl.settings", "gracectl.environment")
 
@@ -67,7 +59,7 @@ BELOW = [p for p in MODULES if below_the_edge(module_name(p))]
 def test_no_environment_read_below_the_edge(path):
     me = module_name(path)
     reads = environment_reads(path.read_text()) + reader_imports(path.read_text())
-    if me in ALLOWED or me in NOT_YET_AT_THE_EDGE:
+    if me in ALLOWED:
         assert reads, f"{me} no longer reads the environment: strike it off the list in {__file__}"
     else:
         assert not reads, f"{me} reads the environment below the edge: {reads} (take it as a value from the edge)"

@@ -9,6 +9,8 @@ import tomllib
 
 import pytest
 
+from gracectl.releases import manifest as manifest_module
+
 from gracectl.errors import UsageError
 from gracectl.releases.manifest import load_manifest, load_release
 from gracectl.releases.mirrors import Mirror, load_mirror
@@ -333,7 +335,7 @@ def test_testbed_mirror_leaves_repos_without_a_standin_unmapped(tmp_path, monkey
         d["torch"].update(index_url="https://pypi.org/simple", cuda_build_on_index=True)
 
     cmake_manifest(releases, edit)
-    monkeypatch.setenv("GRACECTL_RELEASES_DIR", str(releases))
+    monkeypatch.setattr(manifest_module, "_releases_dir", releases)  # as the edge hands GRACECTL_RELEASES_DIR down
     st = State(registry_port=5200, git_port=9618, index_port=5280, proxy_port=5290)
     st.repos = {url: {"commit": "c" * 40} for url in STANDIN_REPOS}
     for stack in (STANDIN, REAL):

@@ -13,17 +13,24 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from gracectl import environment
 from gracectl.adapters import proc
 from gracectl.errors import CommandFailedError, GraceError, ReadOnlyRegistryError, RegistryError
 
 BUILDKIT_ENV = {"DOCKER_BUILDKIT": "1"}
 
 
+_override = ""  # GRACECTL_DOCKER, handed down once by the edge (gracectl.cli.configure_process)
+
+
+def use_binary(path: str) -> None:
+    """The docker client to run instead of /usr/bin/docker ("" for the default); set by the edge only."""
+    global _override
+    _override = path
+
+
 def binary() -> str:
-    override = environment.docker_binary(os.environ)  # not yet handed down from the edge (test_environment_edge)
-    if override:
-        return override
+    if _override:
+        return _override
     return "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 
 

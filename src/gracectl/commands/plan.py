@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -12,7 +14,8 @@ from rich.tree import Tree
 
 from gracectl.commands.options import (BuilderOpt, BuildNumberOpt, ImageTagOpt, JsonOpt, MirrorOpt, RegistryOpt, ReleaseArg,
                                        TargetOpt, VllmBuildOpt, VllmRefOpt)
-from gracectl.releases.manifest import load_release, release_names, releases_dir
+from gracectl.image.bake import bake_file, target_name
+from gracectl.releases.manifest import load_release, pair_of, release_names, releases_dir
 from gracectl.image.plan import FINAL_STAGE, lint_dockerfile, plan_for
 
 out = Console()
@@ -50,8 +53,19 @@ def plan(
     vllm_build: VllmBuildOpt = "",
     target: TargetOpt = FINAL_STAGE,
     builder: BuilderOpt = "",
+    bake: Annotated[Optional[Path], typer.Option(
+        "--bake", help="write the plan of RELEASE and of its pair's other image (tfa <-> fallback) as a "
+                       "docker-bake.hcl to this file (pushed by digest when --registry is given): `docker buildx "
+                       "bake -f FILE --builder NAME` builds what `gracectl build --builder NAME --push "
+                       "--registry-cache` builds")] = None,
 ) -> None:
     """Print the stage graph, build arguments, tags, labels, the builder and the exact build command."""
+    if bake:
+        plans = [plan_for(name, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target, builder)
+                 for name in [release, pair_of(release)] if name]
+        bake.write_text(bake_file(plans, push=bool(registry)))
+        out.print(f"wrote {bake}: bake targets {', '.join(target_name(p.release) for p in plans)}", highlight=False)
+        return
     p = plan_for(release, mirror, vllm_ref, image_tag, build_number, registry, vllm_build, target,
                  builder).to_dict()
     if as_json:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from rich.table import Table
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.commands.options import JsonOpt, registry_options
 from gracectl.errors import UsageError
-from gracectl.testbed import Testbed
+from gracectl import environment
+from gracectl.testbed import Testbed, state
 from gracectl.testbed.mirror_file import REAL, STACKS, STANDIN
 from gracectl.testbed.rehearse import DEFAULT_RELEASE, DEFAULT_WORKDIR, RehearsalFailed, Row, real_releases, rehearse
 
@@ -29,6 +31,11 @@ def rows_table(rows: list[Row], title: str) -> Table:
     for r in rows:
         table.add_row(r.run, r.stage, f"{r.seconds:.1f}", r.status, r.detail)
     return table
+
+
+def configure_bed(env) -> None:
+    """The test bed's folders (GRACECTL_STATE_DIR, XDG_CACHE_HOME), handed down here, at its command's edge."""
+    state.use_dirs(state=environment.state_dir(env), cache_home=environment.user_cache_dir(env))
 
 
 app = typer.Typer()
@@ -45,6 +52,7 @@ def up(
     proxy_port: Annotated[Optional[int], typer.Option("--proxy-port", help="the PyPI proxy's; default 5090")] = None,
 ) -> None:
     """Install, start and fill what is missing; a second `up` changes nothing."""
+    configure_bed(os.environ)
     bed = Testbed()
     bed.up(registry_port, git_port, index_port, proxy_port)
     print(bed.mirror_path)
@@ -53,6 +61,7 @@ def up(
 @testbed_app.command()
 def status(as_json: JsonOpt = False) -> None:
     """What runs where: pids, ports, images, repositories, the mirror file."""
+    configure_bed(os.environ)
     s = Testbed().status()
     if as_json:
         print(json.dumps(s, indent=2))
@@ -75,6 +84,7 @@ def status(as_json: JsonOpt = False) -> None:
 @testbed_app.command()
 def down() -> None:
     """Stop what `up` started (caches, registry data and the mirror file stay)."""
+    configure_bed(os.environ)
     stopped = Testbed().down()
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
@@ -94,6 +104,8 @@ def rehearse_command(
     With --stack real: both releases from the real upstream packages (see gracectl.testbed.rehearse)."""
     if stack not in STACKS:
         raise UsageError(f"--stack must be one of {', '.join(STACKS)}, got {stack!r}")
+    configure_bed(os.environ)
+
     def progress(row: Row) -> None:
         err.print(f"rehearse: {row.run} / {row.stage}: {row.status} in {row.seconds:.1f}s {row.detail}",
                   highlight=False)

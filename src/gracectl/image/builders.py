@@ -36,19 +36,23 @@ def describe(builder: str) -> str:
     return f"buildx builder {builder}" if builder else "dockerd (docker build, BuildKit)"
 
 
-def buildx_command(builder: str, common: list[str], *, context: str, cache_ref: str = "", push: bool = False,
-                   metadata_file: str | None = None) -> list[str]:
+def buildx_command(builder: str, common: list[str], *, context: str, cache_ref: str = "", twin_cache_ref: str = "",
+                   push: bool = False, metadata_file: str | None = None) -> list[str]:
     """`docker buildx build --builder NAME ...`: `common` holds what every builder takes (platform, target, file,
     network, build args, tags).
 
     push: the builder pushes an OCI index carrying the image and its platform (BUILDKIT_MULTI_PLATFORM makes the
     dockerfile frontend return a platform map even for one platform, hence an index); no BuildKit attestations
     (gracectl signs its own provenance and SBOM). Without a push the image is loaded into the node's dockerd.
+    `twin_cache_ref`: the cache of the release pair's other image (tfa <-> fallback), read too: the two share every
+    stage but triton_kernels' and the image's own metadata, so the second of the pair builds from the first's.
     """
     cmd = ["docker", "buildx", "build", "--builder", check_name(builder), *common, "--progress", "plain"]
     if cache_ref:
-        cmd += ["--cache-from", f"type=registry,ref={cache_ref}",
-                "--cache-to", f"type=registry,ref={cache_ref},mode=max"]
+        for ref in (cache_ref, twin_cache_ref):
+            if ref:
+                cmd += ["--cache-from", f"type=registry,ref={ref}"]
+        cmd += ["--cache-to", f"type=registry,ref={cache_ref},mode=max"]
     if push:
         cmd += ["--build-arg", "BUILDKIT_MULTI_PLATFORM=1", "--provenance=false", "--sbom=false",
                 "--output", "type=registry,oci-mediatypes=true"]

@@ -98,6 +98,7 @@ class Plan:
     moving_tag: str  # image:tag that promotion moves (e.g. gh200-vllm-tfa:v0.19.0-tfa)
     build_tag: str  # immutable image:<tag>-b<N>-<commit7>, never overwritten
     cache_ref: str  # registry image:tag holding the shared build cache (buildx); empty without a registry
+    twin_cache_ref: str  # the cache of the release pair's other image (tfa <-> fallback), read too; "" if none
     fallback: str
     source_commit: str
     build_network: str
@@ -132,7 +133,8 @@ class Plan:
         cache = registry_cache and bool(self.cache_ref)
         if self.builder:
             return builders.buildx_command(self.builder, common, context=self.context,
-                                           cache_ref=self.cache_ref if cache else "", push=push,
+                                           cache_ref=self.cache_ref if cache else "",
+                                           twin_cache_ref=self.twin_cache_ref if cache else "", push=push,
                                            metadata_file=metadata_file), {}
         # Plain `docker build` with BuildKit: no --push (gracectl pushes afterwards).
         cmd = ["docker", "build", *common, "--progress", "plain"]
@@ -345,6 +347,8 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
     stages = {name: [d.format(mode=rel.triton_kernels, vllm_build=vllm_build) for d in deps]
               for name, deps in STAGE_GRAPH.items()}
     tag = overrides.image_tag or rel.tag + TARGETS[overrides.target]
+    # the pair's other image: the tfa names its fallback; the fallback extends its tfa
+    twin = rel.fallback.split(":")[0] if rel.fallback else load_release(m.extends).release.image if m.extends else ""
     prefix = f"{overrides.registry}/" if overrides.registry else ""
     unpinned = [f"base.{k}: {b.ref} (no digest)" for k, b in (("build", m.base.build), ("runtime", m.base.runtime))
                 if not b.digest]
@@ -385,6 +389,7 @@ def make_plan(manifest: Manifest, *, mirror: Mirror = NO_MIRROR, overrides: Over
         moving_tag=f"{prefix}{rel.image}:{tag}",
         build_tag=f"{prefix}{rel.image}:{tag}-b{overrides.build_number}-{commit[:7]}",
         cache_ref=f"{prefix}{rel.image}:buildcache" if prefix else "",
+        twin_cache_ref=f"{prefix}{twin}:buildcache" if prefix and twin and twin != rel.image else "",
         fallback=f"{prefix}{rel.fallback}{TARGETS[overrides.target]}" if rel.fallback else "",
         source_commit=commit,
         build_network=mirror.build_network,

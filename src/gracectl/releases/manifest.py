@@ -6,7 +6,6 @@ unknown release) becomes a one-line ManifestError naming the file and the field 
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gracectl import environment
 from gracectl.checkout import RELEASES
 from gracectl.errors import ManifestError
 from gracectl.image_ref import DIGEST_RE
@@ -376,11 +374,19 @@ class Manifest(_Strict):
         return f"{self.release.image}:{self.release.tag}"
 
 
+_releases_dir: Path | None = None  # GRACECTL_RELEASES_DIR, handed down once by the edge (cli.configure_process)
+
+
+def use_releases_dir(path: Path | None) -> None:
+    """The folder of release manifests (None: the checkout's); set by the edge only."""
+    global _releases_dir
+    _releases_dir = path
+
+
 def releases_dir() -> Path:
-    """`$GRACECTL_RELEASES_DIR`, else `releases/` of the checkout this package runs from, else ./releases."""
-    chosen = environment.releases_dir(os.environ)  # not yet handed down from the edge (test_environment_edge)
-    if chosen:
-        return chosen
+    """The edge's GRACECTL_RELEASES_DIR, else `releases/` of the checkout this package runs from, else ./releases."""
+    if _releases_dir:
+        return _releases_dir
     if RELEASES.is_dir():
         return RELEASES
     return Path.cwd() / "releases"
@@ -389,6 +395,15 @@ def releases_dir() -> Path:
 def release_names(directory: Path | None = None) -> list[str]:
     directory = directory or releases_dir()
     return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def pair_of(name: str, directory: Path | None = None) -> str:
+    """The other release of `name`'s pair: the fallback extends its tfa; "" when it has none."""
+    m = load_release(name, directory)
+    if m.extends:
+        return m.extends
+    return next((other for other in release_names(directory)
+                 if other != name and load_release(other, directory).extends == name), "")
 
 
 def load_release(name_or_path: str, directory: Path | None = None) -> Manifest:

@@ -8,23 +8,31 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gracectl import environment
 from gracectl.errors import TestbedError
 from gracectl.testbed.processes import HOST
 
 SUITE = "bookworm"  # Debian suite of the base images
 
 
+# GRACECTL_STATE_DIR and the user's cache folder (XDG_CACHE_HOME), handed down once by the edge
+# (gracectl.cli.configure_process); unset: the machine's folder, else ~/.cache.
+_chosen: dict[str, Path | None] = {"state_dir": None, "cache_home": None}
+
+
+def use_dirs(*, state: Path | None, cache_home: Path | None) -> None:
+    """Where the test bed keeps its state (None: default_state_dir) and the user's cache folder; the edge only."""
+    _chosen.update(state_dir=state, cache_home=cache_home)
+
+
 def default_state_dir() -> Path:
     """One test bed per machine, whichever clone runs it (scripts/cache-dirs.sh says the same for the scripts)."""
     if os.geteuid() == 0 or os.access("/var/cache/gracectl", os.W_OK):
         return Path("/var/cache/gracectl/testbed")
-    return environment.user_cache_dir(os.environ) / "gracectl" / "testbed"
+    return (_chosen["cache_home"] or Path.home() / ".cache") / "gracectl" / "testbed"
 
 
 def state_dir() -> Path:
-    # not yet handed down from the test bed's command (test_environment_edge)
-    return environment.state_dir(os.environ) or default_state_dir()
+    return _chosen["state_dir"] or default_state_dir()
 
 
 APT_STANDIN_DIR = "nvidia-apt"  # under the package index's root
