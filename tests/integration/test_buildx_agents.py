@@ -134,8 +134,9 @@ def test_the_bake_file_builds_the_same_digest(builds, bed, docker_env, tmp_path)
     assert wrote.returncode == 0, wrote.stderr[-3000:]
     assert 'target "v0-19-0-tfa"' in bake.read_text() and 'target "v0-19-0"' in bake.read_text()
     metadata = tmp_path / "bake-metadata.json"
-    baked = subprocess.run([docker.binary(), "buildx", "bake", "-f", str(bake), "--builder", BUILDER,
-                            "--metadata-file", str(metadata), "v0-19-0-tfa"], capture_output=True, text=True,
+    # the plan's steps reach the test bed's mirrors on the host network: bake asks for that grant explicitly
+    baked = subprocess.run([docker.binary(), "buildx", "bake", "--allow=network.host", "-f", str(bake), "--builder",
+                            BUILDER, "--metadata-file", str(metadata), "v0-19-0-tfa"], capture_output=True, text=True,
                            cwd=REPO_ROOT, env={**os.environ, **docker_env}, timeout=1800)
     assert baked.returncode == 0, baked.stderr[-3000:]
     digest = json.loads(metadata.read_text())["v0-19-0-tfa"]["containerimage.digest"]
@@ -210,7 +211,8 @@ def test_the_pair_and_a_one_input_rebuild_on_the_second_agent(bed, builds, agent
     record_property("pair_cost", line)
     assert fb["node"] == rb["node"] == agents.agents[1].name
     assert shared and pair < sum(tfa_blobs.values()) + sum(fb_blobs.values())
-    # the fallback reads the tfa image's cache (Plan.twin_cache_ref): only what differs is built and stored anew -
-    # the config, and the layers of triton_kernels' install, the fetched-sources list and image.json
-    assert len(set(fb_blobs) - shared) <= 4 and steps(fb)[0] >= steps(fb)[1] - 6, line
+    # the fallback reads the tfa image's cache (Plan.twin_cache_ref): only what differs is built and stored anew
+    # (the config and the small layers of triton_kernels' install, the fetched-sources list, image.json): the pair
+    # costs the registry one image and under 1% (before the twin cache: 2 of 10 blobs shared, the pair 1.34x)
+    assert pair - sum(tfa_blobs.values()) < 0.01 * sum(tfa_blobs.values()) and steps(fb)[0] > 0, line
     assert 0 < steps(rb)[0] < steps(rb)[1]  # the vLLM stages rebuilt, every other step from the cache
