@@ -89,6 +89,7 @@ def run(argv: list[str] | None = None) -> int:
     (gracectl.__main__) ends the process with interrupts.finish, which reports a signal that came late."""
     # Ctrl-C, a Jenkins abort (SIGTERM) and SIGHUP unwind as Interrupted, so locks are released, temporary files
     # removed and a tag move in flight is read back and reported (gracectl.interrupts), not by the CLI framework.
+    words = sys.argv[1:] if argv is None else argv  # what an interrupt's outcome is looked up by
     try:
         try:
             configure_process(os.environ)
@@ -96,7 +97,7 @@ def run(argv: list[str] | None = None) -> int:
         finally:
             interrupts.hold()  # the outcome is decided: a signal from here on is a late warning, never a new error
     except Interrupted as exc:
-        return _say_interrupted(exc, sys.argv[1:] if argv is None else argv)
+        return _say_interrupted(exc, words)
     except GraceError as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)  # a name read from a registry never drives the tty
         interrupts.said()
@@ -105,7 +106,7 @@ def run(argv: list[str] | None = None) -> int:
         print("error: aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # SIGINT is gracectl's; this is a KeyboardInterrupt raised by a library itself
-        print(f"error: interrupted; {interrupt_outcome(sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
+        print(f"error: interrupted; {interrupt_outcome(words)}", file=sys.stderr)
         return 130
     except typer.TyperException as exc:  # usage errors (unknown option, missing argument) in non-standalone mode
         print(f"error: {exc.format_message()}", file=sys.stderr)
@@ -114,7 +115,7 @@ def run(argv: list[str] | None = None) -> int:
         cause = interrupts.within(exc)
         if cause is None:
             raise
-        return _say_interrupted(cause, sys.argv[1:] if argv is None else argv)
+        return _say_interrupted(cause, words)
     return rc if isinstance(rc, int) else 0
 
 
