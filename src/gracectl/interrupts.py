@@ -107,6 +107,27 @@ def deferred():
         _depth -= 1
 
 
+@contextlib.contextmanager
+def shielded():
+    """A step never cut in the middle: a registry write whose answer, once abandoned, cannot be told from a write
+    that lands later (after the clean-up has read the registry). A signal in it is noted, and raised as it ends,
+    even over an error of its own (each request is bounded by its timeout, so the wait is too), unless an
+    outer block defers or holds it."""
+    global _depth
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _noted and not _depth:
+            signum = _noted[0]
+            _noted.clear()
+            _raise(signum)
+
+
 def hold() -> None:
     """From here on, note signals instead of raising them: the operation's outcome is decided and only its
     report remains (the CLI says a late signal as a warning)."""

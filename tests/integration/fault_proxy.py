@@ -10,7 +10,7 @@ rule says:
     proxy.add("HEAD", r"/manifests/", "delay", 4)    # the answer arrives 4 s late
     proxy.add("*", r"", "stall")                     # forwarded; the answer is held until the client leaves
     proxy.add("*", r"", "drip", 0.5)                 # the answer, one byte every 0.5 s
-    proxy.add("PUT", r"/manifests/x$", "late", 13)   # the whole request held 13 s, then applied (client or not)
+    proxy.add("PUT", r"/manifests/x$", "late", 13)   # the whole request held 13 s, then applied (and answered)
     proxy.add("GET", r"[.]gracectl-lock$", "error", status=500, every=10)  # every 10th: 500, never forwarded
     proxy.slow_every_request(0.3)                    # every answer 0.3 s late
     proxy.address                                    # "127.0.0.1:PORT": use it as the registry host
@@ -22,6 +22,7 @@ A rule fires `times` times (default: always), on every `every`-th request it mat
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import struct
@@ -195,8 +196,10 @@ def _late(head: bytes, client: socket.socket, upstream_address, seconds: float, 
     time.sleep(seconds)
     with socket.create_connection(upstream_address) as upstream:
         upstream.sendall(headers + b"\r\n\r\n" + body)
-        upstream.recv(65536)
+        answer = upstream.recv(65536)
     answered.append("late")
+    with contextlib.suppress(OSError):  # a sender still waiting gets the registry's answer
+        client.sendall(answer)
 
 
 def _pump(source: socket.socket, dest: socket.socket) -> None:

@@ -223,6 +223,28 @@ def test_signals_at_random_instants_are_never_misreported_nor_lost(registry, oci
     assert counts.get("interrupted", 0) and counts.get("exit 0 + warning", 0), counts  # both sides were reached
 
 
+def test_a_signal_during_the_lock_claim_leaves_the_lock_released(registry, oci_image):
+    """CI's seed 427238276: a SIGHUP while the lock's claim was on the wire left the lock claimed (exit 129, "nothing
+    was changed"): the release read the lock before the abandoned PUT landed. The claim is held 1 s by the network
+    here and then applied: the interrupt must wait for it, and the release find it and let it go."""
+    path = f"claim/{uuid.uuid4().hex[:8]}"
+    direct = f"{registry}/{path}"
+    a, b = (publish(oci_image, direct, f"{n}-" + uuid.uuid4().hex, smoke()) for n in "ab")
+    moves.promote(f"{direct}@{a}", TAG, access=env_access())
+    with FaultProxy(registry).start() as proxy:
+        proxy.add("PUT", rf"/manifests/{TAG}\.gracectl-lock$", "late", 1.0, times=1)
+        p = start("promote", f"{proxy.address}/{path}@{b}", "--to", TAG)
+        wait_for(lambda: proxy.count("late") == 1 or p.poll() is not None)
+        time.sleep(0.2)
+        os.kill(p.pid, signal.SIGHUP)
+        out, err = p.communicate(timeout=60)
+        wait_for(lambda: "late" in proxy.answered, timeout=10)
+    last = err.strip().splitlines()[-1]
+    assert p.returncode == 129 and last.startswith("error: hung up (SIGHUP)"), err
+    assert tag_digest(direct) == a
+    assert lock_released(direct), err
+
+
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():

@@ -45,6 +45,34 @@ def test_inside_a_deferred_block_a_signal_is_noted_then_taken_once(installed):
     assert interrupts.take() is None
 
 
+def test_a_shielded_step_finishes_then_the_signal_is_raised_even_over_its_own_error(installed):
+    """A lock write is never abandoned mid-request (its late landing would leave the lock claimed): the signal
+    waits for the step's end, then is raised there, also when the step failed, and never inside a deferred block."""
+    steps = []
+    with pytest.raises(Interrupted) as caught:
+        with interrupts.shielded():
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(1000):
+                pass
+            steps.append("finished")
+    assert steps == ["finished"] and caught.value.exit_code == 129
+    interrupts.restore({})
+    with pytest.raises(Interrupted) as caught:
+        with interrupts.shielded():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+            raise GraceError("the write failed")
+    assert caught.value.exit_code == 143 and isinstance(caught.value.__context__, GraceError)
+    interrupts.restore({})
+    with interrupts.deferred():  # the outer block decides: noted, not raised
+        with interrupts.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+    assert interrupts.take().exit_code == 130
+
+
 def test_after_an_operation_held_its_outcome_the_next_one_is_interruptible_again(installed):
     """The rehearsal runs several promotions in one process, each in an operation(): a signal noted while one
     reported its outcome stops the run at the next one's start, and the holds end with their operation."""

@@ -147,15 +147,13 @@ class TagLock:
             self._file.close()
             raise ConflictError(f"another gracectl on this host is changing tag {self.tag} right now; "
                                 "nothing was changed: retry when it has finished") from None
-        try:
+        try:  # up to the return: an interrupt raised here never reaches __exit__, so this lets go itself
             self._claim()
+            self._renewer = threading.Thread(target=self._renew_loop, name=f"renew {self.lock_tag}", daemon=True)
+            interrupts.start_thread(self._renewer)
         except BaseException:
-            with interrupts.deferred():  # a claim that failed part-way takes back what it wrote
-                self._release_if_ours()
-                self._file.close()
+            self._let_go()  # a claim that failed part-way takes back what it wrote
             raise
-        self._renewer = threading.Thread(target=self._renew_loop, name=f"renew {self.lock_tag}", daemon=True)
-        interrupts.start_thread(self._renewer)
         return self
 
     # -- registry lock --------------------------------------------------------------------------------------
@@ -197,8 +195,11 @@ class TagLock:
                 "released": False}
 
     def _write(self, payload: dict) -> str:
-        return self.registry.push_artifact(self.repository, self.lock_tag, artifact_type("lock"),
-                                           json.dumps(payload, sort_keys=True).encode()).digest
+        # shielded: a claim or renewal abandoned mid-request could land after the release has read the lock
+        # (and found nothing of ours), leaving it claimed for a whole TTL; an interrupt waits for the answer
+        with interrupts.shielded():
+            return self.registry.push_artifact(self.repository, self.lock_tag, artifact_type("lock"),
+                                               json.dumps(payload, sort_keys=True).encode()).digest
 
     def _claim(self) -> None:
         held = self.read()
@@ -273,10 +274,14 @@ class TagLock:
                                     "time (registry too slow?); this one writes nothing more")
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._renewer:
-            self._renewer.join()
-        with interrupts.deferred():  # the release always finishes
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Stop renewing, release the claim if it is still ours, drop the host lock: all of it, whatever comes."""
+        with interrupts.deferred():
+            self._stop.set()
+            if self._renewer and self._renewer.ident is not None:
+                self._renewer.join()
             try:
                 with self._mutex:
                     self._release_if_ours()
