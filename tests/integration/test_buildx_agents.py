@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -25,8 +27,10 @@ import pytest
 from gracectl.adapters import docker
 from gracectl.image.build import read_record
 from gracectl.image.plan import REPO_ROOT, plan_for
+from gracectl.pipeline.workdir import OUTPUTS
 from gracectl.testbed.build_agents import BuildAgents
 from gracectl.testbed.registry_server import RegistryServer
+from gracectl.testbed.upstream import upstream_cache
 from test_signing import go_tool
 
 pytestmark = pytest.mark.integration
@@ -216,3 +220,57 @@ def test_the_pair_and_a_one_input_rebuild_on_the_second_agent(bed, builds, agent
     # costs the registry one image and under 1% (before the twin cache: 2 of 10 blobs shared, the pair 1.34x)
     assert pair - sum(tfa_blobs.values()) < 0.01 * sum(tfa_blobs.values()) and steps(fb)[0] > 0, line
     assert 0 < steps(rb)[0] < steps(rb)[1]  # the vLLM stages rebuilt, every other step from the cache
+
+
+def read_manifest(ref: str, accept: str = OCI_INDEX) -> tuple[str, bytes] | None:
+    """(content type, body) of HOST/REPO:TAG or HOST/REPO@DIGEST read from the registry directly, None if absent."""
+    host, _, path = ref.partition("/")
+    repository, reference = path.split("@") if "@" in path else path.rsplit(":", 1)
+    request = urllib.request.Request(f"http://{host}/v2/{repository}/manifests/{reference}", headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.headers["Content-Type"], answer.read()
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def test_the_split_pipeline_smokes_and_pushes_the_digest_the_builder_pushed(bed, builds, agents, docker_env, tmp_path):
+    """Issue 30's split layout, the stages a Jenkins run with BUILDER walks: `ci plan` and `ci build` on the build
+    agent (the builder pushes by digest, UNTAGGED: nothing named points at an unsmoked image), the work dir carried
+    to the GPU node as Jenkins' stash does, `ci smoke` pulls exactly that digest into dockerd, reads its inputs and
+    SBOM there and smokes it, `ci push` tags that very manifest (the OCI index) with the records, `ci promote`."""
+    _, _, registry = builds
+    env = {**docker_env, "RELEASE": RELEASE, "REGISTRY": registry, "BUILDER": BUILDER, "VLLM_BUILD": "source",
+           "GRACECTL_MIRROR": str(bed.mirror_path), "GRACECTL_UPSTREAM_CACHE": str(upstream_cache(bed.root)),
+           "SMOKE_LEVEL": "imports", "GRACECTL_SMOKE_GPUS": "none", "PUSH": "true", "PROMOTE": "true",
+           "BUILD_NUMBER": "7", "GRACECTL_RUN_ID": f"split-{uuid.uuid4().hex[:8]}", "GRACECTL_MIN_FREE_GB": "0"}
+    agent_dir, gpu_dir = tmp_path / "arm64-build", tmp_path / "gh200"
+
+    def ci(stage: str, where: Path) -> dict:
+        done = gracectl("ci", stage, "--workdir", str(where), env=env)
+        assert done.returncode == 0, f"ci {stage}: {done.stderr[-3000:]}"
+        return json.loads((where / OUTPUTS[stage]).read_text())
+
+    ci("plan", agent_dir)
+    built = ci("build", agent_dir)
+    build_tag = built["tags"]["build"]
+    assert built["status"] == "pushed" and built["node"] == agents.agents[1].name and not built["image_id"]
+    assert built["pushed"] == f"{build_tag.rsplit(':', 1)[0]}@{built['digest']}"
+    assert read_manifest(build_tag) is None  # pushed by digest only: no tag names it before its smoke passed
+    assert docker.inspect_image(built["pushed"]) is None  # nothing was loaded into a dockerd
+    shutil.copytree(agent_dir, gpu_dir)  # Jenkins' stash and unstash
+    try:
+        smoked = ci("smoke", gpu_dir)
+        assert smoked["passed"] is True and smoked["image"] == built["pushed"] and smoked["digest"] == built["digest"]
+        assert smoked["resolved"]["images"] and smoked["sbom"]["packages"] > 0
+        pushed = ci("push", gpu_dir)
+        kind, body = read_manifest(build_tag)
+        assert pushed["digest"] == built["digest"] == f"sha256:{hashlib.sha256(body).hexdigest()}"
+        assert kind == OCI_INDEX  # the index itself was tagged, not an image taken out of it
+        assert {"smoke", "sbom"} <= set(pushed["records"])
+        promoted = ci("promote", gpu_dir)
+        assert promoted["moved"] and read_manifest(promoted["tag"])[1] == body
+    finally:
+        subprocess.run(["/usr/bin/docker", "image", "rm", "--force", built["pushed"]], capture_output=True)

@@ -7,7 +7,7 @@
 // - the first `sh` step whose script contains "fail" exits non-zero (a failing stage);
 // - files are what readFile returns.
 // For each scenario the output has the parameter definitions, the options, and the events in order:
-// stage entered/skipped (with the agent label it holds, null when none), sh (script text, whether Groovy
+// stage entered/skipped (with the agent label it holds, null when none, and the node's name), sh (script text, whether Groovy
 // interpolated it, the credential variables bound at the time), input, lock, junit, archiveArtifacts,
 // stash/unstash, echo, post blocks, and the build result. tests/unit/test_jenkinsfile.py asserts on it.
 //
@@ -82,7 +82,10 @@ abstract class JenkinsDsl extends Script {
     Map<String, Object> paramValues = [:]
     Map<String, String> capture = null  // environment {} being evaluated: NAME = value goes here
     List<String> stagePath = []
-    String node = null
+    String node = null          // the label the current stage's agent was asked for (null: holds none)
+    String nodeName = null      // the node Jenkins gave for it (env.NODE_NAME): "<label>-<n>", or the label
+                                // itself when that names a node given before (a node's name is one of its labels)
+    List<String> nodeNames = []
     List<String> locks = []
     boolean failed = false
     boolean failureInjected = false
@@ -165,7 +168,7 @@ abstract class JenkinsDsl extends Script {
 
     // --- steps ---------------------------------------------------------------------------------------
     Map event(String type, Map fields) {
-        def e = [type: type, stage: stagePath.join('/'), node: node] + fields
+        def e = [type: type, stage: stagePath.join('/'), node: node, node_name: nodeName] + fields
         events << e
         return e
     }
@@ -344,8 +347,14 @@ abstract class JenkinsDsl extends Script {
             def heldLocks = locks.size()
             if (spec.options) spec.options()  // Jenkins: stage options before the agent and `when`
             def outerNode = node
+            def outerName = nodeName
             node = agentLabel(spec.agent)
-            if (node != null && outerNode == null) envView.@global.WORKSPACE = "/ws/${node}/${spec.name}".toString()
+            if (node != null && outerNode == null) {
+                nodeName = (node in nodeNames) ? node : "${node}-${nodeNames.size() + 1}".toString()
+                nodeNames << nodeName
+                envView.@global.NODE_NAME = nodeName
+                envView.@global.WORKSPACE = "/ws/${nodeName}/${spec.name}".toString()
+            }
             def overlay = spec.environment ? evalEnvironment(spec.environment) : [:]
             envView.@overlays << overlay
             event('stage', [status: 'run', nested: spec.stages != null])
@@ -365,6 +374,7 @@ abstract class JenkinsDsl extends Script {
             runPost(spec, stageFailed ? 'failure' : 'success')
             envView.@overlays.remove(overlay)
             node = outerNode
+            nodeName = outerName
             while (locks.size() > heldLocks) locks.remove(locks.size() - 1)
         } finally {
             stagePath.pop()

@@ -24,7 +24,8 @@ HARNESS = REPO / "tests" / "jenkins" / "harness.groovy"
 SECRET = "harness-s3cret-value"  # what the harness's withCredentials binds REGISTRY_PASSWORD to
 MOVING_TAG = "registry.example:5000/gracectl/gh200-vllm-tfa:v0.19.0-tfa"
 JENKINS_ONLY_STAGES = {"approve"}  # a person's approval: no gracectl command, holds no node
-GROUP_STAGES = {"gh200", "release"}  # hold one node for their nested stages
+GROUP_STAGES = {"build-agent", "gh200", "release"}  # hold one node for their nested stages
+NODE_GROUPS = ("build-agent", "gh200")  # plan/build, then smoke/push: on one GH200 node, or split (BUILDER)
 
 SCENARIOS = {
     "build-push-promote": {"params": {"PUSH": True, "PROMOTE": True, "AGENT_LABEL": "gh200-test"}},
@@ -34,6 +35,8 @@ SCENARIOS = {
     "push-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci push"},
     "promote-fails": {"params": {"PUSH": True, "PROMOTE": True}, "fail": "gracectl ci promote"},
     "rollback": {"params": {"ACTION": "rollback", "ROLLBACK_TO": "v0.19.0-tfa-b41-abcdef0"}},
+    "split-build": {"params": {"BUILDER": "arm64-builders", "PUSH": True, "PROMOTE": True}},
+    "split-smoke-fails": {"params": {"BUILDER": "arm64-builders", "PUSH": True}, "fail": "gracectl ci smoke"},
     "build-push-signed": {"params": {"PUSH": True, "PROMOTE": True, "SIGNING_KEY_CREDENTIALS": "site-cosign-key",
                                      "SIGNING_PASSPHRASE_CREDENTIALS": "site-cosign-passphrase"}},
 }
@@ -95,7 +98,8 @@ def test_stage_list_is_pipeline_py(runs):
     assert leaves.index("push") < leaves.index("approve") < leaves.index("promote")
 
 
-@pytest.mark.parametrize("scenario", ["build-push-promote", "build-local", "build-with-approval", "rollback"])
+@pytest.mark.parametrize("scenario", ["build-push-promote", "build-local", "build-with-approval", "rollback",
+                                      "split-build"])
 def test_each_stage_runs_its_one_command_exactly_when_pipeline_py_says(runs, scenario):
     run = runs[scenario]
     assert run["result"] == "SUCCESS", [e for e in run["events"] if e["type"] == "failure"]
@@ -120,8 +124,9 @@ def test_parameters(runs):
     assert defs["REGISTRY"]["default"]  # a sensible default (env GRACECTL_REGISTRY on the controller)
     assert defs["REGISTRY_CREDENTIALS"]["default"]
     # Every parameter is one that `gracectl ci` reads from the environment, or Jenkins-only.
-    jenkins_only = {"APPROVE_PROMOTION", "AGENT_LABEL", "REGISTRY_CREDENTIALS", "SIGNING_KEY_CREDENTIALS",
-                    "SIGNING_PASSPHRASE_CREDENTIALS"}
+    assert defs["BUILD_LABEL"]["default"] and defs["BUILD_LABEL"]["default"] != defs["AGENT_LABEL"]["default"]
+    jenkins_only = {"APPROVE_PROMOTION", "AGENT_LABEL", "BUILD_LABEL", "REGISTRY_CREDENTIALS",
+                    "SIGNING_KEY_CREDENTIALS", "SIGNING_PASSPHRASE_CREDENTIALS"}
     assert set(defs) - jenkins_only <= set(Params.ENV) | set(environment.VARIABLES)  # the job's, or gracectl's own
 
 
@@ -129,17 +134,51 @@ def test_options_and_agents(runs):
     run = runs["build-push-promote"]
     assert run["top_agent"] == "none"
     opts = run["options"]
-    assert opts["timestamps"] and opts["disableConcurrentBuilds"] and opts["timeout"]["time"] > 0
-    assert "logRotator" in opts["buildDiscarder"]
-    # Builds and smoke tests run on the AGENT_LABEL node; every sh runs on a node.
+    assert opts["timestamps"] and opts["timeout"]["time"] > 0 and "logRotator" in opts["buildDiscarder"]
+    # Builds of different releases run concurrently: no job-wide serialisation, no lock around a build or a smoke
+    # (a tag's moves hold its lock: test_tag_moves_hold_the_tag_lock).
+    assert "disableConcurrentBuilds" not in opts
+    for scenario in ("build-push-promote", "split-build"):
+        assert not [e for e in events(runs[scenario], "sh") if e["locks"] and e["stage"].split("/")[0] in NODE_GROUPS]
+    # Without a BUILDER, one AGENT_LABEL node builds, smokes and pushes (the smoke group asks for it by name).
+    builder = {e["node_name"] for e in events(run, "sh") if e["stage"].startswith("build-agent/")}
+    assert len(builder) == 1 and next(iter(builder)).startswith("gh200-test")
     for e in events(run, "sh"):
-        assert e["node"] == "gh200-test", e
+        group = e["stage"].split("/")[0]
+        assert e["node"] in ("gh200-test", *builder), e
+        if group in NODE_GROUPS:
+            assert {e["node_name"]} == builder, e
     approval = runs["build-with-approval"]
     inputs = events(approval, "input")
     assert len(inputs) == 1 and inputs[0]["node"] is None  # waiting holds no GH200 node
     sequence = [(e["type"], e.get("script", "").strip()) for e in approval["events"] if e["type"] in ("input", "sh")]
     assert sequence.index(("input", "")) < sequence.index(("sh", "gracectl ci promote"))
     assert sequence.index(("sh", "gracectl ci push")) < sequence.index(("input", ""))
+
+
+def test_a_builder_builds_on_an_arm64_build_agent_and_a_gh200_node_smokes_the_pushed_digest(runs):
+    """BUILDER set: plan and build on BUILD_LABEL (doctor checks only what they need there: no GPU), smoke and
+    push on any AGENT_LABEL node, from this build's stash (the build record names the pushed digest)."""
+    run = runs["split-build"]
+    assert run["result"] == "SUCCESS", [e for e in run["events"] if e["type"] == "failure"]
+    where = {leaf(e["stage"]): e["node"] for e in events(run, "sh") if e["script"].startswith("gracectl ci ")
+             and e["script"] != "gracectl ci cleanup"}
+    assert where == {"plan": "arm64-build", "build": "arm64-build", "smoke": "gh200", "push": "gh200",
+                     "promote": "gh200", "archive": "gh200"}
+    doctors = {e["stage"].split("/")[0]: e["script"] for e in events(run, "sh") if e["script"].startswith("gracectl doctor")}
+    assert doctors["build-agent"] == "gracectl doctor --stage plan --stage build"
+    assert doctors["gh200"] == "gracectl doctor --stage smoke --stage push"
+    order = [(e["type"], e["stage"]) for e in run["events"] if e["type"] in ("stash", "unstash")]
+    assert order[:2] == [("stash", "build-agent"), ("unstash", "gh200/smoke")]
+    failed = runs["split-smoke-fails"]
+    assert [c for _, c in ci_commands(failed)] == ["gracectl ci plan", "gracectl ci build", "gracectl ci smoke"]
+    assert not events(failed, "lock")
+
+
+def test_a_rollback_holds_no_gpu_node(runs):
+    run = runs["rollback"]
+    [skipped] = [e for e in events(run, "stage") if e["stage"] == "gh200"]
+    assert skipped["status"] == "skipped-when" and skipped["node"] is None
 
 
 def test_tag_moves_hold_the_tag_lock(runs):
@@ -210,7 +249,8 @@ def test_cleanup_logout_and_archive(runs, scenario):
     run = runs[scenario]
     sh = events(run, "sh")
     group = lambda e: e["stage"].split("/")[0]  # noqa: E731  (the node-holding stage group)
-    assert "gracectl ci cleanup" in [e["script"] for e in sh if group(e) == "gh200"]
+    for ran in {group(e) for e in sh} & set(NODE_GROUPS):  # each node that ran containers cleans up after them
+        assert "gracectl ci cleanup" in [e["script"] for e in sh if group(e) == ran]
     kinds = [e["type"] for e in run["events"]]
     for i, kind in enumerate(kinds):  # records come only from this build's stash, never a stale work dir
         if kind == "unstash":

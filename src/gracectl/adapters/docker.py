@@ -107,6 +107,16 @@ def _push_error(host: str, message: str) -> GraceError:
     return go_tls_error(host, message, "dockerd") or CommandFailedError(f"dockerd's push to {host} failed: {message}")
 
 
+def pull(ref: str, platform: str) -> str:
+    """Pull `ref` (REGISTRY/REPO@sha256:..., what a builder pushed) for `platform` into dockerd, with the client's
+    own login (the node's registry login); returns the local image ID."""
+    run(["pull", "--quiet", "--platform", platform, ref])
+    found = inspect_image(ref)
+    if found is None:
+        raise CommandFailedError(f"docker pull {ref} succeeded but dockerd has no such image")
+    return found["Id"]
+
+
 def push(local_image: str, dest: str, registry_host: str, credentials=None) -> str:
     """Push the dockerd image `local_image` as `dest` (REGISTRY/REPO:TAG) with dockerd's own push; returns the
     manifest digest the registry stored.

@@ -127,14 +127,16 @@ class BuildResult:
 
 
 def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, registry_cache: bool = False,
-          mirror_file: str = "", echo: Callable[[str], None] | None = None, push: bool = False) -> BuildResult:
+          mirror_file: str = "", echo: Callable[[str], None] | None = None, push: bool = False,
+          by_digest: bool = False) -> BuildResult:
     """Build `plan` into a local image tagged with its immutable build tag; write the build record.
     (Pushing is gracectl.tags.publish, the one push path from dockerd: `gracectl build --push` and the pipeline's
     push stage; a named buildx builder pushes by itself.)
 
     `registry_cache`: share BuildKit's cache through the plan's registry (Plan.build_command says how).
     `push` (a buildx builder only): the builder pushes the image by digest itself and nothing is loaded into the
-    node's dockerd; the record's digest is the one the builder pushed.
+    node's dockerd; the record's digest is the one the builder pushed. `by_digest`: pushed untagged (the pipeline's
+    build stage: the push stage tags it once its smoke passed).
     """
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     record_path = Path(record_path)
@@ -155,7 +157,7 @@ def build(plan: Plan, *, record_path: Path, log_path: Path | None = None, regist
     with tempfile.TemporaryDirectory() as tmp:
         iidfile, metadata = Path(tmp) / "iid", Path(tmp) / "metadata.json"
         cmd, env = plan.build_command(tags=[plan.build_tag], registry_cache=registry_cache, push=push,
-                                      metadata_file=str(metadata) if plan.builder else None)
+                                      by_digest=by_digest, metadata_file=str(metadata) if plan.builder else None)
         full = docker.command(cmd if push else [*cmd[:-1], "--iidfile", str(iidfile), cmd[-1]])
         stages = len(stage_closure(plan.stages, plan.target))
         echo(f"building {plan.build_tag} ({plan.platform}, target {plan.target}, {stages} stages); log {log_path}")

@@ -37,13 +37,15 @@ def describe(builder: str) -> str:
 
 
 def buildx_command(builder: str, common: list[str], *, context: str, cache_ref: str = "", twin_cache_ref: str = "",
-                   push: bool = False, metadata_file: str | None = None) -> list[str]:
+                   push: bool = False, by_digest_to: str = "", metadata_file: str | None = None) -> list[str]:
     """`docker buildx build --builder NAME ...`: `common` holds what every builder takes (platform, target, file,
     network, build args, tags).
 
     push: the builder pushes an OCI index carrying the image and its platform (BUILDKIT_MULTI_PLATFORM makes the
     dockerfile frontend return a platform map even for one platform, hence an index); no BuildKit attestations
     (gracectl signs its own provenance and SBOM). Without a push the image is loaded into the node's dockerd.
+    `by_digest_to` (REGISTRY/REPO, with push): pushed there by digest ONLY, no tag (the pipeline's build stage:
+    nothing named points at an image before its smoke passed; the push stage tags that digest).
     `twin_cache_ref`: the cache of the release pair's other image (tfa <-> fallback), read too: the two share every
     stage but triton_kernels' and the image's own metadata, so the second of the pair builds from the first's.
     """
@@ -54,8 +56,9 @@ def buildx_command(builder: str, common: list[str], *, context: str, cache_ref: 
                 cmd += ["--cache-from", f"type=registry,ref={ref}"]
         cmd += ["--cache-to", f"type=registry,ref={cache_ref},mode=max"]
     if push:
-        cmd += ["--build-arg", "BUILDKIT_MULTI_PLATFORM=1", "--provenance=false", "--sbom=false",
-                "--output", "type=registry,oci-mediatypes=true"]
+        output = (f"type=image,name={by_digest_to},push=true,push-by-digest=true,oci-mediatypes=true" if by_digest_to
+                  else "type=registry,oci-mediatypes=true")
+        cmd += ["--build-arg", "BUILDKIT_MULTI_PLATFORM=1", "--provenance=false", "--sbom=false", "--output", output]
     else:
         cmd += ["--load"]
     if metadata_file:

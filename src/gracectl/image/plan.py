@@ -111,16 +111,17 @@ class Plan:
     warnings: list[str] = field(default_factory=list)  # what a site should know before it builds (unproven paths)
     builder: str = ""  # the buildx builder that builds it; empty: the node's dockerd (gracectl.image.builders)
 
-    def build_command(self, *, tags: list[str] | None = None, push: bool = False, registry_cache: bool = False,
-                      metadata_file: str | None = None) -> tuple[list[str], dict[str, str]]:
+    def build_command(self, *, tags: list[str] | None = None, push: bool = False, by_digest: bool = False,
+                      registry_cache: bool = False, metadata_file: str | None = None) -> tuple[list[str], dict[str, str]]:
         """The exact command line (and extra environment) on the plan's builder.
 
         `registry_cache` (needs --registry): builds on different agents share BuildKit's cache through the
         registry: a buildx builder exports every stage to `cache_ref`; plain `docker build` (no cache exporter)
         embeds an inline cache in the image and reuses the one of the image the moving tag points at.
-        `push` (a buildx builder only): the builder pushes by digest itself (gracectl.image.builders.buildx_command).
+        `push` (a buildx builder only): the builder pushes by digest itself (gracectl.image.builders.buildx_command);
+        `by_digest` with it: to the build tag's repository, by digest only (no tag at all).
         """
-        tags = tags if tags is not None else [self.build_tag]
+        tags = [] if by_digest else tags if tags is not None else [self.build_tag]
         common = ["--platform", self.platform, "--target", self.target, "--file", self.dockerfile]
         if self.build_network != "default":
             common += ["--network", self.build_network]
@@ -135,6 +136,7 @@ class Plan:
             return builders.buildx_command(self.builder, common, context=self.context,
                                            cache_ref=self.cache_ref if cache else "",
                                            twin_cache_ref=self.twin_cache_ref if cache else "", push=push,
+                                           by_digest_to=self.build_tag.rsplit(":", 1)[0] if by_digest else "",
                                            metadata_file=metadata_file), {}
         # Plain `docker build` with BuildKit: no --push (gracectl pushes afterwards).
         cmd = ["docker", "build", *common, "--progress", "plain"]

@@ -186,31 +186,56 @@ def stage_plan(ctx: Context) -> dict:
             "moving_tag": plan.moving_tag, "build_tag": plan.build_tag}
 
 
+def by_digest(params: Params) -> bool:
+    """The split layout: a buildx builder (any arm64 build agent) pushes the image by digest, untagged, and the GPU
+    node's smoke stage pulls exactly that digest. Without a builder the node's dockerd builds it where it is smoked."""
+    return bool(params.builder and params.registry)
+
+
 def stage_build(ctx: Context) -> dict:
-    """Build the plan into a local image; build.py writes the build record (and its log) into the work dir."""
+    """Build the plan: into this node's dockerd, or (a builder) into the registry by digest; build.py writes the
+    build record (and its log) into the work dir."""
     from gracectl.image import build
 
+    split = by_digest(ctx.params)
+    result = build.build(ctx.plan(), record_path=ctx.path(stage("build").output), log_path=ctx.path(BUILD_LOG_FILE),
+                         registry_cache=bool(ctx.params.registry), mirror_file=ctx.params.mirror, push=split,
+                         by_digest=split)
+    record = result.record
+    if split:  # nothing local here: the smoke stage reads the pulled image (its inputs, its SBOM)
+        return record
+    return {**record, "sbom": _sbom(ctx, record["image"], record["image_id"])}
+
+
+def _sbom(ctx: Context, image: str, image_id: str) -> dict:
+    """The SBOM of the local image, written beside the records; its summary for the stage's output."""
     from gracectl.image import sbom
 
-    result = build.build(ctx.plan(), record_path=ctx.path(stage("build").output), log_path=ctx.path(BUILD_LOG_FILE),
-                         registry_cache=bool(ctx.params.registry), mirror_file=ctx.params.mirror)
-    record = result.record
-    bom = sbom.sbom_record(record["image"], record["image_id"])
+    bom = sbom.sbom_record(image, image_id)
     write_json(ctx.path(SBOM_RECORD_FILE), bom)
-    return {**record, "sbom": {"file": SBOM_RECORD_FILE, "format": bom["format"], "packages": bom["packages"]}}
+    return {"file": SBOM_RECORD_FILE, "format": bom["format"], "packages": bom["packages"]}
 
 
 def stage_smoke(ctx: Context) -> dict:
-    """Smoke the image the build stage made; smoke.py writes the record and the JUnit XML itself."""
-    from gracectl.image import smoke
+    """Smoke the image the build stage made (pulled by digest first when a builder pushed it); smoke.py writes the
+    record and the JUnit XML itself."""
+    from gracectl.adapters import docker
+    from gracectl.image import build_inputs, smoke
 
-    image = ctx.output("build")["image"]
+    built = ctx.output("build")
+    image, inspected = built["image"], {}
+    if built.get("pushed"):  # exactly the digest the builder pushed; what it holds is read here, where it is local
+        image = built["pushed"]
+        image_id = docker.pull(image, built["platform"])
+        resolved = build_inputs.resolved(built["build_args"], image, ctx.path(BUILD_LOG_FILE).read_text())
+        inspected = {"digest": built["digest"], "resolved": resolved, "sbom": _sbom(ctx, image, image_id)}
     # Tests that cannot pass against a stand-in the plan names (the real-stack test bed's CPU torch) are
     # deselected by name, each with the plan's reason in the record.
     deselect = smoke.deselections(ctx.output("plan")["plan"].get("standins", []))
-    return smoke.run_smoke(image, level=ctx.params.smoke_level, junit_path=ctx.path(SMOKE_JUNIT_FILE),
-                           record_path=ctx.path(stage("smoke").output), gpus=ctx.params.smoke_gpus,
-                           run_id=ctx.run_id(), deselect=deselect)
+    record = smoke.run_smoke(image, level=ctx.params.smoke_level, junit_path=ctx.path(SMOKE_JUNIT_FILE),
+                             record_path=ctx.path(stage("smoke").output), gpus=ctx.params.smoke_gpus,
+                             run_id=ctx.run_id(), deselect=deselect)
+    return {**record, **inspected}
 
 
 def stage_push(ctx: Context) -> dict:
@@ -221,14 +246,22 @@ def stage_push(ctx: Context) -> dict:
     built, smoked = ctx.output("build"), ctx.output("smoke")
     if smoked.get("passed") is not True:
         raise PromotionRefusedError("ci push: the smoke record does not say passed: refusing to push")
-    if smoked.get("image_id") != built.get("image_id"):
+    source = built.get("pushed") or built["image"]
+    if built.get("pushed"):  # a builder pushed it by digest: the smoke stage pulled and read that very digest
+        if smoked.get("image") != source:
+            raise PromotionRefusedError(f"ci push: the smoke record is of {smoked.get('image')}, the build pushed "
+                                        f"{source}: run `gracectl ci smoke` again")
+        built = {**built, "image_id": smoked["image_id"], "resolved": smoked.get("resolved")}
+    elif smoked.get("image_id") != built.get("image_id"):
         raise PromotionRefusedError(f"ci push: the smoke record is of image {smoked.get('image_id')}, the build "
                                     f"made {built.get('image_id')}: run `gracectl ci smoke` again")
     dest = ctx.output("plan")["build_tag"]
     # The SBOM (what is in the image) is stored beside the smoke record; builds recorded before SBOMs have none.
     sbom_path = ctx.path(SBOM_RECORD_FILE)
-    sboms = [json.loads(sbom_path.read_text())] if built.get("sbom") and sbom_path.exists() else []
-    published = moves.publish(built["image"], dest, access=ctx.access, attach=[without_envelope(smoked), *sboms])
+    made = built.get("sbom") or smoked.get("sbom")
+    sboms = [json.loads(sbom_path.read_text())] if made and sbom_path.exists() else []
+    smoke_record = {k: v for k, v in without_envelope(smoked).items() if k not in ("resolved", "sbom")}
+    published = moves.publish(source, dest, access=ctx.access, attach=[smoke_record, *sboms])
     result = {"image": published.ref, **published.to_dict(), "smoke_passed": True, "signed": False}
     signing_key = ctx.signing
     if signing_key:  # the site signs: the digest, and its provenance (naming the smoke record) with it

@@ -19,7 +19,7 @@ BUILD_RECORD_FILE = "build-record.json"
 BUILD_LOG_FILE = "build.log"
 SMOKE_RECORD_FILE = "smoke-record.json"
 SMOKE_JUNIT_FILE = "smoke-junit.xml"
-SBOM_RECORD_FILE = "sbom-record.json"  # the build stage's CycloneDX SBOM of the image (gracectl.image.sbom)
+SBOM_RECORD_FILE = "sbom-record.json"  # the CycloneDX SBOM of the image (gracectl.image.sbom): written where it is local
 BENCH_RECORD_FILE = "bench-record.json"
 # Plain-text file naming the moving tag (REGISTRY/IMAGE:TAG); the Jenkinsfile reads it to take
 # `lock(resource: "gracectl-tag-<image>:<tag>")` around the stages that move that tag.

@@ -1,7 +1,8 @@
 """Publish: the one push path (`gracectl publish`, `gracectl build --push`, the pipeline's push stage). A local
 image goes to an IMMUTABLE build tag by dockerd's own push (layers the registry has are skipped) or, where dockerd
-would verify the registry differently from gracectl, by skopeo; the records given are stored with the pushed
-digest. Tag moves are tags.moves'.
+would verify the registry differently from gracectl, by skopeo; an image a buildx builder already pushed by digest
+(REGISTRY/REPO@sha256:..., untagged) is tagged in place. The records given are stored with the pushed digest.
+Tag moves are tags.moves'.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from gracectl.adapters import docker
 from gracectl.adapters.registry import Registry, open_registry
 from gracectl.adapters.registry_access import RegistryAccess
 from gracectl.adapters.registry_tls import dockerd_trust_gap
-from gracectl.adapters.skopeo import skopeo_copy, skopeo_inspect_raw, transport_ref
+from gracectl.adapters.skopeo import TRANSPORTS, skopeo_copy, skopeo_inspect_raw, transport_ref
 from gracectl.errors import (CommandFailedError, ConflictError, GraceError, Interrupted, OutcomeUnknownError,
                              UsageError)
 from gracectl.image_ref import ImageRef
@@ -45,6 +46,8 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess, attach: list
     if is_bookkeeping_tag(ref.tag):
         raise UsageError(f"{ref.tag!r} is one of gracectl's own bookkeeping tags")
     registry = open_registry(ref, access, bounded=False)  # moving layers takes as long as it takes
+    if "@sha256:" in local_image and not local_image.startswith(TRANSPORTS):
+        return _tag_pushed(registry, ref, ImageRef.parse(local_image), attach)
     source = transport_ref(local_image)
     # A dockerd image goes through dockerd's own push (it skips the layers the registry has) unless dockerd
     # would verify the registry differently from gracectl; then skopeo, which exports the whole image.
@@ -61,13 +64,35 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess, attach: list
         image_id = found["Id"]
     else:
         image_id = (skopeo_inspect_raw(source, access).get("config") or {}).get("digest", "")
+    return _publish(registry, ref, local_image, image_id, attach, lambda: (
+        docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
+        else skopeo_copy(source, ref, registry)))
+
+
+def _tag_pushed(registry: Registry, ref: ImageRef, source: ImageRef, attach: list[dict]) -> Published:
+    """`source` is already in the registry by digest (a buildx builder pushed it, untagged): tag that very manifest
+    (an OCI index stays one), nothing moves. Its image ID is the config digest of the image the index carries."""
+    if (source.registry, source.repository) != (ref.registry, ref.repository) or not source.digest:
+        raise UsageError(f"{source} is not in {ref.registry}/{ref.repository}: a pushed digest is tagged in its own "
+                         "repository only (pull it and publish the local image, or push it there)")
+    image_id = _config_digest(registry, ref.repository, source.digest)
+    if not image_id:
+        raise UsageError(f"{source} names no manifest of one image in {ref.registry} (missing, or an index of "
+                         "several platforms): nothing was tagged")
+    return _publish(registry, ref, str(source), image_id, attach,
+                    lambda: registry.tag_digest(ref.repository, source.digest, ref.tag) or source.digest)
+
+
+def _publish(registry: Registry, ref: ImageRef, source: str, image_id: str, attach: list[dict], push) -> Published:
+    """Check the records, push (unless the tag already holds this image), store the records with the digest."""
+    dest = str(ref)
     for record in attach:  # checked before anything is pushed
         if not isinstance(record, dict):
             raise UsageError(f"an attached record must be a JSON object, got {type(record).__name__}: nothing "
                              "was pushed")
         if record.get("image_id") and record["image_id"] != image_id:
             raise UsageError(f"the {record.get('kind')} record is of image {short(record['image_id'])}, but "
-                             f"{local_image} is {short(image_id)}: attach records of this image only")
+                             f"{source} is {short(image_id)}: attach records of this image only")
     existing = registry.head_manifest(ref.repository, ref.tag)
     if existing:
         if not _holds(registry, ref, existing.digest, image_id):
@@ -75,9 +100,7 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess, attach: list
                                 "tags are immutable, publish under a new build number")
         digest, already = existing.digest, True
     else:
-        digest = _push(registry, ref, image_id, lambda: (
-            docker.push(local_image, str(ref), ref.registry, registry.credentials) if via_dockerd
-            else skopeo_copy(source, ref, registry)))
+        digest = _push(registry, ref, image_id, push)
         already = False
     foreign = [r for r in attach if r.get("digest") not in (None, "", digest)]
     if foreign:  # never relabel another image's record as this one's
@@ -91,10 +114,21 @@ def publish(local_image: str, dest: str, *, access: RegistryAccess, attach: list
 
 
 def _holds(registry: Registry, ref: ImageRef, digest: str, image_id: str) -> bool:
-    """Whether the manifest `digest` is of the local image `image_id` (its config digest)."""
-    found = registry.get_manifest(ref.repository, digest)
-    remote = json.loads(found[0]) if found else {}
-    return bool(image_id) and (remote.get("config") or {}).get("digest") == image_id
+    """Whether the manifest `digest` is of the image `image_id` (its config digest)."""
+    return bool(image_id) and _config_digest(registry, ref.repository, digest) == image_id
+
+
+def _config_digest(registry: Registry, repository: str, digest: str) -> str:
+    """The config digest (dockerd's image ID) of manifest `digest`, or of the one image an OCI index carries (a
+    builder's push: the index names its platform; attestation entries, platform unknown, are not images); ""
+    when there is none or several."""
+    found = registry.get_manifest(repository, digest)
+    manifest = json.loads(found[0]) if found else {}
+    if "manifests" in manifest:
+        images = [m for m in manifest.get("manifests") or [] if (m.get("platform") or {}).get("os") != "unknown"]
+        found = registry.get_manifest(repository, images[0]["digest"]) if len(images) == 1 else None
+        manifest = json.loads(found[0]) if found else {}
+    return str((manifest.get("config") or {}).get("digest") or "")
 
 
 def _push(registry: Registry, ref: ImageRef, image_id: str, push) -> str:
