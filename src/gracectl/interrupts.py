@@ -113,16 +113,11 @@ def shielded():
     that lands later (after the clean-up has read the registry). A signal in it is noted, and raised as it ends,
     even over an error of its own (each request is bounded by its timeout, so the wait is too), unless an
     outer block defers or holds it."""
-    global _depth
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _depth += 1
     try:
-        yield
+        with deferred():
+            yield
     finally:
-        _depth -= 1
-        if _noted and not _depth:
+        if _noted and not _depth and threading.current_thread() is threading.main_thread():
             signum = _noted[0]
             _noted.clear()
             _raise(signum)
