@@ -78,6 +78,22 @@ def test_nothing_follows_a_failed_smoke(tmp_path):
     assert not (tmp_path / "promote-record.json").exists()
 
 
+def test_a_builders_push_is_pushed_only_when_its_smoke_ran_that_very_digest(tmp_path):
+    """The split layout: the build record names the digest the builder pushed; a smoke record of anything else (an
+    older pull, a local image of the same name) never lets the push stage tag it, and nothing is written."""
+    params = Params(release="v0.19.0-tfa", push=True, registry=REGISTRY, builder="agents")
+    assert stages.by_digest(params) and not stages.by_digest(Params(release="v0.19.0-tfa", builder="agents"))
+    pushed = f"{REGISTRY}/gh200-vllm-tfa@sha256:" + "c" * 64
+    write_output(tmp_path, "plan", "passed", build_tag=f"{REGISTRY}/gh200-vllm-tfa:b1", moving_tag="m", run_id="r")
+    write_output(tmp_path, "build", "passed", image=f"{REGISTRY}/gh200-vllm-tfa:b1", image_id="", pushed=pushed,
+                 digest="sha256:" + "c" * 64)
+    for other in (f"{REGISTRY}/gh200-vllm-tfa@sha256:" + "d" * 64, f"{REGISTRY}/gh200-vllm-tfa:b1"):
+        write_output(tmp_path, "smoke", "passed", passed=True, image=other, image_id="sha256:" + "e" * 64)
+        with pytest.raises(PromotionRefusedError, match=f"the smoke record is of {other}, the build pushed {pushed}"):
+            run_stage("push", params, tmp_path, RegistryAccess(), None)
+    assert json.loads((tmp_path / "push-record.json").read_text())["stage_status"] == "failed"
+
+
 def test_output_without_passed_status_counts_as_failed(tmp_path):
     write_output(tmp_path, "plan", "passed")
     (tmp_path / "build-record.json").write_text(json.dumps({"kind": "build", "status": "built"}))  # no stage_status
