@@ -326,7 +326,8 @@ STAGES: tuple[Stage, ...] = (
           "the build record and log",
           stage_build, _build, needs=("plan",), node_needs=("docker", "buildkit", "disk", "registry")),
     Stage("smoke", "run the smoke suite in the built image on the GPU at SMOKE_LEVEL; smoke record + JUnit XML",
-          stage_smoke, _build, needs=("plan", "build"), node_needs=("docker", "nvidia-runtime", "gpu", "driver")),
+          stage_smoke, _build, needs=("plan", "build"),
+          node_needs=("docker", "nvidia-runtime", "gpu", "driver", "registry")),  # registry: a builder's push is pulled
     Stage("push", "push under the immutable build tag; store the smoke record with the pushed digest",
           stage_push, lambda p: _build(p) and p.push, needs=("plan", "build", "smoke"),
           node_needs=("docker", "skopeo", "registry")),
