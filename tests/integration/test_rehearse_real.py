@@ -87,3 +87,59 @@ def test_real_stack_rehearsal(bed, tmp_path):
     now = proc.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
                     f"docker://{moving}"]).stdout.strip()
     assert now == previous
+
+
+def test_a_release_the_watch_writes_is_built_and_smoked_by_the_job_it_starts(bed, tmp_path):
+    """Issue 32: no person between a release on the site's index and a smoked image of it. The index lists 0.19.0
+    and 0.25.0, the project's main branch has 0.25.0's pair only: `release watch --since 0.19.0` writes 0.19.0's
+    pair to release-watch/v0.19.0 and (jenkins/release-watch.Jenkinsfile, held by tests/unit/test_jenkinsfile.py)
+    starts the main job on that branch with PUSH off. Here that job's stages - plan, build, smoke - run from a clone
+    of the branch on the real stack (wheel mode: the official vLLM wheel through the test bed's PyPI proxy; the
+    rehearsal above warmed BuildKit's cache with the same inputs)."""
+    import re
+    import tomllib
+
+    from gracectl.testbed.upstream import upstream_cache
+    from test_release_watch import git, site_index, site_repo, watch, watch_cache
+
+    index = site_index(bed, tmp_path, ["0.19.0", "0.25.0"])
+    site = site_repo(tmp_path, ("v0.25.0-tfa", "v0.25.0"))
+    real = bed.real_mirror_path.read_text()
+    proxy = tomllib.loads(real)["indexes"]["https://pypi.org/simple"]
+    with index.serve() as url:
+        # The watch's mirror: the test bed's real-stack one (Triton's git mirror, the +cu129 pins' public versions),
+        # resolving through PyPI itself as test_release_upstream's does (uv reads metadata by range requests there)
+        # and the site's index mapped to it.
+        watched = tmp_path / "watch-mirror.toml"
+        watched.write_text(re.sub(r'= "http://127\.0\.0\.1:\d+/index"', '= "https://pypi.org/simple"', real)
+                           .replace("\n[indexes]\n", f'\n[indexes]\n"{url}" = "https://pypi.org/simple"\n', 1))
+        _, report = watch(bed, tmp_path, "watch", site, url, watched, watch_cache(bed, tmp_path), "--since", "0.19.0")
+    [written] = report["releases"]
+    assert (written["version"], written["outcome"], written["check"]) == ("0.19.0", "written", "passed"), written
+    checkout = tmp_path / "job"
+    git("clone", "-q", "--branch", written["branch"], f"file://{site}", str(checkout))
+    assert f'index_url = "{url}"' in (checkout / "releases" / "v0.19.0-tfa.toml").read_text()  # the site's index
+    # The job's mirror: the site's index (which the written manifests name) is served by the test bed's PyPI proxy.
+    mirror = tmp_path / "job-mirror.toml"
+    mirror.write_text(real.replace("\n[indexes]\n", f'\n[indexes]\n"{url}" = "{proxy}"\n', 1))
+    assert tomllib.loads(mirror.read_text())["indexes"][url] == proxy
+    workdir = tmp_path / "gracectl-out"
+    env = {**os.environ, "RELEASE": "v0.19.0-tfa", "GRACECTL_RELEASES_DIR": str(checkout / "releases"),
+           "GRACECTL_MIRROR": str(mirror), "GRACECTL_UPSTREAM_CACHE": str(upstream_cache(bed.root)),
+           "SMOKE_LEVEL": "imports", "GRACECTL_SMOKE_GPUS": "none", "BUILD_NUMBER": "1",
+           "GRACECTL_RUN_ID": "release-watch-job", "GRACECTL_MIN_FREE_GB": "0"}
+    try:
+        for stage in ("plan", "build", "smoke"):
+            done = subprocess.run([sys.executable, "-m", "gracectl", "ci", stage, "--workdir", str(workdir)],
+                                  capture_output=True, text=True, timeout=3600, cwd=REPO_ROOT, env=env)
+            print(f"ci {stage}: exit {done.returncode}\n{done.stderr[-1500:]}")
+            assert done.returncode == 0, done.stderr[-4000:]
+        built = json.loads((workdir / "build-record.json").read_text())
+        assert built["labels"]["io.gracectl.vllm-build"] == "wheel" and built["release"] == "v0.19.0-tfa"
+        smoke = json.loads((workdir / "smoke-record.json").read_text())
+        assert smoke["passed"] is True and smoke["versions"]["vllm"] == "0.19.0"
+        assert smoke["versions"]["triton_kernels_mode"] == "site-packages"
+    finally:
+        built_tag = json.loads((workdir / "plan.json").read_text())["build_tag"] if (workdir / "plan.json").exists() else ""
+        if built_tag:
+            subprocess.run(["/usr/bin/docker", "image", "rm", "--force", built_tag], capture_output=True)

@@ -49,14 +49,13 @@ def triton_mirror(bed, tmp_path: Path) -> Path:
     return bare
 
 
-def site_repo(tmp_path: Path) -> Path:
-    """The project's repository on the site's git server: main holds v0.19.0's pair and the Jenkinsfile."""
+def site_repo(tmp_path: Path, names: tuple[str, ...] = ("v0.19.0-tfa", "v0.19.0")) -> Path:
+    """The project's repository on the site's git server: main holds the pair `names` and the Jenkinsfile."""
     work = tmp_path / "main-tree"
     (work / "releases").mkdir(parents=True)
-    for name in ("v0.19.0-tfa", "v0.19.0"):
+    for name in names:
         shutil.copy(releases_dir() / f"{name}.toml", work / "releases")
-    (work / "Jenkinsfile").write_text(with_release_choices((REPO / "Jenkinsfile").read_text(),
-                                                           ["v0.19.0-tfa", "v0.19.0"]))
+    (work / "Jenkinsfile").write_text(with_release_choices((REPO / "Jenkinsfile").read_text(), list(names)))
     bare = tmp_path / "site.git"
     commit_tree(bare, work, "main")
     return bare
@@ -67,37 +66,51 @@ def git(*args: str) -> str:
                           env={**os.environ, **GIT_ENV}).stdout
 
 
-def watch(bed, tmp_path: Path, name: str, site: Path, url: str, mirror: Path, cache: Path):
-    """One run of the job: a clean checkout of main, then `gracectl release watch ... --push`."""
+def watch(bed, tmp_path: Path, name: str, site: Path, url: str, mirror: Path, cache: Path, *more: str):
+    """One run of the job: a clean checkout of main, then `gracectl release watch ... --push` (+ `more`)."""
     checkout = tmp_path / name
     git("clone", "-q", f"file://{site}", str(checkout))
     report = tmp_path / f"{name}.json"
     env = {**os.environ, "GRACECTL_UPSTREAM_CACHE": str(cache), "GRACECTL_RELEASES_DIR": str(checkout / "releases")}
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "gracectl", "release", "watch", "--index-url", url, "--mirror",
-                           str(mirror), "--report", str(report), "--push", f"file://{site}"],
+                           str(mirror), "--report", str(report), "--push", f"file://{site}", *more],
                           capture_output=True, text=True, env=env, timeout=900)
     print(f"{name}: {time.monotonic() - start:.1f} s\n{done.stdout}")
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     return done, json.loads(report.read_text())
 
 
-def test_release_watch_writes_new_releases_to_branches_and_says_what_it_refused(bed, tmp_path):
+def watch_cache(bed, tmp_path: Path) -> Path:
+    """The watch's upstream cache: uv's is safe to share (the other release tests' resolutions); sdists and trees
+    come from the site's index and Triton mirror, into this test's own cache."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    # uv's cache is safe to share (the other release tests' resolutions); sdists and trees come from the index
-    # and the mirror below, into this test's own cache.
     (cache / "uv").symlink_to(upstream_cache(bed.root) / "uv")
-    sdists = upstream_cache(bed.root) / "index" / "pypi.org_simple" / "files"
-    index = VllmIndex(["0.19.0", "0.25.0"], sdists, tmp_path / "index")
+    return cache
+
+
+def site_index(bed, tmp_path: Path, versions: list[str]) -> VllmIndex:
+    return VllmIndex(versions, upstream_cache(bed.root) / "index" / "pypi.org_simple" / "files", tmp_path / "index")
+
+
+def watch_mirror(tmp_path: Path, triton: Path, url: str, flashinfer_url: str = "") -> Path:
+    """The site's mirror as the watch reads it: Triton from its git mirror; resolution through PyPI itself (the
+    site's index lists and serves what the watch reads; uv needs every project); FlashInfer's wheel site (0.27.1
+    adds it): a STAND-IN."""
+    mirror = tmp_path / "mirror.toml"
+    mirror.write_text(f'[repos]\n"{TRITON}" = "file://{triton}"\n\n[indexes]\n"{url}" = "https://pypi.org/simple"\n'
+                      + (f'"https://flashinfer.ai/whl/" = "{flashinfer_url}"\n' if flashinfer_url else ""))
+    return mirror
+
+
+def test_release_watch_writes_new_releases_to_branches_and_says_what_it_refused(bed, tmp_path):
+    cache = watch_cache(bed, tmp_path)
+    index = site_index(bed, tmp_path, ["0.19.0", "0.25.0"])
     flashinfer = standin_index(tmp_path / "flashinfer-whl", "flashinfer-cubin", "0.6.16.post3")
     site, triton = site_repo(tmp_path), triton_mirror(bed, tmp_path)
     with index.serve() as url, serve(flashinfer) as flashinfer_url:
-        mirror = tmp_path / "mirror.toml"
-        # The site's mirror: Triton from its git mirror; resolution through PyPI itself (the index above lists and
-        # serves what the watch reads; uv needs every project); FlashInfer's wheel site (0.27.1 adds it): a STAND-IN.
-        mirror.write_text(f'[repos]\n"{TRITON}" = "file://{triton}"\n\n[indexes]\n"{url}" = "https://pypi.org/simple"'
-                          f'\n"https://flashinfer.ai/whl/" = "{flashinfer_url}"\n')
+        mirror = watch_mirror(tmp_path, triton, url, flashinfer_url)
 
         # Run 1: the index serves 0.25.0, which main lacks: written, checked, pushed to its own branch.
         done, report = watch(bed, tmp_path, "run1", site, url, mirror, cache)
